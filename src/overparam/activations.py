@@ -1,0 +1,60 @@
+"""The three activations, each as its value phi(z) and derivative phi'(z) (SPEC §2-3).
+
+For softmax the per-neuron value is the exponential; the normalisation over neurons is
+applied by `coefficients.forward`, because it couples all neurons of an input.
+"""
+
+from __future__ import annotations
+
+import torch
+
+ACTIVATIONS = ("relu", "exp", "softmax")
+
+#: Paper default output scale kappa per activation, as a string understood by `parse_scale`.
+DEFAULT_SCALE = {"relu": "1/sqrt(m)", "exp": "1", "softmax": "1"}
+
+
+def relu(z: torch.Tensor) -> torch.Tensor:
+    """phi(z) = max(0, z)."""
+    return torch.clamp_min(z, 0)
+
+
+def relu_derivative(z: torch.Tensor) -> torch.Tensor:
+    """phi'(z) = 1{z > 0}."""
+    return (z > 0).to(z.dtype)
+
+
+def exp(z: torch.Tensor) -> torch.Tensor:
+    """phi(z) = exp(z); phi' = phi."""
+    return torch.exp(z)
+
+
+def check_activation(activation: str) -> str:
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}"
+        )
+    return activation
+
+
+def parse_scale(scale: str | float | None, activation: str, width: int) -> float:
+    """Output scale kappa: None (the paper's default), '1', '1/sqrt(m)', '1/m' or a number."""
+    if scale is None:
+        scale = DEFAULT_SCALE[activation]
+    if isinstance(scale, (int, float)) and not isinstance(scale, bool):
+        value = float(scale)
+    else:
+        text = str(scale).replace(" ", "")
+        named = {"1": 1.0, "1/sqrt(m)": width ** -0.5, "1/m": 1.0 / width}
+        if text in named:
+            value = named[text]
+        else:
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(
+                    f"unknown scale {scale!r}: use '1', '1/sqrt(m)', '1/m' or a positive number"
+                ) from None
+    if not (value > 0 and value < float("inf")):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    return value

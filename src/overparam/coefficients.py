@@ -1,0 +1,245 @@
+"""The one place that computes the per-neuron coefficients C of SPEC §3.
+
+Every model's per-example Jacobian has the form dF_l(x_i)/dw_r = c_{irl} x_i with
+
+    c_{irl} = kappa * D_{ir} * (a_{rl} - s_{il})
+
+    relu:     D = 1{<w_r, x_i> > 0},          s = 0
+    exp:      D = exp(<w_r, x_i>),            s = 0
+    softmax:  D = m S_r(x_i),                 s_{il} = <a_l, S(x_i)> = F_l(x_i) / (kappa m)
+
+Gradients (vector-Jacobian products), Jacobian-vector products, kernels, sharding and batching
+all go through `Pass`. Work is chunked over neurons, so memory is O(n * chunk) unless the
+caller asks to keep the per-chunk D between the forward and the backward product.
+All functions broadcast over leading batch dimensions of W and a (e.g. seeds: S x m x d).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from . import activations
+
+#: Bytes of working memory a single neuron chunk may take (n x chunk x (k + 2) values).
+CHUNK_BYTES = 1 << 24
+
+
+def default_chunk(n: int, k: int, itemsize: int) -> int:
+    """Even chunk width so that one chunk's n x chunk x (k + 2) buffers fit CHUNK_BYTES."""
+    chunk = CHUNK_BYTES // max(1, n * (k + 2) * itemsize)
+    return max(2, chunk - chunk % 2)
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free on `device` (GPU: cudaMemGetInfo; CPU: the OS's available physical pages)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 1 << 30
+
+
+def chunk_slices(m: int, chunk: int) -> list[slice]:
+    return [slice(start, min(start + chunk, m)) for start in range(0, m, chunk)]
+
+
+def paired_matmul(P: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """P @ A summed in neuron pairs (2r, 2r+1) first.
+
+    With coupled initialisation the two terms of each pair cancel exactly, so F(W(0), .) is
+    exactly zero instead of a rounding residue of the GEMM's summation order.
+    """
+    even = P[..., :, 0::2, None] * A[..., None, 0::2, :]
+    even += P[..., :, 1::2, None] * A[..., None, 1::2, :]
+    return even.sum(-2)
+
+
+@dataclass
+class Pass:
+    """F(W, X) and the state needed for products with its Jacobian J (SPEC §3).
+
+    Shapes: X (n, d) or (..., n, d); W (..., m, d); a (..., m, k); out (..., n, k).
+    `lse` (softmax only, (..., n)) is log sum_r exp(<w_r, x_i>), the normaliser.
+    """
+
+    X: torch.Tensor
+    W: torch.Tensor
+    a: torch.Tensor
+    activation: str
+    kappa: float
+    chunk: int
+    out: torch.Tensor
+    lse: torch.Tensor | None = None
+    cache: list[tuple[torch.Tensor, torch.Tensor | None]] | None = field(default=None, repr=False)
+
+    @property
+    def width(self) -> int:
+        return self.W.shape[-2]
+
+    @property
+    def shift(self) -> torch.Tensor | None:
+        """s_{il} = <a_l, S(x_i)> for softmax, None (zero) otherwise."""
+        if self.activation != "softmax":
+            return None
+        return self.out / (self.kappa * self.width)
+
+    def derivative_factors(self) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor | None]]:
+        """Yield (neurons, E, rowscale) with D = E * rowscale[..., None] for each chunk.
+
+        relu, exp: rowscale is None and D = E. softmax: E = exp(z - M_chunk) and
+        rowscale = m exp(M_chunk - lse), so D = m S without a second pass over the chunk.
+        """
+        for index, neurons in enumerate(chunk_slices(self.width, self.chunk)):
+            if self.cache is not None:
+                E, rowscale = self.cache[index]
+            else:
+                Z = self.X @ self.W[..., neurons, :].transpose(-1, -2)
+                if self.activation == "relu":
+                    E, rowscale = activations.relu_derivative(Z), None
+                elif self.activation == "exp":
+                    E, rowscale = torch.exp(Z), None
+                else:
+                    E, rowscale = torch.exp(Z - self.lse[..., None]), None
+                    E *= self.width
+            yield neurons, E, rowscale
+
+    def coefficients(self) -> Iterator[tuple[slice, torch.Tensor]]:
+        """Yield (neurons, C) with C[..., l, i, r] = c_{i r l}, shape (..., k, n, chunk)."""
+        s = self.shift
+        for neurons, E, rowscale in self.derivative_factors():
+            D = E if rowscale is None else E * rowscale[..., None]
+            a_c = self.a[..., neurons, :].transpose(-1, -2)  # (..., k, chunk)
+            diff = a_c[..., :, None, :]
+            if s is not None:
+                diff = diff - s.transpose(-1, -2)[..., :, :, None]
+            yield neurons, self.kappa * D[..., None, :, :] * diff
+
+    def _weighted(self, V: torch.Tensor, neurons: slice, E, rowscale) -> torch.Tensor:
+        """B[..., i, r] = sum_l V_{il} c_{irl}, shape (..., n, chunk)."""
+        a_c = self.a[..., neurons, :]
+        s = self.shift
+        if s is None and rowscale is None:
+            B = V @ a_c.transpose(-1, -2)
+        else:
+            t = (V * s).sum(-1, keepdim=True)  # sum_l V_il s_il
+            scale = rowscale[..., None] if rowscale is not None else 1.0
+            ones = torch.ones_like(a_c[..., :1])
+            B = torch.cat([V, -t], -1).mul(scale) @ torch.cat([a_c, ones], -1).transpose(-1, -2)
+        B *= E
+        return B
+
+    def vjp(self, V: torch.Tensor) -> torch.Tensor:
+        """J^T V: sum_{i,l} V_{il} dF_l(x_i)/dW, shape like W. With V = F - y this is grad L."""
+        batch = torch.broadcast_shapes(self.W.shape[:-2], self.X.shape[:-2], V.shape[:-2])
+        grad = self.W.new_empty(batch + self.W.shape[-2:])
+        for neurons, E, rowscale in self.derivative_factors():
+            B = self._weighted(V, neurons, E, rowscale)
+            grad[..., neurons, :] = B.transpose(-1, -2) @ self.X
+        return grad.mul_(self.kappa)
+
+    def jvp(self, G: torch.Tensor) -> torch.Tensor:
+        """J G: sum_r <dF_l(x_i)/dw_r, g_r>, shape (..., n, k), for a direction G shaped like W."""
+        s = self.shift
+        out = torch.zeros_like(self.out)
+        total = torch.zeros_like(self.out[..., :1])
+        for neurons, E, rowscale in self.derivative_factors():
+            P = self.X @ G[..., neurons, :].transpose(-1, -2)
+            P *= E
+            if rowscale is not None:
+                P *= rowscale[..., None]
+            out += P @ self.a[..., neurons, :]
+            if s is not None:
+                total += P.sum(-1, keepdim=True)
+        if s is not None:
+            out -= s * total
+        return out.mul_(self.kappa)
+
+    def kernel_vector(self, V: torch.Tensor) -> torch.Tensor:
+        """Theta V = J J^T V for V shaped like `out`; O(n d m) work, no n x n matrix."""
+        return self.jvp(self.vjp(V))
+
+
+def forward(
+    X: torch.Tensor,
+    W: torch.Tensor,
+    a: torch.Tensor,
+    activation: str,
+    kappa: float,
+    chunk: int,
+    keep: bool = False,
+    paired: bool = False,
+) -> Pass:
+    """F_l(W, x_i), chunked over neurons (SPEC §2); softmax uses an online max-shift.
+
+    keep: store each chunk's derivative factor so that vjp/jvp need no second GEMM.
+    paired: sum neuron pairs first (exact zero at coupled initialisation).
+    """
+    matmul = paired_matmul if paired else torch.matmul
+    cache = [] if keep else None
+    out = None
+    if activation == "softmax":
+        running_max = None
+        norm = None
+        for neurons in chunk_slices(W.shape[-2], chunk):
+            Z = X @ W[..., neurons, :].transpose(-1, -2)
+            chunk_max = Z.amax(-1)
+            if running_max is None:
+                running_max = chunk_max
+                Z -= running_max[..., None]
+                E = Z.exp_()
+                norm = E.sum(-1)
+                out = matmul(E, a[..., neurons, :])
+            else:
+                new_max = torch.maximum(running_max, chunk_max)
+                rescale = torch.exp(running_max - new_max)
+                norm *= rescale
+                out *= rescale[..., None]
+                running_max = new_max
+                Z -= running_max[..., None]
+                E = Z.exp_()
+                norm += E.sum(-1)
+                out += matmul(E, a[..., neurons, :])
+            if keep:
+                cache.append((E, running_max))
+        lse = running_max + torch.log(norm)
+        out = out * (kappa * W.shape[-2] / norm[..., None])
+        if keep:
+            m = W.shape[-2]
+            cache = [(E, torch.exp(M - lse) * m) for E, M in cache]
+        return Pass(X, W, a, activation, kappa, chunk, out, lse, cache)
+
+    for neurons in chunk_slices(W.shape[-2], chunk):
+        Z = X @ W[..., neurons, :].transpose(-1, -2)
+        if activation == "relu":
+            phi = activations.relu(Z)
+            if keep:
+                cache.append((activations.relu_derivative(Z), None))
+        else:
+            phi = Z.exp_()
+            if keep:
+                cache.append((phi, None))
+        part = matmul(phi, a[..., neurons, :])
+        out = part if out is None else out.add_(part)
+    out = out * kappa
+    if activation == "exp" and not torch.isfinite(out).all():
+        _raise_overflow(X, W, chunk)
+    return Pass(X, W, a, activation, kappa, chunk, out, None, cache)
+
+
+def _raise_overflow(X: torch.Tensor, W: torch.Tensor, chunk: int) -> None:
+    largest = max(
+        float((X @ W[..., neurons, :].transpose(-1, -2)).amax())
+        for neurons in chunk_slices(W.shape[-2], chunk)
+    )
+    limit = math.log(torch.finfo(W.dtype).max)
+    raise OverflowError(
+        f"exp network overflows {str(W.dtype).replace('torch.', '')}: the largest <w_r, x_i> is "
+        f"{largest:.4g}, above log(max) = {limit:.4g}; use float64, a smaller sigma, inputs with "
+        "||x|| <= 1, or a smaller step size"
+    )

@@ -1,0 +1,175 @@
+"""Two-layer networks with trained first layer W and fixed random signs a (SPEC §2)."""
+
+from __future__ import annotations
+
+import torch
+
+from . import activations, coefficients
+from .validation import as_inputs, as_targets
+
+INITS = ("independent", "coupled")
+
+
+def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    named = {"float64": torch.float64, "double": torch.float64, "float32": torch.float32, "float": torch.float32}
+    if dtype not in named:
+        raise ValueError(f"unknown dtype {dtype!r}: use float64 or float32")
+    return named[dtype]
+
+
+def resolve_device(device: torch.device | str) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def initial_weights(
+    width: int,
+    in_dim: int,
+    out_dim: int,
+    init: str = "independent",
+    sigma: float = 1.0,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """W(0) with rows ~ N(0, sigma^2 I_d) and signs a uniform on {+1, -1}^{m x k}.
+
+    coupled (MOSW22): w_{2r+1} = w_{2r}, a_{2r+1} = -a_{2r}, so F(W(0), .) = 0.
+    Draws on the CPU from `seed` so the same seed gives the same network on every device.
+    """
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}: use 'independent' or 'coupled'")
+    if init == "coupled" and width % 2:
+        raise ValueError(f"coupled init pairs neurons, so the width must be even; got {width}")
+    if not (sigma > 0):
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    gen = torch.Generator().manual_seed(int(seed))
+    rows = width // 2 if init == "coupled" else width
+    W = torch.randn(rows, in_dim, generator=gen, dtype=torch.float64) * sigma
+    a = torch.randint(0, 2, (rows, out_dim), generator=gen).to(torch.float64) * 2 - 1
+    if init == "coupled":
+        W = W.repeat_interleave(2, dim=0)
+        a = torch.stack([a, -a], dim=1).reshape(width, out_dim)
+    return W.to(dtype=dtype, device=device), a.to(dtype=dtype, device=device)
+
+
+class TwoLayerNet:
+    """F_l(W, x) = kappa * sum_r a_{rl} phi_r(W, x) (SPEC §2).
+
+    relu: phi_r = max(0, <w_r, x>); exp: phi_r = exp(<w_r, x>);
+    softmax: phi_r = m S_r(x), S = softmax over neurons of (<w_r, x>)_r.
+
+    Attributes W (m, d) and a (m, k) may be read and replaced. `net(X)` maps (n, d) -> (n, k).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        width: int,
+        out_dim: int = 1,
+        activation: str = "relu",
+        scale: str | float | None = None,
+        init: str = "independent",
+        sigma: float = 1.0,
+        seed: int = 0,
+        dtype: torch.dtype | str = torch.float64,
+        device: torch.device | str = "cpu",
+        chunk_size: int | None = None,
+    ) -> None:
+        for name, value in (("in_dim", in_dim), ("width", width), ("out_dim", out_dim)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.activation = activations.check_activation(activation)
+        self.scale_spec = scale
+        self.kappa = activations.parse_scale(scale, activation, width)
+        self.init = init
+        self.sigma = float(sigma)
+        self.seed = int(seed)
+        self.chunk_size = chunk_size
+        self.W, self.a = initial_weights(
+            int(width), int(in_dim), int(out_dim), init, sigma, seed,
+            resolve_dtype(dtype), resolve_device(device),
+        )
+
+    @property
+    def width(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def in_dim(self) -> int:
+        return self.W.shape[1]
+
+    @property
+    def out_dim(self) -> int:
+        return self.a.shape[1]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.W.device
+
+    def chunk(self, n: int) -> int:
+        if self.chunk_size is not None:
+            return max(1, int(self.chunk_size))
+        return default_chunk_for(n, self.out_dim, self.W)
+
+    def forward_pass(self, X: torch.Tensor, keep: bool | None = None) -> coefficients.Pass:
+        """Forward pass with Jacobian products (`Pass`); keep=None keeps the per-chunk
+        derivative factors when they fit a quarter of free memory."""
+        X = as_inputs(X, self.in_dim, self.dtype, self.device)
+        if keep is None:
+            keep = fits_in_memory(X.shape[0], self.width, self.W)
+        return coefficients.forward(
+            X, self.W, self.a, self.activation, self.kappa, self.chunk(X.shape[0]),
+            keep=keep, paired=self.init == "coupled" and self.width % 2 == 0,
+        )
+
+    def __call__(self, X: torch.Tensor) -> torch.Tensor:
+        """F(W, X), shape (n, k)."""
+        return self.forward_pass(X, keep=False).out
+
+    def loss(self, X: torch.Tensor, y: torch.Tensor) -> float:
+        """L(W) = 1/2 sum_i ||F(W, x_i) - y_i||^2."""
+        residual = self(X) - as_targets(y, X.shape[0], self.out_dim, self.dtype, self.device)
+        return 0.5 * float(residual.square().sum())
+
+    def grad(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """grad_W L = sum_i sum_l r_{il} c_{irl} x_i in closed form (SPEC §3), shape (m, d)."""
+        forward = self.forward_pass(X)
+        residual = forward.out - as_targets(y, forward.X.shape[0], self.out_dim, self.dtype, self.device)
+        return forward.vjp(residual)
+
+    def copy(self) -> "TwoLayerNet":
+        clone = object.__new__(TwoLayerNet)
+        clone.__dict__.update(self.__dict__)
+        clone.W, clone.a = self.W.clone(), self.a.clone()
+        return clone
+
+    def config(self) -> dict:
+        """Plain-data description (enough to rebuild the initial network)."""
+        return {
+            "activation": self.activation, "width": self.width, "in_dim": self.in_dim,
+            "out_dim": self.out_dim, "scale": self.scale_spec, "kappa": self.kappa,
+            "init": self.init, "sigma": self.sigma, "seed": self.seed,
+            "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device),
+        }
+
+    def __repr__(self) -> str:
+        return (f"TwoLayerNet(activation={self.activation!r}, in_dim={self.in_dim}, width={self.width}, "
+                f"out_dim={self.out_dim}, kappa={self.kappa:.4g}, init={self.init!r})")
+
+
+def default_chunk_for(n: int, k: int, W: torch.Tensor) -> int:
+    return coefficients.default_chunk(n, k, W.element_size())
+
+
+def fits_in_memory(n: int, m: int, W: torch.Tensor) -> bool:
+    """True when an n x m matrix of W's dtype takes at most a quarter of free memory."""
+    return n * m * W.element_size() * 4 <= coefficients.available_memory(W.device)
