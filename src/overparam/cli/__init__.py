@@ -1,0 +1,12 @@
+"""The `overparam` command line: thin wrappers that parse arguments, call the library, print.
+
+Each subcommand lives in its own module and registers itself on `app`. User errors (bad flags,
+bad files, bad values) exit with code 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+from .common import app  # noqa: F401  (the console script's entry point)
+from . import train  # noqa: F401,E402  (registers `overparam train`)
+
+__all__ = ["app"]

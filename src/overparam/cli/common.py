@@ -1,0 +1,73 @@
+"""Shared pieces of the CLI: the typer app, the one-line error exit, JSON and progress output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+from typing import Callable
+
+import numpy as np
+import typer
+
+app = typer.Typer(
+    name="overparam",
+    help="Over-parameterized two-layer networks (relu, exp, softmax), trained as the theorems analyse them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: Exceptions that mean the user gave bad input: reported in one line with exit code 2.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, OverflowError, KeyError)
+
+
+def fail(message: str) -> None:
+    """Print `overparam: error: message` on stderr and exit with code 2."""
+    typer.echo(f"overparam: error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def user_errors(command: Callable) -> Callable:
+    """Decorator: turn the library's user-input exceptions into a one-line error and exit 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as error:
+            text = str(error).strip().splitlines()
+            fail(text[0] if text else type(error).__name__)
+
+    return wrapper
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def print_json(payload: dict) -> None:
+    """One JSON object on stdout (non-finite floats become null / "inf": strict JSON)."""
+    typer.echo(json.dumps(_plain(payload), allow_nan=False))
+
+
+def show_progress(json_mode: bool) -> bool:
+    """Progress bars only for a person at a terminal, never with --json."""
+    return not json_mode and sys.stderr.isatty()
+
+
+def parse_device(device: str) -> str:
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        fail(f"unknown device {device!r}: use cpu or cuda")
+    return device
