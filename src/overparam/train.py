@@ -53,6 +53,26 @@ class History:
     def columns(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in HISTORY_COLUMNS}
 
+    def save(self, path) -> None:
+        """Write the recorded columns (and callback columns recorded at every entry) to
+        Parquet (.parquet) or CSV (.csv)."""
+        from pathlib import Path
+
+        import pyarrow as pa
+
+        columns = self.columns()
+        columns.update({k: v for k, v in self.extra.items() if v.ndim == 1 and len(v) == len(self.step)})
+        table = pa.table(columns)
+        path = Path(path)
+        if path.suffix == ".csv":
+            import pyarrow.csv as pacsv
+
+            pacsv.write_csv(table, path)
+        else:
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, path)
+
     def summary(self) -> dict:
         """Plain-data summary of the run (the CLI's --json object)."""
         return {
@@ -157,7 +177,8 @@ def train(
         try:
             forward = net.forward_pass(X, keep=keep)
         except OverflowError as error:
-            status, message = "diverged", f"step {step}: {error}"
+            status = "diverged"
+            message = _divergence_message(net, W0, X, lr, step, str(error).split(";")[0])
             break
         residual = forward.out - y
         norm = float(residual.norm())
@@ -166,7 +187,9 @@ def train(
             initial_loss = loss
         if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * max(initial_loss, 1e-300):
             status = "diverged"
-            message = _divergence_message(net, W0, X, lr, step, loss, initial_loss)
+            what = "a non-finite loss" if not math.isfinite(loss) else (
+                f"loss {loss:.3e}, over {DIVERGENCE_FACTOR:g}x its initial {initial_loss:.3e}")
+            message = _divergence_message(net, W0, X, lr, step, what)
             break
         done = norm <= tol
         last = done or step == steps
@@ -218,9 +241,7 @@ def _minibatch_grad(net, X, y, batch_size, gen, forward, residual) -> torch.Tens
     return part.vjp(part.out - y[index])
 
 
-def _divergence_message(net, W0, X, lr, step, loss, initial_loss) -> str:
-    what = "a non-finite loss" if not math.isfinite(loss) else (
-        f"loss {loss:.3e}, over {DIVERGENCE_FACTOR:g}x its initial {initial_loss:.3e}")
+def _divergence_message(net, W0, X, lr, step, what) -> str:
     current = net.W
     try:
         net.W = W0
@@ -232,4 +253,4 @@ def _divergence_message(net, W0, X, lr, step, loss, initial_loss) -> str:
         hint = f"try lr = {lr / 10:.3g}"
     finally:
         net.W = current
-    return f"diverged at step {step} with {what} at lr = {lr:.3g}; {hint}"
+    return f"diverged at step {step} ({what}) at lr = {lr:.3g}; {hint}"

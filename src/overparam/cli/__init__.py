@@ -6,7 +6,7 @@ bad files, bad values) exit with code 2 and one line on stderr, never a tracebac
 
 from __future__ import annotations
 
-from .common import app  # noqa: F401  (the console script's entry point)
+from .common import app, run  # noqa: F401  (run is the console script's entry point)
 from . import train  # noqa: F401,E402  (registers `overparam train`)
 
-__all__ = ["app"]
+__all__ = ["app", "run"]

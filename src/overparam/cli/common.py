@@ -17,6 +17,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 #: Exceptions that mean the user gave bad input: reported in one line with exit code 2.
@@ -71,3 +72,36 @@ def parse_device(device: str) -> str:
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         fail(f"unknown device {device!r}: use cpu or cuda")
     return device
+
+
+@app.callback()
+def main() -> None:
+    """Over-parameterized two-layer networks (relu, exp, softmax), trained as the theorems analyse them."""
+
+
+def _is(error: BaseException, name: str) -> bool:
+    # typer >= 0.2x vendors click privately, older typer uses click: match the class by name.
+    return any(cls.__name__ == name for cls in type(error).__mro__)
+
+
+def run() -> None:
+    """Console-script entry point: usage errors become one line on stderr with exit code 2."""
+    try:
+        code = app(standalone_mode=False)
+    except KeyboardInterrupt:
+        typer.echo("overparam: interrupted", err=True)
+        sys.exit(130)
+    except Exception as error:
+        if _is(error, "NoArgsIsHelpError"):
+            typer.echo(error.format_message())
+            sys.exit(0)
+        if _is(error, "UsageError"):
+            ctx = getattr(error, "ctx", None)
+            command = f"overparam {ctx.info_name} --help" if ctx is not None and ctx.parent else "overparam --help"
+            typer.echo(f"overparam: error: {error.format_message()} (see '{command}')", err=True)
+            sys.exit(2)
+        if _is(error, "Abort"):
+            typer.echo("overparam: interrupted", err=True)
+            sys.exit(130)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

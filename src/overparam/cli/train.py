@@ -1,0 +1,137 @@
+"""`overparam train`: train one network by full-batch GD (or SGD/Adam) and report the run."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import data as datasets
+from .. import plots
+from ..models import TwoLayerNet
+from ..train import train as train_network
+from .common import app, fail, print_json, show_progress, user_errors
+
+
+def load_dataset(data: str, n: int, d: int, k: int, seed: int, normalize: Optional[str],
+                 label_columns: Optional[str]) -> tuple[datasets.Dataset, list[str]]:
+    """A built-in dataset by name or a user file; returns it with the theory warnings raised."""
+    if data in datasets.BUILTIN:
+        dataset = datasets.builtin(data, n, d, k, seed)
+    else:
+        columns = None
+        if label_columns:
+            try:
+                columns = [int(c) for c in label_columns.split(",")]
+            except ValueError:
+                fail(f"--label-columns takes comma-separated integers, got {label_columns!r}")
+        dataset = datasets.load(data, columns)
+    if normalize:
+        dataset.X = datasets.project_to_ball(dataset.X, normalize)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", datasets.TheoryAssumptionWarning)
+        datasets.check_theory_assumptions(dataset.X)
+    return dataset, [str(w.message) for w in caught]
+
+
+@app.command()
+@user_errors
+def train(
+    activation: str = typer.Option("exp", help="relu, exp or softmax"),
+    width: int = typer.Option(1024, help="number of neurons m"),
+    data: str = typer.Option("sphere", help="sphere, teacher, moons, circles, or a .npz/.csv file"),
+    n: int = typer.Option(64, help="number of points (built-in data)"),
+    d: int = typer.Option(8, help="input dimension (built-in sphere/teacher data)"),
+    k: int = typer.Option(1, help="outputs per input (built-in sphere/teacher data)"),
+    label_columns: Optional[str] = typer.Option(None, help="CSV label columns, e.g. '-1' or '3,4'"),
+    normalize: Optional[str] = typer.Option(None, help="project inputs: 'ball' (divide by max norm) or 'sphere'"),
+    steps: int = typer.Option(2000, help="step budget"),
+    lr: str = typer.Option("auto", help="step size eta, or 'auto' = 1/lambda_max(Theta(W(0)))"),
+    tol: float = typer.Option(1e-3, help="stop when ||F - y||_2 <= tol"),
+    optimizer: str = typer.Option("gd", help="gd (full batch), sgd or adam"),
+    batch_size: Optional[int] = typer.Option(None, help="minibatch size for sgd/adam"),
+    init: str = typer.Option("coupled", help="independent or coupled (symmetric, F(W(0)) = 0)"),
+    scale: Optional[str] = typer.Option(None, help="output scale kappa: 1, 1/sqrt(m), 1/m or a number"),
+    sigma: float = typer.Option(1.0, help="initial weights w_r ~ N(0, sigma^2 I)"),
+    seed: int = typer.Option(0, help="seed for data and initialisation"),
+    dtype: str = typer.Option("float64", help="float64 or float32"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    out: Path = typer.Option(Path("out/train"), help="folder for history, figure and summary"),
+    json_output: bool = typer.Option(False, "--json", help="print one JSON object instead of tables"),
+) -> None:
+    """Train a two-layer network and write history.parquet, loss.png and summary.json to --out."""
+    dataset, problems = load_dataset(data, n, d, k, seed, normalize, label_columns)
+    learning_rate = lr if lr == "auto" else _positive_float(lr, "--lr")
+    net = TwoLayerNet(dataset.d, width, dataset.k, activation, scale=scale, init=init, sigma=sigma,
+                      seed=seed, dtype=dtype, device=device)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def run(progress=None):
+        return train_network(net, dataset.X, dataset.y, lr=learning_rate, steps=steps, tol=tol,
+                             optimizer=optimizer, batch_size=batch_size, seed=seed, progress=progress)
+
+    if show_progress(json_output):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TextColumn("||F-y|| {task.fields[norm]:.3e}"), TimeRemainingColumn(),
+                      transient=True) as bar:
+            task = bar.add_task("train", total=steps, norm=float("nan"))
+            history = run(lambda step, norm: bar.update(task, completed=step, norm=norm))
+    else:
+        history = run()
+
+    history.save(out / "history.parquet")
+    figure = plots.loss_curve(history, out / "loss.png",
+                              title=f"{activation}, m = {width}, n = {dataset.n}: {history.status}")
+    summary = {**history.summary(), "activation": activation, "width": width, "n": dataset.n,
+               "d": dataset.d, "k": dataset.k, "data": dataset.name, "init": init, "kappa": net.kappa,
+               "warnings": problems, "out": str(out)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (out / "config.json").write_text(json.dumps(net.config(), indent=2) + "\n")
+
+    if json_output:
+        print_json(summary)
+    else:
+        _print_summary(summary, figure)
+    if history.status == "diverged":
+        raise typer.Exit(code=1)
+
+
+def _positive_float(text: str, flag: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        fail(f"{flag} takes a positive number or 'auto', got {text!r}")
+    if not value > 0:
+        fail(f"{flag} must be positive, got {text!r}")
+    return value
+
+
+def _print_summary(summary: dict, figure: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for message in summary["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {message}")
+    table = Table(title=f"overparam train: {summary['status']}", show_header=False)
+    rows = [
+        ("network", f"{summary['activation']}, m = {summary['width']}, init = {summary['init']}, kappa = {summary['kappa']:.4g}"),
+        ("data", f"{summary['data']}: n = {summary['n']}, d = {summary['d']}, k = {summary['k']}"),
+        ("steps", str(summary["steps"])),
+        ("lr", f"{summary['lr']:.4g} ({summary['optimizer']})"),
+        ("final loss", f"{summary['final_loss']:.4e}"),
+        ("||F - y||_2", f"{summary['residual_norm']:.4e}"),
+        ("max_r ||w_r(t) - w_r(0)||", f"{summary['max_movement']:.4e}"),
+        ("||W(t) - W(0)||_F", f"{summary['total_movement']:.4e}"),
+        ("wall time", f"{summary['wall_seconds']:.2f} s"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    console.print(summary["message"])
+    console.print(f"history, summary and figure in {summary['out']} ({figure.name})")
