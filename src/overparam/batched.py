@@ -1,0 +1,325 @@
+"""Many seeds of one shape trained as one tensor program: W (S, m, d), a (S, m, k) (SPEC §3).
+
+Each seed follows exactly the full-batch GD run `overparam.train` would give it,
+W_s(t+1) = W_s(t) - lr_s grad L_s(W_s(t)), with its own step size, step budget and stopping
+rule; a seed that converges, diverges or spends its budget leaves the batch and the others go on.
+All products go through `coefficients.forward`, which broadcasts over the seed dimension.
+
+Data: X (n, d) is shared by all seeds (the theorems' probability is over the initialisation of
+a fixed data set), or X (S, n, d) gives every seed its own inputs; y likewise (n, k) or (S, n, k).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import coefficients
+from .models import fits_in_memory, initial_weights, resolve_device, resolve_dtype
+from .activations import check_activation, parse_scale
+from .train import DIVERGENCE_FACTOR, History
+
+
+def lambda_max_batched(forward: coefficients.Pass, iters: int = 100, rtol: float = 1e-4,
+                       seed: int = 0) -> np.ndarray:
+    """lambda_max(Theta_s) for every seed s of a batched pass, shape (S,).
+
+    Power iteration v <- Theta_s v / ||Theta_s v||, run for all seeds at once from the same
+    start vector as `ntk.lambda_max`; each seed keeps the Rayleigh quotient <v, Theta_s v>
+    of the first iteration at which it changes by at most rtol (relative).
+    """
+    shape = forward.out.shape
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    v = torch.randn(shape[-2:], generator=gen, dtype=torch.float64).to(forward.out)
+    v = (v / v.norm()).expand(shape).clone()
+    seeds = shape[0]
+    estimate = np.zeros(seeds)
+    result = np.full(seeds, np.nan)
+    for _ in range(iters):
+        w = forward.kernel_vector(v)
+        new = (v * w).sum((-2, -1)).cpu().numpy()
+        norm = w.norm(dim=(-2, -1))
+        degenerate = (~torch.isfinite(norm) | (norm == 0)).cpu().numpy()
+        settled = degenerate | (np.abs(new - estimate) <= rtol * np.abs(new))
+        fresh = settled & np.isnan(result)
+        result[fresh] = new[fresh]
+        if not np.isnan(result).any():
+            return result
+        v = w / torch.where(norm == 0, 1.0, norm)[:, None, None]
+        estimate = new
+    return np.where(np.isnan(result), estimate, result)
+
+
+def _per_seed(value, seeds: int, name: str, cast) -> list:
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return [cast(value)] * seeds
+    values = [cast(v) for v in value]
+    if len(values) != seeds:
+        raise ValueError(f"{name} has {len(values)} entries but there are {seeds} seeds")
+    return values
+
+
+def _divergence_message(step: int, loss: float, initial_loss: float, lr: float, safe_lr: float) -> str:
+    what = "a non-finite loss" if not math.isfinite(loss) else (
+        f"loss {loss:.3e}, over {DIVERGENCE_FACTOR:g}x its initial {initial_loss:.3e}")
+    return (f"diverged at step {step} with {what} at lr = {lr:.3g}; the stable step at W(0) is "
+            f"about 1/lambda_max(Theta(W(0))) = {safe_lr:.3g}")
+
+
+def train_batched(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    W: torch.Tensor,
+    a: torch.Tensor,
+    activation: str,
+    kappa: float,
+    lr: float | str | Sequence[float] = "auto",
+    steps: int | Sequence[int] = 1000,
+    tol: float = 0.0,
+    record_every: int | Sequence[int] | None = None,
+    paired: bool = False,
+    chunk: int | None = None,
+) -> list[History | Exception]:
+    """Full-batch GD on S seeds at once; W (S, m, d) is trained in place, a (S, m, k) is fixed.
+
+    X (n, d) or (S, n, d), y (n, k) or (S, n, k), tensors of W's dtype and device.
+    lr: "auto" (1 / lambda_max(Theta_s(W_s(0))) per seed), one number, or one per seed.
+    steps, record_every: one value or one per seed (record_every default max(1, steps // 1000)).
+    Returns one History per seed, the same as `overparam.train` gives that seed alone (up to
+    rounding); a seed that cannot start (non-finite F(W(0)), no usable automatic step)
+    gets the exception `train` would raise instead.
+    wall_time counts from the start of the batch.
+    """
+    check_activation(activation)
+    if W.dim() != 3 or a.dim() != 3 or a.shape[:2] != W.shape[:2]:
+        raise ValueError(f"W must be (S, m, d) and a (S, m, k) with the same S, m; got "
+                         f"{tuple(W.shape)} and {tuple(a.shape)}")
+    if not (tol >= 0):
+        raise ValueError(f"tol must be >= 0, got {tol!r}")
+    seeds, width, k = W.shape[0], W.shape[1], a.shape[2]
+    n = X.shape[-2]
+    per_seed_data = X.dim() == 3
+    y = y.expand(seeds, n, k) if y.dim() == 2 else y
+    budget = _per_seed(steps, seeds, "steps", int)
+    if any(s < 0 for s in budget):
+        raise ValueError(f"steps must be non-negative integers, got {steps!r}")
+    every = _per_seed(record_every, seeds, "record_every", int) if record_every is not None \
+        else [max(1, s // 1000) for s in budget]
+    chunk = chunk or coefficients.default_chunk(n * seeds, k, W.element_size())
+    keep = fits_in_memory(n * seeds, width, W)
+
+    slices: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def forward(index: list[int], weights: torch.Tensor) -> coefficients.Pass:
+        """The pass of seeds `index` at `weights`; their (X, a) slices are kept while they train."""
+        key = tuple(index)
+        if key not in slices:
+            slices.clear()
+            slices[key] = (X[index] if per_seed_data else X, a[index])
+        inputs, fixed = slices[key]
+        return coefficients.forward(inputs, weights, fixed, activation, kappa, chunk,
+                                    keep=keep, paired=paired)
+
+    outcomes: list[History | Exception | None] = [None] * seeds
+    everyone = list(range(seeds))
+    top = None  # lambda_max(Theta_s(W_s(0))), computed when needed
+    if isinstance(lr, str):
+        if lr != "auto":
+            raise ValueError(f"lr must be a positive number, a list of them, or 'auto'; got {lr!r}")
+        top = _lambda_max_per_seed(forward, everyone, W, outcomes)
+        rates = []
+        for s, value in enumerate(top):
+            if outcomes[s] is None and not (value > 0 and math.isfinite(value)):
+                outcomes[s] = ValueError(f"cannot choose lr automatically: lambda_max(Theta) = {value}; "
+                                         "give lr explicitly")
+            rates.append(1.0 / value if value != 0 else math.inf)
+    else:
+        rates = _per_seed(lr, seeds, "lr", float)
+        if not all(r > 0 and math.isfinite(r) for r in rates):
+            raise ValueError(f"lr must be positive finite numbers or 'auto', got {lr!r}")
+
+    W0 = W.clone()
+    step_sizes = W.new_tensor(rates)[:, None, None]
+    batch = _Batch(W, W0, [s for s in everyone if outcomes[s] is None])
+    rows: list[list[tuple]] = [[] for _ in everyone]
+    status = ["max_steps"] * seeds
+    message = [f"stopped after the step budget of {b} steps" for b in budget]
+    initial_loss = [math.nan] * seeds
+    start = time.perf_counter()
+    step = 0
+    while batch.seeds:
+        try:
+            current = forward(batch.seeds, batch.W)
+        except OverflowError:
+            for s, error in _overflowing(forward, batch).items():
+                status[s], message[s] = "diverged", f"step {step}: {error}"
+                batch.retire(s)
+            batch.compact()
+            continue
+        residual = current.out - batch.take(y)
+        norms = residual.norm(dim=(-2, -1)).tolist()
+        recording = []
+        for s, norm in zip(list(batch.seeds), norms):
+            loss = 0.5 * norm * norm
+            if step == 0:
+                initial_loss[s] = loss
+            if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * max(initial_loss[s], 1e-300):
+                if top is None:
+                    top = _lambda_max_per_seed(forward, everyone, W0, [None] * seeds)
+                status[s] = "diverged"
+                message[s] = _divergence_message(step, loss, initial_loss[s], rates[s], 1.0 / top[s])
+                batch.retire(s)
+                continue
+            done = norm <= tol
+            last = done or step == budget[s]
+            if step % every[s] == 0 or last:
+                recording.append((s, loss, norm))
+            if done:
+                status[s] = "converged"
+                message[s] = f"||F - y||_2 = {norm:.3e} <= tol = {tol:.3e} at step {step}"
+            if last:
+                batch.retire(s)
+        if recording:
+            largest, total = batch.movement()
+            now = time.perf_counter() - start
+            for s, loss, norm in recording:
+                rows[s].append((step, loss, norm, largest[s], total[s], now))
+        if not batch.going:
+            break
+        batch.W = batch.W - batch.take(step_sizes) * current.vjp(residual)
+        batch.compact()
+        step += 1
+    batch.compact()
+
+    for s in everyone:
+        if outcomes[s] is not None:
+            continue
+        if not rows[s]:
+            outcomes[s] = FloatingPointError(message[s])
+            continue
+        columns = [np.array(column, dtype=float) for column in zip(*rows[s])]
+        columns[0] = columns[0].astype(int)
+        outcomes[s] = History(*columns, status=status[s], message=message[s], lr=rates[s], optimizer="gd")
+    return outcomes
+
+
+class _Batch:
+    """The seeds still training and their weights; stopped seeds are written back to `final`.
+
+    `retire(s)` marks a seed as stopped at the current weights; `compact()` drops retired
+    seeds from the batch (after this step's update, which the retired seeds do not keep).
+    """
+
+    def __init__(self, final: torch.Tensor, W0: torch.Tensor, seeds: list[int]) -> None:
+        self.final = final
+        self.seeds = list(seeds)
+        self.W = final[self.seeds].clone()
+        self.W0 = W0[self.seeds]
+        self.retired: set[int] = set()
+        self._cache: dict[int, torch.Tensor] = {}
+
+    @property
+    def going(self) -> list[int]:
+        return [s for s in self.seeds if s not in self.retired]
+
+    def retire(self, s: int) -> None:
+        self.final[s] = self.W[self.seeds.index(s)]
+        self.retired.add(s)
+
+    def compact(self) -> None:
+        if not self.retired:
+            return
+        rows = [j for j, s in enumerate(self.seeds) if s not in self.retired]
+        self.seeds = [self.seeds[j] for j in rows]
+        self.W, self.W0 = self.W[rows], self.W0[rows]
+        self.retired.clear()
+        self._cache.clear()
+
+    def take(self, tensor: torch.Tensor) -> torch.Tensor:
+        """tensor[seeds] for a per-seed tensor, cached until the batch changes."""
+        key = id(tensor)
+        if key not in self._cache:
+            self._cache[key] = tensor[self.seeds]
+        return self._cache[key]
+
+    def movement(self) -> tuple[dict[int, float], dict[int, float]]:
+        """max_r ||w_r - w_r(0)||_2 and ||W - W(0)||_F for every seed in the batch."""
+        delta = self.W - self.W0
+        largest = delta.norm(dim=-1).amax(-1).tolist()
+        total = delta.flatten(1).norm(dim=-1).tolist()
+        return dict(zip(self.seeds, largest)), dict(zip(self.seeds, total))
+
+
+def _lambda_max_per_seed(forward, index: list[int], weights: torch.Tensor, errors: list) -> np.ndarray:
+    """lambda_max(Theta_s(W_s)) for every seed; a seed whose forward pass overflows gets NaN
+    and its OverflowError in `errors`."""
+    try:
+        return lambda_max_batched(forward(index, weights[index]))
+    except OverflowError:
+        pass
+    out = np.full(len(index), np.nan)
+    for j, s in enumerate(index):
+        try:
+            out[j] = lambda_max_batched(forward([s], weights[[s]]))[0]
+        except OverflowError as error:
+            errors[s] = error
+    return out
+
+
+def _overflowing(forward, batch: _Batch) -> dict[int, Exception]:
+    """The seeds whose own forward pass overflows, with the error each raises alone."""
+    found = {}
+    for j, s in enumerate(batch.seeds):
+        try:
+            forward([s], batch.W[[j]])
+        except OverflowError as error:
+            found[s] = error
+    return found
+
+
+def train_seeds(
+    activation: str,
+    width: int,
+    X,
+    y,
+    seeds: Sequence[int],
+    init: str = "independent",
+    sigma: float = 1.0,
+    scale: str | float | None = None,
+    lr: float | str | Sequence[float] = "auto",
+    steps: int | Sequence[int] = 1000,
+    tol: float = 0.0,
+    record_every: int | Sequence[int] | None = None,
+    dtype: torch.dtype | str = torch.float64,
+    device: torch.device | str = "cpu",
+) -> list[History | Exception]:
+    """Train TwoLayerNet(d, width, k, activation, scale, init, sigma, seed=s) for every s in seeds
+    as one batch; the same histories as `overparam.train` on each network alone.
+
+    X (n, d) or (len(seeds), n, d), y (n,), (n, k) or (len(seeds), n, k); arrays or tensors.
+    """
+    check_activation(activation)
+    dtype, device = resolve_dtype(dtype), resolve_device(device)
+    X = torch.as_tensor(np.asarray(X, dtype=np.float64) if not isinstance(X, torch.Tensor) else X)
+    y = torch.as_tensor(np.asarray(y, dtype=np.float64) if not isinstance(y, torch.Tensor) else y)
+    X, y = X.to(dtype=dtype, device=device), y.to(dtype=dtype, device=device)
+    if y.dim() == 1 or (y.dim() == 2 and X.dim() == 3):
+        y = y[..., None]
+    if X.dim() not in (2, 3) or y.dim() != X.dim() or y.shape[:-1] != X.shape[:-1]:
+        raise ValueError(f"X must be (n, d) or (S, n, d) and y (n, k) or (S, n, k) to match; got "
+                         f"{tuple(X.shape)} and {tuple(y.shape)}")
+    if X.dim() == 3 and X.shape[0] != len(seeds):
+        raise ValueError(f"X has data for {X.shape[0]} seeds but {len(seeds)} seeds were given")
+    for name, tensor in (("X", X), ("y", y)):
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"{name} has non-finite values (NaN or inf); remove or impute them")
+    weights = [initial_weights(width, X.shape[-1], y.shape[-1], init, sigma, s, dtype, device) for s in seeds]
+    W = torch.stack([w for w, _ in weights])
+    a = torch.stack([signs for _, signs in weights])
+    kappa = parse_scale(scale, activation, width)
+    return train_batched(X, y, W, a, activation, kappa, lr=lr, steps=steps, tol=tol,
+                         record_every=record_every, paired=init == "coupled" and width % 2 == 0)

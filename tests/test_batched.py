@@ -1,0 +1,128 @@
+"""Batched seeds (W: S x m x d) against one-by-one `overparam.train` runs, float64, 1e-10."""
+
+import numpy as np
+import pytest
+import torch
+
+from overparam import TwoLayerNet, train
+from overparam.batched import lambda_max_batched, train_batched, train_seeds
+from overparam.coefficients import forward
+from overparam.data import builtin
+from overparam.ntk import lambda_max
+from overparam.train import HISTORY_COLUMNS
+
+COMPARED = [c for c in HISTORY_COLUMNS if c != "wall_time"]
+
+
+def assert_same_run(batched, single):
+    assert batched.status == single.status, (batched.message, single.message)
+    np.testing.assert_array_equal(batched.step, single.step)
+    for column in COMPARED:
+        np.testing.assert_allclose(getattr(batched, column), getattr(single, column), rtol=1e-10, atol=1e-10,
+                                   err_msg=column)
+    assert batched.lr == pytest.approx(single.lr, rel=1e-10)
+
+
+@pytest.mark.parametrize("activation", ["relu", "exp", "softmax"])
+def test_lambda_max_batched_matches_power_iteration_per_seed(activation):
+    X = torch.as_tensor(builtin("sphere", 10, 3, 2, seed=1).X)
+    nets = [TwoLayerNet(3, 20, 2, activation, seed=s) for s in range(3)]
+    W = torch.stack([net.W for net in nets])
+    a = torch.stack([net.a for net in nets])
+    batched = lambda_max_batched(forward(X, W, a, activation, nets[0].kappa, chunk=8))
+    single = [lambda_max(net.forward_pass(X)) for net in nets]
+    np.testing.assert_allclose(batched, single, rtol=1e-10)
+
+
+@pytest.mark.parametrize("activation,init,lr,tol", [
+    ("relu", "independent", "auto", 0.1),
+    ("relu", "coupled", "auto", 0.05),
+    ("exp", "coupled", "auto", 1e-2),
+    ("exp", "independent", 0.002, 0.1),
+    ("softmax", "coupled", "auto", 1e-2),
+    ("softmax", "independent", 0.01, 0.1),
+])
+def test_batched_equals_one_by_one(activation, init, lr, tol):
+    data = builtin("sphere", 8, 6, 1, seed=0)
+    seeds = [0, 3, 7]
+    budgets = [40, 300, 150]  # per-seed budgets: seeds leave the batch at different steps
+    histories = train_seeds(activation, 32, data.X, data.y, seeds, init=init, lr=lr, steps=budgets,
+                            tol=tol, record_every=3)
+    for seed, budget, batched in zip(seeds, budgets, histories):
+        net = TwoLayerNet(6, 32, 1, activation, init=init, seed=seed)
+        single = train(net, data.X, data.y, lr=lr, steps=budget, tol=tol, record_every=3)
+        assert_same_run(batched, single)
+    assert histories[1].status == "converged"
+
+
+def test_per_seed_stopping_mixes_converged_and_budget_runs():
+    data = builtin("sphere", 8, 6, 1, seed=0)
+    seeds = [0, 3, 7, 1]
+    budgets = [40, 300, 150, 0]
+    histories = train_seeds("exp", 32, data.X, data.y, seeds, init="coupled", steps=budgets, tol=1e-2)
+    assert [h.status for h in histories] == ["max_steps", "converged", "max_steps", "max_steps"]
+    assert [h.steps for h in histories] == [40, 208, 150, 0]
+    assert histories[1].residual_norm[-1] <= 1e-2 < histories[1].residual_norm[-2]
+
+
+def test_per_seed_data_equals_one_by_one():
+    seeds = [0, 1, 2]
+    sets = [builtin("teacher", 10, 3, 2, seed=10 + s) for s in seeds]
+    X = np.stack([s.X for s in sets])
+    y = np.stack([s.y for s in sets])
+    histories = train_seeds("softmax", 16, X, y, seeds, init="coupled", steps=120, tol=1e-3)
+    for seed, data, batched in zip(seeds, sets, histories):
+        single = train(TwoLayerNet(3, 16, 2, "softmax", init="coupled", seed=seed), data.X, data.y,
+                       steps=120, tol=1e-3)
+        assert_same_run(batched, single)
+
+
+def test_divergence_is_per_seed_and_matches():
+    data = builtin("sphere", 8, 3, 1, seed=0)
+    seeds = [0, 1, 2]
+    rates = [0.01, 3.0, 0.01]  # only seed 1 steps far above 2 / lambda_max
+    histories = train_seeds("relu", 16, data.X, data.y, seeds, lr=rates, steps=60)
+    assert [h.status for h in histories] == ["max_steps", "diverged", "max_steps"]
+    assert "diverged at step" in histories[1].message
+    for seed, rate, batched in zip(seeds, rates, histories):
+        single = train(TwoLayerNet(3, 16, 1, "relu", seed=seed), data.X, data.y, lr=rate, steps=60)
+        assert_same_run(batched, single)
+
+
+def test_exp_overflow_is_reported_per_seed():
+    X = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]) * 300.0
+    y = np.zeros(3)
+    W = torch.zeros(2, 4, 2, dtype=torch.float64)
+    W[1] = 2.0  # exp(600 * 2) overflows float64; seed 0 stays at exp(0)
+    a = torch.ones(2, 4, 1, dtype=torch.float64)
+    outcomes = train_batched(torch.as_tensor(X), torch.as_tensor(y)[:, None], W, a, "exp", 1.0,
+                             lr=1e-6, steps=3)
+    assert outcomes[0].status == "max_steps" and outcomes[0].steps == 3
+    assert isinstance(outcomes[1], FloatingPointError) and "overflows" in str(outcomes[1])
+    W[1] = 2.0
+    outcomes = train_batched(torch.as_tensor(X), torch.as_tensor(y)[:, None], W, a, "exp", 1.0, steps=3)
+    assert outcomes[0].status == "max_steps"
+    assert isinstance(outcomes[1], OverflowError)  # as `train` raises when lr="auto" cannot be computed
+
+
+def test_weights_are_trained_in_place():
+    data = builtin("sphere", 6, 3, 1, seed=0)
+    net = TwoLayerNet(3, 8, 1, "exp", init="coupled", seed=5)
+    W, a = net.W.clone()[None], net.a.clone()[None]
+    X, y = torch.as_tensor(data.X), torch.as_tensor(data.y)
+    [history] = train_batched(X, y, W, a, "exp", net.kappa, lr=0.01, steps=20, paired=True)
+    train(net, X, y, lr=0.01, steps=20)
+    torch.testing.assert_close(W[0], net.W, rtol=1e-12, atol=1e-12)
+    assert history.steps == 20
+
+
+def test_bad_inputs_raise_clear_errors():
+    data = builtin("sphere", 6, 3, 1, seed=0)
+    with pytest.raises(ValueError, match="steps has 1 entries but there are 2 seeds"):
+        train_seeds("exp", 8, data.X, data.y, [0, 1], steps=[3])
+    with pytest.raises(ValueError, match="lr must be"):
+        train_seeds("exp", 8, data.X, data.y, [0, 1], lr="fast")
+    with pytest.raises(ValueError, match="data for 3 seeds"):
+        train_seeds("exp", 8, np.stack([data.X] * 3), np.stack([data.y] * 3), [0, 1])
+    with pytest.raises(ValueError, match="unknown activation"):
+        train_seeds("tanh", 8, data.X, data.y, [0])
