@@ -1,0 +1,73 @@
+"""`overparam train` end to end, through the installed console entry point."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from overparam.cli import run
+
+
+@pytest.fixture
+def overparam(capsys, monkeypatch):
+    """Run the console entry point in-process; returns returncode, stdout, stderr."""
+
+    def invoke(*args):
+        monkeypatch.setattr("sys.argv", ["overparam", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            run()
+        captured = capsys.readouterr()
+        return SimpleNamespace(returncode=exit_info.value.code, stdout=captured.out, stderr=captured.err)
+
+    return invoke
+
+
+def test_train_json_converges_and_writes_outputs(tmp_path, overparam):
+    result = overparam("train", "--activation", "exp", "--width", "256", "--n", "16", "--d", "4",
+                       "--steps", "5000", "--tol", "1e-3", "--out", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "converged" and summary["residual_norm"] <= 1e-3
+    history = pq.read_table(tmp_path / "history.parquet").to_pydict()
+    assert history["residual_norm"][-1] == pytest.approx(summary["residual_norm"], rel=1e-12)
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == summary["steps"]
+
+
+def test_train_user_file(tmp_path, overparam):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((10, 3))
+    np.savez(tmp_path / "d.npz", X=X, y=rng.standard_normal(10))
+    result = overparam("train", "--data", str(tmp_path / "d.npz"), "--normalize", "sphere", "--width", "128",
+                       "--steps", "20", "--out", str(tmp_path / "o"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["d"] == 3
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--width", "7"], "width must be even"),
+    (["--activation", "tanh"], "unknown activation"),
+    (["--data", "missing.npz"], "does not exist"),
+    (["--lr", "fast"], "--lr takes"),
+    (["--widht", "8"], "No such option"),
+    (["--device", "cuda"], "no CUDA GPU"),
+])
+def test_user_errors_exit_2_with_one_line(tmp_path, args, fragment, overparam):
+    result = overparam("train", "--out", str(tmp_path), *args)
+    if fragment == "no CUDA GPU":
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present, so --device cuda is valid here")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr
+
+
+def test_divergence_exits_1_and_says_so(tmp_path, overparam):
+    result = overparam("train", "--activation", "relu", "--lr", "1e5", "--width", "64", "--n", "8",
+                       "--steps", "50", "--out", str(tmp_path), "--json")
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "diverged" and "try lr" in summary["message"]

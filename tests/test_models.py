@@ -1,0 +1,160 @@
+"""TwoLayerNet: forward and closed-form gradient against torch.autograd and finite differences."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from overparam import TwoLayerNet
+from overparam.activations import parse_scale
+
+ACTIVATIONS = ("relu", "exp", "softmax")
+
+
+def reference_output(W, a, X, activation, kappa):
+    """F written directly from SPEC §2 with torch primitives (autograd-able)."""
+    Z = X @ W.T
+    if activation == "relu":
+        phi = torch.relu(Z)
+    elif activation == "exp":
+        phi = torch.exp(Z)
+    else:
+        phi = W.shape[0] * torch.softmax(Z, dim=1)
+    return kappa * phi @ a
+
+
+def sample_inputs(n, d, seed=0, radius=0.9):
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    return radius * X / X.norm(dim=1, keepdim=True)
+
+
+CASES = list(itertools.product(ACTIVATIONS, (1, 3), ("independent", "coupled"), (None, "1", "1/sqrt(m)", "1/m", 0.37)))
+
+
+@pytest.mark.parametrize("activation,k,init,scale", CASES)
+def test_forward_and_gradient_match_autograd(activation, k, init, scale):
+    net = TwoLayerNet(5, 24, k, activation, scale=scale, init=init, seed=3, chunk_size=10)
+    X = sample_inputs(7, 5)
+    y = torch.randn(7, k, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    W = net.W.clone().requires_grad_(True)
+    F = reference_output(W, net.a, X, activation, net.kappa)
+    (0.5 * (F - y).square().sum()).backward()
+    torch.testing.assert_close(net(X), F.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(net.grad(X, y), W.grad, rtol=1e-10, atol=1e-11)
+    assert net.loss(X, y) == pytest.approx(0.5 * float((F.detach() - y).square().sum()), rel=1e-12)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_gradient_matches_central_finite_differences(activation):
+    net = TwoLayerNet(3, 6, 2, activation, seed=5)
+    X = sample_inputs(4, 3, seed=2)
+    y = torch.randn(4, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    grad = net.grad(X, y)
+    W0 = net.W.clone()
+    h = 1e-6
+    numeric = torch.zeros_like(W0)
+    for r, j in itertools.product(range(6), range(3)):
+        for sign in (1, -1):
+            net.W = W0.clone()
+            net.W[r, j] += sign * h
+            numeric[r, j] += sign * net.loss(X, y) / (2 * h)
+    net.W = W0
+    # Central differences carry O(h^2) truncation and O(eps/h) rounding error: about 1e-9 here.
+    torch.testing.assert_close(grad, numeric, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("keep", (False, True))
+def test_chunked_equals_unchunked(activation, keep):
+    X = sample_inputs(9, 4, seed=4)
+    y = torch.randn(9, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    whole = TwoLayerNet(4, 50, 2, activation, seed=8, chunk_size=50)
+    chunked = whole.copy()
+    chunked.chunk_size = 7  # uneven last chunk
+    torch.testing.assert_close(chunked(X), whole(X), rtol=1e-13, atol=1e-13)
+    forward = chunked.forward_pass(X, keep=keep)
+    torch.testing.assert_close(forward.vjp(forward.out - y), whole.grad(X, y), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("k", (1, 4))
+def test_coupled_init_output_is_exactly_zero(activation, k):
+    net = TwoLayerNet(6, 64, k, activation, init="coupled", seed=11, chunk_size=18)
+    out = net(sample_inputs(20, 6, seed=9))
+    assert out.shape == (20, k)
+    assert torch.count_nonzero(out) == 0
+    assert torch.equal(net.W[0::2], net.W[1::2]) and torch.equal(net.a[0::2], -net.a[1::2])
+
+
+def test_softmax_does_not_overflow_where_value_is_finite():
+    net = TwoLayerNet(2, 8, 1, "softmax", seed=0)
+    net.W = net.W * 1e3  # pre-activations of order 1e3: exp overflows, softmax is finite
+    X = sample_inputs(3, 2)
+    expected = reference_output(net.W, net.a, X, "softmax", net.kappa)
+    assert torch.isfinite(net(X)).all()
+    torch.testing.assert_close(net(X), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_exp_overflow_names_largest_preactivation():
+    net = TwoLayerNet(2, 4, 1, "exp", seed=0, dtype="float32")
+    net.W = torch.tensor([[100.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, 0.5]])
+    X = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    with pytest.raises(OverflowError, match=r"largest <w_r, x_i> is 100"):
+        net(X)
+
+
+def test_scale_parsing_and_paper_defaults():
+    assert parse_scale(None, "relu", 400) == pytest.approx(1 / 20)
+    assert parse_scale(None, "exp", 400) == 1.0
+    assert parse_scale(None, "softmax", 400) == 1.0
+    assert parse_scale("1/m", "exp", 400) == pytest.approx(1 / 400)
+    assert parse_scale("0.25", "exp", 400) == 0.25
+    for bad in ("1/n", -1.0, "nan"):
+        with pytest.raises(ValueError):
+            parse_scale(bad, "exp", 400)
+
+
+def test_initialisation_statistics_match_the_papers():
+    net = TwoLayerNet(4, 20000, 2, "exp", sigma=0.5, seed=1)
+    assert float(net.W.std()) == pytest.approx(0.5, rel=0.01)  # 80,000 draws: sd error 0.25%
+    assert set(net.a.unique().tolist()) == {-1.0, 1.0}
+    assert float(net.a.mean()) == pytest.approx(0.0, abs=0.02)  # 40,000 signs: sd 0.005
+    again = TwoLayerNet(4, 20000, 2, "exp", sigma=0.5, seed=1)
+    assert torch.equal(net.W, again.W) and torch.equal(net.a, again.a)
+
+
+@pytest.mark.parametrize("bad", [dict(width=0), dict(width=7, init="coupled"), dict(activation="tanh"),
+                                 dict(init="mirror"), dict(sigma=0.0), dict(dtype="int8")])
+def test_bad_constructor_arguments_raise_clear_errors(bad):
+    kwargs = dict(in_dim=3, width=8, activation="exp") | bad
+    with pytest.raises(ValueError):
+        TwoLayerNet(**kwargs)
+
+
+def test_bad_inputs_raise_clear_errors():
+    net = TwoLayerNet(3, 8)
+    with pytest.raises(ValueError, match="d = 2 columns"):
+        net(torch.zeros(4, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="n = 0"):
+        net(torch.zeros(0, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="non-finite"):
+        net(torch.tensor([[0.0, float("nan"), 1.0]], dtype=torch.float64))
+    with pytest.raises(ValueError, match="shape"):
+        net.loss(torch.zeros(4, 3, dtype=torch.float64), torch.zeros(5))
+
+
+@settings(max_examples=25, deadline=None)
+@given(activation=st.sampled_from(ACTIVATIONS), n=st.integers(1, 6), m=st.integers(1, 12),
+       k=st.integers(1, 3), chunk=st.integers(1, 13), seed=st.integers(0, 10_000))
+def test_gradient_property_any_shape_and_chunk(activation, n, m, k, chunk, seed):
+    net = TwoLayerNet(3, m, k, activation, seed=seed, chunk_size=chunk)
+    X = sample_inputs(n, 3, seed=seed)
+    y = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, k)))
+    W = net.W.clone().requires_grad_(True)
+    F = reference_output(W, net.a, X, activation, net.kappa)
+    (0.5 * (F - y).square().sum()).backward()
+    torch.testing.assert_close(net.grad(X, y), W.grad, rtol=1e-10, atol=1e-11)

@@ -1,0 +1,134 @@
+"""train(): GD reaches tol, records the papers' quantities, detects divergence, optimisers."""
+
+import numpy as np
+import pytest
+import torch
+
+from overparam import TwoLayerNet, train
+from overparam.data import sphere
+from overparam.ntk import ntk
+
+
+@pytest.fixture
+def problem():
+    data = sphere(12, 4, seed=2)
+    return torch.from_numpy(data.X), torch.from_numpy(data.y)
+
+
+@pytest.mark.parametrize("activation", ("relu", "exp", "softmax"))
+def test_gd_reaches_tol(activation, problem):
+    X, y = problem
+    net = TwoLayerNet(4, 512, 1, activation, init="coupled", seed=0)
+    history = train(net, X, y, lr="auto", steps=20000, tol=1e-4)
+    assert history.status == "converged"
+    final = float((net(X) - y).norm())
+    assert final <= 1e-4
+    assert history.residual_norm[-1] == pytest.approx(final, rel=1e-12)
+    assert history.step[0] == 0 and history.step[-1] == history.steps
+    assert history.max_movement[0] == 0.0 and history.total_movement[0] == 0.0
+    # The recorded movements are those of the final weights.
+    assert history.total_movement[-1] == pytest.approx(float((net.W - history_W0(net, activation)).norm()), rel=1e-12)
+    assert np.all(np.diff(history.wall_time) >= 0)
+
+
+def history_W0(net, activation):
+    return TwoLayerNet(4, 512, 1, activation, init="coupled", seed=0).W
+
+
+def test_gd_step_is_w_minus_lr_grad(problem):
+    X, y = problem
+    net = TwoLayerNet(4, 32, 1, "exp", seed=1)
+    expected = net.W - 0.01 * net.grad(X, y)
+    train(net, X, y, lr=0.01, steps=1)
+    torch.testing.assert_close(net.W, expected, rtol=1e-14, atol=1e-14)
+
+
+def test_auto_lr_is_inverse_top_kernel_eigenvalue(problem):
+    X, y = problem
+    net = TwoLayerNet(4, 64, 1, "softmax", seed=1)
+    top = float(torch.linalg.eigvalsh(ntk(net, X, normalized=False))[-1])
+    history = train(net, X, y, lr="auto", steps=0)
+    assert history.lr == pytest.approx(1 / top, rel=1e-3)
+
+
+def test_early_steps_follow_linear_rate_prediction(problem):
+    """With lr = 1/lambda_max, a wide net's residual contracts at most by (1 - lr lambda_min)^t."""
+    X, y = problem
+    net = TwoLayerNet(4, 4096, 1, "relu", init="coupled", seed=0)
+    theta = ntk(net, X, normalized=False)
+    eig = torch.linalg.eigvalsh(theta)
+    history = train(net, X, y, lr=float(1 / eig[-1]), steps=50)
+    bound = (1 - float(eig[0] / eig[-1])) ** (2 * history.step) * history.loss[0]
+    assert np.all(history.loss <= bound * 1.01)
+
+
+def test_divergence_is_detected_and_names_a_safe_step(problem):
+    X, y = problem
+    net = TwoLayerNet(4, 64, 1, "relu", seed=0)
+    history = train(net, X, y, lr=1e4, steps=100)
+    assert history.status == "diverged"
+    assert "try lr <=" in history.message
+    assert np.all(np.isfinite(history.loss))
+
+
+def test_exp_overflow_during_training_is_divergence(problem):
+    X, y = problem
+    net = TwoLayerNet(4, 64, 1, "exp", seed=0)
+    history = train(net, X, y, lr=50.0, steps=100)
+    assert history.status == "diverged"
+    assert "overflows" in history.message and np.all(np.isfinite(history.loss))
+
+
+@pytest.mark.parametrize("optimizer,batch", [("sgd", 4), ("adam", None), ("adam", 6)])
+def test_other_optimisers_reduce_the_loss(optimizer, batch, problem):
+    X, y = problem
+    net = TwoLayerNet(4, 256, 1, "relu", init="coupled", seed=0)
+    lr = 0.01 if optimizer == "adam" else 0.5
+    history = train(net, X, y, lr=lr, steps=300, optimizer=optimizer, batch_size=batch)
+    assert history.loss[-1] < 0.2 * history.loss[0]
+    assert history.loss[-1] == pytest.approx(net.loss(X, y), rel=1e-12)
+
+
+def test_multi_output_and_callback_stop(problem):
+    X, _ = problem
+    y = torch.randn(12, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    net = TwoLayerNet(4, 128, 3, "softmax", init="coupled", seed=0)
+    seen = []
+
+    def stop_at_five(state):
+        seen.append(state.step)
+        return state.step == 5
+
+    history = train(net, X, y, lr="auto", steps=100, callbacks=[stop_at_five])
+    assert seen == list(range(6)) and history.step[-1] == 5
+    assert history.residual_norm[-1] == pytest.approx(float((net(X) - y).norm()), rel=1e-12)
+
+
+def test_record_every_keeps_first_and_last(problem):
+    X, y = problem
+    net = TwoLayerNet(4, 32, 1, "relu", seed=0)
+    history = train(net, X, y, lr=0.1, steps=23, record_every=5)
+    assert history.step.tolist() == [0, 5, 10, 15, 20, 23]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(lr=-1.0), "lr must be"), (dict(optimizer="lbfgs"), "unknown optimizer"),
+    (dict(steps=-3), "steps"), (dict(batch_size=0, optimizer="sgd"), "batch_size"),
+    (dict(batch_size=4), "full-batch"), (dict(tol=float("nan")), "tol"),
+])
+def test_bad_training_arguments(kwargs, match, problem):
+    X, y = problem
+    with pytest.raises(ValueError, match=match):
+        train(TwoLayerNet(4, 8), X, y, **({"lr": 0.1} | kwargs))
+
+
+def test_history_save_roundtrip(tmp_path, problem):
+    import pyarrow.parquet as pq
+
+    X, y = problem
+    history = train(TwoLayerNet(4, 16), X, y, lr=0.1, steps=10)
+    history.save(tmp_path / "h.parquet")
+    history.save(tmp_path / "h.csv")
+    table = pq.read_table(tmp_path / "h.parquet").to_pydict()
+    assert table["loss"] == history.loss.tolist()
+    assert (tmp_path / "h.csv").read_text().splitlines()[0].startswith('"step","loss"')
