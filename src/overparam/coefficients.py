@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import torch
 
@@ -60,12 +60,22 @@ def paired_matmul(P: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     return even.sum(-2)
 
 
+class Reducer(Protocol):
+    """Combines partial results across neuron shards in place (e.g. torch.distributed all-reduce)."""
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor: ...
+
+    def max_(self, tensor: torch.Tensor) -> torch.Tensor: ...
+
+
 @dataclass
 class Pass:
     """F(W, X) and the state needed for products with its Jacobian J (SPEC §3).
 
     Shapes: X (n, d) or (..., n, d); W (..., m, d); a (..., m, k); out (..., n, k).
     `lse` (softmax only, (..., n)) is log sum_r exp(<w_r, x_i>), the normaliser.
+    With neuron sharding, W and a hold this process's neurons, `total_width` is m over all
+    shards and `reducer` sums the partial products of J across shards (J^T v stays local).
     """
 
     X: torch.Tensor
@@ -77,9 +87,16 @@ class Pass:
     out: torch.Tensor
     lse: torch.Tensor | None = None
     cache: list[tuple[torch.Tensor, torch.Tensor | None]] | None = field(default=None, repr=False)
+    total_width: int | None = None
+    reducer: Reducer | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.total_width is None:
+            self.total_width = self.W.shape[-2]
 
     @property
     def width(self) -> int:
+        """Neurons held here (all of them unless sharded)."""
         return self.W.shape[-2]
 
     @property
@@ -87,7 +104,7 @@ class Pass:
         """s_{il} = <a_l, S(x_i)> for softmax, None (zero) otherwise."""
         if self.activation != "softmax":
             return None
-        return self.out / (self.kappa * self.width)
+        return self.out / (self.kappa * self.total_width)
 
     def derivative_factors(self) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor | None]]:
         """Yield (neurons, E, rowscale) with D = E * rowscale[..., None] for each chunk.
@@ -106,7 +123,7 @@ class Pass:
                     E, rowscale = torch.exp(Z), None
                 else:
                     E, rowscale = torch.exp(Z - self.lse[..., None]), None
-                    E *= self.width
+                    E *= self.total_width
             yield neurons, E, rowscale
 
     def coefficients(self) -> Iterator[tuple[slice, torch.Tensor]]:
@@ -156,6 +173,10 @@ class Pass:
             out += P @ self.a[..., neurons, :]
             if s is not None:
                 total += P.sum(-1, keepdim=True)
+        if self.reducer is not None:
+            self.reducer.sum_(out)
+            if s is not None:
+                self.reducer.sum_(total)
         if s is not None:
             out -= s * total
         return out.mul_(self.kappa)
@@ -174,13 +195,20 @@ def forward(
     chunk: int,
     keep: bool = False,
     paired: bool = False,
+    total_width: int | None = None,
+    reducer: Reducer | None = None,
 ) -> Pass:
     """F_l(W, x_i), chunked over neurons (SPEC §2); softmax uses an online max-shift.
 
     keep: store each chunk's derivative factor so that vjp/jvp need no second GEMM.
     paired: sum neuron pairs first (exact zero at coupled initialisation).
+    total_width, reducer: this process holds a shard of the neurons (see `Pass`); the partial
+    sums (softmax: the max, the normaliser and the numerator) are combined by `reducer`.
     """
+    m = W.shape[-2] if total_width is None else total_width
     matmul = paired_matmul if paired else torch.matmul
+    if paired:
+        chunk += chunk % 2  # pairs must not straddle chunks
     cache = [] if keep else None
     out = None
     if activation == "softmax":
@@ -207,12 +235,17 @@ def forward(
                 out += matmul(E, a[..., neurons, :])
             if keep:
                 cache.append((E, running_max))
+        if reducer is not None:
+            global_max = reducer.max_(running_max.clone())
+            rescale = torch.exp(running_max - global_max)
+            norm = reducer.sum_(norm * rescale)
+            out = reducer.sum_(out * rescale[..., None])
+            running_max = global_max
         lse = running_max + torch.log(norm)
-        out = out * (kappa * W.shape[-2] / norm[..., None])
+        out = out * (kappa * m / norm[..., None])
         if keep:
-            m = W.shape[-2]
             cache = [(E, torch.exp(M - lse) * m) for E, M in cache]
-        return Pass(X, W, a, activation, kappa, chunk, out, lse, cache)
+        return Pass(X, W, a, activation, kappa, chunk, out, lse, cache, m, reducer)
 
     for neurons in chunk_slices(W.shape[-2], chunk):
         Z = X @ W[..., neurons, :].transpose(-1, -2)
@@ -226,10 +259,12 @@ def forward(
                 cache.append((phi, None))
         part = matmul(phi, a[..., neurons, :])
         out = part if out is None else out.add_(part)
+    if reducer is not None:
+        reducer.sum_(out)
     out = out * kappa
     if activation == "exp" and not torch.isfinite(out).all():
         _raise_overflow(X, W, chunk)
-    return Pass(X, W, a, activation, kappa, chunk, out, None, cache)
+    return Pass(X, W, a, activation, kappa, chunk, out, None, cache, m, reducer)
 
 
 def _raise_overflow(X: torch.Tensor, W: torch.Tensor, chunk: int) -> None:
