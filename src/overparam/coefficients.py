@@ -27,6 +27,8 @@ from . import activations
 
 #: Bytes of working memory a single neuron chunk may take (n x chunk x (k + 2) values).
 CHUNK_BYTES = 1 << 24
+#: J^T V uses the factorised form (no n x chunk elementwise pass) up to this many weight columns.
+FACTORISED_COLUMNS = 2
 
 
 def default_chunk(n: int, k: int, itemsize: int) -> int:
@@ -137,27 +139,40 @@ class Pass:
                 diff = diff - s.transpose(-1, -2)[..., :, :, None]
             yield neurons, self.kappa * D[..., None, :, :] * diff
 
-    def _weighted(self, V: torch.Tensor, neurons: slice, E, rowscale) -> torch.Tensor:
-        """B[..., i, r] = sum_l V_{il} c_{irl}, shape (..., n, chunk)."""
-        a_c = self.a[..., neurons, :]
+    def _row_and_neuron_weights(self, V: torch.Tensor, rowscale, a_c):
+        """Q (..., n, j), P (..., chunk, j) with sum_l V_il c_irl = kappa E_ir (Q P^T)_ir.
+
+        relu/exp: Q = V, P = a. softmax: Q = rowscale [V, -sum_l V_l s_l], P = [a, 1].
+        """
         s = self.shift
-        if s is None and rowscale is None:
-            B = V @ a_c.transpose(-1, -2)
-        else:
-            t = (V * s).sum(-1, keepdim=True)  # sum_l V_il s_il
-            scale = rowscale[..., None] if rowscale is not None else 1.0
-            ones = torch.ones_like(a_c[..., :1])
-            B = torch.cat([V, -t], -1).mul(scale) @ torch.cat([a_c, ones], -1).transpose(-1, -2)
-        B *= E
-        return B
+        if s is None:
+            return V, a_c
+        Q = torch.cat([V, -(V * s).sum(-1, keepdim=True)], -1) * rowscale[..., None]
+        return Q, torch.cat([a_c, torch.ones_like(a_c[..., :1])], -1)
 
     def vjp(self, V: torch.Tensor) -> torch.Tensor:
-        """J^T V: sum_{i,l} V_{il} dF_l(x_i)/dW, shape like W. With V = F - y this is grad L."""
+        """J^T V: sum_{i,l} V_{il} dF_l(x_i)/dW, shape like W. With V = F - y this is grad L.
+
+        grad_r = kappa sum_i E_ir (Q P^T)_ir x_i. With few columns j this is computed as
+        sum_j P_rj (E^T (Q_j x))_r: one GEMM of E^T with the n x jd matrix Q (x) X and no
+        n x chunk elementwise pass; with many outputs as (E (.) Q P^T)^T X.
+        """
         batch = torch.broadcast_shapes(self.W.shape[:-2], self.X.shape[:-2], V.shape[:-2])
         grad = self.W.new_empty(batch + self.W.shape[-2:])
+        n, d = self.X.shape[-2:]
         for neurons, E, rowscale in self.derivative_factors():
-            B = self._weighted(V, neurons, E, rowscale)
-            grad[..., neurons, :] = B.transpose(-1, -2) @ self.X
+            if rowscale is None and self.shift is not None:
+                rowscale = torch.ones_like(E[..., 0])
+            Q, P = self._row_and_neuron_weights(V, rowscale, self.a[..., neurons, :])
+            j = Q.shape[-1]
+            if j <= FACTORISED_COLUMNS:
+                QX = (Q[..., :, :, None] * self.X[..., :, None, :]).reshape(*Q.shape[:-2], n, j * d)
+                G = (E.transpose(-1, -2) @ QX).unflatten(-1, (j, d))
+                grad[..., neurons, :] = (P[..., None] * G).sum(-2) if j > 1 else P * G[..., 0, :]
+            else:
+                B = Q @ P.transpose(-1, -2)
+                B *= E
+                grad[..., neurons, :] = B.transpose(-1, -2) @ self.X
         return grad.mul_(self.kappa)
 
     def jvp(self, G: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,139 @@
+"""One full-batch GD step: overparam's closed form against autograd and the arithmetic floor.
+
+Default shapes (issue 2/7): exp, n = 1024, d = 32, m = 65536, float32. In the same process:
+- autograd: a plain nn.Module + loss.backward() + torch.optim.SGD, as a researcher writes it;
+- GEMM floor: the two bare GEMMs of the step, X W^T (n x m) and B^T X (m x d);
+- arithmetic floor: those GEMMs plus one exp pass over n x m, in cache-sized neuron chunks.
+Prints times and the ratios autograd / overparam and overparam / floor.
+
+    python benchmarks/gd_step.py [--activation exp] [--n 1024] [--d 32] [--m 65536] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from overparam import TwoLayerNet
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # warm up (allocator, thread pool)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+class AutogradNet(torch.nn.Module):
+    """The same network written the obvious way; W is the only parameter."""
+
+    def __init__(self, W, a, activation, kappa):
+        super().__init__()
+        self.W = torch.nn.Parameter(W.clone())
+        self.register_buffer("a", a.clone())
+        self.activation, self.kappa = activation, kappa
+
+    def forward(self, X):
+        Z = X @ self.W.T
+        if self.activation == "relu":
+            phi = torch.relu(Z)
+        elif self.activation == "exp":
+            phi = torch.exp(Z)
+        else:
+            phi = self.W.shape[0] * torch.softmax(Z, dim=1)
+        return self.kappa * phi @ self.a
+
+
+def measure(activation="exp", n=1024, d=32, m=65536, dtype=torch.float32, repeats=5, device="cpu") -> dict:
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    X = (0.5 * X / X.norm(dim=1, keepdim=True)).to(dtype=dtype, device=device)
+    y = torch.randn(n, 1, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
+    net = TwoLayerNet(d, m, 1, activation, scale="1/sqrt(m)", seed=0, dtype=dtype, device=device)
+    lr = 1e-3
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+
+    def overparam_step():
+        forward = net.forward_pass(X)
+        net.W.sub_(forward.vjp(forward.out - y), alpha=lr)
+        sync()
+
+    module = AutogradNet(net.W, net.a, activation, net.kappa).to(device)
+    optim = torch.optim.SGD(module.parameters(), lr=lr)
+
+    def autograd_step():
+        optim.zero_grad(set_to_none=True)
+        loss = 0.5 * (module(X) - y).square().sum()
+        loss.backward()
+        optim.step()
+        sync()
+
+    W = net.W.clone()
+    B = torch.randn(n, m, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
+
+    def gemm_floor():
+        X @ W.T
+        B.T @ X
+        sync()
+
+    chunk = net.chunk(n)
+
+    def arithmetic_floor():
+        for start in range(0, m, chunk):
+            Z = X @ W[start:start + chunk].T
+            Z.exp_()
+            Z.T @ X
+        sync()
+
+    times = {
+        "overparam": best_time(overparam_step, repeats),
+        "autograd": best_time(autograd_step, repeats),
+        "gemm_floor": best_time(gemm_floor, repeats),
+        "arithmetic_floor": best_time(arithmetic_floor, repeats),
+    }
+    return {"activation": activation, "n": n, "d": d, "m": m, "dtype": str(dtype).replace("torch.", ""),
+            "device": str(device), "chunk": chunk, **{f"{k}_s": v for k, v in times.items()}}
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Rows for `python -m benchmarks`: speed-up over autograd and distance from the floors."""
+    rows = []
+    for activation in ("exp", "softmax"):
+        r = measure(activation, m=8192 if quick else 65536, repeats=3 if quick else 5)
+        shape = f"{activation} n={r['n']} d={r['d']} m={r['m']} {r['dtype']}"
+        rows.append({"benchmark": f"gd_step {shape}", "baseline": "autograd + SGD",
+                     "ratio": r["autograd_s"] / r["overparam_s"], "time_s": r["overparam_s"],
+                     "baseline_s": r["autograd_s"], "goal": ">= 3x faster"})
+        rows.append({"benchmark": f"gd_step {shape}", "baseline": "2 GEMMs + exp (floor)",
+                     "ratio": r["overparam_s"] / r["arithmetic_floor_s"], "time_s": r["overparam_s"],
+                     "baseline_s": r["arithmetic_floor_s"], "goal": "<= 1.3x the floor"})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--activation", default="exp", choices=["relu", "exp", "softmax"])
+    parser.add_argument("--n", type=int, default=1024)
+    parser.add_argument("--d", type=int, default=32)
+    parser.add_argument("--m", type=int, default=65536)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    r = measure(args.activation, args.n, args.d, args.m, getattr(torch, args.dtype), args.repeats, args.device)
+    print(f"GD step, {r['activation']}, n={r['n']} d={r['d']} m={r['m']} {r['dtype']} on {r['device']} "
+          f"({torch.get_num_threads()} threads, chunk {r['chunk']})")
+    for name in ("overparam", "autograd", "gemm_floor", "arithmetic_floor"):
+        print(f"  {name:<17} {1e3 * r[name + '_s']:9.1f} ms")
+    print(f"  autograd / overparam          = {r['autograd_s'] / r['overparam_s']:.2f}x  (goal >= 1.3x; issue 7: >= 3x)")
+    print(f"  overparam / GEMM floor        = {r['overparam_s'] / r['gemm_floor_s']:.2f}x  (goal <= 1.5x)")
+    print(f"  overparam / GEMM + exp floor  = {r['overparam_s'] / r['arithmetic_floor_s']:.2f}x  (issue 7 goal <= 1.3x)")
+
+
+if __name__ == "__main__":
+    main()
