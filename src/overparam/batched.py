@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -63,6 +63,23 @@ def _per_seed(value, seeds: int, name: str, cast) -> list:
     return values
 
 
+#: steps(lr, initial_residual) -> budgets: a step budget that depends on each seed's own run.
+BudgetRule = Callable[[np.ndarray, np.ndarray], Sequence[int]]
+
+
+def _budgets(steps, record_every, seeds: int, only: list[int] | None = None) -> tuple[list[int], list[int]]:
+    """Per-seed step budgets and recording intervals; `only`: the seeds whose budget counts."""
+    budget = _per_seed(steps, seeds, "steps", lambda value: value)
+    if only is not None:
+        budget = [budget[s] if s in only else 0 for s in range(seeds)]
+    if any(int(b) != b or b < 0 for b in budget):
+        raise ValueError(f"steps must be non-negative integers, got {list(budget)!r}")
+    budget = [int(b) for b in budget]
+    every = _per_seed(record_every, seeds, "record_every", int) if record_every is not None \
+        else [max(1, b // 1000) for b in budget]
+    return budget, every
+
+
 def _divergence_message(step: int, loss: float, initial_loss: float, lr: float, safe_lr: float) -> str:
     what = "a non-finite loss" if not math.isfinite(loss) else (
         f"loss {loss:.3e}, over {DIVERGENCE_FACTOR:g}x its initial {initial_loss:.3e}")
@@ -78,7 +95,7 @@ def train_batched(
     activation: str,
     kappa: float,
     lr: float | str | Sequence[float] = "auto",
-    steps: int | Sequence[int] = 1000,
+    steps: int | Sequence[int] | BudgetRule = 1000,
     tol: float = 0.0,
     record_every: int | Sequence[int] | None = None,
     paired: bool = False,
@@ -88,7 +105,9 @@ def train_batched(
 
     X (n, d) or (S, n, d), y (n, k) or (S, n, k), tensors of W's dtype and device.
     lr: "auto" (1 / lambda_max(Theta_s(W_s(0))) per seed), one number, or one per seed.
-    steps, record_every: one value or one per seed (record_every default max(1, steps // 1000)).
+    steps, record_every: one value or one per seed (record_every default max(1, steps // 1000));
+    steps may also be a rule steps(lr, initial_residual) -> one budget per seed, called once
+    ||F(W_s(0)) - y_s||_2 is known (arrays of length S; NaN for a seed that could not start).
     Returns one History per seed, the same as `overparam.train` gives that seed alone (up to
     rounding); a seed that cannot start (non-finite F(W(0)), no usable automatic step)
     gets the exception `train` would raise instead.
@@ -104,11 +123,9 @@ def train_batched(
     n = X.shape[-2]
     per_seed_data = X.dim() == 3
     y = y.expand(seeds, n, k) if y.dim() == 2 else y
-    budget = _per_seed(steps, seeds, "steps", int)
-    if any(s < 0 for s in budget):
-        raise ValueError(f"steps must be non-negative integers, got {steps!r}")
-    every = _per_seed(record_every, seeds, "record_every", int) if record_every is not None \
-        else [max(1, s // 1000) for s in budget]
+    budget = every = None
+    if not callable(steps):
+        budget, every = _budgets(steps, record_every, seeds)
     chunk = chunk or coefficients.default_chunk(n * seeds, k, W.element_size())
     keep = fits_in_memory(n * seeds, width, W)
 
@@ -147,7 +164,7 @@ def train_batched(
     batch = _Batch(W, W0, [s for s in everyone if outcomes[s] is None])
     rows: list[list[tuple]] = [[] for _ in everyone]
     status = ["max_steps"] * seeds
-    message = [f"stopped after the step budget of {b} steps" for b in budget]
+    message: list[str | None] = [None] * seeds
     initial_loss = [math.nan] * seeds
     start = time.perf_counter()
     step = 0
@@ -162,6 +179,11 @@ def train_batched(
             continue
         residual = current.out - batch.take(y)
         norms = residual.norm(dim=(-2, -1)).tolist()
+        if budget is None:
+            initial = np.full(seeds, np.nan)
+            initial[batch.seeds] = norms
+            budget, every = _budgets(steps(np.asarray(rates, dtype=float), initial), record_every, seeds,
+                                     only=batch.seeds)
         recording = []
         for s, norm in zip(list(batch.seeds), norms):
             loss = 0.5 * norm * norm
@@ -201,6 +223,8 @@ def train_batched(
         if not rows[s]:
             outcomes[s] = FloatingPointError(message[s])
             continue
+        if message[s] is None:
+            message[s] = f"stopped after the step budget of {budget[s]} steps"
         columns = [np.array(column, dtype=float) for column in zip(*rows[s])]
         columns[0] = columns[0].astype(int)
         outcomes[s] = History(*columns, status=status[s], message=message[s], lr=rates[s], optimizer="gd")

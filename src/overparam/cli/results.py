@@ -1,0 +1,77 @@
+"""`overparam results`: list and filter the runs of a store as a table, CSV or JSON."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..sweep.store import COLUMNS, Store
+from .common import app, fail, print_json, user_errors
+
+FORMATS = ("table", "csv", "json")
+TABLE_COLUMNS = ("activation", "init", "n", "d", "width", "seed", "status", "steps", "final_residual",
+                 "kernel_distance", "lambda_min", "wall_seconds")
+
+
+@app.command()
+@user_errors
+def results(
+    store: Path = typer.Argument(..., help="runs store written by `overparam sweep`"),
+    format: str = typer.Option("table", "--format", help="table, csv or json"),
+    activation: Optional[str] = typer.Option(None, help="only this activation"),
+    init: Optional[str] = typer.Option(None, help="only this init"),
+    width: Optional[int] = typer.Option(None, help="only this width"),
+    n: Optional[int] = typer.Option(None, help="only this n"),
+    d: Optional[int] = typer.Option(None, help="only this d"),
+    seed: Optional[int] = typer.Option(None, help="only this seed"),
+    status: Optional[str] = typer.Option(None, help="converged, max_steps, diverged, failed or running"),
+    where: Optional[List[str]] = typer.Option(None, help="more filters, column=value (repeatable)"),
+) -> None:
+    """One row per run; json is a list with one object per run (all columns, config parsed)."""
+    if format not in FORMATS:
+        fail(f"unknown format {format!r}: use table, csv or json")
+    if not store.exists():
+        fail(f"store {str(store)!r} does not exist; run `overparam sweep` first")
+    filters = {"activation": activation, "init": init, "width": width, "n": n, "d": d, "seed": seed,
+               "status": status}
+    for clause in where or []:
+        name, equals, value = clause.partition("=")
+        if not equals or name.strip() not in COLUMNS:
+            fail(f"--where takes column=value with a column among {', '.join(COLUMNS)}; got {clause!r}")
+        filters[name.strip()] = value.strip()
+    with Store(store) as runs:
+        rows = runs.runs(**filters)
+    if format == "json":
+        print_json(rows)
+    elif format == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "config": json.dumps(row["config"], sort_keys=True)})
+    else:
+        _print_table(rows, store)
+
+
+def _print_table(rows: list[dict], store: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} run(s) in {store}")
+    for name in TABLE_COLUMNS:
+        table.add_column(name, justify="right" if name not in ("activation", "init", "status") else "left")
+    for row in rows:
+        table.add_row(*[_cell(row.get(name)) for name in TABLE_COLUMNS])
+    Console().print(table)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

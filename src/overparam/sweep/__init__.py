@@ -1,0 +1,124 @@
+"""Width sweeps: many batched trainings over a grid, a durable store, and the thresholds of SPEC §7.
+
+    from overparam.sweep import run_sweep, thresholds
+    run_sweep("spec.toml", "runs.db", backend="local", workers=2)
+    report = thresholds("runs.db", delta=0.1)
+
+`run_sweep` skips runs the store already holds, so re-running a sweep resumes it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .analysis import ThresholdReport, thresholds
+from .executors import BACKENDS, run_in_pool, run_in_process, run_on_ray
+from .spec import Group, SweepSpec, load_spec
+from .store import Store
+from .task import RunResult, run_group
+
+
+@dataclass
+class SweepProgress:
+    """Counts of a sweep's runs; `done` counts trained runs (any GD status), `failed` the rest."""
+
+    total: int
+    skipped: int = 0
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.skipped - self.done - self.failed
+
+
+def run_sweep(
+    spec: SweepSpec | dict | str | Path,
+    store: str | Path,
+    backend: str = "local",
+    workers: int | None = None,
+    device: str = "cpu",
+    ray_address: str | None = None,
+    retry_failed: bool = False,
+    progress: Callable[[SweepProgress], None] | None = None,
+) -> SweepProgress:
+    """Run every run of `spec` (a SweepSpec, a [sweep] dict or a TOML path) not yet in `store`.
+
+    backend "local": workers = 1 trains in this process; more workers use a process pool with
+    one thread each (default: one worker per CPU, at most one per task; 1 with device cuda).
+    backend "ray": tasks on the cluster at `ray_address`, or a local Ray instance.
+    Finished runs are skipped, runs left "running" by a killed sweep are redone, failed runs
+    are skipped unless `retry_failed`. progress(counts) is called at the start and after every task.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: use {' or '.join(BACKENDS)}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if isinstance(spec, (str, Path)):
+        spec = load_spec(spec)
+    elif isinstance(spec, dict):
+        spec = SweepSpec.from_dict(spec)
+    start = time.perf_counter()
+    with Store(store) as runs:
+        groups = spec.groups()
+        total = len(groups) * len(spec.seeds)
+        finished = runs.finished(retry_failed)
+        pending = [group.with_seeds([s for s in group.seeds if (group.config_hash, s) not in finished])
+                   for group in groups]
+        pending = [group for group in pending if group.seeds]
+        counts = SweepProgress(total, skipped=total - sum(len(g.seeds) for g in pending))
+        report = progress or (lambda _: None)
+        report(counts)
+        if backend == "local" and workers is None:
+            workers = 1 if device != "cpu" else min(os.cpu_count() or 1, len(pending)) or 1
+        tasks = split_groups(pending, workers or 1)
+
+        def started(group: Group) -> None:
+            runs.mark_running(group)
+            counts.running += len(group.seeds)
+            report(counts)
+
+        if backend == "ray":
+            results = run_on_ray(tasks, workers, device, started, ray_address)
+        elif workers == 1:
+            results = run_in_process(tasks, device, started)
+        else:
+            results = run_in_pool(tasks, workers, device, started)
+        for batch in results:
+            runs.save(batch)
+            for result in batch:
+                counts.statuses[result.status] += 1
+                if result.status == "failed":
+                    counts.failed += 1
+                else:
+                    counts.done += 1
+            counts.running -= len(batch)
+            counts.seconds = time.perf_counter() - start
+            report(counts)
+    counts.seconds = time.perf_counter() - start
+    return counts
+
+
+def split_groups(groups: list[Group], workers: int) -> list[Group]:
+    """Split groups by seed so that there are at least `workers` tasks when the seeds allow."""
+    if not groups or len(groups) >= workers:
+        return groups
+    parts = math.ceil(workers / len(groups))
+    tasks = []
+    for group in groups:
+        size = math.ceil(len(group.seeds) / parts)
+        tasks += [group.with_seeds(group.seeds[i:i + size]) for i in range(0, len(group.seeds), size)]
+    return tasks
+
+
+__all__ = ["run_sweep", "thresholds", "ThresholdReport", "SweepSpec", "SweepProgress", "Group", "load_spec",
+           "Store", "RunResult", "run_group", "split_groups"]

@@ -1,0 +1,90 @@
+"""Where sweep tasks run: this process, a local process pool, or a Ray cluster.
+
+Every executor takes groups (one batched task each), calls `on_start(group)` when a task is
+handed to a worker, keeps at most `workers` tasks in flight, and yields each task's results as it
+finishes, in completion order. Workers only compute; the caller writes the store.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from .spec import Group
+from .task import RunResult, run_group
+
+BACKENDS = ("local", "ray")
+OnStart = Callable[[Group], None]
+
+
+def _single_threaded() -> None:
+    """One BLAS/OpenMP thread per worker: the workers are the parallelism."""
+    torch.set_num_threads(1)
+
+
+def run_in_process(groups: Sequence[Group], device: str, on_start: OnStart) -> Iterator[list[RunResult]]:
+    for group in groups:
+        on_start(group)
+        yield run_group(group, device)
+
+
+def run_in_pool(groups: Sequence[Group], workers: int, device: str,
+                on_start: OnStart) -> Iterator[list[RunResult]]:
+    """A pool of `workers` spawned processes (spawn: safe with CUDA and with OpenMP threads)."""
+    queue = list(groups)[::-1]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_single_threaded) as pool:
+        pending = set()
+        while queue or pending:
+            while queue and len(pending) < workers:
+                group = queue.pop()
+                on_start(group)
+                pending.add(pool.submit(run_group, group, device))
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield future.result()
+
+
+def _ray_task(group: Group, device: str) -> list[RunResult]:
+    if device == "cpu":
+        _single_threaded()
+    return run_group(group, device)
+
+
+def run_on_ray(groups: Sequence[Group], workers: int | None, device: str, on_start: OnStart,
+               address: str | None = None) -> Iterator[list[RunResult]]:
+    """Tasks on the Ray cluster at `address` (ray.init(address=...)), or on a local Ray instance
+    with `workers` CPUs when no address is given. One CPU per task, one GPU with device cuda."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("the ray backend needs Ray: pip install 'overparam[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        options = {"include_dashboard": False, "configure_logging": False}
+        if address is None:
+            options["num_cpus"] = workers
+        try:
+            ray.init(address=address, **options)
+        except ConnectionError as error:
+            raise ValueError(f"cannot reach the Ray cluster at {address!r}: {error}") from None
+    try:
+        if workers is None:
+            workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        task = ray.remote(num_cpus=1, num_gpus=1 if device.startswith("cuda") else 0)(_ray_task)
+        queue = list(groups)[::-1]
+        pending = []
+        while queue or pending:
+            while queue and len(pending) < workers:
+                group = queue.pop()
+                on_start(group)
+                pending.append(task.remote(group, device))
+            finished, pending = ray.wait(pending, num_returns=1)
+            for reference in finished:
+                yield ray.get(reference)
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,210 @@
+"""The results store: one SQLite row per run (WAL mode), per-run curves in Parquet beside it.
+
+    runs.db                      table `runs`, unique key (config_hash, seed)
+    runs.curves/<hash>/<seed>.parquet   the run's History columns (step, loss, residual_norm, ...)
+
+Durability: a curve file is written to a temporary name, fsynced and renamed into place; only
+then is the run's row inserted, in one transaction per batch of results (synchronous=FULL).
+A process killed at any point leaves finished rows intact and at most a "running" row for the
+runs it had in flight, which the next sweep redoes. Rows are upserted on (config_hash, seed),
+so no run is ever stored twice; concurrent writers wait for each other (busy timeout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .spec import Group
+from .task import RunResult
+
+#: Statuses of a finished run; "running" marks a run in flight (or one whose process died).
+FINISHED = ("converged", "max_steps", "diverged", "failed")
+SCHEMA_VERSION = 1
+CONFIG_COLUMNS = {
+    "activation": "TEXT", "width": "INTEGER", "n": "INTEGER", "d": "INTEGER", "k": "INTEGER",
+    "init": "TEXT", "scale": "TEXT", "sigma": "REAL", "data": "TEXT", "data_seed": "TEXT", "lr_rule": "TEXT",
+    "tol": "REAL", "budget_rule": "TEXT", "dtype": "TEXT",
+}
+METRIC_COLUMNS = {
+    "steps": "INTEGER", "budget": "INTEGER", "lr": "REAL", "lr_eff": "REAL", "initial_residual": "REAL",
+    "final_residual": "REAL", "final_loss": "REAL", "lambda_min": "REAL", "kernel_distance": "REAL",
+    "max_movement": "REAL", "total_movement": "REAL", "wall_seconds": "REAL", "batch_size": "INTEGER",
+    "batch_seconds": "REAL", "message": "TEXT", "overparam_version": "TEXT", "torch_version": "TEXT",
+    "device": "TEXT", "host": "TEXT",
+}
+COLUMNS = {
+    "config_hash": "TEXT NOT NULL", "seed": "INTEGER NOT NULL", **CONFIG_COLUMNS, "status": "TEXT NOT NULL",
+    **METRIC_COLUMNS, "error": "TEXT", "curves": "TEXT", "config": "TEXT NOT NULL", "updated_at": "TEXT",
+}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _config_columns(config: dict) -> dict:
+    """The searchable copy of a config's fields (the full config is kept as JSON too)."""
+    return {
+        **{key: config[key] for key in ("activation", "width", "n", "d", "k", "init", "sigma", "data", "tol",
+                                        "dtype")},
+        "scale": str(config["scale"]), "data_seed": str(config["data_seed"]), "lr_rule": str(config["lr"]),
+        "budget_rule": str(config["steps"]),
+    }
+
+
+class Store:
+    """A runs database at `path` (created with its schema when missing)."""
+
+    def __init__(self, path: str | Path, timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise ValueError(f"store {str(self.path)!r} is a folder; give a file name such as runs.db")
+        if not self.path.parent.exists():
+            raise ValueError(f"the folder of store {str(self.path)!r} does not exist")
+        self.curves_dir = self.path.with_suffix(".curves")
+        try:
+            self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self._create_schema()
+        except sqlite3.DatabaseError as error:
+            raise ValueError(f"{self.path} is not a runs store: {error}") from None
+
+    def _create_schema(self) -> None:
+        columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
+        with self._transaction():
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise ValueError(f"{self.path} has schema version {version}; this overparam reads {SCHEMA_VERSION}")
+            self.db.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns}, PRIMARY KEY (config_hash, seed))")
+            self.db.execute("CREATE INDEX IF NOT EXISTS runs_by_shape ON runs (activation, init, n, d, width)")
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _transaction(self):
+        return _Transaction(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def finished(self, retry_failed: bool = False) -> set[tuple[str, int]]:
+        """(config_hash, seed) of every run a sweep should skip."""
+        statuses = [s for s in FINISHED if not (retry_failed and s == "failed")]
+        marks = ",".join("?" * len(statuses))
+        rows = self.db.execute(f"SELECT config_hash, seed FROM runs WHERE status IN ({marks})", statuses)
+        return {(row[0], row[1]) for row in rows}
+
+    def mark_running(self, group: Group) -> None:
+        """Record the group's runs as in flight (never over a finished row, except a failed one)."""
+        fields = {**_config_columns(group.config), "status": "running", "config": _json(group.config),
+                  "config_hash": group.config_hash, "updated_at": _now()}
+        names = list(fields) + ["seed"]
+        sql = (f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+               "ON CONFLICT (config_hash, seed) DO UPDATE SET status = 'running', error = NULL, "
+               "updated_at = excluded.updated_at WHERE runs.status IN ('running', 'failed')")
+        with self._transaction():
+            self.db.executemany(sql, [list(fields.values()) + [seed] for seed in group.seeds])
+
+    def save(self, results: Iterable[RunResult]) -> None:
+        """Write the curves, then upsert all rows in one transaction."""
+        rows = []
+        for result in results:
+            curves = self._write_curves(result) if result.curves is not None else None
+            fields = {**_config_columns(result.config), "config_hash": result.config_hash, "seed": result.seed,
+                      "status": result.status, "error": result.error, "curves": curves,
+                      "config": _json(result.config), "updated_at": _now()}
+            fields.update({key: value for key, value in result.metrics.items() if key in METRIC_COLUMNS})
+            rows.append(fields)
+        if not rows:
+            return
+        names = list(COLUMNS)
+        updates = ", ".join(f"{name} = excluded.{name}" for name in names if name not in ("config_hash", "seed"))
+        sql = (f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+               f"ON CONFLICT (config_hash, seed) DO UPDATE SET {updates}")
+        with self._transaction():
+            self.db.executemany(sql, [[_plain(row.get(name)) for name in names] for row in rows])
+
+    def _write_curves(self, result: RunResult) -> str:
+        folder = self.curves_dir / result.config_hash
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"{result.seed}.parquet"
+        temporary = folder / f".{result.seed}.{uuid.uuid4().hex}.tmp"
+        table = pa.table({name: np.asarray(column) for name, column in result.curves.items()})
+        try:
+            with open(temporary, "wb") as handle:
+                pq.write_table(table, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, final)
+        finally:
+            temporary.unlink(missing_ok=True)
+        return str(final.relative_to(self.path.parent))
+
+    def runs(self, **filters) -> list[dict]:
+        """All rows as dicts (config parsed from JSON), filtered by column = value or value list."""
+        clauses, values = [], []
+        for name, wanted in filters.items():
+            if name not in COLUMNS:
+                raise ValueError(f"cannot filter on {name!r}; columns: {', '.join(COLUMNS)}")
+            if wanted is None:
+                continue
+            wanted = list(wanted) if isinstance(wanted, (list, tuple, set)) else [wanted]
+            clauses.append(f"{name} IN ({', '.join('?' * len(wanted))})")
+            values.extend(wanted)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        cursor = self.db.execute(f"SELECT * FROM runs{where} ORDER BY activation, init, n, d, width, config_hash, seed",
+                                 values)
+        rows = []
+        for row in cursor:
+            record = dict(row)
+            record["config"] = json.loads(record["config"])
+            rows.append(record)
+        return rows
+
+    def curve(self, row: dict) -> dict[str, np.ndarray]:
+        """The recorded History columns of a run (a row from `runs`)."""
+        if not row.get("curves"):
+            raise ValueError(f"run {row['config_hash']}/{row['seed']} has no curves (status {row['status']})")
+        table = pq.read_table(self.path.parent / row["curves"])
+        return {name: table.column(name).to_numpy() for name in table.column_names}
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): takes the write lock up front, so two
+    writers queue on the busy timeout instead of failing on a lock upgrade."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, kind, value, tb) -> None:
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _json(config: dict) -> str:
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

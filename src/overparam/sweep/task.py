@@ -1,0 +1,145 @@
+"""One sweep task: train a group's seeds as one batch and measure what the thresholds need (SPEC §7).
+
+Per seed: the GD run (status, steps, residuals, movement), the step size and effective step
+eta_eff = eta m kappa^2, lambda = lambda_min(H*) of the infinite-width kernel on the run's data,
+and the kernel distance ||H(W(0)) - I_k (x) H*||_2 at initialisation.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .. import __version__, data as datasets, ntk
+from ..activations import parse_scale
+from ..batched import train_batched
+from ..models import TwoLayerNet, initial_weights, resolve_device, resolve_dtype
+from ..train import History
+from .spec import Group, budget_multiple, theory_steps
+
+
+@dataclass
+class RunResult:
+    """The outcome of one (config, seed): `status` is a GD status or "failed" (then `error`)."""
+
+    config: dict
+    config_hash: str
+    seed: int
+    status: str
+    metrics: dict = field(default_factory=dict)
+    curves: dict[str, np.ndarray] | None = None
+    error: str | None = None
+
+
+def environment(device: str) -> dict:
+    """Versions and machine recorded with every run."""
+    return {"overparam_version": __version__, "torch_version": torch.__version__, "device": device,
+            "host": platform.node()}
+
+
+def run_group(group: Group, device: str = "cpu") -> list[RunResult]:
+    """Train all seeds of `group` as one batch; a run that cannot train becomes a "failed" result."""
+    try:
+        return _run(group, device)
+    except Exception as error:  # recorded with the run, never aborts the sweep
+        message = _describe(error)
+        return [RunResult(group.config, group.config_hash, seed, "failed",
+                          metrics=environment(device), error=message) for seed in group.seeds]
+
+
+def _describe(error: BaseException) -> str:
+    where = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    location = f" ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})" if where else ""
+    return f"{type(error).__name__}: {error}{location}"
+
+
+def group_data(config: dict, seeds) -> tuple[np.ndarray, np.ndarray]:
+    """X (n, d), y (n, k) shared by all seeds, or (S, n, d), (S, n, k) when data_seed = "seed"."""
+    def draw(seed: int) -> datasets.Dataset:
+        return datasets.builtin(config["data"], config["n"], config["d"], config["k"], seed)
+
+    if config["data_seed"] == "seed":
+        sets = [draw(seed) for seed in seeds]
+        return np.stack([s.X for s in sets]), np.stack([s.y for s in sets])
+    one = draw(config["data_seed"])
+    return one.X, one.y
+
+
+def _run(group: Group, device: str) -> list[RunResult]:
+    config, seeds = group.config, list(group.seeds)
+    dtype, where = resolve_dtype(config["dtype"]), resolve_device(device)
+    activation, width, k = config["activation"], config["width"], config["k"]
+    scale = None if config["scale"] == "default" else config["scale"]
+    kappa = parse_scale(scale, activation, width)
+    X_np, y_np = group_data(config, seeds)
+    per_seed = X_np.ndim == 3
+    limits = [ntk.infinite_ntk(activation, X, config["sigma"]).numpy()
+              for X in (X_np if per_seed else [X_np])]
+    lams = [float(np.linalg.eigvalsh(H).min()) for H in limits]
+
+    weights = [initial_weights(width, config["d"], k, config["init"], config["sigma"], s, dtype, where)
+               for s in seeds]
+    W = torch.stack([w for w, _ in weights])
+    a = torch.stack([signs for _, signs in weights])
+    X = torch.as_tensor(X_np, dtype=dtype, device=where)
+    y = torch.as_tensor(y_np, dtype=dtype, device=where)
+    multiple = budget_multiple(config["steps"])
+    budgets = [config["steps"]] * len(seeds)
+
+    def budget(rates: np.ndarray, initial: np.ndarray) -> list[int]:
+        budgets[:] = [theory_steps(multiple, initial[j], config["tol"], rates[j], width, kappa,
+                                   lams[j if per_seed else 0], config["max_steps"]) for j in range(len(seeds))]
+        return budgets
+
+    start = time.perf_counter()
+    outcomes = train_batched(X, y, W, a, activation, kappa, lr=config["lr"],
+                             steps=budget if multiple is not None else config["steps"], tol=config["tol"],
+                             record_every=config["record_every"],
+                             paired=config["init"] == "coupled" and width % 2 == 0)
+    batch_seconds = time.perf_counter() - start
+
+    results = []
+    for j, (seed, outcome) in enumerate(zip(seeds, outcomes)):
+        lam = lams[j if per_seed else 0]
+        H_star = limits[j if per_seed else 0]
+        metrics = {**environment(str(where)), "lambda_min": lam, "batch_size": len(seeds),
+                   "batch_seconds": batch_seconds,
+                   "kernel_distance": _kernel_distance(config, seed, kappa, X[j] if per_seed else X, H_star)}
+        if isinstance(outcome, Exception):
+            results.append(RunResult(config, group.config_hash, seed, "failed", metrics, error=_describe(outcome)))
+            continue
+        metrics.update(_summary(outcome, width, kappa))
+        metrics["budget"] = budgets[j]
+        results.append(RunResult(config, group.config_hash, seed, outcome.status, metrics,
+                                 curves=outcome.columns()))
+    return results
+
+
+def _summary(history: History, width: int, kappa: float) -> dict:
+    return {
+        "steps": history.steps, "lr": history.lr, "lr_eff": history.lr * width * kappa**2,
+        "initial_residual": float(history.residual_norm[0]), "final_residual": float(history.residual_norm[-1]),
+        "final_loss": history.final_loss, "max_movement": float(history.max_movement[-1]),
+        "total_movement": float(history.total_movement[-1]), "wall_seconds": float(history.wall_time[-1]),
+        "message": history.message,
+    }
+
+
+def _kernel_distance(config: dict, seed: int, kappa: float, X: torch.Tensor, H_star: np.ndarray) -> float:
+    """||H(W(0)) - I_k (x) H*||_2 (spectral norm of a symmetric matrix: max |eigenvalue|)."""
+    scale = None if config["scale"] == "default" else config["scale"]
+    net = TwoLayerNet(config["d"], config["width"], config["k"], config["activation"], scale=scale,
+                      init=config["init"], sigma=config["sigma"], seed=seed, dtype=X.dtype, device=X.device)
+    try:
+        H = ntk.ntk(net, X).double().cpu().numpy()
+    except OverflowError:
+        return float("inf")
+    difference = H - np.kron(np.eye(config["k"]), H_star)
+    if not np.isfinite(difference).all():
+        return float("inf")
+    return float(np.abs(np.linalg.eigvalsh(difference)).max())
