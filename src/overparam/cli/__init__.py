@@ -8,5 +8,6 @@ from __future__ import annotations
 
 from .common import app, run  # noqa: F401  (run is the console script's entry point)
 from . import train  # noqa: F401,E402  (registers `overparam train`)
+from . import sweep, threshold, results  # noqa: F401,E402  (registers `overparam sweep`, `threshold`, `results`)
 
 __all__ = ["app", "run"]
