@@ -11,3 +11,4 @@ from . import train  # noqa: F401,E402  (registers `overparam train`)
 from . import sweep, threshold, results  # noqa: F401,E402  (registers `overparam sweep`, `threshold`, `results`)
 
 __all__ = ["app", "run"]
+from . import study  # noqa: F401,E402  (registers `overparam study`)

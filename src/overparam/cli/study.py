@@ -1,0 +1,70 @@
+"""`overparam study`: run the study's sections and write report.html / report.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..study import preset as study_preset
+from ..study import run_study
+from .common import app, parse_device, print_json, show_progress, user_errors
+
+
+@app.command()
+@user_errors
+def study(
+    preset: str = typer.Option("quick", help="quick (2 CPU cores, < 10 min), paper (one GPU) or full (a cluster)"),
+    out: Path = typer.Option(Path("out/study"), help="folder for report.html, report.md, figures, tables, runs.db"),
+    backend: str = typer.Option("local", help="local or ray (width sweeps)"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    only: Optional[str] = typer.Option(None, help="comma-separated sections to run, e.g. concentration,training"),
+    json_output: bool = typer.Option(False, "--json", help="print one JSON object when done"),
+) -> None:
+    """Run the experiments the papers lack and write a report a researcher can use.
+
+    Re-running the same command reuses every finished run; Ctrl-C leaves a valid partial report.
+    """
+    config = study_preset(preset)
+    parse_device(device)
+    if only:
+        config = config.only([part.strip() for part in only.split(",") if part.strip()])
+    if show_progress(json_output):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("ETA"), TimeRemainingColumn()) as bar:
+            tasks = {}
+
+            def on_section(key, title, units):
+                tasks["current"] = bar.add_task(title, total=units)
+
+            def on_tick(k=1):
+                bar.advance(tasks["current"], k)
+
+            result = _run(config, out, backend, device, on_section, on_tick)
+    else:
+        result = _run(config, out, backend, device, None, None)
+    payload = {"report": str(result.html), "markdown": str(result.markdown), "seconds": round(result.seconds, 1),
+               "reused_units": result.reused, "computed_units": result.computed,
+               "sections": {s.key: s.status for s in result.sections}, "failures": result.failures}
+    if json_output:
+        print_json(payload)
+    else:
+        for section in result.sections:
+            typer.echo(f"  {section.title}: {section.status}" + (f" ({section.note})" if section.note else ""))
+        typer.echo(f"report: {result.html} ({result.seconds:.0f} s; {result.reused} finished units reused)")
+    if result.failures:
+        raise typer.Exit(code=1)
+
+
+def _run(config, out, backend, device, on_section, on_tick):
+    try:
+        return run_study(config, out, backend, device, on_section, on_tick)
+    except KeyboardInterrupt as interrupt:
+        partial = interrupt.args[0] if interrupt.args else None
+        where = f" {partial.html}" if partial is not None else ""
+        typer.echo(f"overparam: interrupted; partial report in{where}. Re-run the same command to resume.", err=True)
+        raise typer.Exit(code=130)

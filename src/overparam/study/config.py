@@ -1,0 +1,83 @@
+"""Study presets as plain data. quick: 2 CPU cores in under 10 minutes; paper: one GPU; full: a cluster."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+ACTIVATIONS = ("relu", "exp", "softmax")
+SECTIONS = ("concentration", "training", "laziness", "threshold", "initialisation", "diffusion")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    preset: str
+    activations: tuple[str, ...] = ACTIVATIONS
+    d: int = 8
+    seed: int = 0
+    sigma: float = 1.0
+    # (a) NTK concentration at initialisation
+    kernel_n: int = 64
+    kernel_widths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
+    kernel_seeds: int = 6
+    # (b, c) training curves and laziness
+    train_n: int = 24
+    train_widths: tuple[int, ...] = (128, 512, 2048)
+    train_seeds: int = 3
+    train_steps: int = 3000
+    train_init: str = "coupled"
+    tol: float = 1e-3
+    # (d) empirical thresholds m*(n)
+    threshold_ns: tuple[int, ...] = (8, 16, 32)
+    threshold_widths: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256, 512)
+    threshold_seeds: int = 4
+    threshold_budget: str = "theory:3"
+    threshold_max_steps: int = 4000
+    delta: float = 0.25
+    # (e) coupled vs independent initialisation
+    init_n: int = 24
+    init_width: int = 1024
+    init_seeds: int = 3
+    # (f) diffusion
+    diffusion_data: str = "gmm:k=4,d=2"
+    diffusion_n: int = 1024
+    diffusion_width: int = 1024
+    diffusion_steps: int = 1500
+    diffusion_samples: int = 1000
+    sections: tuple[str, ...] = SECTIONS
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def only(self, sections) -> "StudyConfig":
+        unknown = set(sections) - set(SECTIONS)
+        if unknown:
+            raise ValueError(f"unknown section(s) {sorted(unknown)}: choose from {', '.join(SECTIONS)}")
+        return replace(self, sections=tuple(s for s in SECTIONS if s in sections))
+
+
+PRESETS = {
+    "quick": StudyConfig(preset="quick"),
+    "paper": StudyConfig(
+        preset="paper", d=16, kernel_n=256, kernel_widths=tuple(2**p for p in range(6, 18)), kernel_seeds=16,
+        train_n=128, train_widths=(512, 2048, 8192, 32768), train_seeds=8, train_steps=20000,
+        threshold_ns=(16, 32, 64, 128, 256), threshold_widths=tuple(2**p for p in range(1, 16)),
+        threshold_seeds=16, threshold_max_steps=50000, delta=0.1, init_n=128, init_width=8192, init_seeds=8,
+        diffusion_data="gmm:k=8,d=2", diffusion_n=8192, diffusion_width=8192, diffusion_steps=5000,
+        diffusion_samples=5000,
+    ),
+    "full": StudyConfig(
+        preset="full", d=32, kernel_n=1024, kernel_widths=tuple(2**p for p in range(6, 21)), kernel_seeds=32,
+        train_n=512, train_widths=(2048, 8192, 32768, 131072), train_seeds=16, train_steps=50000,
+        threshold_ns=(16, 32, 64, 128, 256, 512, 1024), threshold_widths=tuple(2**p for p in range(1, 19)),
+        threshold_seeds=32, threshold_max_steps=200000, delta=0.05, init_n=512, init_width=32768, init_seeds=16,
+        diffusion_data="gmm:k=8,d=2", diffusion_n=32768, diffusion_width=65536, diffusion_steps=20000,
+        diffusion_samples=5000,
+    ),
+}
+
+
+def preset(name: str) -> StudyConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: use quick, paper or full")
+    return PRESETS[name]

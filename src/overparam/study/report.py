@@ -1,0 +1,169 @@
+"""The study report: sections of readings, figures and tables, written as report.md and report.html.
+
+Plain data in, files out. Figures are saved as PNG (shown) and SVG (for papers); tables as CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@dataclass
+class Figure:
+    stem: str  # file name without suffix, under figures/
+    caption: str
+
+
+@dataclass
+class Table:
+    stem: str  # file name without suffix, under tables/
+    caption: str
+    columns: list[str]
+    rows: list[list]
+
+
+@dataclass
+class Section:
+    """One experiment of the study. status: complete | partial | not run | failed."""
+
+    key: str
+    title: str
+    status: str = "not run"
+    reading: list[str] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    command: str = ""
+    config: dict = field(default_factory=dict)
+    note: str = ""
+
+
+def save_figure(fig, out: Path, stem: str) -> None:
+    """Write figures/<stem>.png and figures/<stem>.svg and close the figure."""
+    folder = Path(out) / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    fig.savefig(folder / f"{stem}.png", dpi=110)
+    fig.savefig(folder / f"{stem}.svg")
+    plt.close(fig)
+
+
+def write_table(table: Table, out: Path) -> Path:
+    folder = Path(out) / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{table.stem}.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(table.columns)
+        writer.writerows(table.rows)
+    return path
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        if value != value:
+            return "–"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)
+
+
+def write_markdown(sections: list[Section], meta: dict, out: Path) -> Path:
+    lines = [f"# {meta['title']}", "", meta["summary"], ""]
+    if meta.get("key_figure"):
+        lines += [f"![key figure](figures/{meta['key_figure']}.png)", ""]
+    for section in sections:
+        lines += [f"## {section.title}", "", f"*Status: {section.status}*" + (f" — {section.note}" if section.note else ""), ""]
+        for paragraph in section.reading:
+            lines += [paragraph, ""]
+        for figure in section.figures:
+            lines += [f"![{figure.caption}](figures/{figure.stem}.png)", "", f"*{figure.caption}* "
+                      f"([SVG](figures/{figure.stem}.svg))", ""]
+        for table in section.tables:
+            lines += [f"**{table.caption}** ([CSV](tables/{table.stem}.csv))", "",
+                      "| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+            lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.rows]
+            lines.append("")
+        if section.command:
+            lines += ["Re-run this section:", "", "```bash", section.command, "```", "",
+                      "<details><summary>configuration</summary>", "", "```json",
+                      json.dumps(section.config, indent=2, default=str), "```", "", "</details>", ""]
+    lines += ["---", meta["footer"], ""]
+    path = Path(out) / "report.md"
+    _atomic_write(path, "\n".join(lines))
+    return path
+
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; max-width: 1100px; margin: 2em auto;
+       padding: 0 1em; color: #1d1d1f; line-height: 1.5; }
+h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; }
+h2 { margin-top: 2.2em; border-bottom: 1px solid #eee; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: .9em; }
+table { border-collapse: collapse; margin: .5em 0 1.5em; font-size: .88em; }
+th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
+th { background: #f5f5f7; } td:first-child, th:first-child { text-align: left; }
+pre { background: #f5f5f7; padding: .8em; overflow-x: auto; font-size: .85em; }
+.status { font-size: .85em; color: #555; } .status.partial, .status.failed, .status.not-run { color: #b00; }
+nav ul { columns: 2; }
+"""
+
+
+def write_html(sections: list[Section], meta: dict, out: Path) -> Path:
+    esc = html.escape
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{esc(meta['title'])}</title>", f"<style>{_STYLE}</style></head><body>",
+             f"<h1>{esc(meta['title'])}</h1>", f"<p>{esc(meta['summary'])}</p>"]
+    if meta.get("key_figure"):
+        parts.append(f'<figure><img src="figures/{meta["key_figure"]}.png" alt="key figure">'
+                     f"<figcaption>{esc(meta.get('key_caption', ''))}</figcaption></figure>")
+    parts.append("<nav><ul>" + "".join(f'<li><a href="#{s.key}">{esc(s.title)}</a> '
+                                       f'<span class="status">({esc(s.status)})</span></li>' for s in sections)
+                 + "</ul></nav>")
+    for section in sections:
+        status_class = section.status.replace(" ", "-")
+        parts.append(f'<section id="{section.key}"><h2>{esc(section.title)}</h2>')
+        parts.append(f'<p class="status {status_class}">Status: {esc(section.status)}'
+                     + (f" — {esc(section.note)}" if section.note else "") + "</p>")
+        parts += [f"<p>{esc(paragraph)}</p>" for paragraph in section.reading]
+        for figure in section.figures:
+            parts.append(f'<figure><img src="figures/{figure.stem}.png" alt="{esc(figure.caption)}">'
+                         f'<figcaption>{esc(figure.caption)} (<a href="figures/{figure.stem}.svg">SVG</a>)'
+                         "</figcaption></figure>")
+        for table in section.tables:
+            head = "".join(f"<th>{esc(c)}</th>" for c in table.columns)
+            body = "".join("<tr>" + "".join(f"<td>{esc(_cell(v))}</td>" for v in row) + "</tr>" for row in table.rows)
+            parts.append(f'<p><strong>{esc(table.caption)}</strong> (<a href="tables/{table.stem}.csv">CSV</a>)</p>'
+                         f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        if section.command:
+            parts.append(f"<p>Re-run this section:</p><pre>{esc(section.command)}</pre>"
+                         f"<details><summary>configuration</summary><pre>"
+                         f"{esc(json.dumps(section.config, indent=2, default=str))}</pre></details>")
+        parts.append("</section>")
+    parts.append(f"<hr><p class=\"status\">{esc(meta['footer'])}</p></body></html>")
+    path = Path(out) / "report.html"
+    _atomic_write(path, "\n".join(parts))
+    return path
+
+
+def write_report(sections: list[Section], meta: dict, out: Path) -> tuple[Path, Path]:
+    """Write tables, report.md and report.html (each file replaced atomically)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for section in sections:
+        for table in section.tables:
+            write_table(table, out)
+    return write_markdown(sections, meta, out), write_html(sections, meta, out)

@@ -1,0 +1,140 @@
+"""`run_study`: every section in turn over one results folder, resumable and safe to interrupt.
+
+Finished units of work are kept in DIR/runs.db (see `cache.UnitCache`; width sweeps keep their
+runs there too), so a re-run reuses them. After every section the report is rewritten, so an
+interrupted study leaves a valid partial report.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import import_module
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .. import __version__
+from .cache import UnitCache
+from .config import StudyConfig
+from .report import Section, write_report
+
+MODULES = {
+    "concentration": "concentration",
+    "training": "training",
+    "laziness": "laziness",
+    "threshold": "thresholds",
+    "initialisation": "initialisation",
+    "diffusion": "diffusion",
+}
+
+
+@dataclass
+class StudyContext:
+    out: Path
+    cache: UnitCache
+    store_path: Path
+    device: str
+    backend: str
+    tick: Callable[[int], None]
+    preset: str
+
+    def command(self, section: str) -> str:
+        extra = "" if self.device == "cpu" else f" --device {self.device}"
+        backend = "" if self.backend == "local" else f" --backend {self.backend}"
+        return f"overparam study --preset {self.preset} --only {section} --out {self.out}{backend}{extra}"
+
+
+@dataclass
+class StudyResult:
+    sections: list[Section]
+    html: Path
+    markdown: Path
+    seconds: float
+    interrupted: bool = False
+    reused: int = 0
+    computed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def section_module(key: str):
+    return import_module(f"{__package__}.{MODULES[key]}")
+
+
+def run_study(
+    config: StudyConfig,
+    out: str | Path,
+    backend: str = "local",
+    device: str = "cpu",
+    on_section: Callable[[str, str, int], None] | None = None,
+    on_tick: Callable[[int], None] | None = None,
+) -> StudyResult:
+    """Run the sections of `config` into `out` and write report.html / report.md there.
+
+    on_section(key, title, units) is called as each section starts, on_tick(k) as k units finish.
+    A KeyboardInterrupt ends the study after writing the partial report; it is then re-raised.
+    """
+    if backend not in ("local", "ray"):
+        raise ValueError(f"unknown backend {backend!r}: use local or ray")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    store_path = out / "runs.db"
+    cache = UnitCache(store_path)
+    ctx = StudyContext(out, cache, store_path, device, backend, on_tick or (lambda k=1: None), config.preset)
+    modules = {key: section_module(key) for key in config.sections}
+    sections = [Section(key, modules[key].TITLE) for key in config.sections]
+    start = time.perf_counter()
+    interrupted = False
+    failures = []
+    try:
+        for index, key in enumerate(config.sections):
+            module = modules[key]
+            if on_section is not None:
+                on_section(key, module.TITLE, module.units(config))
+            try:
+                sections[index] = module.run(config, ctx)
+            except KeyboardInterrupt:
+                sections[index].status = "partial"
+                sections[index].note = "interrupted; re-run the same command to resume (finished runs are reused)"
+                raise
+            except Exception as error:  # a failed section is reported, the study goes on
+                sections[index].status = "failed"
+                sections[index].note = f"{type(error).__name__}: {error}"
+                failures.append(f"{key}: {''.join(traceback.format_exception_only(error)).strip()}")
+            _write(sections, config, ctx, start, interrupted)
+    except KeyboardInterrupt:
+        interrupted = True
+    markdown, html = _write(sections, config, ctx, start, interrupted)
+    result = StudyResult(sections, html, markdown, time.perf_counter() - start, interrupted,
+                         cache.reused, cache.computed, failures)
+    cache.close()
+    if interrupted:
+        raise KeyboardInterrupt(result)
+    return result
+
+
+def _write(sections, config, ctx, start, interrupted):
+    seconds = time.perf_counter() - start
+    done = sum(s.status == "complete" for s in sections)
+    summary = (
+        f"Preset '{config.preset}': {done} of {len(sections)} sections complete"
+        + (" (interrupted: re-run the same command to resume)" if interrupted else "")
+        + f". Networks F(W, x) = kappa sum_r a_r phi_r(W, x) with relu, exp and softmax neurons, trained by "
+        f"full-batch gradient descent as the convergence theorems analyse them. Every number below was measured "
+        f"in this run ({seconds:.0f} s on {ctx.device}); the runs are in runs.db."
+    )
+    key_figure = next((f.stem for s in sections for f in s.figures if s.key == "threshold"), None) or \
+        next((f.stem for s in sections for f in s.figures), None)
+    meta = {
+        "title": f"overparam study ({config.preset})",
+        "summary": summary,
+        "key_figure": key_figure,
+        "key_caption": "Key figure (details in its section below).",
+        "footer": f"overparam {__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
+                  f"{platform.machine()}; written {datetime.now(timezone.utc).isoformat(timespec='seconds')}.",
+    }
+    return write_report(sections, meta, ctx.out)
