@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from .. import data as datasets
+from .. import distributed
 from .. import plots
 from ..models import TwoLayerNet
 from ..train import train as train_network
@@ -59,6 +60,8 @@ def train(
     seed: int = typer.Option(0, help="seed for data and initialisation"),
     dtype: str = typer.Option("float64", help="float64 or float32"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
+    nproc: int = typer.Option(1, min=1, help="processes to split the m neurons over (torch.distributed: "
+                              "gloo on cpu, NCCL on cuda); under torchrun the launcher's processes"),
     out: Path = typer.Option(Path("out/train"), help="folder for history, figure and summary"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON object instead of tables"),
 ) -> None:
@@ -70,10 +73,14 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
 
     def run(progress=None):
+        if nproc > 1 or distributed.launched():
+            return distributed.train(net, dataset.X, dataset.y, nproc=nproc if nproc > 1 else None,
+                                     lr=learning_rate, steps=steps, tol=tol, optimizer=optimizer,
+                                     batch_size=batch_size, seed=seed, progress=progress)
         return train_network(net, dataset.X, dataset.y, lr=learning_rate, steps=steps, tol=tol,
                              optimizer=optimizer, batch_size=batch_size, seed=seed, progress=progress)
 
-    if show_progress(json_output):
+    if show_progress(json_output) and distributed.is_main_process():
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         with Progress(TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -83,6 +90,8 @@ def train(
             history = run(lambda step, norm: bar.update(task, completed=step, norm=norm))
     else:
         history = run()
+    if not distributed.is_main_process():
+        return  # under torchrun, rank 0 writes and prints the run
 
     history.save(out / "history.parquet")
     figure = plots.loss_curve(history, out / "loss.png",
