@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from ..sweep.analysis import ThresholdReport, plot_thresholds, thresholds
 from .common import app, print_json, user_errors
+
+if TYPE_CHECKING:
+    from ..sweep.analysis import ThresholdReport
 
 
 @app.command()
@@ -27,6 +29,8 @@ def threshold(
 ) -> None:
     """Smallest width reaching tol (and ||H(W(0)) - H*|| <= lambda/4) for 1 - delta of seeds, per n,
     with bootstrap intervals and the fitted exponent p of m* ~ C n^p next to the theory's."""
+    from ..sweep.analysis import plot_thresholds, thresholds  # scipy.optimize: loaded only when needed
+
     report = thresholds(store, delta=delta, bootstrap=bootstrap, level=level, activation=activation, init=init)
     path = None
     if not no_figure:

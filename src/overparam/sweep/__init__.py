@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .analysis import ThresholdReport, thresholds
 from .executors import BACKENDS, run_in_pool, run_in_process, run_on_ray
 from .spec import Group, SweepSpec, load_spec
 from .store import Store
@@ -118,6 +117,15 @@ def split_groups(groups: list[Group], workers: int) -> list[Group]:
         size = math.ceil(len(group.seeds) / parts)
         tasks += [group.with_seeds(group.seeds[i:i + size]) for i in range(0, len(group.seeds), size)]
     return tasks
+
+
+def __getattr__(name: str):
+    """thresholds and ThresholdReport load scipy.optimize on first use, not with the package."""
+    if name in ("thresholds", "ThresholdReport"):
+        from . import analysis
+
+        return getattr(analysis, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["run_sweep", "thresholds", "ThresholdReport", "SweepSpec", "SweepProgress", "Group", "load_spec",

@@ -102,7 +102,8 @@ class SweepSpec:
         """Validate the keys of a [sweep] table; ValueError names the key and how to fix it."""
         unknown = sorted(set(table) - set(GRID_KEYS) - set(SCALAR_KEYS))
         if unknown:
-            raise ValueError(f"unknown sweep key(s) {', '.join(map(repr, unknown))}; known keys: "
+            noun = "key" if len(unknown) == 1 else "keys"
+            raise ValueError(f"unknown sweep {noun} {', '.join(map(repr, unknown))}; known keys: "
                              f"{', '.join(GRID_KEYS + SCALAR_KEYS)}")
         missing = [key for key in REQUIRED if key not in table]
         if missing:

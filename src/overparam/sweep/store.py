@@ -1,10 +1,11 @@
 """The results store: one SQLite row per run (WAL mode), per-run curves in Parquet beside it.
 
     runs.db                      table `runs`, unique key (config_hash, seed)
-    runs.curves/<hash>/<seed>.parquet   the run's History columns (step, loss, residual_norm, ...)
+    runs.curves/<hash>/<seed>-<id>.parquet   the run's History columns (step, loss, residual_norm, ...)
 
 Durability: a curve file is written to a temporary name, fsynced and renamed into place; only
-then is the run's row inserted, in one transaction per batch of results (synchronous=FULL).
+then is the run's row inserted, in one transaction per batch of results (synchronous=FULL);
+the curve file a replaced row named is deleted after the commit.
 A process killed at any point leaves finished rows intact and at most a "running" row for the
 runs it had in flight, which the next sweep redoes. Rows are upserted on (config_hash, seed),
 so no run is ever stored twice; concurrent writers wait for each other (busy timeout).
@@ -138,13 +139,20 @@ class Store:
         sql = (f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
                f"ON CONFLICT (config_hash, seed) DO UPDATE SET {updates}")
         with self._transaction():
+            replaced = [self.db.execute("SELECT curves FROM runs WHERE config_hash = ? AND seed = ?",
+                                        (row["config_hash"], row["seed"])).fetchone() for row in rows]
             self.db.executemany(sql, [[_plain(row.get(name)) for name in names] for row in rows])
+        for old, row in zip(replaced, rows):
+            if old is not None and old[0] and old[0] != row["curves"]:
+                (self.path.parent / old[0]).unlink(missing_ok=True)
 
     def _write_curves(self, result: RunResult) -> str:
+        """A new file per write (so a row always names the curve written with it)."""
         folder = self.curves_dir / result.config_hash
         folder.mkdir(parents=True, exist_ok=True)
-        final = folder / f"{result.seed}.parquet"
-        temporary = folder / f".{result.seed}.{uuid.uuid4().hex}.tmp"
+        name = f"{result.seed}-{uuid.uuid4().hex[:12]}"
+        final = folder / f"{name}.parquet"
+        temporary = folder / f".{name}.tmp"
         table = pa.table({name: np.asarray(column) for name, column in result.curves.items()})
         try:
             with open(temporary, "wb") as handle:

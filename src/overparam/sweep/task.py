@@ -80,7 +80,7 @@ def _run(group: Group, device: str) -> list[RunResult]:
     per_seed = X_np.ndim == 3
     limits = [ntk.infinite_ntk(activation, X, config["sigma"]).numpy()
               for X in (X_np if per_seed else [X_np])]
-    lams = [float(np.linalg.eigvalsh(H).min()) for H in limits]
+    lams = [_lambda_min(H) for H in limits]
 
     weights = [initial_weights(width, config["d"], k, config["init"], config["sigma"], s, dtype, where)
                for s in seeds]
@@ -120,6 +120,11 @@ def _run(group: Group, device: str) -> list[RunResult]:
     return results
 
 
+def _lambda_min(H: np.ndarray) -> float:
+    """lambda_min(H*); NaN when H* overflows (e.g. exp with a large sigma), so no rate is predicted."""
+    return float(np.linalg.eigvalsh(H)[0]) if np.isfinite(H).all() else float("nan")
+
+
 def _summary(history: History, width: int, kappa: float) -> dict:
     return {
         "steps": history.steps, "lr": history.lr, "lr_eff": history.lr * width * kappa**2,
@@ -131,15 +136,16 @@ def _summary(history: History, width: int, kappa: float) -> dict:
 
 
 def _kernel_distance(config: dict, seed: int, kappa: float, X: torch.Tensor, H_star: np.ndarray) -> float:
-    """||H(W(0)) - I_k (x) H*||_2 (spectral norm of a symmetric matrix: max |eigenvalue|)."""
+    """||H(W(0)) - I_k (x) H*||_2 (spectral norm of a symmetric matrix: max |eigenvalue|);
+    NaN when either kernel overflows."""
     scale = None if config["scale"] == "default" else config["scale"]
     net = TwoLayerNet(config["d"], config["width"], config["k"], config["activation"], scale=scale,
                       init=config["init"], sigma=config["sigma"], seed=seed, dtype=X.dtype, device=X.device)
     try:
         H = ntk.ntk(net, X).double().cpu().numpy()
     except OverflowError:
-        return float("inf")
+        return float("nan")
+    if not (np.isfinite(H).all() and np.isfinite(H_star).all()):
+        return float("nan")
     difference = H - np.kron(np.eye(config["k"]), H_star)
-    if not np.isfinite(difference).all():
-        return float("inf")
     return float(np.abs(np.linalg.eigvalsh(difference)).max())

@@ -1,0 +1,126 @@
+"""`overparam sweep`, `overparam results` and `overparam threshold` through the console entry point."""
+
+import csv
+import io
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from overparam.cli import run
+
+SPEC = """
+[sweep]
+activations = ["relu", "exp"]
+widths = [4, 8, 16]
+n = [4, 6]
+d = 3
+seeds = 2
+init = "coupled"
+data = "sphere"
+lr = "auto"
+tol = 1e-2
+steps = 150
+"""
+
+
+@pytest.fixture
+def overparam(capsys, monkeypatch):
+    def invoke(*args):
+        monkeypatch.setattr("sys.argv", ["overparam", *map(str, args)])
+        with pytest.raises(SystemExit) as exit_info:
+            run()
+        captured = capsys.readouterr()
+        return SimpleNamespace(returncode=exit_info.value.code, stdout=captured.out, stderr=captured.err)
+
+    return invoke
+
+
+@pytest.fixture
+def swept(tmp_path, overparam):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC)
+    store = tmp_path / "runs.db"
+    result = overparam("sweep", spec, "--store", store, "--workers", "1", "--json")
+    assert result.returncode in (0, None), result.stderr
+    return store, json.loads(result.stdout)
+
+
+def test_sweep_results_and_threshold(swept, overparam, tmp_path):
+    store, summary = swept
+    assert summary["runs"] == 24 and summary["trained"] == 24 and summary["skipped"] == 0
+    assert sum(summary["statuses"].values()) == 24
+
+    listed = overparam("results", store, "--format", "json")
+    assert listed.returncode in (0, None), listed.stderr
+    runs = json.loads(listed.stdout)
+    assert isinstance(runs, list) and len(runs) == 24
+    for run_ in runs:
+        assert {"activation", "width", "n", "seed", "status"} <= run_.keys()
+        assert run_["status"] in ("converged", "max_steps", "diverged")
+    filtered = json.loads(overparam("results", store, "--format", "json", "--activation", "exp",
+                                    "--width", "8", "--where", "n=6").stdout)
+    assert [(r["activation"], r["width"], r["n"]) for r in filtered] == [("exp", 8, 6)] * 2
+
+    table = list(csv.DictReader(io.StringIO(overparam("results", store, "--format", "csv", "--seed", "1").stdout)))
+    assert len(table) == 12 and {row["seed"] for row in table} == {"1"}
+    assert "24 run(s)" in overparam("results", store).stdout
+
+    again = json.loads(overparam("sweep", tmp_path / "spec.toml", "--store", store, "--json").stdout)
+    assert again["skipped"] == 24 and again["trained"] == 0
+
+    figure = tmp_path / "m.png"
+    shown = overparam("threshold", store, "--bootstrap", "50", "--json", "--figure", figure)
+    assert shown.returncode in (0, None), shown.stderr
+    report = json.loads(shown.stdout)
+    assert report["delta"] == 0.1 and report["figure"] == str(figure)
+    rows = [t for t in report["thresholds"] if t["kind"] == "optimization"]
+    assert len(rows) == 4 and all(sum(t["runs"]) == 6 for t in rows)
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+    text = overparam("threshold", store, "--bootstrap", "20", "--no-figure")
+    assert "optimization threshold" in text.stdout and "kernel threshold" in text.stdout
+
+
+def test_sweep_from_flags_only(tmp_path, overparam):
+    store = tmp_path / "flags.db"
+    result = overparam("sweep", "--store", store, "--activations", "softmax", "--widths", "4,8", "--n", "3",
+                       "--d", "3", "--seeds", "0,5", "--steps", "theory:1", "--tol", "0.1", "--max-steps", "50",
+                       "--workers", "1", "--json")
+    assert result.returncode in (0, None), result.stderr
+    assert json.loads(result.stdout)["trained"] == 4
+    runs = json.loads(overparam("results", store, "--format", "json").stdout)
+    assert sorted({r["seed"] for r in runs}) == [0, 5]
+    assert all(r["budget_rule"] == "theory:1" and r["budget"] <= 50 for r in runs)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("[sweep]\nactivations = ['exp']\nwidths = [8]\nn = [4]\ncolour = 'red'\n", "unknown sweep key 'colour'"),
+    ("[sweep]\nwidths = [8,\n", "not valid TOML"),
+    ("[sweep]\nactivations = ['exp']\nwidths = [7]\nn = [4]\n", "every width must be even"),
+    ("title = 'no table'\n", "no [sweep] table"),
+])
+def test_bad_spec_exits_2_with_one_line(tmp_path, overparam, content, message):
+    spec = tmp_path / "bad.toml"
+    spec.write_text(content)
+    result = overparam("sweep", spec, "--store", tmp_path / "runs.db")
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_other_user_errors_exit_2(tmp_path, overparam):
+    for args, message in [
+        (("sweep", tmp_path / "missing.toml"), "does not exist"),
+        (("sweep", "--activations", "exp"), "needs widths, n"),
+        (("sweep", "--activations", "exp", "--widths", "8", "--n", "4", "--backend", "slurm"), "unknown backend"),
+        (("results", tmp_path / "none.db"), "does not exist"),
+        (("threshold", tmp_path / "none.db"), "does not exist"),
+    ]:
+        result = overparam(*args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+    store = tmp_path / "runs.db"
+    overparam("sweep", "--activations", "exp", "--widths", "4", "--n", "3", "--d", "3", "--seeds", "1",
+              "--steps", "2", "--store", store, "--workers", "1")
+    assert overparam("results", store, "--format", "xml").returncode == 2
+    bad_where = overparam("results", store, "--where", "colour=red")
+    assert bad_where.returncode == 2 and "column=value" in bad_where.stderr
