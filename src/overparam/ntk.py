@@ -1,10 +1,33 @@
-"""Neural tangent kernel Theta = J J^T and its spectrum (SPEC §4)."""
+"""Neural tangent kernel Theta = J J^T, its infinite-width limit H*, and their spectra (SPEC §4).
+
+Finite kernels come from the per-neuron coefficients of `coefficients.Pass` (Hadamard products
+of Gram matrices, chunked over neurons); no per-example Jacobian is ever formed. Spectra use
+dense float64 `eigvalsh` up to `DENSE_LIMIT` and matrix-free Lanczos (ARPACK) above it, on
+the O(ndm) product Theta v for finite kernels and a row-block product for H*.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
 import torch
 
+from . import activations, coefficients
 from .coefficients import Pass
+from .validation import as_inputs
+
+#: Largest kernel side (n * k) whose spectrum is computed densely with eigvalsh.
+DENSE_LIMIT = 4096
+#: Bytes one row block of H* may take in the chunked product H* v.
+BLOCK_BYTES = 1 << 27
+#: Relative tolerance of the Lanczos eigenvalue (ARPACK: ||K v - mu v|| <= tol * |mu|).
+LANCZOS_TOL = 1e-10
+#: Lanczos basis size: a large basis restarts rarely, which matters for the clustered bottom of
+#: kernel spectra (costs 8 * size * LANCZOS_NCV bytes).
+LANCZOS_NCV = 256
 
 
 def lambda_max(forward: Pass, iters: int = 100, rtol: float = 1e-4, seed: int = 0) -> float:
@@ -26,41 +49,326 @@ def lambda_max(forward: Pass, iters: int = 100, rtol: float = 1e-4, seed: int = 
     return estimate
 
 
-def ntk(net, X, normalized: bool = True) -> torch.Tensor:
+# ----------------------------------------------------------------------------- finite width
+
+
+def ntk(net, X, normalized: bool = True, X2=None) -> torch.Tensor:
     """Finite-width kernel Theta = (X X^T) (.) (C C^T) per output pair (SPEC §4), (nk, nk).
 
     Output-major: row l*n + i is output l at x_i. normalized=True returns H = Theta / (m kappa^2).
     Built from the per-neuron coefficients chunk by chunk; no n x md Jacobian is formed.
+    X2 (n2, d): the cross kernel Theta(X, X2) of shape (nk, n2 k) instead.
     """
-    forward = net.forward_pass(X, keep=False)
-    n, k = forward.out.shape
-    gram = forward.out.new_zeros(k * n, k * n)
+    X = as_inputs(X, net.in_dim, net.dtype, net.device)
+    if X2 is None:
+        return pass_ntk(net.forward_pass(X, keep=False), normalized)
+    X2 = as_inputs(X2, net.in_dim, net.dtype, net.device)
+    forward = net.forward_pass(torch.cat([X, X2]), keep=False)
+    return pass_ntk(forward, normalized, split=X.shape[0])
+
+
+def pass_ntk(forward: Pass, normalized: bool = True, split: int | None = None) -> torch.Tensor:
+    """Theta (or H) at the pass's weights; broadcasts over leading batch dims of W.
+
+    split: rows of the pass's inputs before `split` index the kernel's rows, the rest its
+    columns (a cross kernel); None: the square kernel of all inputs.
+    """
+    X = forward.X
+    n, k = forward.out.shape[-2:]
+    rows = slice(0, n if split is None else split)
+    cols = rows if split is None else slice(split, n)
+    n_rows, n_cols = rows.stop - rows.start, cols.stop - cols.start
+    batch = forward.out.shape[:-2]
+    gram = forward.out.new_zeros(batch + (k * n_rows, k * n_cols))
     for _, C in forward.coefficients():
-        C = C.reshape(k * n, -1)
-        gram.addmm_(C, C.T)
-    gram *= (forward.X @ forward.X.T).repeat(k, k)
+        C_rows = C[..., rows, :].reshape(batch + (k * n_rows, -1))
+        C_cols = C_rows if split is None else C[..., cols, :].reshape(batch + (k * n_cols, -1))
+        gram += C_rows @ C_cols.transpose(-1, -2)
+    gram *= (X[..., rows, :] @ X[..., cols, :].transpose(-1, -2)).repeat(k, k)
     if normalized:
-        gram /= net.width * net.kappa**2
+        gram /= forward.total_width * forward.kappa**2
     return gram
 
 
-def infinite_ntk(activation: str, X, sigma: float = 1.0) -> torch.Tensor:
+@dataclass
+class MonteCarloKernel:
+    """Mean of `samples` finite kernels over independent initialisations, with its standard error."""
+
+    mean: torch.Tensor
+    standard_error: torch.Tensor
+    samples: int
+    width: int
+
+
+def monte_carlo_ntk(
+    activation: str,
+    X,
+    width: int,
+    samples: int = 32,
+    *,
+    out_dim: int = 1,
+    scale: str | float | None = None,
+    init: str = "independent",
+    sigma: float = 1.0,
+    seed: int = 0,
+    normalized: bool = True,
+    dtype: torch.dtype | str = torch.float64,
+    device: torch.device | str = "cpu",
+) -> MonteCarloKernel:
+    """E[H(W(0))] estimated by averaging kernels of `samples` networks (seeds seed, seed+1, ...).
+
+    standard_error = sample standard deviation / sqrt(samples), entrywise (Welford's update).
+    For relu and exp with independent init E[H(W(0))] = H* exactly; softmax has an O(1/m) bias.
+    """
+    from .models import TwoLayerNet, resolve_device, resolve_dtype
+
+    X = as_inputs(X, None, resolve_dtype(dtype), resolve_device(device))
+    if int(samples) != samples or samples < 2:
+        raise ValueError(f"samples must be an integer >= 2 to estimate a standard error, got {samples!r}")
+    mean = squares = None
+    for index in range(int(samples)):
+        net = TwoLayerNet(X.shape[1], width, out_dim, activation, scale, init, sigma, seed + index,
+                          X.dtype, X.device)
+        kernel = ntk(net, X, normalized)
+        if mean is None:
+            mean, squares = kernel.clone(), torch.zeros_like(kernel)
+            continue
+        delta = kernel - mean
+        mean += delta / (index + 1)
+        squares += delta * (kernel - mean)
+    standard_error = (squares / (samples - 1) / samples).sqrt()
+    return MonteCarloKernel(mean, standard_error, int(samples), int(width))
+
+
+# ----------------------------------------------------------------------------- infinite width
+
+
+def infinite_ntk(activation: str, X, sigma: float = 1.0, X2=None, out_dim: int = 1) -> torch.Tensor:
     """H*_{ij} = lim_{m->inf} H(W(0))_{ij} for w_r ~ N(0, sigma^2 I) (SPEC §4), one output: (n, n).
 
     relu:    <x_i,x_j> (pi - arccos rho_ij) / (2 pi)
     exp:     <x_i,x_j> exp(sigma^2 ||x_i + x_j||^2 / 2)
     softmax: <x_i,x_j> exp(sigma^2 <x_i,x_j>)
-    With k outputs the limit is I_k (x) H* (cross-output blocks vanish).
+    With k outputs the limit is I_k (x) H* (cross-output blocks vanish): pass out_dim=k.
+    X2 (n2, d): the cross kernel H*(X, X2) of shape (n, n2).
     """
+    activations.check_activation(activation)
     X = torch.as_tensor(X, dtype=torch.float64)
-    inner = X @ X.T
+    X2 = X if X2 is None else torch.as_tensor(X2, dtype=torch.float64, device=X.device)
+    inner = X @ X2.T
     if activation == "relu":
-        norms = X.norm(dim=1)
-        rho = (inner / torch.outer(norms, norms).clamp_min(1e-300)).clamp(-1.0, 1.0)
-        return inner * (torch.pi - torch.arccos(rho)) / (2 * torch.pi)
-    if activation == "exp":
-        sq = inner.diagonal()
-        return inner * torch.exp(sigma**2 * (sq[:, None] + sq[None, :] + 2 * inner) / 2)
-    if activation == "softmax":
-        return inner * torch.exp(sigma**2 * inner)
-    raise ValueError(f"unknown activation {activation!r}: use relu, exp or softmax")
+        norms = torch.outer(X.norm(dim=1), X2.norm(dim=1))
+        rho = (inner / norms.clamp_min(1e-300)).clamp(-1.0, 1.0)
+        kernel = inner * (torch.pi - torch.arccos(rho)) / (2 * torch.pi)
+    elif activation == "exp":
+        sq_rows, sq_cols = X.square().sum(1), X2.square().sum(1)
+        kernel = inner * torch.exp(sigma**2 * (sq_rows[:, None] + sq_cols[None, :] + 2 * inner) / 2)
+    else:
+        kernel = inner * torch.exp(sigma**2 * inner)
+    if out_dim > 1:
+        kernel = torch.kron(torch.eye(out_dim, dtype=kernel.dtype, device=kernel.device), kernel)
+    return kernel
+
+
+def infinite_ntk_vector(activation: str, X, V: torch.Tensor, sigma: float = 1.0,
+                        block: int | None = None) -> torch.Tensor:
+    """H* V for V of shape (n, c), by row blocks of H*: O(n^2 d) work, O(block * n) memory."""
+    X = torch.as_tensor(X, dtype=torch.float64)
+    n = X.shape[0]
+    block = block or max(1, BLOCK_BYTES // (8 * 4 * n))
+    out = torch.empty(n, V.shape[-1], dtype=V.dtype, device=V.device)
+    for rows in coefficients.chunk_slices(n, block):
+        out[rows] = infinite_ntk(activation, X[rows], sigma, X2=X).to(V) @ V
+    return out
+
+
+# ----------------------------------------------------------------------------- spectra
+
+
+@dataclass
+class KernelOperator:
+    """A symmetric kernel matrix of side `size` given by its product with (size, c) blocks.
+
+    `dense()` forms the matrix (only called when size <= the dense limit). Vectors are
+    output-major: entry l*n + i belongs to output l at x_i.
+    """
+
+    size: int
+    matvec: Callable[[torch.Tensor], torch.Tensor]
+    dense: Callable[[], torch.Tensor]
+    dtype: torch.dtype
+    device: torch.device
+    description: str
+
+    def __sub__(self, other: "KernelOperator") -> "KernelOperator":
+        if other.size != self.size:
+            raise ValueError(f"kernel sizes differ: {self.size} and {other.size}")
+        return KernelOperator(
+            self.size,
+            lambda V: self.matvec(V) - other.matvec(V.to(other.dtype)).to(self.dtype),
+            lambda: self.dense() - other.dense().to(self.dtype),
+            self.dtype, self.device, f"{self.description} - {other.description}",
+        )
+
+
+def kernel_operator(kernel, X=None, *, sigma: float = 1.0, normalized: bool = True,
+                    out_dim: int = 1, cache: bool | None = None) -> KernelOperator:
+    """The kernel to analyse, as a `KernelOperator`:
+
+    - a square matrix (torch or numpy): itself;
+    - a `TwoLayerNet` with inputs X: H(W) (Theta with normalized=False) at the net's current W;
+    - a `coefficients.Pass`: H (or Theta) at the pass's weights and inputs;
+    - an activation name with inputs X: I_k (x) H* (k = out_dim) for w ~ N(0, sigma^2 I).
+      cache: keep the row blocks of H* after the first product (None: when they fit in a
+      quarter of free memory); otherwise every product recomputes them.
+    """
+    if isinstance(kernel, KernelOperator):
+        return kernel
+    if isinstance(kernel, str):
+        if X is None:
+            raise ValueError("the infinite-width kernel needs the inputs X")
+        return _infinite_operator(kernel, X, sigma, out_dim, cache)
+    if isinstance(kernel, Pass):
+        return _pass_operator(kernel, normalized)
+    if hasattr(kernel, "forward_pass"):
+        if X is None:
+            raise ValueError("a network's kernel needs the inputs X")
+        return _pass_operator(kernel.forward_pass(X), normalized)
+    matrix = torch.as_tensor(np.asarray(kernel) if not isinstance(kernel, torch.Tensor) else kernel)
+    if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"a kernel matrix must be square, got shape {tuple(matrix.shape)}")
+    if not torch.isfinite(matrix).all():
+        raise ValueError("the kernel matrix has non-finite entries (NaN or inf)")
+    return KernelOperator(matrix.shape[0], lambda V: matrix @ V, lambda: matrix, matrix.dtype,
+                          matrix.device, "matrix")
+
+
+def _pass_operator(forward: Pass, normalized: bool) -> KernelOperator:
+    n, k = forward.out.shape[-2:]
+    factor = 1.0 / (forward.total_width * forward.kappa**2) if normalized else 1.0
+
+    def matvec(V: torch.Tensor) -> torch.Tensor:
+        columns = [forward.kernel_vector(v.reshape(k, n).T).T.reshape(k * n) for v in V.T]
+        return torch.stack(columns, 1) * factor
+
+    name = "H(W)" if normalized else "Theta(W)"
+    return KernelOperator(n * k, matvec, lambda: pass_ntk(forward, normalized), forward.out.dtype,
+                          forward.out.device, name)
+
+
+def _infinite_operator(activation: str, X, sigma: float, out_dim: int,
+                       cache: bool | None) -> KernelOperator:
+    activations.check_activation(activation)
+    X = torch.as_tensor(X, dtype=torch.float64)
+    n = X.shape[0]
+    if cache is None:
+        cache = 4 * n * n * 8 <= coefficients.available_memory(X.device)
+    blocks: list[tuple[slice, torch.Tensor]] = []
+    block = max(1, BLOCK_BYTES // (8 * 4 * n))
+
+    def single(V: torch.Tensor) -> torch.Tensor:  # H* V, V (n, c)
+        if not cache:
+            return infinite_ntk_vector(activation, X, V, sigma, block)
+        if not blocks:
+            blocks.extend((rows, infinite_ntk(activation, X[rows], sigma, X2=X))
+                          for rows in coefficients.chunk_slices(n, block))
+        out = torch.empty_like(V)
+        for rows, rows_kernel in blocks:
+            out[rows] = rows_kernel @ V
+        return out
+
+    def matvec(V: torch.Tensor) -> torch.Tensor:  # (I_k (x) H*) V, output-major
+        c = V.shape[1]
+        stacked = V.reshape(out_dim, n, c).transpose(0, 1).reshape(n, out_dim * c)
+        return single(stacked).reshape(n, out_dim, c).transpose(0, 1).reshape(out_dim * n, c)
+
+    return KernelOperator(n * out_dim, matvec, lambda: infinite_ntk(activation, X, sigma, out_dim=out_dim),
+                          torch.float64, X.device, f"H*({activation})")
+
+
+@dataclass
+class Eigenvalue:
+    """An extreme eigenvalue with how it was found.
+
+    method: "dense" (eigvalsh, float64) or "lanczos" (ARPACK, matrix-free); converged: the
+    method met its tolerance; residual: ||K v - value v||_2 for the returned unit vector v
+    (0 for dense); matvecs: kernel products used.
+    """
+
+    value: float
+    converged: bool
+    method: str
+    residual: float
+    matvecs: int
+    vector: np.ndarray | None = field(default=None, repr=False)
+
+    def __float__(self) -> float:
+        return self.value
+
+
+def extreme_eigenvalue(kernel, X=None, which: str = "smallest", *, sigma: float = 1.0,
+                       normalized: bool = True, out_dim: int = 1, dense_limit: int = DENSE_LIMIT,
+                       tol: float = LANCZOS_TOL, maxiter: int | None = None, v0=None) -> Eigenvalue:
+    """Smallest or largest eigenvalue of a kernel (see `kernel_operator` for what `kernel` may be).
+
+    size <= dense_limit: dense float64 eigvalsh. Above: Lanczos (scipy eigsh, which='SA'/'LA')
+    on the matrix-free product; v0 warm-starts it (e.g. the previous step's eigenvector).
+    """
+    if which not in ("smallest", "largest"):
+        raise ValueError(f"which must be 'smallest' or 'largest', got {which!r}")
+    operator = kernel_operator(kernel, X, sigma=sigma, normalized=normalized, out_dim=out_dim)
+    if operator.size <= dense_limit:
+        values = torch.linalg.eigvalsh(operator.dense().to(torch.float64))
+        value = float(values[0] if which == "smallest" else values[-1])
+        return Eigenvalue(value, math.isfinite(value), "dense", 0.0, 0)
+    return _lanczos(operator, "SA" if which == "smallest" else "LA", tol, maxiter, v0)
+
+
+def lambda_min(kernel, X=None, **options) -> Eigenvalue:
+    """lambda_min of H(W), Theta(W), H* or a matrix (`extreme_eigenvalue` with which='smallest').
+
+    Examples: lambda_min(net, X); lambda_min("softmax", X, sigma=1.0); lambda_min(K).
+    Use float(...) or .value for the number, .converged for whether Lanczos met its tolerance.
+    """
+    return extreme_eigenvalue(kernel, X, "smallest", **options)
+
+
+def spectral_norm(kernel, X=None, *, dense_limit: int = DENSE_LIMIT, tol: float = 1e-8,
+                  maxiter: int | None = None, **options) -> Eigenvalue:
+    """||K||_2 = max_i |lambda_i(K)| of a symmetric (possibly indefinite) kernel, e.g. a
+    difference `kernel_operator(net, X) - kernel_operator("relu", X)`."""
+    operator = kernel_operator(kernel, X, **options)
+    if operator.size <= dense_limit:
+        value = float(torch.linalg.eigvalsh(operator.dense().to(torch.float64)).abs().max())
+        return Eigenvalue(value, math.isfinite(value), "dense", 0.0, 0)
+    result = _lanczos(operator, "LM", tol, maxiter, None)
+    result.value = abs(result.value)
+    return result
+
+
+def _lanczos(operator: KernelOperator, which: str, tol: float, maxiter: int | None, v0) -> Eigenvalue:
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    count = 0
+
+    def product(v: np.ndarray) -> np.ndarray:
+        nonlocal count
+        count += 1 if v.ndim == 1 else v.shape[1]
+        block = torch.from_numpy(np.ascontiguousarray(v.reshape(operator.size, -1), dtype=np.float64))
+        out = operator.matvec(block.to(operator.device, operator.dtype))
+        return out.to("cpu", torch.float64).numpy().reshape(v.shape)
+
+    linear = LinearOperator((operator.size, operator.size), matvec=product, matmat=product, dtype=np.float64)
+    start = None if v0 is None else np.asarray(v0, dtype=np.float64).reshape(operator.size)
+    ncv = min(operator.size, LANCZOS_NCV)
+    converged = True
+    try:
+        values, vectors = eigsh(linear, k=1, which=which, tol=tol, maxiter=maxiter, v0=start, ncv=ncv)
+    except ArpackNoConvergence as error:
+        converged = False
+        values, vectors = error.eigenvalues, error.eigenvectors
+    if len(values) == 0:
+        return Eigenvalue(float("nan"), False, "lanczos", float("nan"), count)
+    value, vector = float(values[0]), vectors[:, 0]
+    residual = float(np.linalg.norm(product(vector) - value * vector))
+    return Eigenvalue(value, converged and math.isfinite(value), "lanczos", residual, count, vector)
