@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from overparam import TwoLayerNet, train
+from overparam import batched
 from overparam.batched import lambda_max_batched, train_batched, train_seeds
 from overparam.coefficients import forward
 from overparam.data import builtin
@@ -126,3 +127,17 @@ def test_bad_inputs_raise_clear_errors():
         train_seeds("exp", 8, np.stack([data.X] * 3), np.stack([data.y] * 3), [0, 1])
     with pytest.raises(ValueError, match="unknown activation"):
         train_seeds("tanh", 8, data.X, data.y, [0])
+
+
+def test_seed_batches_bound_the_working_set(monkeypatch):
+    assert batched.seed_batches(32, 64, 16) == [slice(0, 32)]
+    assert batched.seed_batches(32, 64, 2048) == [slice(i, i + 2) for i in range(0, 32, 2)]
+    assert batched.seed_batches(5, 64, 2048, "cuda") == [slice(0, 5)]  # no cache to fit on a GPU
+    monkeypatch.setattr(batched, "CPU_BATCH_ELEMENTS", 8 * 32 * 2)
+    assert batched.seed_batches(5, 8, 32) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    data = builtin("sphere", 8, 6, 1, seed=0)
+    parts = train_seeds("softmax", 32, data.X, data.y, range(5), steps=[30, 60, 90, 20, 50], tol=1e-2)
+    monkeypatch.setattr(batched, "CPU_BATCH_ELEMENTS", 1 << 18)
+    whole = train_seeds("softmax", 32, data.X, data.y, range(5), steps=[30, 60, 90, 20, 50], tol=1e-2)
+    for split, one in zip(parts, whole):
+        assert_same_run(split, one)

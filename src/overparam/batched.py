@@ -24,6 +24,21 @@ from .activations import check_activation, parse_scale
 from .train import DIVERGENCE_FACTOR, History
 
 
+#: On the CPU, seeds train in sub-batches of at most this many S * n * m values, so that a
+#: sub-batch's n x m buffers stay in cache: one batch of 32 seeds at n = 64, m = 2048 ran ~1.9x
+#: slower than sub-batches of 2 (benchmarks/sweep.py). A GPU takes all seeds at once.
+CPU_BATCH_ELEMENTS = 1 << 18
+
+
+def seed_batches(seeds: int, n: int, width: int, device: torch.device | str = "cpu") -> list[slice]:
+    """Balanced slices of range(seeds) to train one after another (see CPU_BATCH_ELEMENTS)."""
+    if torch.device(device).type != "cpu":
+        return [slice(0, seeds)]
+    size = max(1, CPU_BATCH_ELEMENTS // (n * width))
+    size = math.ceil(seeds / math.ceil(seeds / size))
+    return [slice(start, min(start + size, seeds)) for start in range(0, seeds, size)]
+
+
 def lambda_max_batched(forward: coefficients.Pass, iters: int = 100, rtol: float = 1e-4,
                        seed: int = 0) -> np.ndarray:
     """lambda_max(Theta_s) for every seed s of a batched pass, shape (S,).
@@ -322,7 +337,7 @@ def train_seeds(
     device: torch.device | str = "cpu",
 ) -> list[History | Exception]:
     """Train TwoLayerNet(d, width, k, activation, scale, init, sigma, seed=s) for every s in seeds
-    as one batch; the same histories as `overparam.train` on each network alone.
+    in batches (`seed_batches`); the same histories as `overparam.train` on each network alone.
 
     X (n, d) or (len(seeds), n, d), y (n,), (n, k) or (len(seeds), n, k); arrays or tensors.
     """
@@ -345,5 +360,17 @@ def train_seeds(
     W = torch.stack([w for w, _ in weights])
     a = torch.stack([signs for _, signs in weights])
     kappa = parse_scale(scale, activation, width)
-    return train_batched(X, y, W, a, activation, kappa, lr=lr, steps=steps, tol=tol,
-                         record_every=record_every, paired=init == "coupled" and width % 2 == 0)
+    outcomes = []
+    for part in seed_batches(len(seeds), X.shape[-2], width, device):
+        outcomes += train_batched(
+            X[part] if X.dim() == 3 else X, y[part] if y.dim() == 3 else y, W[part], a[part], activation, kappa,
+            lr=_part(lr, part), steps=_part(steps, part), tol=tol, record_every=_part(record_every, part),
+            paired=init == "coupled" and width % 2 == 0)
+    return outcomes
+
+
+def _part(value, part: slice):
+    """The sub-batch's share of a per-seed argument (one value for all seeds passes through)."""
+    if value is None or isinstance(value, (str, int, float, np.integer, np.floating)):
+        return value
+    return list(value)[part]

@@ -40,7 +40,7 @@ METRIC_COLUMNS = {
     "steps": "INTEGER", "budget": "INTEGER", "lr": "REAL", "lr_eff": "REAL", "initial_residual": "REAL",
     "final_residual": "REAL", "final_loss": "REAL", "lambda_min": "REAL", "kernel_distance": "REAL",
     "max_movement": "REAL", "total_movement": "REAL", "wall_seconds": "REAL", "batch_size": "INTEGER",
-    "batch_seconds": "REAL", "message": "TEXT", "overparam_version": "TEXT", "torch_version": "TEXT",
+    "task_seconds": "REAL", "message": "TEXT", "overparam_version": "TEXT", "torch_version": "TEXT",
     "device": "TEXT", "host": "TEXT",
 }
 COLUMNS = {

@@ -17,7 +17,7 @@ import torch
 
 from .. import __version__, data as datasets, ntk
 from ..activations import parse_scale
-from ..batched import train_batched
+from ..batched import seed_batches, train_batched
 from ..models import TwoLayerNet, initial_weights, resolve_device, resolve_dtype
 from ..train import History
 from .spec import Group, budget_multiple, theory_steps
@@ -81,6 +81,7 @@ def _run(group: Group, device: str) -> list[RunResult]:
     limits = [ntk.infinite_ntk(activation, X, config["sigma"]).numpy()
               for X in (X_np if per_seed else [X_np])]
     lams = [_lambda_min(H) for H in limits]
+    lam_of = (lambda j: lams[j]) if per_seed else (lambda j: lams[0])
 
     weights = [initial_weights(width, config["d"], k, config["init"], config["sigma"], s, dtype, where)
                for s in seeds]
@@ -89,32 +90,36 @@ def _run(group: Group, device: str) -> list[RunResult]:
     X = torch.as_tensor(X_np, dtype=dtype, device=where)
     y = torch.as_tensor(y_np, dtype=dtype, device=where)
     multiple = budget_multiple(config["steps"])
-    budgets = [config["steps"]] * len(seeds)
 
-    def budget(rates: np.ndarray, initial: np.ndarray) -> list[int]:
-        budgets[:] = [theory_steps(multiple, initial[j], config["tol"], rates[j], width, kappa,
-                                   lams[j if per_seed else 0], config["max_steps"]) for j in range(len(seeds))]
-        return budgets
+    def budget(lr: float, initial: float, j: int) -> int:
+        """The SPEC §7 budget of seed j, or the fixed one."""
+        if multiple is None:
+            return config["steps"]
+        return theory_steps(multiple, initial, config["tol"], lr, width, kappa, lam_of(j), config["max_steps"])
 
     start = time.perf_counter()
-    outcomes = train_batched(X, y, W, a, activation, kappa, lr=config["lr"],
-                             steps=budget if multiple is not None else config["steps"], tol=config["tol"],
-                             record_every=config["record_every"],
-                             paired=config["init"] == "coupled" and width % 2 == 0)
-    batch_seconds = time.perf_counter() - start
+    outcomes, sizes = [], []
+    for part in seed_batches(len(seeds), config["n"], width, where):
+        index = range(len(seeds))[part]
+        rule = (lambda rates, initial, index=index: [budget(r, r0, j) for r, r0, j in zip(rates, initial, index)])
+        outcomes += train_batched(X[part] if per_seed else X, y[part] if per_seed else y, W[part], a[part],
+                                  activation, kappa, lr=config["lr"], steps=rule, tol=config["tol"],
+                                  record_every=config["record_every"],
+                                  paired=config["init"] == "coupled" and width % 2 == 0)
+        sizes += [len(index)] * len(index)
+    task_seconds = time.perf_counter() - start
 
     results = []
     for j, (seed, outcome) in enumerate(zip(seeds, outcomes)):
-        lam = lams[j if per_seed else 0]
-        H_star = limits[j if per_seed else 0]
-        metrics = {**environment(str(where)), "lambda_min": lam, "batch_size": len(seeds),
-                   "batch_seconds": batch_seconds,
-                   "kernel_distance": _kernel_distance(config, seed, kappa, X[j] if per_seed else X, H_star)}
+        metrics = {**environment(str(where)), "lambda_min": lam_of(j), "batch_size": sizes[j],
+                   "task_seconds": task_seconds,
+                   "kernel_distance": _kernel_distance(config, seed, kappa, X[j] if per_seed else X,
+                                                       limits[j if per_seed else 0])}
         if isinstance(outcome, Exception):
             results.append(RunResult(config, group.config_hash, seed, "failed", metrics, error=_describe(outcome)))
             continue
         metrics.update(_summary(outcome, width, kappa))
-        metrics["budget"] = budgets[j]
+        metrics["budget"] = budget(outcome.lr, float(outcome.residual_norm[0]), j)
         results.append(RunResult(config, group.config_hash, seed, outcome.status, metrics,
                                  curves=outcome.columns()))
     return results
