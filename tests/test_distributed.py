@@ -77,9 +77,11 @@ def test_sharded_kernel_equals_dense_kernel(activation, k):
     net.W.add_(0.1 * torch.randn(net.W.shape, generator=torch.Generator().manual_seed(0), dtype=net.dtype))
     expected = ntk(net, X, normalized=False)
     torch.testing.assert_close(distributed.ntk(net, X, nproc=2, normalized=False), expected, **TOL)
-    if k == 1:  # normalised H = Theta / (m kappa^2) with the full width m
+    if activation == "exp":  # normalised H = Theta / (m kappa^2) with the full width m; cross kernel
+        X2, _ = problem(n=5, seed=9)
         torch.testing.assert_close(distributed.ntk(net, X, nproc=2),
                                    expected / (net.width * net.kappa**2), **TOL)
+        torch.testing.assert_close(distributed.ntk(net, X, nproc=2, X2=X2), ntk(net, X, X2=X2), **TOL)
 
 
 def test_inside_a_launched_group_train_joins_it():

@@ -311,8 +311,10 @@ def launch(fn: Callable, nproc: int, *args, device: torch.device | str = "cpu",
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     context = mp.get_context(method)
     if method == "forkserver":
-        # The server imports torch once; later launches fork from it in milliseconds.
-        context.set_forkserver_preload([__name__])
+        # The server imports torch once and later launches fork from it in milliseconds. The
+        # optimisers and torch.broadcast_shapes import torch._dynamo / sympy on first use
+        # (seconds): the server imports them once instead of every process.
+        context.set_forkserver_preload([__name__, "torch._dynamo"])
     channel = context.SimpleQueue()
     processes = mp.start_processes(
         _worker, args=(nproc, free_port(), device.type, int(threads), fn, args, channel),
