@@ -36,6 +36,7 @@ import torch.multiprocessing as mp
 
 from . import coefficients
 from .models import TwoLayerNet, fits_in_memory
+from .ntk import pass_ntk
 from .train import History, TrainState
 from .train import train as train_one_process
 from .validation import as_inputs, as_targets
@@ -233,8 +234,6 @@ def ntk_in_group(net: TwoLayerNet, X, normalized: bool = True, X2=None,
                  device: torch.device | str | None = None) -> torch.Tensor:
     """Collective: Theta = (X X^T) (.) sum_p C_p C_p^T (SPEC §4) from each process's block,
     all-reduced; H = Theta / (m kappa^2) when normalized. Same layout as `ntk.ntk`."""
-    from .ntk import pass_ntk
-
     shard = shard_network(net, device)
     X = as_inputs(X, net.in_dim, shard.dtype, shard.device)
     split = None
