@@ -49,9 +49,13 @@ def test_two_processes_train_like_one(activation, init, k, width):
     X, y = problem(k=k)
     net = TwoLayerNet(4, width, k, activation, init=init, seed=3)
     single = net.copy()
-    expected = train(single, X, y, lr="auto", steps=25, tol=1e-12)
-    history = distributed.train(net, X, y, nproc=2, lr="auto", steps=25, tol=1e-12)
+    seen, expected_seen = [], []
+    expected = train(single, X, y, lr="auto", steps=25, tol=1e-12,
+                     progress=lambda step, norm: expected_seen.append((step, norm)))
+    history = distributed.train(net, X, y, nproc=2, lr="auto", steps=25, tol=1e-12,
+                                progress=lambda step, norm: seen.append((step, norm)))
     assert_same_history(history, expected)
+    np.testing.assert_allclose(seen, expected_seen, **TOL)  # rank 0's progress reaches the caller
     assert history.loss[-1] < history.loss[0]
     if init == "coupled":  # pairs never straddle processes: F(W(0)) = 0 exactly on both
         assert history.loss[0] == expected.loss[0] == pytest.approx(0.5 * float(y.square().sum()), rel=1e-15)
@@ -68,6 +72,15 @@ def test_minibatch_sgd_and_record_every_match_one_process():
     np.testing.assert_array_equal(history.step, [0, 4, 8, 9])
     assert_same_history(history, expected)
     torch.testing.assert_close(net.W, single.W, **TOL)
+
+
+def test_divergence_is_detected_and_explained_as_in_one_process():
+    X, y = problem()
+    net = TwoLayerNet(4, 40, 1, "exp", seed=5)
+    expected = train(net.copy(), X, y, lr=0.05, steps=50)
+    history = distributed.train(net, X, y, nproc=2, lr=0.05, steps=50)
+    assert expected.status == "diverged"
+    assert_same_history(history, expected)  # same step, same message with the same suggested lr
 
 
 @pytest.mark.parametrize("activation, k", [("relu", 1), ("exp", 1), ("softmax", 2)])
