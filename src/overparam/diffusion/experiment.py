@@ -1,0 +1,257 @@
+"""The whole diffusion experiment: train denoisers, score them exactly, sample, measure (SPEC §6).
+
+For each activation a `TwoLayerNet` learns E[x_0 | x_t, t] (training.py); its Tweedie score is
+compared with the exact score of p_t (score error, overall and per t) and drives a sampler whose
+output is measured against fresh draws of p_0 (W2, MMD, NLL, recovered weights). Two baselines run
+through the same samplers and metrics: the exact score (the sampler's own discretisation floor)
+and the trivial score -x (the N(0, I) score). A third row, `p0`, scores a fresh sample of p_0
+itself: the finite-sample floor of W2 and MMD.
+
+Common random numbers: every score function sees the same score-error draws and the samplers the
+same initial points and Brownian increments, so differences between rows come from the scores.
+
+`run_experiment(config, out_dir)` returns the metrics dict (the CLI's --json object):
+
+    {"<activation>": {"score_error", "score_error_stderr", "w2", "mmd", "nll", "weights",
+                      "weight_error", "between": {metric: position}, "training": {...}},
+     "baselines": {"exact": {...}, "trivial": {...}, "p0": {...}}}
+
+between[metric] = (trivial - learned) / (trivial - exact): 1 means as good as the exact score,
+0 as bad as -x, negative worse than -x; None where -x is not worse than the exact score on that
+metric (e.g. recovered weights of a symmetric mixture, which N(0, I) samples split evenly). Metrics that need the true density (score error, NLL,
+weights) are None for sample-only data, where `exact` is None too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..activations import check_activation
+from . import metrics
+from .datasets import parse_data
+from .mixtures import GaussianMixture
+from .process import Horizon, time_grid
+from .samplers import SAMPLERS, sample
+from .score import LearnedScore, ScoreErrorCurve, curve_times, score_error, score_error_curve, trivial_score
+from .training import DenoiserFit, TrainingConfig, fit_denoiser
+
+#: Default sampler steps: Euler–Maruyama needs more steps than Heun (which calls the score twice).
+DEFAULT_SAMPLER_STEPS = {"sde": 200, "ode": 100}
+#: Metrics where lower is better, placed between the two baselines in `between`.
+RANKED = ("score_error", "w2", "mmd", "nll", "weight_error")
+
+
+@dataclass
+class DiffusionConfig:
+    """Everything one diffusion run needs (plain data; the CLI flags map onto these fields)."""
+
+    data: str = "gmm:k=8,d=2"
+    activations: tuple[str, ...] = ("softmax",)
+    width: int = 8192
+    n: int = 4096
+    sampler: str = "sde"
+    sampler_steps: int | None = None
+    spacing: str = "quadratic"
+    steps: int = 300
+    optimizer: str = "gd"
+    lr: float | str = "auto"
+    batch_size: int | None = None
+    noise_draws: int = 1
+    time_law: str = "matched"
+    val_fraction: float = 0.2
+    eval_every: int = 10
+    patience: int = 10
+    init: str = "coupled"
+    sigma: float = 1.0
+    scale: str | float | None = None
+    t0: float = 1e-3
+    T: float = 5.0
+    n_samples: int = 2000
+    n_score: int = 4096
+    curve_points: int = 12
+    curve_samples: int = 512
+    quiver_times: tuple[float, ...] = (0.05, 0.3, 1.0)
+    seed: int = 0
+    dtype: str = "float64"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.activations = tuple(self.activations)
+        if not self.activations:
+            raise ValueError("give at least one activation")
+        for activation in self.activations:
+            check_activation(activation)
+        if len(set(self.activations)) != len(self.activations):
+            raise ValueError(f"activations repeat: {', '.join(self.activations)}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}: use 'sde' (reverse SDE) or 'ode' (probability flow)")
+        for name in ("width", "n", "n_samples", "n_score", "curve_points", "curve_samples"):
+            value = getattr(self, name)
+            if int(value) != value or value < (2 if name in ("n", "n_samples", "curve_samples") else 1):
+                raise ValueError(f"{name} must be a positive integer (>= 2 for sample counts), got {value!r}")
+        if self.sampler_steps is None:
+            self.sampler_steps = DEFAULT_SAMPLER_STEPS[self.sampler]
+
+    @property
+    def horizon(self) -> Horizon:
+        return Horizon(self.t0, self.T)
+
+    def training(self, activation: str) -> TrainingConfig:
+        return TrainingConfig(
+            activation=activation, width=self.width, init=self.init, sigma=self.sigma, scale=self.scale,
+            optimizer=self.optimizer, lr=self.lr, steps=self.steps, batch_size=self.batch_size,
+            noise_draws=self.noise_draws, time_law=self.time_law, val_fraction=self.val_fraction,
+            eval_every=self.eval_every, patience=self.patience, dtype=self.dtype, device=self.device)
+
+
+@dataclass
+class DiffusionResult:
+    """Everything a run produced: the metrics dict, and the arrays behind the figures."""
+
+    config: DiffusionConfig
+    truth: GaussianMixture | None
+    metrics: dict
+    reference: np.ndarray
+    samples: dict[str, np.ndarray]
+    curves: dict[str, ScoreErrorCurve] = field(default_factory=dict)
+    fits: dict[str, DenoiserFit] = field(default_factory=dict)
+    scores: dict[str, Callable] = field(default_factory=dict)
+    bayes_val_loss: float | None = None
+    mmd_bandwidth: float | None = None
+
+    def details(self) -> dict:
+        """Plain data for results.json: config, truth, metrics, curves, training records."""
+        return {
+            "config": asdict(self.config),
+            "truth": self.truth.describe() if self.truth is not None else {"name": self.config.data, "exact": False},
+            "likelihood_time": (metrics.likelihood_time(self.truth, self.config.t0) if self.truth is not None else None),
+            "metrics": self.metrics,
+            "bayes_val_loss": self.bayes_val_loss,
+            "mmd_bandwidth": self.mmd_bandwidth,
+            "curves": {name: {"times": c.times.tolist(), "value": _finite(c.value), "stderr": _finite(c.stderr)}
+                       for name, c in self.curves.items()},
+            "training": {name: {"step": fit.history.step.tolist(), "train_mse": _finite(fit.train_mse),
+                                "val_step": np.asarray(fit.val_step).tolist(), "val_loss": _finite(fit.val_loss)}
+                         for name, fit in self.fits.items()},
+        }
+
+
+def _sample_metrics(config: DiffusionConfig, truth: GaussianMixture | None, x: np.ndarray,
+                    reference: np.ndarray, bandwidth: float) -> dict:
+    out = {"w2": _finite(metrics.wasserstein2(x, reference, seed=config.seed)),
+           "mmd": _finite(metrics.mmd_rbf(x, reference, bandwidth, seed=config.seed)),
+           "nll": None, "weights": None, "weight_error": None}
+    if truth is not None:
+        weights = metrics.recovered_weights(truth, x, config.t0)
+        out.update(nll=_finite(metrics.negative_log_likelihood(truth, x, config.t0)), weights=weights.tolist(),
+                   weight_error=metrics.weight_error(truth, weights))
+    return out
+
+
+def _between(learned: dict, exact: dict | None, trivial: dict) -> dict:
+    position = {}
+    for name in RANKED:
+        value, low, high = learned.get(name), (exact or {}).get(name), trivial.get(name)
+        if None in (value, low, high) or not high > low + 1e-12 * abs(low):
+            position[name] = None  # undefined unless -x is measurably worse than the exact score
+        else:
+            position[name] = (high - value) / (high - low)
+    return position
+
+
+def run(config: DiffusionConfig, progress: Callable[[str], None] | None = None) -> DiffusionResult:
+    """Run the experiment described by `config` (module docstring); writes nothing."""
+    say = progress or (lambda message: None)
+    source = parse_data(config.data)
+    truth = source if isinstance(source, GaussianMixture) else None
+    horizon = config.horizon
+    time_grid(horizon, config.sampler_steps, config.spacing)  # validate before any training
+    trainings = {activation: config.training(activation) for activation in config.activations}
+    device = torch.device(config.device)
+
+    generator = torch.Generator().manual_seed(config.seed)
+    x0 = source.sample(config.n, generator)
+    reference = source.sample(config.n_samples, generator).numpy()
+    fresh = source.sample(config.n_samples, generator).numpy()
+    bandwidth = metrics.median_bandwidth(reference, seed=config.seed)
+
+    scores: dict[str, Callable] = {}
+    fits: dict[str, DenoiserFit] = {}
+    for activation, training in trainings.items():
+        say(f"training {activation} (width {config.width}, {config.optimizer}, up to {config.steps} steps)")
+        fits[activation] = fit_denoiser(x0, horizon, training, seed=config.seed)
+        scores[activation] = LearnedScore(fits[activation].net, fits[activation].embedding)
+    if truth is not None:
+        scores["exact"] = truth.score
+    scores["trivial"] = trivial_score
+
+    rows: dict[str, dict] = {}
+    samples: dict[str, np.ndarray] = {}
+    curves: dict[str, ScoreErrorCurve] = {}
+    times = curve_times(horizon, config.curve_points)
+    for name, score in scores.items():
+        say(f"scoring and sampling with the {name} score ({config.sampler}, {config.sampler_steps} steps)")
+        row: dict = {"score_error": None, "score_error_stderr": None}
+        if truth is not None:
+            error = score_error(score, truth, horizon, config.n_score, torch.Generator().manual_seed(config.seed + 2))
+            row.update(score_error=_finite(error.value), score_error_stderr=_finite(error.stderr))
+            curves[name] = score_error_curve(score, truth, times, config.curve_samples,
+                                             torch.Generator().manual_seed(config.seed + 3))
+        drawn = sample(score, config.n_samples, source.dim, horizon, config.sampler,
+                       config.sampler_steps, config.spacing, torch.Generator().manual_seed(config.seed + 1),
+                       device=device)
+        samples[name] = drawn.cpu().numpy()
+        row.update(_sample_metrics(config, truth, samples[name], reference, bandwidth))
+        rows[name] = row
+    p0 = {"score_error": 0.0 if truth is not None else None, "score_error_stderr": None}
+    p0.update(_sample_metrics(config, truth, fresh, reference, bandwidth))
+
+    result = {}
+    for activation, fit in fits.items():
+        result[activation] = {**rows[activation],
+                              "between": _between(rows[activation], rows.get("exact"), rows["trivial"]),
+                              "training": fit.summary()}
+    result["baselines"] = {"exact": rows.get("exact"), "trivial": rows["trivial"], "p0": p0}
+    bayes = None
+    if truth is not None and fits:
+        pairs = next(iter(fits.values())).val_pairs
+        bayes = float((truth.denoiser(pairs.xt, pairs.t) - pairs.x0).square().sum(1).mean())
+    return DiffusionResult(config, truth, result, reference, samples, curves, fits, scores, bayes, bandwidth)
+
+
+def write(result: DiffusionResult, out_dir) -> list[Path]:
+    """results.json, samples.npz, training_<activation>.parquet and the figures in out_dir."""
+    from . import figures
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "results.json", out / "samples.npz"]
+    (out / "results.json").write_text(json.dumps(result.details(), indent=1, allow_nan=False))
+    np.savez(out / "samples.npz", reference=result.reference, **result.samples)
+    for name, fit in result.fits.items():
+        fit.history.save(out / f"training_{name}.parquet")
+        written.append(out / f"training_{name}.parquet")
+    written += figures.all_figures(result, out)
+    return written
+
+
+def run_experiment(config: DiffusionConfig, out_dir=None, progress: Callable[[str], None] | None = None) -> dict:
+    """Run the experiment and return its metrics dict; with out_dir also write results and figures."""
+    result = run(config, progress)
+    if out_dir is not None:
+        write(result, out_dir)
+    return result.metrics
+
+
+def _finite(values):
+    """float(s) with NaN and inf replaced by None, so results are strict JSON."""
+    if isinstance(values, (list, tuple, np.ndarray)):
+        return [_finite(value) for value in values]
+    return float(values) if values is not None and math.isfinite(values) else None

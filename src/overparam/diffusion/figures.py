@@ -1,0 +1,146 @@
+"""Figures of a diffusion run (matplotlib, headless): each function writes one PNG and returns its path.
+
+- samples.png: p_0 and the samples of every score side by side (first two coordinates);
+- score_field.png: learned against true score field (quiver) at a few t (2-D data only);
+- score_error.png: E_{p_t}||s - grad log p_t||^2 against t, plain and times h_t (exact data only);
+- training.png: training and held-out mean squared error against GD step, with the Bayes floor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+COLORS = {"exact": "black", "trivial": "tab:gray", "softmax": "tab:blue", "exp": "tab:orange", "relu": "tab:green"}
+
+
+def _limits(reference: np.ndarray) -> tuple[float, float, float, float]:
+    low, high = np.quantile(reference[:, :2], [0.001, 0.999], axis=0)
+    pad = 0.15 * (high - low)
+    return low[0] - pad[0], high[0] + pad[0], low[1] - pad[1], high[1] + pad[1]
+
+
+def samples_figure(reference: np.ndarray, samples: dict[str, np.ndarray], path, title: str = "") -> Path:
+    """Scatter of p_0 draws, then each score's samples, one panel each, shared axes."""
+    panels = {"p_0 (fresh draws)": reference, **samples}
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), sharex=True, sharey=True,
+                             constrained_layout=True, squeeze=False)
+    x0, x1, y0, y1 = _limits(reference)
+    for ax, (name, points) in zip(axes[0], panels.items()):
+        finite = np.isfinite(points).all(1)
+        ax.scatter(points[finite, 0], points[finite, 1], s=2, alpha=0.4, color=COLORS.get(name, "tab:purple"))
+        ax.set_title(name if finite.all() else f"{name} ({(~finite).sum()} non-finite)", fontsize=10)
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y0, y1)
+        ax.set_aspect("equal")
+    if reference.shape[1] > 2:
+        fig.supxlabel("first two coordinates")
+    fig.suptitle(title or "samples against the truth")
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def score_field_figure(true_score, scores: dict, times, limits, path, grid: int = 13) -> Path:
+    """Quiver of each learned score (colour) over the true score (black) at each t; rows t, columns scores.
+
+    true_score may be None (sample-only data): then only the learned fields are drawn.
+    """
+    x0, x1, y0, y1 = limits
+    gx, gy = np.meshgrid(np.linspace(x0, x1, grid), np.linspace(y0, y1, grid))
+    points = torch.as_tensor(np.stack([gx.ravel(), gy.ravel()], 1))
+    fig, axes = plt.subplots(len(times), len(scores), figsize=(3.3 * len(scores), 3.2 * len(times)),
+                             squeeze=False, constrained_layout=True)
+    for row, t in enumerate(times):
+        tt = torch.full((len(points),), float(t), dtype=torch.float64)
+        truth = true_score(points, tt).numpy() if true_score is not None else None
+        for col, (name, score) in enumerate(scores.items()):
+            ax = axes[row, col]
+            learned = score(points, tt).detach().cpu().numpy()
+            # one arrow scale per panel, set by the true field so mismatches in size show
+            scale = np.linalg.norm(truth if truth is not None else learned, axis=1).max() * grid + 1e-12
+            if truth is not None:
+                ax.quiver(gx, gy, truth[:, 0], truth[:, 1], color="black", alpha=0.45, scale=scale, width=0.004)
+            ax.quiver(gx, gy, learned[:, 0], learned[:, 1], color=COLORS.get(name, "tab:purple"), scale=scale,
+                      width=0.004)
+            ax.set_title(f"{name}, t = {t:g}", fontsize=10)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("score fields: learned (colour) over true (black)" if true_score is not None else "learned score fields")
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def score_error_figure(curves: dict, path) -> Path:
+    """E_{p_t}||s - grad log p_t||^2 against t (log-log), unweighted and times h_t, +-2 standard errors."""
+    from .process import h
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for ax, weighted in zip(axes, (False, True)):
+        for name, curve in curves.items():
+            if name == "exact":  # identically zero
+                continue
+            weight = h(torch.as_tensor(curve.times)).numpy() if weighted else 1.0
+            value, stderr = curve.value * weight, curve.stderr * weight
+            color = COLORS.get(name, "tab:purple")
+            ax.loglog(curve.times, value, marker="o", ms=3, label=name, color=color)
+            ax.fill_between(curve.times, np.maximum(value - 2 * stderr, value * 1e-3), value + 2 * stderr,
+                            color=color, alpha=0.2)
+        ax.set_xlabel("t")
+        ax.set_ylabel((r"$h_t\,$" if weighted else "") + r"$E_{x\sim p_t}\|\hat s(x,t) - \nabla\log p_t(x)\|^2$")
+        ax.set_title("weighted by h_t (its mean over t is the score error)" if weighted else "score error against t")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def training_figure(fits: dict, bayes_val_loss: float | None, path) -> Path:
+    """Training and held-out mean ||F - x_0||^2 against step; the best (kept) step is marked."""
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    for name, fit in fits.items():
+        color = COLORS.get(name, "tab:purple")
+        ax.semilogy(fit.history.step, fit.train_mse, color=color, alpha=0.6, label=f"{name} train")
+        ax.semilogy(fit.val_step, fit.val_loss, color=color, ls="--", marker=".", label=f"{name} held out")
+        ax.axvline(fit.best_step, color=color, ls=":", alpha=0.7)
+    if bayes_val_loss is not None:
+        ax.axhline(bayes_val_loss, color="black", ls="-.", label="exact denoiser, held out")
+    ax.set_xlabel("step")
+    ax.set_ylabel(r"mean $\|F(z) - x_0\|^2$")
+    ax.set_title("denoiser training (dotted: kept step)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def all_figures(result, out_dir) -> list[Path]:
+    """Every figure that applies to `result` (a DiffusionResult), written into out_dir."""
+    out = Path(out_dir)
+    written = [samples_figure(result.reference, result.samples, out / "samples.png",
+                              f"{result.config.data}: {result.config.sampler} sampler, "
+                              f"{result.config.sampler_steps} steps")]
+    learned = {name: result.scores[name] for name in result.fits}
+    if result.reference.shape[1] == 2 and learned:
+        true_score = result.truth.score if result.truth is not None else None
+        written.append(score_field_figure(true_score, learned, result.config.quiver_times,
+                                          _limits(result.reference), out / "score_field.png"))
+    if result.curves:
+        written.append(score_error_figure(result.curves, out / "score_error.png"))
+    if result.fits:
+        written.append(training_figure(result.fits, result.bayes_val_loss, out / "training.png"))
+    return written
