@@ -12,3 +12,5 @@ from . import sweep, threshold, results  # noqa: F401,E402  (registers `overpara
 
 __all__ = ["app", "run"]
 from . import study  # noqa: F401,E402  (registers `overparam study`)
+from . import ntk  # noqa: F401,E402  (registers `overparam ntk` and `overparam bound`)
+from . import diffusion  # noqa: F401,E402  (registers `overparam diffusion`)
