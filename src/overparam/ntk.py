@@ -205,8 +205,8 @@ class KernelOperator:
             raise ValueError(f"kernel sizes differ: {self.size} and {other.size}")
         return KernelOperator(
             self.size,
-            lambda V: self.matvec(V) - other.matvec(V.to(other.dtype)).to(self.dtype),
-            lambda: self.dense() - other.dense().to(self.dtype),
+            lambda V: self.matvec(V) - other.matvec(V.to(other.device, other.dtype)).to(V.device, V.dtype),
+            lambda: self.dense() - other.dense().to(self.device, self.dtype),
             self.dtype, self.device, f"{self.description} - {other.description}",
         )
 
@@ -346,7 +346,29 @@ def spectral_norm(kernel, X=None, *, dense_limit: int = DENSE_LIMIT, tol: float 
     return result
 
 
+def leading_eigenvalues(kernel, X=None, count: int = 64, *, dense_limit: int = DENSE_LIMIT,
+                        tol: float = 1e-8, **options) -> np.ndarray:
+    """All eigenvalues in descending order when size <= dense_limit, else the `count` largest
+    (Lanczos, which='LA'); e.g. for a spectrum plot."""
+    operator = kernel_operator(kernel, X, **options)
+    if operator.size <= dense_limit:
+        return torch.linalg.eigvalsh(operator.dense().to(torch.float64)).flip(0).cpu().numpy()
+    values, _, _, _ = _arpack(operator, "LA", min(count, operator.size - 1), tol, None, None)
+    return np.sort(values)[::-1]
+
+
 def _lanczos(operator: KernelOperator, which: str, tol: float, maxiter: int | None, v0) -> Eigenvalue:
+    values, vectors, converged, count = _arpack(operator, which, 1, tol, maxiter, v0)
+    if len(values) == 0:
+        return Eigenvalue(float("nan"), False, "lanczos", float("nan"), count)
+    value, vector = float(values[0]), vectors[:, 0]
+    product = operator.matvec(torch.from_numpy(vector[:, None]).to(operator.device, operator.dtype))
+    residual = float(np.linalg.norm(product.to("cpu", torch.float64).numpy()[:, 0] - value * vector))
+    return Eigenvalue(value, converged and math.isfinite(value), "lanczos", residual, count + 1, vector)
+
+
+def _arpack(operator: KernelOperator, which: str, k: int, tol: float, maxiter: int | None, v0):
+    """scipy eigsh (implicitly restarted Lanczos) on the operator: (values, vectors, converged, matvecs)."""
     from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
     count = 0
@@ -360,15 +382,9 @@ def _lanczos(operator: KernelOperator, which: str, tol: float, maxiter: int | No
 
     linear = LinearOperator((operator.size, operator.size), matvec=product, matmat=product, dtype=np.float64)
     start = None if v0 is None else np.asarray(v0, dtype=np.float64).reshape(operator.size)
-    ncv = min(operator.size, LANCZOS_NCV)
-    converged = True
+    ncv = min(operator.size, max(LANCZOS_NCV, 2 * k + 1))
     try:
-        values, vectors = eigsh(linear, k=1, which=which, tol=tol, maxiter=maxiter, v0=start, ncv=ncv)
+        values, vectors = eigsh(linear, k=k, which=which, tol=tol, maxiter=maxiter, v0=start, ncv=ncv)
+        return values, vectors, True, count
     except ArpackNoConvergence as error:
-        converged = False
-        values, vectors = error.eigenvalues, error.eigenvectors
-    if len(values) == 0:
-        return Eigenvalue(float("nan"), False, "lanczos", float("nan"), count)
-    value, vector = float(values[0]), vectors[:, 0]
-    residual = float(np.linalg.norm(product(vector) - value * vector))
-    return Eigenvalue(value, converged and math.isfinite(value), "lanczos", residual, count, vector)
+        return error.eigenvalues, error.eigenvectors, False, count

@@ -1,0 +1,204 @@
+"""`overparam ntk` (the kernel of a dataset: finite, infinite, Monte Carlo) and `overparam bound`
+(the theorems' width, step and iteration orders side by side)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+import torch
+import typer
+
+from .. import kernel_plots, theory
+from ..ntk import (DENSE_LIMIT, extreme_eigenvalue, kernel_operator, leading_eigenvalues, monte_carlo_ntk, ntk,
+                   spectral_norm)
+from ..models import TwoLayerNet
+from .common import app, fail, print_json, user_errors
+from .train import load_dataset
+
+
+@app.command("ntk")
+@user_errors
+def ntk_command(
+    activation: str = typer.Option("relu", help="relu, exp or softmax"),
+    width: Optional[int] = typer.Option(None, help="neurons m of the finite kernel H(W(0)) [1024; none "
+                                        "with --infinite alone]"),
+    infinite: bool = typer.Option(False, "--infinite", help="the infinite-width kernel H* (closed form)"),
+    monte_carlo: Optional[int] = typer.Option(None, "--monte-carlo", help="average H(W(0)) over this many "
+                                              "initialisations (with standard errors)"),
+    data: str = typer.Option("sphere", help="sphere, teacher, moons, circles, or a .npz/.csv file"),
+    n: int = typer.Option(64, help="number of points (built-in data)"),
+    d: int = typer.Option(8, help="input dimension (built-in sphere/teacher data)"),
+    k: int = typer.Option(1, help="outputs per input (built-in sphere/teacher data)"),
+    label_columns: Optional[str] = typer.Option(None, help="CSV label columns, e.g. '-1' or '3,4'"),
+    normalize: Optional[str] = typer.Option(None, help="project inputs: 'ball' or 'sphere'"),
+    init: str = typer.Option("independent", help="independent or coupled"),
+    scale: Optional[str] = typer.Option(None, help="output scale kappa: 1, 1/sqrt(m), 1/m or a number"),
+    sigma: float = typer.Option(1.0, help="initial weights w_r ~ N(0, sigma^2 I)"),
+    seed: int = typer.Option(0, help="seed for data and initialisation"),
+    dtype: str = typer.Option("float64", help="float64 or float32"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    dense_limit: int = typer.Option(DENSE_LIMIT, help="kernel side up to which eigvalsh is used; "
+                                    "above it matrix-free Lanczos"),
+    out: Path = typer.Option(Path("out/ntk"), help="folder for spectrum.png and summary.json"),
+    json_output: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
+) -> None:
+    """lambda_min, lambda_max and condition number of H(W(0)) = Theta/(m kappa^2) and/or H*, their
+    relative distance ||H(W(0)) - H*||_2 / ||H*||_2, and an eigenvalue-spectrum PNG."""
+    if monte_carlo is not None and monte_carlo < 2:
+        fail(f"--monte-carlo needs at least 2 samples, got {monte_carlo}")
+    if width is not None and width < 1:
+        fail(f"--width must be a positive integer, got {width}")
+    finite = width is not None or monte_carlo is not None or not infinite
+    width = width or 1024
+    dataset, problems = load_dataset(data, n, d, k, seed, normalize, label_columns)
+    X = torch.from_numpy(dataset.X)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"activation": activation, "n": dataset.n, "d": dataset.d, "k": dataset.k, "data": dataset.name,
+               "sigma": sigma, "warnings": problems}
+    spectra, operators = {}, {}
+
+    if finite:
+        net = TwoLayerNet(dataset.d, width, dataset.k, activation, scale=scale, init=init, sigma=sigma,
+                          seed=seed, dtype=dtype, device=device)
+        summary.update(kernel="finite", width=width, init=init, kappa=net.kappa)
+        if monte_carlo is not None:
+            estimate = monte_carlo_ntk(activation, X, width, monte_carlo, out_dim=dataset.k, scale=scale, init=init,
+                                       sigma=sigma, seed=seed, dtype=dtype, device=device)
+            summary["kernel"] = "monte_carlo"
+            summary["monte_carlo"] = {"samples": monte_carlo,
+                                      "max_standard_error": float(estimate.standard_error.max()),
+                                      "mean_standard_error": float(estimate.standard_error.mean())}
+            finite_kernel = estimate.mean.to(torch.float64)
+            label = f"mean H(W(0)), m = {width}, {monte_carlo} inits"
+        else:
+            finite_kernel = kernel_operator(net, X) if dataset.n * dataset.k > dense_limit else \
+                ntk(net, X).to(torch.float64)
+            label = f"H(W(0)), m = {width}"
+        operators["finite"] = kernel_operator(finite_kernel)
+        described, spectra[label] = _describe(operators["finite"], dense_limit)
+        summary.update(described)
+    if infinite:
+        operators["infinite"] = kernel_operator(activation, X, sigma=sigma, out_dim=dataset.k)
+        described, spectra["H* (infinite width)"] = _describe(operators["infinite"], dense_limit)
+        if finite:
+            summary["infinite"] = described
+            gap = spectral_norm(operators["finite"] - operators["infinite"], dense_limit=dense_limit)
+            summary["relative_distance"] = gap.value / described["lambda_max"]
+            if monte_carlo is not None:
+                summary["monte_carlo"]["max_z"] = _max_z(finite_kernel, activation, X, sigma, dataset.k, estimate)
+        else:
+            summary.update(kernel="infinite", **described)
+
+    figure = kernel_plots.spectrum(spectra, out / "spectrum.png",
+                                   title=f"{activation} NTK spectrum, {dataset.name} n = {dataset.n}")
+    summary.update(spectrum=str(figure), out=str(out))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if json_output:
+        print_json(summary)
+    else:
+        _print_ntk(summary)
+
+
+def _describe(operator, dense_limit: int) -> tuple[dict, object]:
+    """(lambda_min, lambda_max, condition number, how they were found) and the spectrum to plot:
+    all eigenvalues from one eigvalsh when dense, else Lanczos for lambda_min and the top 64."""
+    spectrum = leading_eigenvalues(operator, dense_limit=dense_limit)
+    if operator.size <= dense_limit:
+        low, high, method, converged, residual = float(spectrum[-1]), float(spectrum[0]), "dense", True, 0.0
+    else:
+        smallest = extreme_eigenvalue(operator, which="smallest", dense_limit=dense_limit)
+        low, high, method, residual = smallest.value, float(spectrum[0]), "lanczos", smallest.residual
+        converged = smallest.converged
+    condition = high / low if low > 0 else math.inf
+    return {"lambda_min": low, "lambda_max": high, "condition_number": condition, "method": method,
+            "converged": converged, "lambda_min_residual": residual}, spectrum
+
+
+def _max_z(mean: torch.Tensor, activation: str, X, sigma: float, k: int, estimate) -> float:
+    """max_ij |mean_ij - H*_ij| / se_ij: how many standard errors the Monte Carlo mean is from H*."""
+    from ..ntk import infinite_ntk
+
+    limit = infinite_ntk(activation, X, sigma, out_dim=k)
+    se = estimate.standard_error.to(torch.float64)
+    mask = se > 0
+    return float(((mean - limit).abs()[mask] / se[mask]).max()) if mask.any() else math.nan
+
+
+def _print_ntk(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for message in summary["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {message}")
+    table = Table(title=f"overparam ntk: {summary['activation']}, {summary['data']} n = {summary['n']}")
+    table.add_column("kernel")
+    for name in ("lambda_min", "lambda_max", "condition number", "method"):
+        table.add_column(name, justify="right")
+    rows = []
+    if summary["kernel"] != "infinite":
+        name = "H(W(0))" if summary["kernel"] == "finite" else f"mean of {summary['monte_carlo']['samples']} H(W(0))"
+        rows.append((f"{name}, m = {summary['width']}", summary))
+    rows += [("H*", summary["infinite"])] if "infinite" in summary else []
+    rows += [("H*", summary)] if summary["kernel"] == "infinite" else []
+    for name, values in rows:
+        method = values["method"] + ("" if values["converged"] else " (not converged)")
+        table.add_row(name, f"{values['lambda_min']:.6g}", f"{values['lambda_max']:.6g}",
+                      f"{values['condition_number']:.4g}", method)
+    console.print(table)
+    if "relative_distance" in summary:
+        console.print(f"||H(W(0)) - H*||_2 / ||H*||_2 = {summary['relative_distance']:.4g}")
+    if "monte_carlo" in summary:
+        mc = summary["monte_carlo"]
+        console.print(f"Monte Carlo: {mc['samples']} initialisations, max standard error {mc['max_standard_error']:.3g}"
+                      + (f", max |mean - H*| / se = {mc['max_z']:.3g}" if "max_z" in mc else ""))
+    console.print(f"spectrum figure and summary in {summary['out']}")
+
+
+@app.command("bound")
+@user_errors
+def bound_command(
+    n: int = typer.Option(..., help="number of training points"),
+    lam: float = typer.Option(..., "--lambda", help="lambda = lambda_min(H*)"),
+    delta: float = typer.Option(..., help="failure probability"),
+    d: Optional[int] = typer.Option(None, help="input dimension: adds the exact capacity bound m >= n k / d"),
+    k: int = typer.Option(1, help="outputs per input (for the capacity bound)"),
+    epsilon: float = typer.Option(1e-3, help="target ||F - y||_2 (for the iteration count)"),
+    json_output: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
+) -> None:
+    """Width, step and iteration ORDERS OF GROWTH (constant c = 1) of DZPS19, SY19, MOSW22, GMS23
+    and SMX24 side by side (SPEC §5); never exact bounds."""
+    rows = theory.orders(n, lam, delta, epsilon)
+    summary = {
+        "n": n, "lambda": lam, "delta": delta, "epsilon": epsilon, "constant": theory.C,
+        "label": "orders of growth with constant c = 1, not bounds",
+        "works": {row.work: row.as_dict() for row in rows},
+        "kernel_width": theory.kernel_width(n, lam, delta),
+    }
+    if d is not None:
+        summary.update(d=d, k=k, capacity_width=theory.capacity_width(n, d, k))
+    if json_output:
+        print_json(summary)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"orders of growth (c = 1, not bounds): n = {n}, lambda = {lam:g}, delta = {delta:g}, "
+                        f"epsilon = {epsilon:g}")
+    for column in ("work", "network", "width m", "width order", "step eta", "iterations"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.work, f"{row.activation}, {row.init}", f"{row.width:.3g}", row.width_formula,
+                      "-" if row.step is None else f"{row.step:.3g} ~ {row.step_formula}",
+                      "-" if row.iterations is None else f"{row.iterations:.3g} ~ {row.iterations_formula}")
+    console = Console()
+    console.print(table)
+    for row in rows:
+        console.print(f"{row.work}: {row.note}")
+    console.print(f"kernel concentration ||H(W(0)) - H*||_2 <= lambda/4: m ~ n^2 log(n/delta) / lambda^2 = "
+                  f"{summary['kernel_width']:.3g} (order)")
+    if d is not None:
+        console.print(f"capacity (exact, necessary): m >= n k / d = {summary['capacity_width']}")

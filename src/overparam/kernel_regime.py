@@ -1,0 +1,203 @@
+"""Kernel-regime predictions: discrete gradient descent on the network linearised at W(0).
+
+Linearised GD on the training set moves the residual r = F - y by r(t+1) = (I - eta Theta) r(t)
+(SPEC §4), so with Theta = Q diag(mu) Q^T computed once
+
+    F_lin(t) = y + (I - eta Theta)^t (F(0) - y) = y + Q diag((1 - eta mu)^t) Q^T (F(0) - y)
+
+for every t at the cost of one eigendecomposition. At a test point x the linearised network moves
+by -eta Theta(x, X) r(t) per step, so
+
+    F_lin(x, t) = F(0, x) - Theta(x, X) Q diag(g_t(mu)) Q^T (F(0) - y),
+    g_t(mu) = eta sum_{s<t} (1 - eta mu)^s = (1 - (1 - eta mu)^t) / mu      (g_t(0) = eta t),
+
+and t -> infinity (0 < eta mu < 2) is kernel regression on the initial residual:
+F(0, x) + Theta(x, X) Theta^+ (y - F(0)). These are the discrete steps the theorems analyse,
+not the continuous gradient flow.
+
+Vectors are output-major as in `ntk.ntk`: entry l*n + i is output l at x_i.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .ntk import infinite_ntk, ntk
+from .validation import as_inputs, as_targets
+
+
+@dataclass
+class KernelRegime:
+    """GD with step `lr` on the linear model whose kernel is Theta = Q diag(mu) Q^T.
+
+    eigenvalues mu (N,), eigenvectors Q (N, N), coordinates Q^T (F(0) - y) (N,), with N = n k;
+    initial_outputs F(0) and targets y are (n, k). cross_kernel maps test inputs to
+    Theta(X_test, X), initial_test_outputs maps them to F(0, X_test) (both optional).
+    """
+
+    eigenvalues: torch.Tensor
+    eigenvectors: torch.Tensor
+    coordinates: torch.Tensor
+    initial_outputs: torch.Tensor
+    targets: torch.Tensor
+    lr: float
+    cross_kernel: Callable[[torch.Tensor], torch.Tensor] | None = None
+    initial_test_outputs: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @classmethod
+    def from_kernel(cls, kernel, initial_outputs, targets, lr: float, cross_kernel=None,
+                    initial_test_outputs=None) -> "KernelRegime":
+        """From a kernel matrix Theta (nk, nk) in the units of the step: r <- (I - lr Theta) r."""
+        kernel = torch.as_tensor(kernel, dtype=torch.float64)
+        size = kernel.shape[0]
+        if kernel.dim() != 2 or kernel.shape[1] != size:
+            raise ValueError(f"the kernel must be a square matrix, got shape {tuple(kernel.shape)}")
+        if not torch.isfinite(kernel).all():
+            raise ValueError("the kernel has non-finite entries (NaN or inf)")
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+        targets = torch.as_tensor(targets, dtype=torch.float64, device=kernel.device)
+        targets = targets[:, None] if targets.dim() == 1 else targets
+        n, k = targets.shape
+        if n * k != size:
+            raise ValueError(f"the kernel is {size} x {size} but the targets give n k = {n} x {k} = {n * k}")
+        initial_outputs = as_targets(initial_outputs, n, k, torch.float64, kernel.device)
+        mu, Q = torch.linalg.eigh((kernel + kernel.T) / 2)
+        coordinates = Q.T @ _flatten(initial_outputs - targets)
+        return cls(mu, Q, coordinates, initial_outputs, targets, float(lr), cross_kernel, initial_test_outputs)
+
+    @property
+    def n(self) -> int:
+        return self.targets.shape[0]
+
+    @property
+    def k(self) -> int:
+        return self.targets.shape[1]
+
+    def decay(self, steps) -> torch.Tensor:
+        """(1 - lr mu)^t for each step t and eigenvalue mu, shape (T, N)."""
+        t = _steps(steps, self.eigenvalues)
+        base = 1 - self.lr * self.eigenvalues
+        magnitude = base.abs()[None, :] ** t[:, None]
+        odd = (t.remainder(2) == 1)[:, None] & (base < 0)[None, :]
+        return torch.where(odd, -magnitude, magnitude)
+
+    def residuals(self, steps) -> torch.Tensor:
+        """r_lin(t) = (I - lr Theta)^t (F(0) - y) on the training set, shape (T, n, k)."""
+        flat = (self.decay(steps) * self.coordinates) @ self.eigenvectors.T
+        return _unflatten(flat, self.n, self.k)
+
+    def outputs(self, steps) -> torch.Tensor:
+        """F_lin(t) = y + r_lin(t) on the training set, shape (T, n, k)."""
+        return self.targets + self.residuals(steps)
+
+    def residual_norm(self, steps) -> np.ndarray:
+        """||F_lin(t) - y||_2 = ||diag((1 - lr mu)^t) Q^T r(0)||_2 for each t, shape (T,)."""
+        return (self.decay(steps) * self.coordinates).norm(dim=1).numpy()
+
+    def loss(self, steps) -> np.ndarray:
+        """L_lin(t) = ||F_lin(t) - y||^2 / 2, shape (T,)."""
+        return 0.5 * self.residual_norm(steps) ** 2
+
+    def steps_to(self, tol: float, max_steps: int = 10**7) -> int | None:
+        """First t with ||F_lin(t) - y||_2 <= tol (None if not reached within max_steps)."""
+        if self.residual_norm([0])[0] <= tol:
+            return 0
+        low, high = 0, 1
+        while self.residual_norm([high])[0] > tol:  # the norm is not monotone when lr mu > 1
+            low, high = high, 2 * high
+            if high > max_steps:
+                return None
+        chunk = torch.arange(low, high + 1)
+        reached = np.nonzero(self.residual_norm(chunk) <= tol)[0]
+        return int(chunk[reached[0]])
+
+    def predict(self, X_test, steps=None) -> torch.Tensor:
+        """F_lin(x, t) at test inputs: (T, n_test, k) for `steps`, (n_test, k) for steps=None
+        (t -> infinity: kernel regression F(0, x) + Theta(x, X) Theta^+ (y - F(0)))."""
+        if self.cross_kernel is None:
+            raise ValueError("this regime has no cross kernel: build it with kernel_regime(...) or "
+                             "infinite_kernel_regime(...), or pass cross_kernel to from_kernel")
+        X_test = torch.as_tensor(X_test, dtype=torch.float64)
+        cross = self.cross_kernel(X_test).to(torch.float64)
+        start = self.initial_test_outputs(X_test).to(torch.float64) if self.initial_test_outputs else \
+            torch.zeros(X_test.shape[0], self.k, dtype=torch.float64)
+        weights = self._step_sums(steps) * self.coordinates  # (T, N) or (N,)
+        moved = (weights @ self.eigenvectors.T) @ cross.T
+        return start - _unflatten(moved, X_test.shape[0], self.k)
+
+    def _step_sums(self, steps) -> torch.Tensor:
+        """g_t(mu) = lr sum_{s<t} (1 - lr mu)^s, or its limit 1/mu (pseudo-inverse) for steps=None."""
+        mu = self.eigenvalues
+        if steps is None:
+            cutoff = mu.abs().max() * len(mu) * torch.finfo(mu.dtype).eps
+            return torch.where(mu > cutoff, 1 / mu.clamp_min(cutoff), torch.zeros_like(mu))
+        t = _steps(steps, mu)[:, None]
+        step_mu = self.lr * mu[None, :]
+        # 1 - (1 - lr mu)^t loses digits when lr mu is tiny: use -expm1(t log1p(-lr mu)) there.
+        smooth = -torch.expm1(t * torch.log1p(-step_mu.clamp_max(1 - 1e-12)))
+        direct = 1 - self.decay(steps)
+        ratio = torch.where(step_mu < 1, smooth, direct) / mu[None, :]
+        return torch.where(mu[None, :] == 0, self.lr * t, ratio)
+
+
+def kernel_regime(net, X, y, lr: float | str) -> KernelRegime:
+    """The network's own linearisation at its current weights W(0): Theta = Theta(W(0)) (not
+    normalised), F(0) = net(X). lr: the GD step, or "auto" (1 / lambda_max(Theta), as `train`)."""
+    from .train import auto_lr
+
+    X = as_inputs(X, net.in_dim, net.dtype, net.device)
+    y = as_targets(y, X.shape[0], net.out_dim, net.dtype, net.device)
+    if lr == "auto":
+        lr = auto_lr(net, X)
+    frozen = net.copy()  # later training of `net` must not move the linearisation point
+    theta = ntk(frozen, X, normalized=False)
+
+    def cross(X_test: torch.Tensor) -> torch.Tensor:
+        return ntk(frozen, X_test.to(frozen.dtype), normalized=False, X2=X)
+
+    def start(X_test: torch.Tensor) -> torch.Tensor:
+        return frozen(X_test.to(frozen.dtype))
+
+    return KernelRegime.from_kernel(theta.cpu(), frozen(X).cpu(), y.cpu(), float(lr),
+                                    lambda Z: cross(Z.to(frozen.device)).cpu(),
+                                    lambda Z: start(Z.to(frozen.device)).cpu())
+
+
+def infinite_kernel_regime(activation: str, X, y, eta_eff: float, sigma: float = 1.0,
+                           initial_outputs=None) -> KernelRegime:
+    """The infinite-width limit: r <- (I - eta_eff H*) r with eta_eff = eta m kappa^2 (SPEC §4)
+    and I_k (x) H* for k outputs. F(0) defaults to 0 (the limit of coupled initialisation)."""
+    X = as_inputs(X, None, torch.float64, torch.device("cpu"))
+    targets = torch.as_tensor(np.asarray(y, dtype=np.float64))
+    targets = targets[:, None] if targets.dim() == 1 else targets
+    k = targets.shape[1]
+    start = torch.zeros_like(targets) if initial_outputs is None else initial_outputs
+    kernel = infinite_ntk(activation, X, sigma, out_dim=k)
+
+    def cross(X_test: torch.Tensor) -> torch.Tensor:
+        return torch.kron(torch.eye(k, dtype=torch.float64), infinite_ntk(activation, X_test, sigma, X2=X))
+
+    return KernelRegime.from_kernel(kernel, start, targets, eta_eff, cross)
+
+
+def _steps(steps, like: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(steps), dtype=like.dtype).reshape(-1)
+    if (t < 0).any() or (t != t.round()).any():
+        raise ValueError("steps must be non-negative integers")
+    return t
+
+
+def _flatten(V: torch.Tensor) -> torch.Tensor:
+    """(..., n, k) -> (..., n k), output-major."""
+    return V.transpose(-1, -2).reshape(*V.shape[:-2], -1)
+
+
+def _unflatten(flat: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """(..., n k) output-major -> (..., n, k)."""
+    return flat.reshape(*flat.shape[:-1], k, n).transpose(-1, -2)

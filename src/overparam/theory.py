@@ -1,0 +1,151 @@
+"""What the convergence theorems predict (SPEC §5), as functions of n, lambda, delta, epsilon.
+
+Every width, step and iteration count here is an ORDER OF GROWTH with its constant set to
+c = 1 (override `c`): the papers' constants are not reproduced, so the numbers say how the
+requirements scale and how the works compare, never what width is sufficient. The exceptions
+are labelled: `capacity_width` is an exact necessary condition, `linear_rate` the exact rate of
+the DZPS19 statement given lambda and eta_eff.
+
+lambda is lambda_min(H*) of the normalised kernel H = Theta / (m kappa^2), delta the failure
+probability, epsilon the target ||F(W(T), X) - y||_2, eta the step in H's units (eta_eff).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+#: The constant in front of every order of growth (no paper's constant is reproduced).
+C = 1.0
+WORKS = ("DZPS19", "SY19", "MOSW22", "GMS23", "SMX24")
+
+
+def _check(n: float | None = None, lam: float | None = None, delta: float | None = None,
+           epsilon: float | None = None) -> None:
+    if n is not None and not (n >= 1):
+        raise ValueError(f"n must be >= 1, got {n!r}")
+    if lam is not None and not (lam > 0 and math.isfinite(lam)):
+        raise ValueError(f"lambda must be positive and finite, got {lam!r}")
+    if delta is not None and not (0 < delta < 1):
+        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+    if epsilon is not None and not (epsilon > 0):
+        raise ValueError(f"epsilon must be positive, got {epsilon!r}")
+
+
+def dzps19_width(n: float, lam: float, delta: float, c: float = C) -> float:
+    """DZPS19 (relu, independent init): m = Omega(n^6 / (lambda^4 delta^3)), order of growth."""
+    _check(n, lam, delta)
+    return c * n**6 / (lam**4 * delta**3)
+
+
+def dzps19_step(n: float, lam: float, c: float = C) -> float:
+    """DZPS19 step eta = O(lambda / n^2) (in H's units, i.e. eta_eff), order of growth."""
+    _check(n, lam)
+    return c * lam / n**2
+
+
+def iterations(eta_eff: float, lam: float, epsilon: float, c: float = C) -> float:
+    """T = O((1 / (eta lambda)) log(1 / epsilon)) steps to ||F - y||_2 <= epsilon (DZPS19), order."""
+    _check(lam=lam, epsilon=epsilon)
+    if not eta_eff > 0:
+        raise ValueError(f"eta_eff must be positive, got {eta_eff!r}")
+    return c * math.log(max(1.0 / epsilon, 1.0)) / (eta_eff * lam)
+
+
+def sy19_width(n: float, lam: float, delta: float, c: float = C) -> float:
+    """SY19 (relu): roughly n^4; the form lambda^-4 n^4 log^3(n / delta) is unverified (SPEC §5)."""
+    _check(n, lam, delta)
+    return c * n**4 * math.log(n / delta) ** 3 / lam**4
+
+
+def mosw22_width(n: float, c: float = C) -> float:
+    """MOSW22 (relu, coupled init): roughly n^2 (their lambda and delta factors are not reproduced)."""
+    _check(n)
+    return c * n**2
+
+
+def gms23_width(n: float, delta: float, c: float = C) -> float:
+    """GMS23 (exp): m = Omega(n^{2+o(1)} log(n / delta)) [paper]; returns n^2 log(n / delta) times
+    the n^{o(1)} factor `subpolynomial_factor`."""
+    _check(n, delta=delta)
+    base = n**2 * math.log(n / delta)
+    return c * base * subpolynomial_factor(n, base, delta)
+
+
+def smx24_width(n: float, delta: float, c: float = C) -> float:
+    """SMX24 (softmax, k = d outputs): poly(n, d), the same order in n as exp [paper summary];
+    the dependence on d is not stated there, so none is applied."""
+    return gms23_width(n, delta, c)
+
+
+def subpolynomial_factor(n: float, m: float, delta: float) -> float:
+    """The n^{o(1)} of GMS23, our reading: max_{i,r} e^{<w_r, x_i>} <= e^{sqrt(2 log(n m / delta))}
+    for w ~ N(0, I) and ||x|| <= 1 (SPEC §5)."""
+    return math.exp(math.sqrt(2 * math.log(max(n * m / delta, 1.0))))
+
+
+def kernel_width(n: float, lam: float, delta: float, c: float = C) -> float:
+    """Width at which ||H(W(0)) - H*||_2 <= lambda / 4 by matrix Chernoff (SY19, SPEC §7):
+    m ~ n^2 log(n / delta) / lambda^2, order of growth (times n^{o(1)} for exp and softmax)."""
+    _check(n, lam, delta)
+    return c * n**2 * math.log(n / delta) / lam**2
+
+
+def capacity_width(n: int, d: int, k: int = 1) -> int:
+    """EXACT necessary width for interpolation at every step: Theta has rank <= m d, so m d >= n k."""
+    if d < 1 or k < 1:
+        raise ValueError(f"d and k must be >= 1, got d = {d}, k = {k}")
+    return math.ceil(n * k / d)
+
+
+def linear_rate(eta_eff: float, lam: float) -> float:
+    """DZPS19 per-step contraction of ||F - y||^2: (1 - eta_eff lambda / 2), exact given its inputs."""
+    return 1.0 - eta_eff * lam / 2
+
+
+def dzps19_radius(n: int, width: int, initial_residual: float, lam: float, kappa: float | None = None) -> float:
+    """DZPS19 radius R' = sqrt(n) ||y - F(0)||_2 / (m kappa lambda) (= sqrt(n)||y - F(0)|| / (sqrt(m)
+    lambda) at kappa = 1/sqrt(m)): how far a relu neuron moves, order of growth (constant 4 dropped)."""
+    _check(n, lam)
+    kappa = width ** -0.5 if kappa is None else kappa
+    return math.sqrt(n) * initial_residual / (width * kappa * lam)
+
+
+@dataclass
+class Orders:
+    """One work's predicted orders (None where the paper's abstract states none)."""
+
+    work: str
+    activation: str
+    init: str
+    width: float
+    width_formula: str
+    step: float | None
+    step_formula: str | None
+    iterations: float | None
+    iterations_formula: str | None
+    note: str
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def orders(n: int, lam: float, delta: float, epsilon: float = 1e-3, c: float = C) -> list[Orders]:
+    """The five works side by side (SPEC §5): orders of growth with constant c."""
+    _check(n, lam, delta, epsilon)
+    step = dzps19_step(n, lam, c)
+    steps = iterations(step, lam, epsilon, c)
+    relu_step = ("lambda / n^2", "(1 / (eta lambda)) log(1 / epsilon)")
+    return [
+        Orders("DZPS19", "relu", "independent", dzps19_width(n, lam, delta, c), "n^6 / (lambda^4 delta^3)",
+               step, relu_step[0], steps, relu_step[1], "paper"),
+        Orders("SY19", "relu", "independent", sy19_width(n, lam, delta, c), "n^4 log^3(n / delta) / lambda^4",
+               step, relu_step[0], steps, relu_step[1], "roughly n^4; exact form unverified"),
+        Orders("MOSW22", "relu", "coupled", mosw22_width(n, c), "n^2", None, None, None, None,
+               "roughly n^2; lambda and delta factors not reproduced"),
+        Orders("GMS23", "exp", "independent", gms23_width(n, delta, c),
+               "n^(2+o(1)) log(n / delta), o(1) read as e^sqrt(2 log(n m / delta))", None, None, None, None,
+               "step and iterations not stated in the abstract"),
+        Orders("SMX24", "softmax", "independent", smx24_width(n, delta, c), "as GMS23 (poly(n, d))",
+               None, None, None, None, "k = d outputs; d-dependence not stated, none applied"),
+    ]
