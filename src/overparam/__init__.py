@@ -3,7 +3,13 @@ convergence theorems analyse them. Formulas: SPEC.md; see the README for the tou
 
 from .models import TwoLayerNet, initial_weights
 from .train import History, TrainState, train
+from . import ntk, theory  # ntk is callable: overparam.ntk(net, X) is the finite kernel
+from .ntk import infinite_ntk, lambda_min, monte_carlo_ntk, spectral_norm
+from .kernel_regime import KernelRegime
+from .diagnostics import KernelDiagnostics, TheoryCheck
 
 __version__ = "0.1.0"
 
-__all__ = ["TwoLayerNet", "initial_weights", "History", "TrainState", "train", "__version__"]
+__all__ = ["TwoLayerNet", "initial_weights", "History", "TrainState", "train", "__version__",
+           "ntk", "infinite_ntk", "monte_carlo_ntk", "lambda_min", "spectral_norm", "theory",
+           "KernelRegime", "KernelDiagnostics", "TheoryCheck"]

@@ -35,6 +35,9 @@ from .validation import as_inputs, as_targets
 class KernelRegime:
     """GD with step `lr` on the linear model whose kernel is Theta = Q diag(mu) Q^T.
 
+    Build it with `KernelRegime.of_network(net, X, y, lr)` (Theta(W(0)) of a network),
+    `KernelRegime.infinite(activation, X, y, eta_eff)` (H*), or `from_kernel` (any kernel).
+
     eigenvalues mu (N,), eigenvectors Q (N, N), coordinates Q^T (F(0) - y) (N,), with N = n k;
     initial_outputs F(0) and targets y are (n, k). cross_kernel maps test inputs to
     Theta(X_test, X), initial_test_outputs maps them to F(0, X_test) (both optional).
@@ -70,6 +73,46 @@ class KernelRegime:
         mu, Q = torch.linalg.eigh((kernel + kernel.T) / 2)
         coordinates = Q.T @ _flatten(initial_outputs - targets)
         return cls(mu, Q, coordinates, initial_outputs, targets, float(lr), cross_kernel, initial_test_outputs)
+
+    @classmethod
+    def of_network(cls, net, X, y, lr: float | str) -> "KernelRegime":
+        """The network's own linearisation at its current weights W(0): Theta = Theta(W(0)) (not
+        normalised), F(0) = net(X). lr: the GD step, or "auto" (1 / lambda_max(Theta), as `train`)."""
+        from .train import auto_lr
+
+        X = as_inputs(X, net.in_dim, net.dtype, net.device)
+        y = as_targets(y, X.shape[0], net.out_dim, net.dtype, net.device)
+        if lr == "auto":
+            lr = auto_lr(net, X)
+        frozen = net.copy()  # later training of `net` must not move the linearisation point
+        theta = ntk(frozen, X, normalized=False)
+
+        def cross(X_test: torch.Tensor) -> torch.Tensor:
+            return ntk(frozen, X_test.to(frozen.dtype), normalized=False, X2=X)
+
+        def start(X_test: torch.Tensor) -> torch.Tensor:
+            return frozen(X_test.to(frozen.dtype))
+
+        return cls.from_kernel(theta.cpu(), frozen(X).cpu(), y.cpu(), float(lr),
+                                        lambda Z: cross(Z.to(frozen.device)).cpu(),
+                                        lambda Z: start(Z.to(frozen.device)).cpu())
+
+    @classmethod
+    def infinite(cls, activation: str, X, y, eta_eff: float, sigma: float = 1.0,
+                 initial_outputs=None) -> "KernelRegime":
+        """The infinite-width limit: r <- (I - eta_eff H*) r with eta_eff = eta m kappa^2 (SPEC §4)
+        and I_k (x) H* for k outputs. F(0) defaults to 0 (the limit of coupled initialisation)."""
+        X = as_inputs(X, None, torch.float64, torch.device("cpu"))
+        targets = torch.as_tensor(np.asarray(y, dtype=np.float64))
+        targets = targets[:, None] if targets.dim() == 1 else targets
+        k = targets.shape[1]
+        start = torch.zeros_like(targets) if initial_outputs is None else initial_outputs
+        kernel = infinite_ntk(activation, X, sigma, out_dim=k)
+
+        def cross(X_test: torch.Tensor) -> torch.Tensor:
+            return torch.kron(torch.eye(k, dtype=torch.float64), infinite_ntk(activation, X_test, sigma, X2=X))
+
+        return cls.from_kernel(kernel, start, targets, eta_eff, cross)
 
     @property
     def n(self) -> int:
@@ -121,8 +164,8 @@ class KernelRegime:
         """F_lin(x, t) at test inputs: (T, n_test, k) for `steps`, (n_test, k) for steps=None
         (t -> infinity: kernel regression F(0, x) + Theta(x, X) Theta^+ (y - F(0)))."""
         if self.cross_kernel is None:
-            raise ValueError("this regime has no cross kernel: build it with kernel_regime(...) or "
-                             "infinite_kernel_regime(...), or pass cross_kernel to from_kernel")
+            raise ValueError("this regime has no cross kernel: build it with KernelRegime.of_network or "
+                             "KernelRegime.infinite, or pass cross_kernel to from_kernel")
         X_test = torch.as_tensor(X_test, dtype=torch.float64)
         cross = self.cross_kernel(X_test).to(torch.float64)
         start = self.initial_test_outputs(X_test).to(torch.float64) if self.initial_test_outputs else \
@@ -144,46 +187,6 @@ class KernelRegime:
         direct = 1 - self.decay(steps)
         ratio = torch.where(step_mu < 1, smooth, direct) / mu[None, :]
         return torch.where(mu[None, :] == 0, self.lr * t, ratio)
-
-
-def kernel_regime(net, X, y, lr: float | str) -> KernelRegime:
-    """The network's own linearisation at its current weights W(0): Theta = Theta(W(0)) (not
-    normalised), F(0) = net(X). lr: the GD step, or "auto" (1 / lambda_max(Theta), as `train`)."""
-    from .train import auto_lr
-
-    X = as_inputs(X, net.in_dim, net.dtype, net.device)
-    y = as_targets(y, X.shape[0], net.out_dim, net.dtype, net.device)
-    if lr == "auto":
-        lr = auto_lr(net, X)
-    frozen = net.copy()  # later training of `net` must not move the linearisation point
-    theta = ntk(frozen, X, normalized=False)
-
-    def cross(X_test: torch.Tensor) -> torch.Tensor:
-        return ntk(frozen, X_test.to(frozen.dtype), normalized=False, X2=X)
-
-    def start(X_test: torch.Tensor) -> torch.Tensor:
-        return frozen(X_test.to(frozen.dtype))
-
-    return KernelRegime.from_kernel(theta.cpu(), frozen(X).cpu(), y.cpu(), float(lr),
-                                    lambda Z: cross(Z.to(frozen.device)).cpu(),
-                                    lambda Z: start(Z.to(frozen.device)).cpu())
-
-
-def infinite_kernel_regime(activation: str, X, y, eta_eff: float, sigma: float = 1.0,
-                           initial_outputs=None) -> KernelRegime:
-    """The infinite-width limit: r <- (I - eta_eff H*) r with eta_eff = eta m kappa^2 (SPEC §4)
-    and I_k (x) H* for k outputs. F(0) defaults to 0 (the limit of coupled initialisation)."""
-    X = as_inputs(X, None, torch.float64, torch.device("cpu"))
-    targets = torch.as_tensor(np.asarray(y, dtype=np.float64))
-    targets = targets[:, None] if targets.dim() == 1 else targets
-    k = targets.shape[1]
-    start = torch.zeros_like(targets) if initial_outputs is None else initial_outputs
-    kernel = infinite_ntk(activation, X, sigma, out_dim=k)
-
-    def cross(X_test: torch.Tensor) -> torch.Tensor:
-        return torch.kron(torch.eye(k, dtype=torch.float64), infinite_ntk(activation, X_test, sigma, X2=X))
-
-    return KernelRegime.from_kernel(kernel, start, targets, eta_eff, cross)
 
 
 def _steps(steps, like: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ the O(ndm) product Theta v for finite kernels and a row-block product for H*.
 from __future__ import annotations
 
 import math
+import sys
+import types
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -388,3 +390,14 @@ def _arpack(operator: KernelOperator, which: str, k: int, tol: float, maxiter: i
         return values, vectors, True, count
     except ArpackNoConvergence as error:
         return error.eigenvalues, error.eigenvectors, False, count
+
+
+class _CallableModule(types.ModuleType):
+    """`overparam.ntk(net, X)` is the kernel function and `overparam.ntk.infinite_ntk` this module:
+    the package exports the function under the module's own name, so the module calls it."""
+
+    def __call__(self, net, X, normalized: bool = True, X2=None) -> torch.Tensor:
+        return ntk(net, X, normalized, X2)
+
+
+sys.modules[__name__].__class__ = _CallableModule
