@@ -17,7 +17,8 @@ from .common import app, parse_device, print_json, show_progress, user_errors
 def sweep(
     spec: Optional[Path] = typer.Argument(None, help="TOML file with a [sweep] table (flags override its keys)"),
     store: Path = typer.Option(Path("runs.db"), help="SQLite store; curves go to <store>.curves/ beside it"),
-    workers: Optional[int] = typer.Option(None, help="parallel tasks (local default: one per CPU; 1 = in process)"),
+    workers: Optional[int] = typer.Option(None, help="parallel tasks (local default 1: this process; ray: the cluster's CPUs)"),
+    threads: int = typer.Option(1, help="torch threads per task (1 is fastest for small n x m)"),
     backend: str = typer.Option("local", help="local or ray"),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: a local Ray instance)"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
@@ -50,7 +51,7 @@ def sweep(
     device = parse_device(device)
 
     def launch(progress=None):
-        return run_sweep(plan, store, backend=backend, workers=workers, device=device,
+        return run_sweep(plan, store, backend=backend, workers=workers, threads=threads, device=device,
                          ray_address=ray_address, retry_failed=retry_failed, progress=progress)
 
     if show_progress(json_output):

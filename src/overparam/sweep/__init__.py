@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ def run_sweep(
     store: str | Path,
     backend: str = "local",
     workers: int | None = None,
+    threads: int = 1,
     device: str = "cpu",
     ray_address: str | None = None,
     retry_failed: bool = False,
@@ -52,9 +52,9 @@ def run_sweep(
 ) -> SweepProgress:
     """Run every run of `spec` (a SweepSpec, a [sweep] dict or a TOML path) not yet in `store`.
 
-    backend "local": workers = 1 trains in this process; more workers use a process pool with
-    one thread each (default: one worker per CPU, at most one per task; 1 with device cuda).
-    backend "ray": tasks on the cluster at `ray_address`, or a local Ray instance.
+    backend "local": workers = 1 (the default) trains in this process; more workers use a
+    process pool. backend "ray": tasks on the cluster at `ray_address`, or a local Ray instance.
+    threads: torch threads per task (1 is fastest for small n x m; see executors.py).
     Finished runs are skipped, runs left "running" by a killed sweep are redone, failed runs
     are skipped unless `retry_failed`. progress(counts) is called at the start and after every task.
     """
@@ -62,6 +62,8 @@ def run_sweep(
         raise ValueError(f"unknown backend {backend!r}: use {' or '.join(BACKENDS)}")
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     if isinstance(spec, (str, Path)):
         spec = load_spec(spec)
     elif isinstance(spec, dict):
@@ -78,7 +80,7 @@ def run_sweep(
         report = progress or (lambda _: None)
         report(counts)
         if backend == "local" and workers is None:
-            workers = 1 if device != "cpu" else min(os.cpu_count() or 1, len(pending)) or 1
+            workers = 1  # one batched process beat a pool of spawned workers (benchmarks/sweep.py)
         tasks = split_groups(pending, workers or 1)
 
         def started(group: Group) -> None:
@@ -87,11 +89,11 @@ def run_sweep(
             report(counts)
 
         if backend == "ray":
-            results = run_on_ray(tasks, workers, device, started, ray_address)
+            results = run_on_ray(tasks, workers, device, started, ray_address, threads)
         elif workers == 1:
-            results = run_in_process(tasks, device, started)
+            results = run_in_process(tasks, device, started, threads)
         else:
-            results = run_in_pool(tasks, workers, device, started)
+            results = run_in_pool(tasks, workers, device, started, threads)
         for batch in results:
             runs.save(batch)
             for result in batch:

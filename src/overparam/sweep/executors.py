@@ -1,5 +1,10 @@
 """Where sweep tasks run: this process, a local process pool, or a Ray cluster.
 
+Each task gets `threads` torch threads (default 1): sweep tasks are many small problems, for
+which torch's intra-op threads cost more than they give, and far more when the cores are
+shared (benchmarks/sweep.py measured a 2-core machine under load: 5.4 s with one thread,
+138 s with two).
+
 Every executor takes groups (one batched task each), calls `on_start(group)` when a task is
 handed to a worker, keeps at most `workers` tasks in flight, and yields each task's results as it
 finishes, in completion order. Workers only compute; the caller writes the store.
@@ -20,23 +25,27 @@ BACKENDS = ("local", "ray")
 OnStart = Callable[[Group], None]
 
 
-def _single_threaded() -> None:
-    """One BLAS/OpenMP thread per worker: the workers are the parallelism."""
-    torch.set_num_threads(1)
+def run_in_process(groups: Sequence[Group], device: str, on_start: OnStart,
+                   threads: int = 1) -> Iterator[list[RunResult]]:
+    """Tasks one after another in this process, torch limited to `threads` threads meanwhile."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for group in groups:
+            on_start(group)
+            yield run_group(group, device)
+    finally:
+        torch.set_num_threads(previous)
 
 
-def run_in_process(groups: Sequence[Group], device: str, on_start: OnStart) -> Iterator[list[RunResult]]:
-    for group in groups:
-        on_start(group)
-        yield run_group(group, device)
-
-
-def run_in_pool(groups: Sequence[Group], workers: int, device: str,
-                on_start: OnStart) -> Iterator[list[RunResult]]:
-    """A pool of `workers` spawned processes (spawn: safe with CUDA and with OpenMP threads)."""
+def run_in_pool(groups: Sequence[Group], workers: int, device: str, on_start: OnStart,
+                threads: int = 1) -> Iterator[list[RunResult]]:
+    """A pool of `workers` spawned processes with `threads` torch threads each (spawn: safe with
+    CUDA and with OpenMP thread pools)."""
     queue = list(groups)[::-1]
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_single_threaded) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=torch.set_num_threads,
+                             initargs=(threads,)) as pool:
         pending = set()
         while queue or pending:
             while queue and len(pending) < workers:
@@ -48,16 +57,16 @@ def run_in_pool(groups: Sequence[Group], workers: int, device: str,
                 yield future.result()
 
 
-def _ray_task(group: Group, device: str) -> list[RunResult]:
-    if device == "cpu":
-        _single_threaded()
+def _ray_task(group: Group, device: str, threads: int) -> list[RunResult]:
+    torch.set_num_threads(threads)
     return run_group(group, device)
 
 
 def run_on_ray(groups: Sequence[Group], workers: int | None, device: str, on_start: OnStart,
-               address: str | None = None) -> Iterator[list[RunResult]]:
+               address: str | None = None, threads: int = 1) -> Iterator[list[RunResult]]:
     """Tasks on the Ray cluster at `address` (ray.init(address=...)), or on a local Ray instance
-    with `workers` CPUs when no address is given. One CPU per task, one GPU with device cuda."""
+    with `workers` CPUs when no address is given. `threads` CPUs per task, one GPU with device cuda;
+    at most `workers` tasks in flight (default: the cluster's CPUs / threads)."""
     try:
         import ray
     except ImportError:
@@ -73,15 +82,15 @@ def run_on_ray(groups: Sequence[Group], workers: int | None, device: str, on_sta
             raise ValueError(f"cannot reach the Ray cluster at {address!r}: {error}") from None
     try:
         if workers is None:
-            workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        task = ray.remote(num_cpus=1, num_gpus=1 if device.startswith("cuda") else 0)(_ray_task)
+            workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
+        task = ray.remote(num_cpus=threads, num_gpus=1 if device.startswith("cuda") else 0)(_ray_task)
         queue = list(groups)[::-1]
         pending = []
         while queue or pending:
             while queue and len(pending) < workers:
                 group = queue.pop()
                 on_start(group)
-                pending.append(task.remote(group, device))
+                pending.append(task.remote(group, device, threads))
             finished, pending = ray.wait(pending, num_returns=1)
             for reference in finished:
                 yield ray.get(reference)
