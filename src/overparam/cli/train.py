@@ -15,6 +15,7 @@ from .. import plots
 from ..models import TwoLayerNet
 from ..train import train as train_network
 from .common import app, fail, print_json, show_progress, user_errors
+from .diagnostics import TheoryMonitor
 
 
 def load_dataset(data: str, n: int, d: int, k: int, seed: int, normalize: Optional[str],
@@ -62,6 +63,10 @@ def train(
     device: str = typer.Option("cpu", help="cpu or cuda"),
     nproc: int = typer.Option(1, min=1, help="processes to split the m neurons over (torch.distributed: "
                               "gloo on cpu, NCCL on cuda); under torchrun the launcher's processes"),
+    diagnostics: bool = typer.Option(False, "--diagnostics", help="every K steps record lambda_min(H(W(t))), "
+                                     "kernel drift, movement and the linear rate; theory check in the summary, "
+                                     "diagnostics.png and diagnostics.parquet in --out"),
+    diagnostics_every: Optional[int] = typer.Option(None, min=1, help="K for --diagnostics [steps / 50]"),
     out: Path = typer.Option(Path("out/train"), help="folder for history, figure and summary"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON object instead of tables"),
 ) -> None:
@@ -71,6 +76,10 @@ def train(
     net = TwoLayerNet(dataset.d, width, dataset.k, activation, scale=scale, init=init, sigma=sigma,
                       seed=seed, dtype=dtype, device=device)
     out.mkdir(parents=True, exist_ok=True)
+    if diagnostics and (nproc > 1 or distributed.launched()):
+        fail("--diagnostics needs a single process (drop --nproc)")
+    monitor = TheoryMonitor(net, dataset.X, dataset.y, learning_rate, steps, optimizer,
+                            diagnostics_every) if diagnostics else None
 
     def run(progress=None):
         if nproc > 1 or distributed.launched():
@@ -78,7 +87,8 @@ def train(
                                      lr=learning_rate, steps=steps, tol=tol, optimizer=optimizer,
                                      batch_size=batch_size, seed=seed, progress=progress)
         return train_network(net, dataset.X, dataset.y, lr=learning_rate, steps=steps, tol=tol,
-                             optimizer=optimizer, batch_size=batch_size, seed=seed, progress=progress)
+                             optimizer=optimizer, batch_size=batch_size, seed=seed, progress=progress,
+                             callbacks=monitor.callbacks if monitor else ())
 
     if show_progress(json_output) and distributed.is_main_process():
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -99,6 +109,8 @@ def train(
     summary = {**history.summary(), "activation": activation, "width": width, "n": dataset.n,
                "d": dataset.d, "k": dataset.k, "data": dataset.name, "init": init, "kappa": net.kappa,
                "warnings": problems, "out": str(out)}
+    if monitor:
+        summary.update(monitor.finish(history, out, title=f"{activation}, m = {width}, n = {dataset.n}"))
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (out / "config.json").write_text(json.dumps(net.config(), indent=2) + "\n")
 
@@ -106,6 +118,8 @@ def train(
         print_json(summary)
     else:
         _print_summary(summary, figure)
+        if monitor:
+            monitor.print(summary)
     if history.status == "diverged":
         raise typer.Exit(code=1)
 
