@@ -94,7 +94,9 @@ def print_table(rows: list[dict], title: str) -> None:
     from rich.table import Table
 
     def seconds(value) -> str:
-        return f"{1e3 * value:.1f} ms" if isinstance(value, (int, float)) else ""
+        if not isinstance(value, (int, float)):
+            return ""
+        return f"{1e3 * value:.1f} ms" if value < 10 else f"{value:.1f} s"
 
     table = Table(title=title)
     for column in ("benchmark", "baseline", "time", "baseline time", "ratio", "goal", "met"):
