@@ -3,14 +3,15 @@
 1. The issue's benchmark: 6 widths x 32 seeds of the exp network (n = 64, d = 8, coupled init,
    lr = auto, a fixed budget and tol = 0 so that both sides do the same steps), trained with
    `overparam.batched.train_seeds` (one tensor program per width, CPU sub-batches sized to the
-   cache) against a Python loop of `overparam.train`, one network at a time. Goal: >= 10x.
+   cache) against a Python loop of `overparam.train`, one network at a time, both with one torch
+   thread (as sweeps run; --threads to change). Goal: >= 10x.
    The largest relative difference of the final residuals is printed (the two must agree).
 2. The local executors on one small sweep from an empty store: this process with one torch
    thread (run_sweep's default, chosen by this measurement), this process with torch's threads,
    and a spawned process pool (a worker per CPU, one thread each).
 
     python benchmarks/sweep.py [--steps 200] [--seeds 32] [--widths 16,32,64,128,256,512]
-                               [--threads N] [--device cpu] [--no-executors]
+                               [--threads 1] [--device cpu] [--no-executors]
 """
 
 from __future__ import annotations
@@ -32,8 +33,19 @@ WIDTHS = (16, 32, 64, 128, 256, 512)
 
 
 def batched_vs_loop(widths=WIDTHS, seeds: int = 32, steps: int = 200, n: int = 64, d: int = 8,
-                    device: str = "cpu") -> list[dict]:
-    """Per width: seconds for all seeds batched and looped, and the largest final-residual gap."""
+                    device: str = "cpu", threads: int | None = 1) -> list[dict]:
+    """Per width: seconds for all seeds batched and looped, and the largest final-residual gap.
+
+    Both sides run with `threads` torch threads (1: how sweeps run; None: torch's setting)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        return _batched_vs_loop(widths, seeds, steps, n, d, device)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _batched_vs_loop(widths, seeds, steps, n, d, device) -> list[dict]:
     data = builtin("sphere", n, d, 1, seed=0)
     X = torch.as_tensor(data.X, device=device)
     y = torch.as_tensor(data.y, device=device)
@@ -103,16 +115,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seeds", type=int, default=32)
     parser.add_argument("--widths", default=",".join(map(str, WIDTHS)))
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides (0: torch's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-executors", action="store_true", help="skip the executor comparison")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     widths = [int(w) for w in args.widths.split(",")]
     print(f"exp, n = 64, d = 8, {args.seeds} seeds, {args.steps} steps, {args.device}, "
-          f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}")
-    rows = batched_vs_loop(widths, args.seeds, args.steps, device=args.device)
+          f"{args.threads or torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}")
+    rows = batched_vs_loop(widths, args.seeds, args.steps, device=args.device, threads=args.threads or None)
     print(f"{'width':>6} {'batched':>10} {'loop':>10} {'ratio':>7}  max rel. gap")
     for r in rows:
         print(f"{r['width']:>6} {r['batched_s']:>9.2f}s {r['loop_s']:>9.2f}s {r['loop_s'] / r['batched_s']:>6.1f}x"

@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from overparam import TwoLayerNet, train
 from overparam.data import builtin
@@ -111,8 +112,22 @@ def test_split_groups_spreads_seeds_over_workers():
     assert split_groups(groups, 1) == groups
 
 
+def test_progress_counts(tmp_path):
+    spec = {"activations": ["relu"], "widths": [4, 8], "n": [3], "d": 2, "seeds": 2, "steps": 3}
+    seen = []
+    run_sweep(spec, tmp_path / "runs.db", progress=lambda c: seen.append((c.done, c.failed, c.skipped, c.running)))
+    assert seen[0] == (0, 0, 0, 0) and seen[-1] == (4, 0, 0, 0)
+    assert (0, 0, 0, 2) in seen and (2, 0, 0, 0) in seen  # a group in flight, then stored
+    resumed = []
+    run_sweep(spec, tmp_path / "runs.db", progress=lambda c: resumed.append((c.done, c.skipped, c.remaining)))
+    assert resumed == [(0, 4, 0)]
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown backend"):
         run_sweep(SMALL, "x.db", backend="slurm")
     with pytest.raises(ValueError, match="workers must be >= 1"):
         run_sweep(SMALL, "x.db", workers=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            run_sweep(SMALL, "x.db", device="cuda")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..models import resolve_device
 from .executors import BACKENDS, run_in_pool, run_in_process, run_on_ray
 from .spec import Group, SweepSpec, load_spec
 from .store import Store
@@ -64,6 +65,8 @@ def run_sweep(
         raise ValueError(f"workers must be >= 1, got {workers}")
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    if backend == "local":
+        resolve_device(device)  # a missing GPU is the caller's error, not every run's failure
     if isinstance(spec, (str, Path)):
         spec = load_spec(spec)
     elif isinstance(spec, dict):
