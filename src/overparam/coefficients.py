@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
+import numpy as np
 import torch
 
 from . import activations
@@ -157,8 +158,9 @@ class Pass:
         sum_j P_rj (E^T (Q_j x))_r: one GEMM of E^T with the n x jd matrix Q (x) X and no
         n x chunk elementwise pass; with many outputs as (E (.) Q P^T)^T X.
         """
-        batch = torch.broadcast_shapes(self.W.shape[:-2], self.X.shape[:-2], V.shape[:-2])
-        grad = self.W.new_empty(batch + self.W.shape[-2:])
+        # numpy's shape arithmetic: torch.broadcast_shapes imports sympy on first use (about 1 s)
+        batch = tuple(np.broadcast_shapes(self.W.shape[:-2], self.X.shape[:-2], V.shape[:-2]))
+        grad = self.W.new_empty(batch + tuple(self.W.shape[-2:]))
         n, d = self.X.shape[-2:]
         for neurons, E, rowscale in self.derivative_factors():
             if rowscale is None and self.shift is not None:
