@@ -93,9 +93,14 @@ def test_running_and_failed_rows_do_not_count():
 
 
 def test_helpers():
-    estimate, fitted, samples = estimate_threshold([8, 16, 32], [0, 3, 4], [4, 4, 4], delta=0.2, bootstrap=500)
+    outcomes = [[0, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]
+    estimate, fitted, samples = estimate_threshold([8, 16, 32], outcomes, delta=0.2, bootstrap=500)
     assert estimate == 32 and fitted.tolist() == [0, 0.75, 1]
-    assert set(np.unique(samples)) <= {16.0, 32.0}
+    assert set(np.unique(samples)) == {16.0, 32.0}  # resamples without seed 3 pass at 16
+    assert np.mean(samples == 16) == pytest.approx((3 / 4) ** 4, abs=0.06)  # P(seed 3 never drawn)
+    missing = [[0, np.nan, 0], [1, 1, np.nan]]  # runs absent from the store
+    estimate, fitted, _ = estimate_threshold([8, 16], missing, delta=0.1, bootstrap=10)
+    assert estimate == 16 and fitted.tolist() == [0, 1]
     assert interval(np.array([1.0, 2, 3, 4, np.inf]), 0.5) == (2.0, 4.0)
     p, C = fit_power_law([2, 4, 8], [12, 48, 192])
     assert p == pytest.approx(2) and C == pytest.approx(3)

@@ -7,8 +7,9 @@ For each family of runs (all settings but width and seed: activation, init, n, d
 
 rate(m) = successes / runs at width m is fitted by isotonic regression (non-decreasing in m,
 weighted by the number of runs), and the threshold m* is the smallest grid width whose fitted
-rate is >= 1 - delta. Its interval comes from a parametric bootstrap over seeds: each width's
-successes are redrawn Binomial(runs, rate), the fit and m* recomputed, and the central
+rate is >= 1 - delta. Its interval comes from a bootstrap over seeds: the seeds are resampled
+with replacement, the same draw for every width (a seed's networks at different widths share
+their first rows, so their outcomes are correlated), the fit and m* recomputed, and the central
 percentiles taken. Across n, m* ~ C n^p is fitted by least squares on log m* vs log n; p's
 interval comes from refitting on the bootstrap thresholds. A threshold outside the grid is
 censored (m* > largest width, or m* <= smallest width) and left out of the fit.
@@ -110,7 +111,7 @@ def monotone_rates(successes, runs) -> np.ndarray:
     successes, runs: (..., W) arrays; leading dimensions are fitted independently.
     """
     successes, runs = np.asarray(successes, dtype=float), np.asarray(runs, dtype=float)
-    rates = successes / runs
+    rates = np.divide(successes, runs, out=np.zeros_like(successes), where=runs > 0)
     flat = rates.reshape(-1, rates.shape[-1])
     weights = np.broadcast_to(runs, rates.shape).reshape(-1, rates.shape[-1])
     fitted = np.array([isotonic_regression(r, weights=w, increasing=True).x for r, w in zip(flat, weights)])
@@ -125,15 +126,22 @@ def grid_threshold(widths, fitted, level: float) -> np.ndarray:
     return np.where(reached.any(-1), widths[first], np.inf)
 
 
-def estimate_threshold(widths, successes, runs, delta: float = 0.1, bootstrap: int = 1000,
+def estimate_threshold(widths, outcomes, delta: float = 0.1, bootstrap: int = 1000,
                        seed: int = 0) -> tuple[float, np.ndarray, np.ndarray]:
-    """(m*, fitted rates, bootstrap samples of m*) for one family; widths increasing."""
-    widths, successes, runs = np.asarray(widths), np.asarray(successes), np.asarray(runs)
-    fitted = monotone_rates(successes, runs)
+    """(m*, fitted rates, bootstrap samples of m*) for one family.
+
+    widths increasing, (W,); outcomes (W, S): 1 success, 0 failure, NaN no run of that seed at
+    that width. A width left without runs by a resample counts as a failure of weight ~0.
+    """
+    widths, outcomes = np.asarray(widths), np.asarray(outcomes, dtype=float)
+    observed = ~np.isnan(outcomes)
+    fitted = monotone_rates(np.nansum(outcomes, -1), observed.sum(-1))
     estimate = float(grid_threshold(widths, fitted, 1 - delta))
-    rng = np.random.default_rng(seed)
-    redrawn = rng.binomial(runs, successes / runs, size=(bootstrap, len(widths)))
-    samples = grid_threshold(widths, monotone_rates(redrawn, runs), 1 - delta)
+    picks = np.random.default_rng(seed).integers(0, outcomes.shape[1], size=(bootstrap, outcomes.shape[1]))
+    resampled = outcomes[:, picks].transpose(1, 0, 2)  # (B, W, S)
+    runs = (~np.isnan(resampled)).sum(-1)
+    successes = np.nansum(resampled, -1)
+    samples = grid_threshold(widths, monotone_rates(successes, np.maximum(runs, 1e-12)), 1 - delta)
     return estimate, fitted, samples
 
 
@@ -154,15 +162,15 @@ def fit_power_law(ns, thresholds) -> tuple[float, float]:
     return float(p), float(math.exp(log_c))
 
 
-def _successes(rows: list[dict], kind: str) -> list[tuple[dict, int, bool]]:
-    """(config, width, success) for the runs that count towards `kind`."""
+def _successes(rows: list[dict], kind: str) -> list[tuple[dict, int, int, bool]]:
+    """(config, width, seed, success) for the runs that count towards `kind`."""
     out = []
     for row in rows:
         if kind == "optimization" and row["status"] in GD_STATUSES:
-            out.append((row["config"], row["width"], row["status"] == "converged"))
+            out.append((row["config"], row["width"], row["seed"], row["status"] == "converged"))
         elif kind == "kernel" and row["status"] != "running" and row.get("kernel_distance") is not None \
                 and row.get("lambda_min") is not None:
-            out.append((row["config"], row["width"], row["kernel_distance"] <= row["lambda_min"] / 4))
+            out.append((row["config"], row["width"], row["seed"], row["kernel_distance"] <= row["lambda_min"] / 4))
     return out
 
 
@@ -190,16 +198,18 @@ def thresholds_from_rows(rows: list[dict], delta: float = 0.1, bootstrap: int = 
         raise ValueError(f"bootstrap must be >= 1, got {bootstrap}")
     found, fits = [], []
     for kind in kinds:
-        tables: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
-        for config, width, success in _successes(rows, kind):
-            tables[_key(config, "width")][width].append(success)
+        tables: dict[str, dict[tuple[int, int], bool]] = defaultdict(dict)
+        for config, width, run_seed, success in _successes(rows, kind):
+            tables[_key(config, "width")][width, run_seed] = success
         keys = sorted(tables)
         for number, (key, label) in enumerate(zip(keys, _labels(keys))):
             table = tables[key]
-            widths = sorted(table)
-            runs = [len(table[w]) for w in widths]
-            wins = [int(sum(table[w])) for w in widths]
-            estimate, fitted, samples = estimate_threshold(widths, wins, runs, delta, bootstrap, seed + number)
+            widths = sorted({w for w, _ in table})
+            seeds = sorted({s for _, s in table})
+            outcomes = np.array([[float(table[w, s]) if (w, s) in table else np.nan for s in seeds] for w in widths])
+            runs = [int(n) for n in (~np.isnan(outcomes)).sum(1)]
+            wins = [int(n) for n in np.nansum(outcomes, 1)]
+            estimate, fitted, samples = estimate_threshold(widths, outcomes, delta, bootstrap, seed + number)
             low, high = interval(samples, level)
             found.append(Threshold(kind, label, widths, runs, wins, [float(f) for f in fitted], estimate, low, high,
                                    math.isfinite(estimate) and estimate <= widths[0], samples))
