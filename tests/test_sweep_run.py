@@ -57,6 +57,24 @@ def test_rows_equal_independent_single_runs(small_store):
             assert row["batch_size"] == 3 and row["error"] is None
 
 
+def test_data_per_seed_and_several_outputs(tmp_path):
+    spec = {"activations": ["softmax"], "widths": [12], "n": [5], "d": 3, "k": 2, "seeds": [1, 4],
+            "data": "teacher", "data_seed": "seed", "steps": 40, "tol": 1e-3}
+    run_sweep(spec, tmp_path / "runs.db")
+    with Store(tmp_path / "runs.db") as store:
+        rows = store.runs()
+    assert [row["seed"] for row in rows] == [1, 4]
+    for row in rows:
+        data = builtin("teacher", 5, 3, 2, seed=row["seed"])  # each seed its own data set
+        net = TwoLayerNet(3, 12, 2, "softmax", init="coupled", seed=row["seed"])
+        limit = infinite_ntk("softmax", data.X).numpy()
+        distance = np.linalg.norm(ntk(net, data.X).numpy() - np.kron(np.eye(2), limit), 2)
+        assert row["kernel_distance"] == pytest.approx(distance, rel=1e-10)
+        assert row["lambda_min"] == pytest.approx(np.linalg.eigvalsh(limit)[0], rel=1e-12)
+        single = train(net, data.X, data.y, steps=40, tol=1e-3)
+        assert row["final_residual"] == pytest.approx(single.residual_norm[-1], rel=1e-10)
+
+
 def test_rerun_skips_finished_and_redoes_unfinished(small_store, tmp_path):
     path = tmp_path / "runs.db"
     shutil.copy(small_store, path)  # closed stores have no WAL left to copy

@@ -1,4 +1,4 @@
-"""One sweep task: train a group's seeds as one batch and measure what the thresholds need (SPEC §7).
+"""One sweep task: train a group's seeds batched and measure what the thresholds need (SPEC §7).
 
 Per seed: the GD run (status, steps, residuals, movement), the step size and effective step
 eta_eff = eta m kappa^2, lambda = lambda_min(H*) of the infinite-width kernel on the run's data,
@@ -43,7 +43,8 @@ def environment(device: str) -> dict:
 
 
 def run_group(group: Group, device: str = "cpu") -> list[RunResult]:
-    """Train all seeds of `group` as one batch; a run that cannot train becomes a "failed" result."""
+    """Train all seeds of `group` batched (`seed_batches`); a run that cannot train becomes a
+    "failed" result, and so do all of them when the group cannot start (the error is kept)."""
     try:
         return _run(group, device)
     except Exception as error:  # recorded with the run, never aborts the sweep
