@@ -26,3 +26,8 @@ def test_ray_backend_equals_local(tmp_path):
             for column in ("final_residual", "lr", "kernel_distance", "lambda_min", "max_movement"):
                 assert row[column] == pytest.approx(other[column], rel=1e-10, abs=1e-14)
             assert remote.curve(row)["residual_norm"] == pytest.approx(local.curve(other)["residual_norm"], rel=1e-10)
+
+
+def test_unreachable_cluster_fails_fast(tmp_path):
+    with pytest.raises(ValueError, match="cannot reach the Ray cluster at '127.0.0.1:1'"):
+        run_sweep(SPEC, tmp_path / "runs.db", backend="ray", ray_address="127.0.0.1:1")

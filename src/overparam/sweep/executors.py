@@ -13,6 +13,7 @@ finishes, in completion order. Workers only compute; the caller writes the store
 from __future__ import annotations
 
 import multiprocessing
+import socket
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable, Iterator, Sequence
 
@@ -62,6 +63,17 @@ def _ray_task(group: Group, device: str, threads: int) -> list[RunResult]:
     return run_group(group, device)
 
 
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast on a host:port (or ray://host:port) nobody listens at: ray.init would retry for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local" and the like: Ray resolves them itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ValueError(f"cannot reach the Ray cluster at {address!r}: {error}") from None
+
+
 def run_on_ray(groups: Sequence[Group], workers: int | None, device: str, on_start: OnStart,
                address: str | None = None, threads: int = 1) -> Iterator[list[RunResult]]:
     """Tasks on the Ray cluster at `address` (ray.init(address=...)), or on a local Ray instance
@@ -72,6 +84,8 @@ def run_on_ray(groups: Sequence[Group], workers: int | None, device: str, on_sta
     except ImportError:
         raise ValueError("the ray backend needs Ray: pip install 'overparam[ray]'") from None
     started = not ray.is_initialized()
+    if started and address is not None:
+        _check_reachable(address)
     if started:
         options = {"include_dashboard": False, "configure_logging": False}
         if address is None:
