@@ -7,46 +7,47 @@ from typing import Optional
 
 import typer
 
+from ..diffusion.experiment import DEFAULT_SAMPLER_STEPS, DiffusionConfig as Config
 from .common import app, fail, print_json, show_progress, user_errors
 
 
 @app.command()
 @user_errors
 def diffusion(
-    data: str = typer.Option("gmm:k=8,d=2", help="gmm:k=8,d=2[,radius=3,std=0.3,weights=equal|random|0.2/0.8,seed=0], "
+    data: str = typer.Option(Config.data, help="gmm:k=8,d=2[,radius=3,std=0.3,weights=equal|random|0.2/0.8,seed=0], "
                              "points:k=..,d=.. (std 0), or 2-D sample-only moons, rings, swissroll[:noise=0.1]"),
-    activation: str = typer.Option("softmax", help="one or more of softmax, exp, relu, comma-separated"),
-    width: int = typer.Option(8192, help="number of neurons m"),
-    n: int = typer.Option(4096, help="samples x_0 of p_0 to learn from (a fraction is held out)"),
-    sampler: str = typer.Option("sde", help="sde (reverse SDE, Euler-Maruyama) or ode (probability flow, Heun)"),
-    sampler_steps: Optional[int] = typer.Option(None, help="sampler time steps (default 200 for sde, 100 for ode)"),
-    spacing: str = typer.Option("quadratic", help="sampler time grid: quadratic (uniform in sqrt t), uniform or log"),
-    steps: int = typer.Option(300, help="training step budget (early stopping may end sooner)"),
-    optimizer: str = typer.Option("gd", help="gd (full batch), sgd or adam"),
+    activation: str = typer.Option(",".join(Config.activations), help="one or more of softmax, exp, relu, comma-separated"),
+    width: int = typer.Option(Config.width, help="number of neurons m"),
+    n: int = typer.Option(Config.n, help="samples x_0 of p_0 to learn from (a fraction is held out)"),
+    sampler: str = typer.Option(Config.sampler, help="sde (reverse SDE, Euler-Maruyama) or ode (probability flow, Heun)"),
+    sampler_steps: Optional[int] = typer.Option(None, help="sampler time steps (default {sde} for sde, {ode} for ode)".format(**DEFAULT_SAMPLER_STEPS)),
+    spacing: str = typer.Option(Config.spacing, help="sampler time grid: quadratic (uniform in sqrt t), uniform or log"),
+    steps: int = typer.Option(Config.steps, help="training step budget (early stopping may end sooner)"),
+    optimizer: str = typer.Option(Config.optimizer, help="gd (full batch), sgd or adam"),
     lr: str = typer.Option("auto", help="step size, or 'auto' = 1/lambda_max(Theta(W(0)))"),
     batch_size: Optional[int] = typer.Option(None, help="minibatch size for sgd/adam"),
-    noise_draws: int = typer.Option(1, help="noise draws (t, x_t) per x_0"),
-    time_law: str = typer.Option("matched", help="training times: matched (density ~ alpha_t^2/h_t: the loss is the "
+    noise_draws: int = typer.Option(Config.noise_draws, help="noise draws (t, x_t) per x_0"),
+    time_law: str = typer.Option(Config.time_law, help="training times: matched (density ~ alpha_t^2/h_t: the loss is the "
                                  "weighted score error), uniform (SPEC §6) or log"),
-    val_fraction: float = typer.Option(0.2, help="fraction of the x_0 held out for early stopping"),
-    eval_every: int = typer.Option(10, help="held-out evaluation every this many steps"),
-    patience: int = typer.Option(10, help="stop after this many evaluations without improvement"),
-    init: str = typer.Option("coupled", help="independent or coupled (symmetric, F(W(0)) = 0)"),
+    val_fraction: float = typer.Option(Config.val_fraction, help="fraction of the x_0 held out for early stopping"),
+    eval_every: int = typer.Option(Config.eval_every, help="held-out evaluation every this many steps"),
+    patience: int = typer.Option(Config.patience, help="stop after this many evaluations without improvement"),
+    init: str = typer.Option(Config.init, help="independent or coupled (symmetric, F(W(0)) = 0)"),
     scale: Optional[str] = typer.Option(None, help="output scale kappa: 1, 1/sqrt(m), 1/m or a number"),
-    sigma: float = typer.Option(1.0, help="initial weights w_r ~ N(0, sigma^2 I)"),
-    t0: float = typer.Option(1e-3, help="smallest time t0 (training, score error, end of sampling)"),
-    t_max: float = typer.Option(5.0, "--T", help="largest time T (start of sampling from N(0, I))"),
-    samples: int = typer.Option(2000, help="samples drawn per score for W2/MMD/NLL/weights"),
-    score_samples: int = typer.Option(4096, help="Monte Carlo draws for the weighted score error"),
-    seed: int = typer.Option(0, help="seed for samples, noise and initialisation (the truth is fixed by --data)"),
-    dtype: str = typer.Option("float64", help="float64 or float32 (network only; the truth is float64)"),
-    device: str = typer.Option("cpu", help="cpu or cuda"),
+    sigma: float = typer.Option(Config.sigma, help="initial weights w_r ~ N(0, sigma^2 I)"),
+    t0: float = typer.Option(Config.t0, help="smallest time t0 (training, score error, end of sampling)"),
+    t_max: float = typer.Option(Config.T, "--T", help="largest time T (start of sampling from N(0, I))"),
+    samples: int = typer.Option(Config.n_samples, help="samples drawn per score for W2/MMD/NLL/weights"),
+    score_samples: int = typer.Option(Config.n_score, help="Monte Carlo draws for the weighted score error"),
+    seed: int = typer.Option(Config.seed, help="seed for samples, noise and initialisation (the truth is fixed by --data)"),
+    dtype: str = typer.Option(Config.dtype, help="float64 or float32 (network only; the truth is float64)"),
+    device: str = typer.Option(Config.device, help="cpu or cuda"),
     out: Path = typer.Option(Path("out/diffusion"), help="folder for results.json, samples, histories, figures"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
 ) -> None:
     """Train score networks (Tweedie denoisers) on p_0, sample with them, and compare with the exact and -x scores."""
-    from ..diffusion.experiment import DiffusionConfig, run, write
     from ..diffusion.datasets import parse_data
+    from ..diffusion.experiment import run, write
 
     parse_data(data)  # a bad --data spec fails here, before any work
     activations = tuple(part.strip() for part in activation.split(",") if part.strip())
@@ -56,7 +57,7 @@ def diffusion(
             learning_rate = float(lr)
         except ValueError:
             fail(f"--lr takes a positive number or 'auto', got {lr!r}")
-    config = DiffusionConfig(
+    config = Config(
         data=data, activations=activations, width=width, n=n, sampler=sampler, sampler_steps=sampler_steps,
         spacing=spacing, steps=steps, optimizer=optimizer, lr=learning_rate, batch_size=batch_size,
         noise_draws=noise_draws, time_law=time_law, val_fraction=val_fraction, eval_every=eval_every,

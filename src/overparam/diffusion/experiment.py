@@ -43,7 +43,7 @@ from .score import LearnedScore, ScoreErrorCurve, curve_times, score_error, scor
 from .training import DenoiserFit, TrainingConfig, fit_denoiser
 
 #: Default sampler steps: Euler–Maruyama needs more steps than Heun (which calls the score twice).
-DEFAULT_SAMPLER_STEPS = {"sde": 200, "ode": 100}
+DEFAULT_SAMPLER_STEPS = {"sde": 100, "ode": 50}
 #: Metrics where lower is better, placed between the two baselines in `between`.
 RANKED = ("score_error", "w2", "mmd", "nll", "weight_error")
 
@@ -59,7 +59,7 @@ class DiffusionConfig:
     sampler: str = "sde"
     sampler_steps: int | None = None
     spacing: str = "quadratic"
-    steps: int = 300
+    steps: int = 200
     optimizer: str = "gd"
     lr: float | str = "auto"
     batch_size: int | None = None
@@ -67,7 +67,7 @@ class DiffusionConfig:
     time_law: str = "matched"
     val_fraction: float = 0.2
     eval_every: int = 10
-    patience: int = 10
+    patience: int = 5
     init: str = "coupled"
     sigma: float = 1.0
     scale: str | float | None = None

@@ -1,8 +1,9 @@
 """Sample-quality metrics: W2 (POT), RBF MMD, NLL under the true mixture, recovered weights.
 
 - W2(P, Q) = ( min_coupling E ||x - y||^2 )^{1/2} between the two empirical measures, solved
-  exactly by `ot.emd2` (network simplex) on the squared-Euclidean cost; sets above `max_points`
-  (default 5000) are subsampled uniformly first, because the exact solver is O(n^3).
+  exactly by `ot.emd2` (network simplex) on the squared-Euclidean cost (`ot.emd2_1d`, by sorting,
+  in one dimension); sets above `max_points` (default 5000) are subsampled uniformly first,
+  because the exact solver is O(n^3).
 - MMD^2 with the Gaussian kernel k(x, y) = exp(-||x - y||^2 / (2 b^2)), unbiased U-statistic
       MMD^2_u = mean_{i != j} k(x_i, x_j) + mean_{i != j} k(y_i, y_j) - 2 mean_{i, j} k(x_i, y_j),
   which can be slightly negative when P = Q. The bandwidth b comes from the median heuristic on
@@ -13,12 +14,13 @@
 - Recovered weights: each sample goes to its most probable component under p_{t0}
   (argmax_k P(k | x, t0)); the weights are the fractions, the error is the total variation
   1/2 sum_k |pi_hat_k - pi_k|.
+
+POT is imported on first use: it takes about a second, and the CLI imports this package at start-up.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import ot
 import torch
 
 from .mixtures import GaussianMixture
@@ -36,10 +38,14 @@ def _subsample(x: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarra
 
 def wasserstein2(x, y, max_points: int = EXACT_W2_POINTS, seed: int = 0) -> float:
     """Exact W2 between the empirical measures of x (n, d) and y (m, d) (uniform weights)."""
+    import ot
+
     rng = np.random.default_rng(seed)
     x, y = _subsample(_numpy(x), max_points, rng), _subsample(_numpy(y), max_points, rng)
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         return float("nan")
+    if x.shape[1] == 1:  # exact by sorting; the network simplex is slow on 1-D costs
+        return float(np.sqrt(max(ot.emd2_1d(x[:, 0], y[:, 0], metric="sqeuclidean"), 0.0)))
     cost = ot.dist(x, y, metric="sqeuclidean")
     weights_x, weights_y = np.full(len(x), 1.0 / len(x)), np.full(len(y), 1.0 / len(y))
     return float(np.sqrt(max(ot.emd2(weights_x, weights_y, cost, numItermax=10 ** 8), 0.0)))
@@ -47,8 +53,10 @@ def wasserstein2(x, y, max_points: int = EXACT_W2_POINTS, seed: int = 0) -> floa
 
 def median_bandwidth(reference, max_points: int = 2000, seed: int = 0) -> float:
     """Median heuristic: the median pairwise Euclidean distance within `reference` (subsampled)."""
+    from scipy.spatial.distance import pdist
+
     x = _subsample(_numpy(reference), max_points, np.random.default_rng(seed))
-    distances = np.sqrt(ot.dist(x, x, metric="sqeuclidean")[np.triu_indices(len(x), 1)])
+    distances = pdist(x)
     value = float(np.median(distances))
     return value if value > 0 else 1.0
 
@@ -60,8 +68,10 @@ def mmd_rbf(x, y, bandwidth: float, max_points: int = 5000, seed: int = 0) -> fl
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         return float("nan")
 
+    from scipy.spatial.distance import cdist
+
     def mean_kernel(a: np.ndarray, b: np.ndarray, same: bool) -> float:
-        K = np.exp(-ot.dist(a, b, metric="sqeuclidean") / (2 * bandwidth ** 2))
+        K = np.exp(-cdist(a, b, metric="sqeuclidean") / (2 * bandwidth ** 2))
         if same:
             return float((K.sum() - np.trace(K)) / (len(a) * (len(a) - 1)))
         return float(K.mean())

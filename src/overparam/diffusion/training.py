@@ -37,13 +37,13 @@ class TrainingConfig:
     scale: str | float | None = None
     optimizer: str = "gd"
     lr: float | str = "auto"
-    steps: int = 300
+    steps: int = 200
     batch_size: int | None = None
     noise_draws: int = 1
-    time_law: str = "uniform"
+    time_law: str = "matched"
     val_fraction: float = 0.2
     eval_every: int = 10
-    patience: int = 10
+    patience: int = 5
     bias: bool = True
     dtype: str = "float64"
     device: str = "cpu"

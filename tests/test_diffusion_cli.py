@@ -1,0 +1,78 @@
+"""`overparam diffusion` end to end (tiny sizes) and `run_experiment` on sample-only data."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from overparam.cli import run
+from overparam.diffusion import DiffusionConfig, run_experiment
+
+METRICS = {"score_error", "w2", "mmd", "nll"}
+TINY = ["--width", "32", "--n", "128", "--steps", "20", "--sampler-steps", "10", "--samples", "200",
+        "--score-samples", "500"]
+
+
+@pytest.fixture
+def overparam(capsys, monkeypatch):
+    def invoke(*args):
+        monkeypatch.setattr("sys.argv", ["overparam", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            run()
+        captured = capsys.readouterr()
+        return SimpleNamespace(returncode=exit_info.value.code, stdout=captured.out, stderr=captured.err)
+
+    return invoke
+
+
+def test_json_has_the_documented_shape_and_files_are_written(tmp_path, overparam):
+    result = overparam("diffusion", "--data", "gmm:k=2,d=2,weights=0.3/0.7", "--activation", "softmax,relu",
+                       "--sampler", "ode", *TINY, "--out", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert set(payload) == {"softmax", "relu", "baselines"}
+    assert set(payload["baselines"]) >= {"exact", "trivial"}
+    for row in (payload["softmax"], payload["relu"], payload["baselines"]["exact"], payload["baselines"]["trivial"]):
+        assert METRICS <= set(row) and all(isinstance(row[key], float) for key in METRICS)
+        assert len(row["weights"]) == 2 and abs(sum(row["weights"]) - 1) < 1e-12
+    assert payload["baselines"]["exact"]["score_error"] == 0.0
+    assert payload["baselines"]["trivial"]["score_error"] > 0
+    assert set(payload["softmax"]["between"]) == {"score_error", "w2", "mmd", "nll", "weight_error"}
+    details = json.loads((tmp_path / "results.json").read_text())
+    assert details["metrics"] == payload and details["config"]["activations"] == ["softmax", "relu"]
+    for name in ("samples.png", "score_field.png", "score_error.png", "training.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with np.load(tmp_path / "samples.npz") as samples:
+        assert set(samples.files) == {"reference", "softmax", "relu", "exact", "trivial"}
+        assert samples["softmax"].shape == (200, 2)
+    assert (tmp_path / "training_relu.parquet").exists()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--data", "gmm:k=two"], "not a valid int"),
+    (["--data", "gauss"], "unknown diffusion data"),
+    (["--data", "gmm:k=3,weights=1/2"], "k = 3"),
+    (["--data", "moons:k=3"], "unknown option"),
+    (["--activation", "softmax,tanh"], "unknown activation"),
+    (["--sampler", "langevin"], "unknown sampler"),
+    (["--T", "1e-4"], "0 < t0 < T"),
+    (["--time-law", "beta"], "time law"),
+    (["--lr", "fast"], "--lr takes"),
+])
+def test_user_errors_exit_2_with_one_line(tmp_path, overparam, args, fragment):
+    result = overparam("diffusion", *TINY, "--out", str(tmp_path), *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr
+
+
+def test_sample_only_data_reports_sample_metrics_only(tmp_path):
+    config = DiffusionConfig(data="moons", activations=("softmax",), width=32, n=128, steps=10, sampler_steps=10,
+                             n_samples=150, n_score=100, curve_samples=10)
+    metrics = run_experiment(config, tmp_path)
+    assert metrics["baselines"]["exact"] is None
+    row = metrics["softmax"]
+    assert row["score_error"] is None and row["nll"] is None and row["weights"] is None
+    assert row["w2"] > 0 and np.isfinite(row["mmd"]) and metrics["baselines"]["p0"]["w2"] > 0
+    assert (tmp_path / "score_field.png").exists() and not (tmp_path / "score_error.png").exists()
