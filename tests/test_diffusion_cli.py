@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from overparam.cli import run
-from overparam.diffusion import DiffusionConfig, run_experiment
+from overparam.diffusion import DiffusionConfig, TrainingConfig, run_experiment
 
 METRICS = {"score_error", "w2", "mmd", "nll"}
 TINY = ["--width", "32", "--n", "128", "--steps", "20", "--sampler-steps", "10", "--samples", "200",
@@ -38,9 +38,10 @@ def test_json_has_the_documented_shape_and_files_are_written(tmp_path, overparam
         assert len(row["weights"]) == 2 and abs(sum(row["weights"]) - 1) < 1e-12
     assert payload["baselines"]["exact"]["score_error"] == 0.0
     assert payload["baselines"]["trivial"]["score_error"] > 0
-    assert set(payload["softmax"]["between"]) == {"score_error", "w2", "mmd", "nll", "weight_error"}
+    assert set(payload["softmax"]["between"]) == {"score_error", "w2", "mmd", "nll"}
     details = json.loads((tmp_path / "results.json").read_text())
     assert details["metrics"] == payload and details["config"]["activations"] == ["softmax", "relu"]
+    assert details["config"]["training"]["width"] == 32
     for name in ("samples.png", "score_field.png", "score_error.png", "training.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with np.load(tmp_path / "samples.npz") as samples:
@@ -68,8 +69,9 @@ def test_user_errors_exit_2_with_one_line(tmp_path, overparam, args, fragment):
 
 
 def test_sample_only_data_reports_sample_metrics_only(tmp_path):
-    config = DiffusionConfig(data="moons", activations=("softmax",), width=32, n=128, steps=10, sampler_steps=10,
-                             n_samples=150, n_score=100, curve_samples=10)
+    config = DiffusionConfig(data="moons", activations=("softmax",), n=128, sampler_steps=10,
+                             training=TrainingConfig(width=32, steps=10), n_samples=150, n_score=100,
+                             curve_samples=10)
     metrics = run_experiment(config, tmp_path)
     assert metrics["baselines"]["exact"] is None
     row = metrics["softmax"]

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..diffusion.experiment import DEFAULT_SAMPLER_STEPS, DiffusionConfig as Config
+from ..diffusion.training import TrainingConfig as Training
 from .common import app, fail, print_json, show_progress, user_errors
 
 
@@ -17,31 +18,31 @@ def diffusion(
     data: str = typer.Option(Config.data, help="gmm:k=8,d=2[,radius=3,std=0.3,weights=equal|random|0.2/0.8,seed=0], "
                              "points:k=..,d=.. (std 0), or 2-D sample-only moons, rings, swissroll[:noise=0.1]"),
     activation: str = typer.Option(",".join(Config.activations), help="one or more of softmax, exp, relu, comma-separated"),
-    width: int = typer.Option(Config.width, help="number of neurons m"),
+    width: int = typer.Option(Training.width, help="number of neurons m"),
     n: int = typer.Option(Config.n, help="samples x_0 of p_0 to learn from (a fraction is held out)"),
     sampler: str = typer.Option(Config.sampler, help="sde (reverse SDE, Euler-Maruyama) or ode (probability flow, Heun)"),
     sampler_steps: Optional[int] = typer.Option(None, help="sampler time steps (default {sde} for sde, {ode} for ode)".format(**DEFAULT_SAMPLER_STEPS)),
     spacing: str = typer.Option(Config.spacing, help="sampler time grid: quadratic (uniform in sqrt t), uniform or log"),
-    steps: int = typer.Option(Config.steps, help="training step budget (early stopping may end sooner)"),
-    optimizer: str = typer.Option(Config.optimizer, help="gd (full batch), sgd or adam"),
+    steps: int = typer.Option(Training.steps, help="training step budget (early stopping may end sooner)"),
+    optimizer: str = typer.Option(Training.optimizer, help="gd (full batch), sgd or adam"),
     lr: str = typer.Option("auto", help="step size, or 'auto' = 1/lambda_max(Theta(W(0)))"),
     batch_size: Optional[int] = typer.Option(None, help="minibatch size for sgd/adam"),
-    noise_draws: int = typer.Option(Config.noise_draws, help="noise draws (t, x_t) per x_0"),
-    time_law: str = typer.Option(Config.time_law, help="training times: matched (density ~ alpha_t^2/h_t: the loss is the "
+    noise_draws: int = typer.Option(Training.noise_draws, help="noise draws (t, x_t) per x_0"),
+    time_law: str = typer.Option(Training.time_law, help="training times: matched (density ~ alpha_t^2/h_t: the loss is the "
                                  "weighted score error), uniform (SPEC §6) or log"),
-    val_fraction: float = typer.Option(Config.val_fraction, help="fraction of the x_0 held out for early stopping"),
-    eval_every: int = typer.Option(Config.eval_every, help="held-out evaluation every this many steps"),
-    patience: int = typer.Option(Config.patience, help="stop after this many evaluations without improvement"),
-    init: str = typer.Option(Config.init, help="independent or coupled (symmetric, F(W(0)) = 0)"),
+    val_fraction: float = typer.Option(Training.val_fraction, help="fraction of the x_0 held out for early stopping"),
+    eval_every: int = typer.Option(Training.eval_every, help="held-out evaluation every this many steps"),
+    patience: int = typer.Option(Training.patience, help="stop after this many evaluations without improvement"),
+    init: str = typer.Option(Training.init, help="independent or coupled (symmetric, F(W(0)) = 0)"),
     scale: Optional[str] = typer.Option(None, help="output scale kappa: 1, 1/sqrt(m), 1/m or a number"),
-    sigma: float = typer.Option(Config.sigma, help="initial weights w_r ~ N(0, sigma^2 I)"),
+    sigma: float = typer.Option(Training.sigma, help="initial weights w_r ~ N(0, sigma^2 I)"),
     t0: float = typer.Option(Config.t0, help="smallest time t0 (training, score error, end of sampling)"),
     t_max: float = typer.Option(Config.T, "--T", help="largest time T (start of sampling from N(0, I))"),
     samples: int = typer.Option(Config.n_samples, help="samples drawn per score for W2/MMD/NLL/weights"),
     score_samples: int = typer.Option(Config.n_score, help="Monte Carlo draws for the weighted score error"),
     seed: int = typer.Option(Config.seed, help="seed for samples, noise and initialisation (the truth is fixed by --data)"),
-    dtype: str = typer.Option(Config.dtype, help="float64 or float32 (network only; the truth is float64)"),
-    device: str = typer.Option(Config.device, help="cpu or cuda"),
+    dtype: str = typer.Option(Training.dtype, help="float64 or float32 (network only; the truth is float64)"),
+    device: str = typer.Option(Training.device, help="cpu or cuda"),
     out: Path = typer.Option(Path("out/diffusion"), help="folder for results.json, samples, histories, figures"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
 ) -> None:
@@ -57,12 +58,13 @@ def diffusion(
             learning_rate = float(lr)
         except ValueError:
             fail(f"--lr takes a positive number or 'auto', got {lr!r}")
+    training = Training(
+        width=width, init=init, sigma=sigma, scale=scale, optimizer=optimizer, lr=learning_rate, steps=steps,
+        batch_size=batch_size, noise_draws=noise_draws, time_law=time_law, val_fraction=val_fraction,
+        eval_every=eval_every, patience=patience, dtype=dtype, device=device)
     config = Config(
-        data=data, activations=activations, width=width, n=n, sampler=sampler, sampler_steps=sampler_steps,
-        spacing=spacing, steps=steps, optimizer=optimizer, lr=learning_rate, batch_size=batch_size,
-        noise_draws=noise_draws, time_law=time_law, val_fraction=val_fraction, eval_every=eval_every,
-        patience=patience, init=init, sigma=sigma, scale=scale, t0=t0, T=t_max, n_samples=samples,
-        n_score=score_samples, seed=seed, dtype=dtype, device=device)
+        data=data, activations=activations, n=n, training=training, sampler=sampler, sampler_steps=sampler_steps,
+        spacing=spacing, t0=t0, T=t_max, n_samples=samples, n_score=score_samples, seed=seed)
     say = (lambda message: typer.echo(message, err=True)) if show_progress(json_output) else None
     result = run(config, say)
     write(result, out)

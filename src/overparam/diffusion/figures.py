@@ -49,19 +49,19 @@ def samples_figure(reference: np.ndarray, samples: dict[str, np.ndarray], path, 
 
 
 def score_field_figure(true_score, scores: dict, times, limits, path, grid: int = 13) -> Path:
-    """Quiver of each learned score (colour) over the true score (black) at each t; rows t, columns scores.
+    """Quiver of each learned score (colour) over the true score (black); rows scores, columns t.
 
     true_score may be None (sample-only data): then only the learned fields are drawn.
     """
     x0, x1, y0, y1 = limits
     gx, gy = np.meshgrid(np.linspace(x0, x1, grid), np.linspace(y0, y1, grid))
     points = torch.as_tensor(np.stack([gx.ravel(), gy.ravel()], 1))
-    fig, axes = plt.subplots(len(times), len(scores), figsize=(3.3 * len(scores), 3.2 * len(times)),
+    fig, axes = plt.subplots(len(scores), len(times), figsize=(3.3 * len(times), 3.4 * len(scores) + 0.4),
                              squeeze=False, constrained_layout=True)
-    for row, t in enumerate(times):
+    for col, t in enumerate(times):
         tt = torch.full((len(points),), float(t), dtype=torch.float64)
         truth = true_score(points, tt).numpy() if true_score is not None else None
-        for col, (name, score) in enumerate(scores.items()):
+        for row, (name, score) in enumerate(scores.items()):
             ax = axes[row, col]
             learned = score(points, tt).detach().cpu().numpy()
             # one arrow scale per panel, set by the true field so mismatches in size show
@@ -74,7 +74,7 @@ def score_field_figure(true_score, scores: dict, times, limits, path, grid: int 
             ax.set_aspect("equal")
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle("score fields: learned (colour) over true (black)" if true_score is not None else "learned score fields")
+    fig.suptitle("learned score (colour) over true score (black)" if true_score is not None else "learned score fields")
     path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)

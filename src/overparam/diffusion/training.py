@@ -49,6 +49,8 @@ class TrainingConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if int(self.width) != self.width or self.width < 1:
+            raise ValueError(f"width must be a positive integer, got {self.width!r}")
         if int(self.noise_draws) != self.noise_draws or self.noise_draws < 1:
             raise ValueError(f"noise_draws must be a positive integer, got {self.noise_draws!r}")
         if self.time_law not in process.TIME_LAWS:
