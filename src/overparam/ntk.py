@@ -27,9 +27,14 @@ DENSE_LIMIT = 4096
 BLOCK_BYTES = 1 << 27
 #: Relative tolerance of the Lanczos eigenvalue (ARPACK: ||K v - mu v|| <= tol * |mu|).
 LANCZOS_TOL = 1e-10
-#: Lanczos basis size: a large basis restarts rarely, which matters for the clustered bottom of
-#: kernel spectra (costs 8 * size * LANCZOS_NCV bytes).
-LANCZOS_NCV = 256
+#: Lanczos basis sizes tried in turn (each with `maxiter` restarts): the bottom of a kernel spectrum
+#: is clustered and far below lambda_max, where restarting a small basis stalls; a basis costs
+#: 8 * size * ncv bytes and is capped to a quarter of free memory.
+LANCZOS_BASES = (128, 512, 2048)
+#: Restarts of one basis size before the next, larger one is tried.
+LANCZOS_RESTARTS = 2
+#: Basis size for the leading eigenvalues (they converge fast).
+LEADING_NCV = 256
 
 
 def lambda_max(forward: Pass, iters: int = 100, rtol: float = 1e-4, seed: int = 0) -> float:
@@ -314,7 +319,8 @@ def extreme_eigenvalue(kernel, X=None, which: str = "smallest", *, sigma: float 
     """Smallest or largest eigenvalue of a kernel (see `kernel_operator` for what `kernel` may be).
 
     size <= dense_limit: dense float64 eigvalsh. Above: Lanczos (scipy eigsh, which='SA'/'LA')
-    on the matrix-free product; v0 warm-starts it (e.g. the previous step's eigenvector).
+    on the matrix-free product, with bases of LANCZOS_BASES vectors and `maxiter` restarts each
+    (default LANCZOS_RESTARTS); v0 warm-starts it (e.g. the previous step's eigenvector).
     """
     if which not in ("smallest", "largest"):
         raise ValueError(f"which must be 'smallest' or 'largest', got {which!r}")
@@ -355,21 +361,58 @@ def leading_eigenvalues(kernel, X=None, count: int = 64, *, dense_limit: int = D
     operator = kernel_operator(kernel, X, **options)
     if operator.size <= dense_limit:
         return torch.linalg.eigvalsh(operator.dense().to(torch.float64)).flip(0).cpu().numpy()
-    values, _, _, _ = _arpack(operator, "LA", min(count, operator.size - 1), tol, None, None)
+    values, _, _, _ = _arpack(operator, "LA", min(count, operator.size - 1), tol, None, None, LEADING_NCV)
     return np.sort(values)[::-1]
 
 
 def _lanczos(operator: KernelOperator, which: str, tol: float, maxiter: int | None, v0) -> Eigenvalue:
-    values, vectors, converged, count = _arpack(operator, which, 1, tol, maxiter, v0)
-    if len(values) == 0:
-        return Eigenvalue(float("nan"), False, "lanczos", float("nan"), count)
+    """One eigenpair by Lanczos with growing bases (LANCZOS_BASES), `maxiter` restarts each."""
+    cap = max(16, coefficients.available_memory(torch.device("cpu")) // (4 * 8 * operator.size))
+    largest = min(operator.size, cap)
+    total = 0
+    for ncv in sorted({min(ncv, largest) for ncv in LANCZOS_BASES}):
+        values, vectors, converged, count = _arpack(operator, which, 1, tol, maxiter or LANCZOS_RESTARTS, v0, ncv)
+        total += count
+        if converged:
+            break
+    method = "lanczos"
+    if len(values) == 0:  # ARPACK returns nothing unconverged: take LOBPCG's best upper estimate
+        method, (values, vectors, converged, count) = "lobpcg", _lobpcg(operator, which, tol, v0)
+        total += count
     value, vector = float(values[0]), vectors[:, 0]
     product = operator.matvec(torch.from_numpy(vector[:, None]).to(operator.device, operator.dtype))
     residual = float(np.linalg.norm(product.to("cpu", torch.float64).numpy()[:, 0] - value * vector))
-    return Eigenvalue(value, converged and math.isfinite(value), "lanczos", residual, count + 1, vector)
+    return Eigenvalue(value, converged and math.isfinite(value), method, residual, total + 1, vector)
 
 
-def _arpack(operator: KernelOperator, which: str, k: int, tol: float, maxiter: int | None, v0):
+def _lobpcg(operator: KernelOperator, which: str, tol: float, v0, iterations: int = 200):
+    """scipy lobpcg with one vector: (values, vectors, converged, matvecs); its value is the best
+    Rayleigh quotient reached (an upper bound for the smallest eigenvalue) even without convergence."""
+    import warnings
+
+    from scipy.sparse.linalg import lobpcg
+
+    count = 0
+
+    def product(V: np.ndarray) -> np.ndarray:
+        nonlocal count
+        block = np.asarray(V, dtype=np.float64).reshape(operator.size, -1)
+        count += block.shape[1]
+        out = operator.matvec(torch.from_numpy(np.ascontiguousarray(block)).to(operator.device, operator.dtype))
+        return out.to("cpu", torch.float64).numpy()
+
+    start = np.random.default_rng(0).standard_normal((operator.size, 1)) if v0 is None else \
+        np.asarray(v0, dtype=np.float64).reshape(operator.size, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values, vectors, history = lobpcg(product, start, largest=which != "SA", tol=None, maxiter=iterations,
+                                          retResidualNormsHistory=True)
+    scale = abs(float(values[0])) or 1.0
+    converged = bool(history) and float(np.max(history[-1])) <= tol * scale
+    return values, vectors, converged, count
+
+
+def _arpack(operator: KernelOperator, which: str, k: int, tol: float, maxiter: int | None, v0, ncv: int):
     """scipy eigsh (implicitly restarted Lanczos) on the operator: (values, vectors, converged, matvecs)."""
     from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
@@ -384,7 +427,7 @@ def _arpack(operator: KernelOperator, which: str, k: int, tol: float, maxiter: i
 
     linear = LinearOperator((operator.size, operator.size), matvec=product, matmat=product, dtype=np.float64)
     start = None if v0 is None else np.asarray(v0, dtype=np.float64).reshape(operator.size)
-    ncv = min(operator.size, max(LANCZOS_NCV, 2 * k + 1))
+    ncv = min(operator.size, max(ncv, 2 * k + 1))
     try:
         values, vectors = eigsh(linear, k=k, which=which, tol=tol, maxiter=maxiter, v0=start, ncv=ncv)
         return values, vectors, True, count
