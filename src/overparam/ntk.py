@@ -342,14 +342,17 @@ def lambda_min(kernel, X=None, **options) -> Eigenvalue:
 
 
 def spectral_norm(kernel, X=None, *, dense_limit: int = DENSE_LIMIT, tol: float = 1e-8,
-                  maxiter: int | None = None, **options) -> Eigenvalue:
+                  maxiter: int | None = None, v0=None, **options) -> Eigenvalue:
     """||K||_2 = max_i |lambda_i(K)| of a symmetric (possibly indefinite) kernel, e.g. a
-    difference `kernel_operator(net, X) - kernel_operator("relu", X)`."""
+    difference `kernel_operator(net, X) - kernel_operator("relu", X)`; v0 warm-starts Lanczos."""
     operator = kernel_operator(kernel, X, **options)
     if operator.size <= dense_limit:
         value = float(torch.linalg.eigvalsh(operator.dense().to(torch.float64)).abs().max())
         return Eigenvalue(value, math.isfinite(value), "dense", 0.0, 0)
-    result = _lanczos(operator, "LM", tol, maxiter, None)
+    probe = torch.randn(operator.size, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    if not operator.matvec(probe.to(operator.device, operator.dtype)).any():
+        return Eigenvalue(0.0, True, "lanczos", 0.0, 1)  # a zero product on a random vector: K = 0
+    result = _lanczos(operator, "LM", tol, maxiter, v0)
     result.value = abs(result.value)
     return result
 
