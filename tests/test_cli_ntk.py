@@ -1,0 +1,119 @@
+"""`overparam ntk`, `overparam bound` and `overparam train --diagnostics` end to end."""
+
+import json
+from types import SimpleNamespace
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from overparam import TwoLayerNet
+from overparam.cli import run
+from overparam.data import sphere
+from overparam.ntk import infinite_ntk, ntk
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def overparam(capsys, monkeypatch):
+    def invoke(*args):
+        monkeypatch.setattr("sys.argv", ["overparam", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            run()
+        captured = capsys.readouterr()
+        return SimpleNamespace(returncode=exit_info.value.code, stdout=captured.out, stderr=captured.err)
+
+    return invoke
+
+
+def eigenvalues(matrix):
+    values = torch.linalg.eigvalsh(matrix)
+    return float(values[0]), float(values[-1])
+
+
+def test_ntk_finite_json(tmp_path, overparam):
+    result = overparam("ntk", "--activation", "softmax", "--width", "300", "--n", "20", "--d", "3",
+                       "--out", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert {"lambda_min", "lambda_max", "condition_number"} <= set(summary) and "relative_distance" not in summary
+    net = TwoLayerNet(3, 300, 1, "softmax")
+    low, high = eigenvalues(ntk(net, torch.from_numpy(sphere(20, 3).X)))
+    assert summary["lambda_min"] == pytest.approx(low, rel=1e-10)
+    assert summary["lambda_max"] == pytest.approx(high, rel=1e-10)
+    assert summary["condition_number"] == pytest.approx(high / low, rel=1e-10)
+    assert (tmp_path / "spectrum.png").read_bytes()[:8] == PNG
+
+
+def test_ntk_infinite_alone_describes_h_star(tmp_path, overparam):
+    result = overparam("ntk", "--activation", "exp", "--infinite", "--n", "15", "--d", "4", "--out", str(tmp_path),
+                       "--json")
+    summary = json.loads(result.stdout)
+    low, high = eigenvalues(infinite_ntk("exp", torch.from_numpy(sphere(15, 4).X)))
+    assert summary["kernel"] == "infinite" and "relative_distance" not in summary and "width" not in summary
+    assert summary["lambda_min"] == pytest.approx(low, rel=1e-10)
+    assert summary["lambda_max"] == pytest.approx(high, rel=1e-10)
+
+
+def test_ntk_both_kernels_give_the_relative_distance(tmp_path, overparam):
+    result = overparam("ntk", "--activation", "relu", "--width", "256", "--infinite", "--n", "30", "--d", "3",
+                       "--k", "2", "--dense-limit", "10", "--out", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    X = torch.from_numpy(sphere(30, 3, 2).X)
+    H, limit = ntk(TwoLayerNet(3, 256, 2, "relu"), X), infinite_ntk("relu", X, out_dim=2)
+    expected = float(torch.linalg.matrix_norm(H - limit, ord=2) / torch.linalg.matrix_norm(limit, ord=2))
+    assert summary["method"] == "lanczos" and summary["converged"]
+    assert summary["relative_distance"] == pytest.approx(expected, rel=1e-6)
+    assert summary["lambda_min"] == pytest.approx(eigenvalues(H)[0], rel=1e-8)
+    assert summary["infinite"]["lambda_min"] == pytest.approx(eigenvalues(limit)[0], rel=1e-8)
+
+
+def test_ntk_monte_carlo(tmp_path, overparam):
+    result = overparam("ntk", "--activation", "relu", "--width", "64", "--monte-carlo", "4", "--infinite",
+                       "--n", "10", "--d", "3", "--out", str(tmp_path), "--json")
+    summary = json.loads(result.stdout)
+    assert summary["kernel"] == "monte_carlo" and summary["monte_carlo"]["samples"] == 4
+    assert {"relative_distance", "lambda_min", "lambda_max", "condition_number"} <= set(summary)
+    assert summary["monte_carlo"]["max_z"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ntk", "--activation", "tanh"], "unknown activation"),
+    (["ntk", "--monte-carlo", "1"], "at least 2"),
+    (["ntk", "--width", "0"], "positive"),
+    (["ntk", "--data", "missing.npz"], "does not exist"),
+    (["bound", "--n", "100", "--lambda", "0.1", "--delta", "1.5"], "delta"),
+    (["bound", "--n", "100", "--lambda", "-1", "--delta", "0.1"], "lambda"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, overparam, args, message):
+    result = overparam(*args, "--out", str(tmp_path)) if args[0] == "ntk" else overparam(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bound_json_and_table(overparam):
+    result = overparam("bound", "--n", "1000", "--lambda", "0.1", "--delta", "0.01", "--d", "2", "--json")
+    summary = json.loads(result.stdout)
+    assert set(summary["works"]) == {"DZPS19", "SY19", "MOSW22", "GMS23", "SMX24"}
+    assert summary["works"]["DZPS19"]["width"] == pytest.approx(1000**6 / (0.1**4 * 0.01**3))
+    assert summary["capacity_width"] == 500 and "not bounds" in summary["label"]
+    table = overparam("bound", "--n", "1000", "--lambda", "0.1", "--delta", "0.01")
+    assert table.returncode in (0, None) and "DZPS19" in table.stdout and "capacity" not in table.stdout
+
+
+def test_train_diagnostics(tmp_path, overparam):
+    result = overparam("train", "--activation", "relu", "--width", "512", "--n", "12", "--d", "4", "--steps", "30",
+                       "--diagnostics", "--diagnostics-every", "10", "--out", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    theory = summary["theory"]
+    for key in ("reference_lambda", "linear_convergence", "kernel_within_quarter", "kernel_above_half", "radius",
+                "observed_rate", "predicted_rate", "max_kernel_drift", "holds", "dzps19_radius"):
+        assert key in theory
+    assert theory["radius"] == pytest.approx(summary["max_movement"], rel=1e-12)
+    table = pq.read_table(tmp_path / "diagnostics.parquet").to_pydict()
+    assert table["kernel_step"] == [0, 10, 20, 30]
+    assert (tmp_path / "diagnostics.png").read_bytes()[:8] == PNG
+    assert json.loads((tmp_path / "summary.json").read_text())["theory"]["records"] == 4
