@@ -206,3 +206,16 @@ def test_unconverged_lanczos_is_reported_with_an_upper_estimate(monkeypatch):
     assert result.residual > 0
     if result.converged:
         assert result.value == pytest.approx(values[0], rel=1e-6)
+
+
+def test_pass_ntk_broadcasts_over_seeds():
+    from overparam.coefficients import forward
+
+    X = inputs(6, 3, seed=13)
+    nets = [TwoLayerNet(3, 32, 2, "softmax", seed=s) for s in range(3)]
+    batched = forward(X, torch.stack([net.W for net in nets]), torch.stack([net.a for net in nets]), "softmax",
+                      1.0, chunk=8)
+    kernels = ntk_module.pass_ntk(batched)
+    assert kernels.shape == (3, 12, 12)
+    for kernel, net in zip(kernels, nets):
+        torch.testing.assert_close(kernel, ntk(net, X), rtol=1e-12, atol=1e-12)

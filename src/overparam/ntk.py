@@ -91,7 +91,8 @@ def pass_ntk(forward: Pass, normalized: bool = True, split: int | None = None) -
         C_rows = C[..., rows, :].reshape(batch + (k * n_rows, -1))
         C_cols = C_rows if split is None else C[..., cols, :].reshape(batch + (k * n_cols, -1))
         gram += C_rows @ C_cols.transpose(-1, -2)
-    gram *= (X[..., rows, :] @ X[..., cols, :].transpose(-1, -2)).repeat(k, k)
+    inner = X[..., rows, :] @ X[..., cols, :].transpose(-1, -2)
+    gram *= inner.repeat(*(1,) * (inner.dim() - 2), k, k)
     if normalized:
         gram /= forward.total_width * forward.kappa**2
     return gram
