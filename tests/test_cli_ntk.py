@@ -1,30 +1,17 @@
 """`overparam ntk`, `overparam bound` and `overparam train --diagnostics` end to end."""
 
 import json
-from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from overparam import TwoLayerNet
-from overparam.cli import run
 from overparam.data import sphere
 from overparam.ntk import infinite_ntk, ntk
+from test_cli_train import overparam  # noqa: F401  (the in-process CLI fixture)
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture
-def overparam(capsys, monkeypatch):
-    def invoke(*args):
-        monkeypatch.setattr("sys.argv", ["overparam", *args])
-        with pytest.raises(SystemExit) as exit_info:
-            run()
-        captured = capsys.readouterr()
-        return SimpleNamespace(returncode=exit_info.value.code, stdout=captured.out, stderr=captured.err)
-
-    return invoke
 
 
 def eigenvalues(matrix):

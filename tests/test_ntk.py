@@ -15,20 +15,9 @@ from overparam import ntk as ntk_module
 from overparam.data import sphere
 from overparam.ntk import (extreme_eigenvalue, infinite_ntk, kernel_operator, lambda_min, leading_eigenvalues,
                            monte_carlo_ntk, ntk, spectral_norm)
+from test_models import reference_output  # F(W, X) written directly from SPEC §2
 
 ACTIVATIONS = ("relu", "exp", "softmax")
-
-
-def reference_output(W, a, X, activation, kappa):
-    """F(W, X) written directly from SPEC §2 (no shared code with overparam.coefficients)."""
-    Z = X @ W.T
-    if activation == "relu":
-        phi = torch.relu(Z)
-    elif activation == "exp":
-        phi = torch.exp(Z)
-    else:
-        phi = W.shape[0] * torch.softmax(Z, dim=1)
-    return kappa * phi @ a
 
 
 def jacobian_ntk(net, X):
