@@ -10,6 +10,10 @@ itself: the finite-sample floor of W2 and MMD.
 Common random numbers: every score function sees the same score-error draws and the samplers the
 same initial points and Brownian increments, so differences between rows come from the scores.
 
+`run` is made of pieces that also work one score at a time (the study's section (f) caches each
+activation separately): `draw` (the shared draws from p_0), `fit_score` (train one denoiser),
+`measure` (score error, samples and sample metrics of one score), `p0_row` and `metrics_dict`.
+
 `run_experiment(config, out_dir)` returns the metrics dict (the CLI's --json object):
 
     {"<activation>": {"score_error", "score_error_stderr", "w2", "mmd", "nll", "weights",
@@ -35,7 +39,7 @@ import torch
 
 from ..activations import check_activation
 from . import metrics
-from .datasets import parse_data
+from .datasets import SampleSet, parse_data
 from .mixtures import GaussianMixture
 from .process import Horizon, time_grid
 from .samplers import SAMPLERS, sample
@@ -125,25 +129,101 @@ class DiffusionResult:
             "mmd_bandwidth": self.mmd_bandwidth,
             "curves": {name: {"times": c.times.tolist(), "value": _finite(c.value), "stderr": _finite(c.stderr)}
                        for name, c in self.curves.items()},
-            "training": {name: {"step": fit.history.step.tolist(), "train_mse": _finite(fit.train_mse),
-                                "val_step": np.asarray(fit.val_step).tolist(), "val_loss": _finite(fit.val_loss)}
-                         for name, fit in self.fits.items()},
+            "training": {name: training_record(fit) for name, fit in self.fits.items()},
         }
 
 
-def _sample_metrics(config: DiffusionConfig, truth: GaussianMixture | None, x: np.ndarray,
-                    reference: np.ndarray, bandwidth: float) -> dict:
-    out = {"w2": _finite(metrics.wasserstein2(x, reference, seed=config.seed)),
-           "mmd": _finite(metrics.mmd_rbf(x, reference, bandwidth, seed=config.seed)),
+@dataclass
+class Draws:
+    """The run's draws from p_0, shared by every score (common random numbers).
+
+    x0 (n, d): the training samples; reference (n_samples, d): the sample every sampler's output
+    is measured against; fresh (n_samples, d): a second sample of p_0 (the `p0` row); bandwidth:
+    the MMD kernel width (median heuristic on the reference); truth: the mixture, None for
+    sample-only data.
+    """
+
+    source: GaussianMixture | SampleSet
+    truth: GaussianMixture | None
+    x0: torch.Tensor
+    reference: np.ndarray
+    fresh: np.ndarray
+    bandwidth: float
+
+
+@dataclass
+class ScoreMeasurement:
+    """What one score function produced: its metrics row, its samples (n_samples, d) and its
+    score-error curve (None for sample-only data)."""
+
+    row: dict
+    samples: np.ndarray
+    curve: ScoreErrorCurve | None
+
+
+def draw(config: DiffusionConfig) -> Draws:
+    """The draws from p_0 that every score of a run with `config` shares (same seed, same draws)."""
+    source = parse_data(config.data)
+    generator = torch.Generator().manual_seed(config.seed)
+    x0 = source.sample(config.n, generator)
+    reference = source.sample(config.n_samples, generator).numpy()
+    fresh = source.sample(config.n_samples, generator).numpy()
+    truth = source if isinstance(source, GaussianMixture) else None
+    return Draws(source, truth, x0, reference, fresh, metrics.median_bandwidth(reference, seed=config.seed))
+
+
+def fit_score(activation: str, config: DiffusionConfig, draws: Draws) -> tuple[DenoiserFit, LearnedScore]:
+    """Train the `activation` denoiser on draws.x0 and return it with its Tweedie score."""
+    fit = fit_denoiser(draws.x0, config.horizon, config.training_for(activation), seed=config.seed)
+    return fit, LearnedScore(fit.net, fit.embedding)
+
+
+def baseline_scores(truth: GaussianMixture | None) -> dict[str, Callable]:
+    """The two reference scores: `exact` (grad log p_t, only with a mixture truth) and `trivial` (-x)."""
+    return ({"exact": truth.score} if truth is not None else {}) | {"trivial": trivial_score}
+
+
+def measure(score: Callable, config: DiffusionConfig, draws: Draws) -> ScoreMeasurement:
+    """Score error (overall and per t, exact data only), then samples and their metrics, for one score.
+
+    Every call reseeds its generators from config.seed: every score sees the same score-error
+    draws, initial points and Brownian increments.
+    """
+    row: dict = {"score_error": None, "score_error_stderr": None}
+    curve = None
+    if draws.truth is not None:
+        error = score_error(score, draws.truth, config.horizon, config.n_score,
+                            torch.Generator().manual_seed(config.seed + 2))
+        row.update(score_error=_finite(error.value), score_error_stderr=_finite(error.stderr))
+        curve = score_error_curve(score, draws.truth, curve_times(config.horizon, config.curve_points),
+                                  config.curve_samples, torch.Generator().manual_seed(config.seed + 3))
+    drawn = sample(score, config.n_samples, draws.source.dim, config.horizon, config.sampler, config.sampler_steps,
+                   config.spacing, torch.Generator().manual_seed(config.seed + 1),
+                   device=torch.device(config.training.device))
+    samples = drawn.cpu().numpy()
+    row.update(sample_metrics(config, draws, samples))
+    return ScoreMeasurement(row, samples, curve)
+
+
+def sample_metrics(config: DiffusionConfig, draws: Draws, x: np.ndarray) -> dict:
+    """W2 and MMD of samples x (N, d) against draws.reference; NLL and recovered weights under the truth."""
+    out = {"w2": _finite(metrics.wasserstein2(x, draws.reference, seed=config.seed)),
+           "mmd": _finite(metrics.mmd_rbf(x, draws.reference, draws.bandwidth, seed=config.seed)),
            "nll": None, "weights": None, "weight_error": None}
-    if truth is not None:
-        weights = metrics.recovered_weights(truth, x, config.t0)
-        out.update(nll=_finite(metrics.negative_log_likelihood(truth, x, config.t0)), weights=weights.tolist(),
-                   weight_error=metrics.weight_error(truth, weights))
+    if draws.truth is not None:
+        weights = metrics.recovered_weights(draws.truth, x, config.t0)
+        out.update(nll=_finite(metrics.negative_log_likelihood(draws.truth, x, config.t0)), weights=weights.tolist(),
+                   weight_error=metrics.weight_error(draws.truth, weights))
     return out
 
 
-def _between(learned: dict, exact: dict | None, trivial: dict) -> dict:
+def p0_row(config: DiffusionConfig, draws: Draws) -> dict:
+    """The `p0` baseline: the fresh draws of p_0 measured like samples (no score involved)."""
+    return {"score_error": None, "score_error_stderr": None, **sample_metrics(config, draws, draws.fresh)}
+
+
+def between(learned: dict, exact: dict | None, trivial: dict) -> dict:
+    """(trivial - learned) / (trivial - exact) for each metric in RANKED (module docstring)."""
     position = {}
     for name in RANKED:
         value, low, high = learned.get(name), (exact or {}).get(name), trivial.get(name)
@@ -154,64 +234,55 @@ def _between(learned: dict, exact: dict | None, trivial: dict) -> dict:
     return position
 
 
+def metrics_dict(rows: dict[str, dict], p0: dict, training: dict[str, dict]) -> dict:
+    """The documented metrics dict from the per-score rows (learned, exact, trivial), the p0 row
+    and each activation's training summary (`DenoiserFit.summary()`)."""
+    result = {activation: {**rows[activation], "between": between(rows[activation], rows.get("exact"),
+                                                                   rows["trivial"]),
+                           "training": summary}
+              for activation, summary in training.items()}
+    result["baselines"] = {"exact": rows.get("exact"), "trivial": rows["trivial"], "p0": p0}
+    return result
+
+
+def bayes_val_loss(truth: GaussianMixture, fit: DenoiserFit) -> float:
+    """Held-out mean ||D(x_t, t) - x_0||^2 of the exact denoiser D = E[x_0 | x_t, t] on fit's held-out
+    pairs: the floor of the learned denoiser's held-out loss (the pairs depend on the seed, not the
+    activation)."""
+    pairs = fit.val_pairs
+    return float((truth.denoiser(pairs.xt, pairs.t) - pairs.x0).square().sum(1).mean())
+
+
+def training_record(fit: DenoiserFit) -> dict:
+    """Plain-data training curves: steps and training MSE, held-out steps and losses, the kept step."""
+    return {"step": fit.history.step.tolist(), "train_mse": _finite(fit.train_mse),
+            "val_step": np.asarray(fit.val_step).tolist(), "val_loss": _finite(fit.val_loss),
+            "best_step": int(fit.best_step)}
+
+
 def run(config: DiffusionConfig, progress: Callable[[str], None] | None = None) -> DiffusionResult:
     """Run the experiment described by `config` (module docstring); writes nothing."""
     say = progress or (lambda message: None)
-    source = parse_data(config.data)
-    truth = source if isinstance(source, GaussianMixture) else None
-    horizon = config.horizon
-    time_grid(horizon, config.sampler_steps, config.spacing)  # validate before any training
-    trainings = {activation: config.training_for(activation) for activation in config.activations}
-    device = torch.device(config.training.device)
-
-    generator = torch.Generator().manual_seed(config.seed)
-    x0 = source.sample(config.n, generator)
-    reference = source.sample(config.n_samples, generator).numpy()
-    fresh = source.sample(config.n_samples, generator).numpy()
-    bandwidth = metrics.median_bandwidth(reference, seed=config.seed)
-
+    time_grid(config.horizon, config.sampler_steps, config.spacing)  # validate before any training
+    draws = draw(config)
     scores: dict[str, Callable] = {}
     fits: dict[str, DenoiserFit] = {}
-    for activation, training in trainings.items():
+    for activation in config.activations:
+        training = config.training_for(activation)
         say(f"training {activation} (width {training.width}, {training.optimizer}, up to {training.steps} steps)")
-        fits[activation] = fit_denoiser(x0, horizon, training, seed=config.seed)
-        scores[activation] = LearnedScore(fits[activation].net, fits[activation].embedding)
-    if truth is not None:
-        scores["exact"] = truth.score
-    scores["trivial"] = trivial_score
-
-    rows: dict[str, dict] = {}
-    samples: dict[str, np.ndarray] = {}
-    curves: dict[str, ScoreErrorCurve] = {}
-    times = curve_times(horizon, config.curve_points)
+        fits[activation], scores[activation] = fit_score(activation, config, draws)
+    scores.update(baseline_scores(draws.truth))
+    measured: dict[str, ScoreMeasurement] = {}
     for name, score in scores.items():
         say(f"scoring and sampling with the {name} score ({config.sampler}, {config.sampler_steps} steps)")
-        row: dict = {"score_error": None, "score_error_stderr": None}
-        if truth is not None:
-            error = score_error(score, truth, horizon, config.n_score, torch.Generator().manual_seed(config.seed + 2))
-            row.update(score_error=_finite(error.value), score_error_stderr=_finite(error.stderr))
-            curves[name] = score_error_curve(score, truth, times, config.curve_samples,
-                                             torch.Generator().manual_seed(config.seed + 3))
-        drawn = sample(score, config.n_samples, source.dim, horizon, config.sampler,
-                       config.sampler_steps, config.spacing, torch.Generator().manual_seed(config.seed + 1),
-                       device=device)
-        samples[name] = drawn.cpu().numpy()
-        row.update(_sample_metrics(config, truth, samples[name], reference, bandwidth))
-        rows[name] = row
-    p0 = {"score_error": None, "score_error_stderr": None}  # fresh draws of p_0: no score involved
-    p0.update(_sample_metrics(config, truth, fresh, reference, bandwidth))
-
-    result = {}
-    for activation, fit in fits.items():
-        result[activation] = {**rows[activation],
-                              "between": _between(rows[activation], rows.get("exact"), rows["trivial"]),
-                              "training": fit.summary()}
-    result["baselines"] = {"exact": rows.get("exact"), "trivial": rows["trivial"], "p0": p0}
-    bayes = None
-    if truth is not None and fits:
-        pairs = next(iter(fits.values())).val_pairs
-        bayes = float((truth.denoiser(pairs.xt, pairs.t) - pairs.x0).square().sum(1).mean())
-    return DiffusionResult(config, truth, result, reference, samples, curves, fits, scores, bayes, bandwidth)
+        measured[name] = measure(score, config, draws)
+    result = metrics_dict({name: m.row for name, m in measured.items()}, p0_row(config, draws),
+                          {activation: fit.summary() for activation, fit in fits.items()})
+    bayes = bayes_val_loss(draws.truth, next(iter(fits.values()))) if draws.truth is not None else None
+    return DiffusionResult(config, draws.truth, result, draws.reference,
+                           {name: m.samples for name, m in measured.items()},
+                           {name: m.curve for name, m in measured.items() if m.curve is not None},
+                           fits, scores, bayes, draws.bandwidth)
 
 
 def write(result: DiffusionResult, out_dir) -> list[Path]:

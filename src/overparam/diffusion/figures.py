@@ -1,4 +1,7 @@
-"""Figures of a diffusion run (matplotlib, headless): each function writes one PNG and returns its path.
+"""Figures of a diffusion run (matplotlib, headless): each `*_figure` writes one PNG and returns its path.
+
+Each is a `plot_*` function (plain arrays in, a matplotlib figure out; the study saves those as
+PNG and SVG) and a few lines that save it:
 
 - samples.png: p_0 and the samples of every score side by side (first two coordinates);
 - score_field.png: learned against true score field (quiver) at a few t (2-D data only);
@@ -26,8 +29,15 @@ def _limits(reference: np.ndarray) -> tuple[float, float, float, float]:
     return low[0] - pad[0], high[0] + pad[0], low[1] - pad[1], high[1] + pad[1]
 
 
-def samples_figure(reference: np.ndarray, samples: dict[str, np.ndarray], path, title: str = "") -> Path:
-    """Scatter of p_0 draws, then each score's samples, one panel each, shared axes."""
+def _save(fig, path, dpi: int) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def plot_samples(reference: np.ndarray, samples: dict[str, np.ndarray], title: str = ""):
+    """Scatter of p_0 draws, then each score's samples, one panel each, shared axes; returns the figure."""
     panels = {"p_0 (fresh draws)": reference, **samples}
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), sharex=True, sharey=True,
                              constrained_layout=True, squeeze=False)
@@ -42,10 +52,56 @@ def samples_figure(reference: np.ndarray, samples: dict[str, np.ndarray], path, 
     if reference.shape[1] > 2:
         fig.supxlabel("first two coordinates")
     fig.suptitle(title or "samples against the truth")
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def samples_figure(reference: np.ndarray, samples: dict[str, np.ndarray], path, title: str = "") -> Path:
+    """`plot_samples` written to path."""
+    return _save(plot_samples(reference, samples, title), path, dpi=110)
+
+
+def field_grid(limits, grid: int = 13) -> np.ndarray:
+    """The grid x grid points (grid^2, 2) of the score-field figure, row by row over `limits`."""
+    x0, x1, y0, y1 = limits
+    gx, gy = np.meshgrid(np.linspace(x0, x1, grid), np.linspace(y0, y1, grid))
+    return np.stack([gx.ravel(), gy.ravel()], 1)
+
+
+def evaluate_field(score, points: np.ndarray, times) -> np.ndarray:
+    """score(x, t) at every point for each t: shape (len(times), len(points), 2), float64 on the CPU."""
+    x = torch.as_tensor(points, dtype=torch.float64)
+    return np.stack([score(x, torch.full((len(x),), float(t), dtype=torch.float64)).detach().cpu().numpy()
+                     for t in times])
+
+
+def plot_score_field(points: np.ndarray, times, fields: dict[str, np.ndarray], truth: np.ndarray | None):
+    """Quiver of each learned field (colour) over the true one (black); rows scores, columns t.
+
+    points (grid^2, 2) from `field_grid`; fields[name] and truth (len(times), grid^2, 2) from
+    `evaluate_field`; truth may be None (sample-only data): then only the learned fields are drawn.
+    """
+    grid = int(round(np.sqrt(len(points))))
+    gx, gy = points[:, 0].reshape(grid, grid), points[:, 1].reshape(grid, grid)
+    fig, axes = plt.subplots(len(fields), len(times), figsize=(3.3 * len(times), 3.4 * len(fields) + 0.4),
+                             squeeze=False, constrained_layout=True)
+    for col, t in enumerate(times):
+        for row, (name, field) in enumerate(fields.items()):
+            ax = axes[row, col]
+            learned = np.asarray(field[col])
+            reference = truth[col] if truth is not None else learned
+            # one arrow scale per panel, set by the true field so mismatches in size show
+            scale = np.linalg.norm(reference, axis=1).max() * grid + 1e-12
+            if truth is not None:
+                ax.quiver(gx, gy, truth[col][:, 0], truth[col][:, 1], color="black", alpha=0.45, scale=scale,
+                          width=0.004)
+            ax.quiver(gx, gy, learned[:, 0], learned[:, 1], color=COLORS.get(name, "tab:purple"), scale=scale,
+                      width=0.004)
+            ax.set_title(f"{name}, t = {t:g}", fontsize=10)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("learned score (colour) over true score (black)" if truth is not None else "learned score fields")
+    return fig
 
 
 def score_field_figure(true_score, scores: dict, times, limits, path, grid: int = 13) -> Path:
@@ -53,36 +109,17 @@ def score_field_figure(true_score, scores: dict, times, limits, path, grid: int 
 
     true_score may be None (sample-only data): then only the learned fields are drawn.
     """
-    x0, x1, y0, y1 = limits
-    gx, gy = np.meshgrid(np.linspace(x0, x1, grid), np.linspace(y0, y1, grid))
-    points = torch.as_tensor(np.stack([gx.ravel(), gy.ravel()], 1))
-    fig, axes = plt.subplots(len(scores), len(times), figsize=(3.3 * len(times), 3.4 * len(scores) + 0.4),
-                             squeeze=False, constrained_layout=True)
-    for col, t in enumerate(times):
-        tt = torch.full((len(points),), float(t), dtype=torch.float64)
-        truth = true_score(points, tt).numpy() if true_score is not None else None
-        for row, (name, score) in enumerate(scores.items()):
-            ax = axes[row, col]
-            learned = score(points, tt).detach().cpu().numpy()
-            # one arrow scale per panel, set by the true field so mismatches in size show
-            scale = np.linalg.norm(truth if truth is not None else learned, axis=1).max() * grid + 1e-12
-            if truth is not None:
-                ax.quiver(gx, gy, truth[:, 0], truth[:, 1], color="black", alpha=0.45, scale=scale, width=0.004)
-            ax.quiver(gx, gy, learned[:, 0], learned[:, 1], color=COLORS.get(name, "tab:purple"), scale=scale,
-                      width=0.004)
-            ax.set_title(f"{name}, t = {t:g}", fontsize=10)
-            ax.set_aspect("equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle("learned score (colour) over true score (black)" if true_score is not None else "learned score fields")
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    points = field_grid(limits, grid)
+    truth = evaluate_field(true_score, points, times) if true_score is not None else None
+    fields = {name: evaluate_field(score, points, times) for name, score in scores.items()}
+    return _save(plot_score_field(points, times, fields, truth), path, dpi=100)
 
 
-def score_error_figure(curves: dict, path) -> Path:
-    """E_{p_t}||s - grad log p_t||^2 against t (log-log), unweighted and times h_t, +-2 standard errors."""
+def plot_score_error(curves: dict):
+    """E_{p_t}||s - grad log p_t||^2 against t (log-log), unweighted and times h_t, +-2 standard errors.
+
+    curves: name -> `ScoreErrorCurve`; returns the figure.
+    """
     from .process import h
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
@@ -101,20 +138,27 @@ def score_error_figure(curves: dict, path) -> Path:
         ax.set_title("weighted by h_t (its mean over t is the score error)" if weighted else "score error against t")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
 
 
-def training_figure(fits: dict, bayes_val_loss: float | None, path) -> Path:
-    """Training and held-out mean ||F - x_0||^2 against step; the best (kept) step is marked."""
+def score_error_figure(curves: dict, path) -> Path:
+    """`plot_score_error` written to path."""
+    return _save(plot_score_error(curves), path, dpi=120)
+
+
+def plot_training(records: dict[str, dict], bayes_val_loss: float | None):
+    """Training and held-out mean ||F - x_0||^2 against step; the best (kept) step is marked.
+
+    records: name -> `experiment.training_record(fit)` (step, train_mse, val_step, val_loss, best_step).
+    """
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    for name, fit in fits.items():
+    for name, record in records.items():
         color = COLORS.get(name, "tab:purple")
-        ax.semilogy(fit.history.step, fit.train_mse, color=color, alpha=0.6, label=f"{name} train")
-        ax.semilogy(fit.val_step, fit.val_loss, color=color, ls="--", marker=".", label=f"{name} held out")
-        ax.axvline(fit.best_step, color=color, ls=":", alpha=0.7)
+        ax.semilogy(record["step"], np.asarray(record["train_mse"], dtype=float), color=color, alpha=0.6,
+                    label=f"{name} train")
+        ax.semilogy(record["val_step"], np.asarray(record["val_loss"], dtype=float), color=color, ls="--",
+                    marker=".", label=f"{name} held out")
+        ax.axvline(record["best_step"], color=color, ls=":", alpha=0.7)
     if bayes_val_loss is not None:
         ax.axhline(bayes_val_loss, color="black", ls="-.", label="exact denoiser, held out")
     ax.set_xlabel("step")
@@ -122,10 +166,15 @@ def training_figure(fits: dict, bayes_val_loss: float | None, path) -> Path:
     ax.set_title("denoiser training (dotted: kept step)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def training_figure(fits: dict, bayes_val_loss: float | None, path) -> Path:
+    """`plot_training` of the fits (name -> `DenoiserFit`) written to path."""
+    from .experiment import training_record
+
+    return _save(plot_training({name: training_record(fit) for name, fit in fits.items()}, bayes_val_loss),
+                 path, dpi=120)
 
 
 def all_figures(result, out_dir) -> list[Path]:
