@@ -71,6 +71,7 @@ def test_ntk_monte_carlo(tmp_path, overparam):
     (["ntk", "--monte-carlo", "1"], "at least 2"),
     (["ntk", "--width", "0"], "positive"),
     (["ntk", "--data", "missing.npz"], "does not exist"),
+    (["ntk", "--device", "tpu"], "unknown device 'tpu'"),
     (["bound", "--n", "100", "--lambda", "0.1", "--delta", "1.5"], "delta"),
     (["bound", "--n", "100", "--lambda", "-1", "--delta", "0.1"], "lambda"),
 ])

@@ -53,6 +53,8 @@ def test_train_user_file(tmp_path, overparam):
     (["--lr", "fast"], "--lr takes"),
     (["--widht", "8"], "No such option"),
     (["--device", "cuda"], "no CUDA GPU"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--device", "cuda:x"], "unknown device 'cuda:x'"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, args, fragment, overparam):
     result = overparam("train", "--out", str(tmp_path), *args)

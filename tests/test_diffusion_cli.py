@@ -60,6 +60,7 @@ def test_json_has_the_documented_shape_and_files_are_written(tmp_path, overparam
     (["--T", "1e-4"], "0 < t0 < T"),
     (["--time-law", "beta"], "time law"),
     (["--lr", "fast"], "--lr takes"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, overparam, args, fragment):
     result = overparam("diffusion", *TINY, "--out", str(tmp_path), *args)

@@ -69,8 +69,15 @@ def show_progress(json_mode: bool) -> bool:
 
 
 def parse_device(device: str) -> str:
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        fail(f"unknown device {device!r}: use cpu or cuda")
+    """`device` if it is cpu, cuda or cuda:N, else a one-line error (torch.device raises RuntimeError)."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError, TypeError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        fail(f"unknown device {device!r}: use cpu, cuda or cuda:N")
     return device
 
 

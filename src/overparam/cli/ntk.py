@@ -15,7 +15,7 @@ from .. import kernel_plots, theory
 from ..ntk import (DENSE_LIMIT, extreme_eigenvalue, kernel_operator, leading_eigenvalues, monte_carlo_ntk, ntk,
                    spectral_norm)
 from ..models import TwoLayerNet
-from .common import app, fail, print_json, user_errors
+from .common import app, fail, parse_device, print_json, user_errors
 from .train import load_dataset
 
 
@@ -53,6 +53,7 @@ def ntk_command(
         fail(f"--width must be a positive integer, got {width}")
     finite = width is not None or monte_carlo is not None or not infinite
     width = width or 1024
+    parse_device(device)
     dataset, problems = load_dataset(data, n, d, k, seed, normalize, label_columns)
     X = torch.from_numpy(dataset.X)
     out.mkdir(parents=True, exist_ok=True)

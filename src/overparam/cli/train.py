@@ -14,7 +14,7 @@ from .. import distributed
 from .. import plots
 from ..models import TwoLayerNet
 from ..train import train as train_network
-from .common import app, fail, print_json, show_progress, user_errors
+from .common import app, fail, parse_device, print_json, show_progress, user_errors
 from .diagnostics import TheoryMonitor
 
 
@@ -71,6 +71,7 @@ def train(
     json_output: bool = typer.Option(False, "--json", help="print one JSON object instead of tables"),
 ) -> None:
     """Train a two-layer network and write history.parquet, loss.png and summary.json to --out."""
+    parse_device(device)
     dataset, problems = load_dataset(data, n, d, k, seed, normalize, label_columns)
     learning_rate = lr if lr == "auto" else _positive_float(lr, "--lr")
     net = TwoLayerNet(dataset.d, width, dataset.k, activation, scale=scale, init=init, sigma=sigma,
