@@ -68,6 +68,21 @@ def test_load_errors(tmp_path):
         data.sphere(0, 3)
 
 
+@pytest.mark.parametrize("text,match", [
+    ("", "no data rows"), ("a,b,c\n", "no data rows"),
+    ("1,2,3\n1,2\n", "number of columns changed from 3 to 2 at row 2$"),
+    ("1,2,3\nnan,2,1\n", "X has 1 non-finite"), ("1,2,inf\n", "y has 1 non-finite"),
+])
+def test_bad_csv_files(tmp_path, text, match):
+    import warnings
+
+    (tmp_path / "d.csv").write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the error, not a numpy warning, tells the user what is wrong
+        with pytest.raises(ValueError, match=match):
+            data.load(tmp_path / "d.csv")
+
+
 def test_theory_warnings_for_parallel_inputs_and_large_norms():
     X = np.array([[0.6, 0.0], [0.0, 0.5], [-0.3, 0.0]])
     with pytest.warns(data.TheoryAssumptionWarning, match="1 pair"):

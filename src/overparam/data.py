@@ -177,9 +177,14 @@ def _load_csv(path: Path, label_columns: list[int]) -> tuple[np.ndarray, np.ndar
     except ValueError:
         skip = 1
     try:
-        table = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # numpy warns on an empty file; we raise below
+            table = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
     except ValueError as error:
-        raise ValueError(f"cannot read {path} as numeric CSV: {error}") from None
+        reason = str(error).split("; use `usecols`")[0]  # numpy's advice is about its API, not the file
+        raise ValueError(f"cannot read {path} as numeric CSV: {reason}") from None
+    if table.size == 0:
+        raise ValueError(f"{path} has no data rows (n = 0): give at least one row of numbers")
     columns = table.shape[1]
     labels = sorted({c % columns for c in label_columns if -columns <= c < columns})
     if len(labels) != len(set(label_columns)):
@@ -216,7 +221,7 @@ def check_theory_assumptions(X: np.ndarray, atol: float = 1e-10) -> list[str]:
     norms = np.linalg.norm(X, axis=1)
     if norms.max() > 1 + atol:
         problems.append(
-            f"max ||x_i|| = {norms.max():.4g} > 1: the theory assumes ||x|| <= 1; pass --normalize"
+            f"max ||x_i|| = {norms.max():.4g} > 1: the theory assumes ||x|| <= 1; pass --normalize ball (or sphere)"
         )
     if np.any(norms == 0):
         problems.append("an input is zero: its NTK row vanishes and lambda = 0")
