@@ -79,3 +79,14 @@ def test_sample_only_data_reports_sample_metrics_only(tmp_path):
     assert row["score_error"] is None and row["nll"] is None and row["weights"] is None
     assert row["w2"] > 0 and np.isfinite(row["mmd"]) and metrics["baselines"]["p0"]["w2"] > 0
     assert (tmp_path / "score_field.png").exists() and not (tmp_path / "score_error.png").exists()
+
+
+def test_diverged_training_exits_1_and_says_so(tmp_path, overparam):
+    result = overparam("diffusion", "--data", "gmm:k=2,d=2", "--activation", "exp", *TINY, "--lr", "1000",
+                       "--out", str(tmp_path), "--json")
+    assert result.returncode == 1
+    training = json.loads(result.stdout)["exp"]["training"]
+    assert training["status"] == "diverged" and "try lr" in training["message"]
+    assert training["best_step"] == 0  # the metrics are for W(0), the best held-out network before divergence
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "training diverged for exp" in lines[0]

@@ -73,6 +73,11 @@ def diffusion(
         print_json(result.metrics)
     else:
         _print_table(result.metrics, config, out)
+    diverged = [name for name in config.activations if result.metrics[name]["training"]["status"] == "diverged"]
+    if diverged:  # a diverged fit is never a success: its row is the best held-out W before it diverged
+        typer.echo(f"overparam: training diverged for {', '.join(diverged)} (its metrics are for the best "
+                   f"network before that); {result.metrics[diverged[0]]['training']['message']}", err=True)
+        raise typer.Exit(code=1)
 
 
 def _cell(value, digits: int = 4) -> str:
