@@ -72,6 +72,8 @@ def test_ntk_monte_carlo(tmp_path, overparam):
     (["ntk", "--width", "0"], "positive"),
     (["ntk", "--data", "missing.npz"], "does not exist"),
     (["ntk", "--device", "tpu"], "unknown device 'tpu'"),
+    (["ntk", "--infinite", "--sigma", "-1"], "sigma must be positive"),
+    (["ntk", "--dense-limit", "-1"], "--dense-limit must be >= 0"),
     (["bound", "--n", "100", "--lambda", "0.1", "--delta", "1.5"], "delta"),
     (["bound", "--n", "100", "--lambda", "-1", "--delta", "0.1"], "lambda"),
 ])

@@ -180,6 +180,11 @@ def test_lambda_min_of_a_matrix_and_bad_input():
         extreme_eigenvalue(K, which="middle")
     with pytest.raises(ValueError, match="samples"):
         monte_carlo_ntk("relu", inputs(3, 2), 8, 1)
+    for sigma in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="sigma must be positive"):
+            infinite_ntk("exp", inputs(3, 2), sigma)
+        with pytest.raises(ValueError, match="sigma must be positive"):
+            lambda_min("softmax", inputs(3, 2), sigma=sigma)
 
 
 def test_unconverged_lanczos_is_reported_with_an_upper_estimate(monkeypatch):

@@ -161,6 +161,7 @@ def infinite_ntk(activation: str, X, sigma: float = 1.0, X2=None, out_dim: int =
     X2 (n2, d): the cross kernel H*(X, X2) of shape (n, n2).
     """
     activations.check_activation(activation)
+    _check_sigma(sigma)
     X = torch.as_tensor(X, dtype=torch.float64)
     X2 = X if X2 is None else torch.as_tensor(X2, dtype=torch.float64, device=X.device)
     inner = X @ X2.T
@@ -176,6 +177,11 @@ def infinite_ntk(activation: str, X, sigma: float = 1.0, X2=None, out_dim: int =
     if out_dim > 1:
         kernel = torch.kron(torch.eye(out_dim, dtype=kernel.dtype, device=kernel.device), kernel)
     return kernel
+
+
+def _check_sigma(sigma: float) -> None:
+    if not (sigma > 0 and math.isfinite(sigma)):
+        raise ValueError(f"sigma must be positive and finite, got {sigma!r}")
 
 
 def infinite_ntk_vector(activation: str, X, V: torch.Tensor, sigma: float = 1.0,
@@ -267,6 +273,7 @@ def _pass_operator(forward: Pass, normalized: bool) -> KernelOperator:
 def _infinite_operator(activation: str, X, sigma: float, out_dim: int,
                        cache: bool | None) -> KernelOperator:
     activations.check_activation(activation)
+    _check_sigma(sigma)
     X = torch.as_tensor(X, dtype=torch.float64)
     n = X.shape[0]
     if cache is None:

@@ -51,6 +51,8 @@ def ntk_command(
         fail(f"--monte-carlo needs at least 2 samples, got {monte_carlo}")
     if width is not None and width < 1:
         fail(f"--width must be a positive integer, got {width}")
+    if dense_limit < 0:
+        fail(f"--dense-limit must be >= 0 (0: always matrix-free Lanczos), got {dense_limit}")
     finite = width is not None or monte_carlo is not None or not infinite
     width = width or 1024
     parse_device(device)
