@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from .common import app, print_json, user_errors
+from .common import app, fail, print_json, user_errors
 
 if TYPE_CHECKING:
     from ..sweep.analysis import ThresholdReport
@@ -31,6 +31,8 @@ def threshold(
     with bootstrap intervals and the fitted exponent p of m* ~ C n^p next to the theory's."""
     from ..sweep.analysis import plot_thresholds, thresholds  # scipy.optimize: loaded only when needed
 
+    if figure is not None and not no_figure and not figure.resolve().parent.is_dir():
+        fail(f"the folder of --figure {str(figure)!r} does not exist; create it or pick another path")
     report = thresholds(store, delta=delta, bootstrap=bootstrap, level=level, activation=activation, init=init)
     path = None
     if not no_figure:
