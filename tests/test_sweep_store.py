@@ -72,6 +72,15 @@ def test_bad_store_paths(tmp_path):
     junk.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ValueError, match="not a runs store"):
         Store(junk)
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE notes (text)").connection.commit()
+    with pytest.raises(ValueError, match="has no runs table"):
+        Store(other, create=False)
+    tables = sqlite3.connect(other).execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    assert tables == [("notes",)]  # a reader leaves a foreign database untouched
+    Store(tmp_path / "runs.db").close()
+    with Store(tmp_path / "runs.db", create=False) as store:
+        assert store.runs() == []
 
 
 def write_seeds(path, first, last, tag):

@@ -44,7 +44,7 @@ def results(
         if not equals or name.strip() not in COLUMNS:
             fail(f"--where takes column=value with a column among {', '.join(COLUMNS)}; got {clause!r}")
         filters[name.strip()] = value.strip()
-    with Store(store) as runs:
+    with Store(store, create=False) as runs:
         rows = runs.runs(**filters)
     if format == "json":
         print_json(rows)

@@ -247,7 +247,7 @@ def thresholds(store: str | Path, delta: float = 0.1, bootstrap: int = 1000, lev
     path = Path(store)
     if not path.exists():
         raise ValueError(f"store {str(path)!r} does not exist; run `overparam sweep` first")
-    with Store(path) as runs:
+    with Store(path, create=False) as runs:
         rows = runs.runs(**filters)
     if not rows:
         raise ValueError(f"store {str(path)!r} has no runs" + (" matching the filters" if filters else ""))

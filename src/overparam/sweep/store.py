@@ -64,9 +64,13 @@ def _config_columns(config: dict) -> dict:
 
 
 class Store:
-    """A runs database at `path` (created with its schema when missing)."""
+    """A runs database at `path` (created with its schema when missing).
 
-    def __init__(self, path: str | Path, timeout: float = 60.0) -> None:
+    create=False (readers: `overparam results`, `threshold`) refuses a file that is not already a
+    runs store instead of adding the schema to it.
+    """
+
+    def __init__(self, path: str | Path, timeout: float = 60.0, create: bool = True) -> None:
         self.path = Path(path)
         if self.path.is_dir():
             raise ValueError(f"store {str(self.path)!r} is a folder; give a file name such as runs.db")
@@ -76,6 +80,11 @@ class Store:
         try:
             self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             self.db.row_factory = sqlite3.Row
+            if not create and self.db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone() is None:
+                self.db.close()
+                raise ValueError(f"{self.path} is not a runs store (it has no runs table); "
+                                 "write one with `overparam sweep`")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self._create_schema()
