@@ -143,7 +143,7 @@ def train_batched(
     budget = every = None
     if not callable(steps):
         budget, every = _budgets(steps, record_every, seeds)
-    chunk = chunk or coefficients.default_chunk(n * seeds, k, W.element_size())
+    chunk = chunk or coefficients.default_chunk(n * seeds, k, W.element_size(), W.device)
     keep = fits_in_memory(n * seeds, width, W)
 
     slices: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}

@@ -26,22 +26,34 @@ import torch
 
 from . import activations
 
-#: Bytes of working memory a single neuron chunk may take (n x chunk x (k + 2) values).
+#: Bytes of working memory a single neuron chunk may take (n x chunk x (k + 2) values) on a CPU:
+#: about the size of a last-level cache.
 CHUNK_BYTES = 1 << 24
+#: On a GPU: large enough that a chunk's GEMMs fill the device (few launches per step), at most
+#: this much and a sixteenth of free memory.
+GPU_CHUNK_BYTES = 1 << 30
 #: J^T V uses the factorised form (no n x chunk elementwise pass) up to this many weight columns.
 FACTORISED_COLUMNS = 2
 
 
-def default_chunk(n: int, k: int, itemsize: int) -> int:
-    """Even chunk width so that one chunk's n x chunk x (k + 2) buffers fit CHUNK_BYTES."""
-    chunk = CHUNK_BYTES // max(1, n * (k + 2) * itemsize)
+def default_chunk(n: int, k: int, itemsize: int, device: torch.device | str = "cpu") -> int:
+    """Even chunk width so that one chunk's n x chunk x (k + 2) buffers fit the device's budget
+    (CHUNK_BYTES on a CPU; on a GPU GPU_CHUNK_BYTES or a sixteenth of free memory, the smaller)."""
+    device = torch.device(device)
+    budget = CHUNK_BYTES
+    if device.type == "cuda":
+        budget = min(GPU_CHUNK_BYTES, available_memory(device) // 16)
+    chunk = budget // max(1, n * (k + 2) * itemsize)
     return max(2, chunk - chunk % 2)
 
 
 def available_memory(device: torch.device) -> int:
-    """Bytes free on `device` (GPU: cudaMemGetInfo; CPU: the OS's available physical pages)."""
+    """Bytes free on `device`. GPU: cudaMemGetInfo plus what torch's caching allocator holds
+    unused (reserved by an earlier step, so not free to the driver, but free to torch);
+    CPU: the OS's available physical pages."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + unused
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
@@ -229,29 +241,26 @@ def forward(
     cache = [] if keep else None
     out = None
     if activation == "softmax":
+        # [a, 1]: one product with the exponentials gives the numerators and the normaliser.
+        signs_and_ones = torch.cat([a, torch.ones_like(a[..., :1])], -1)
         running_max = None
-        norm = None
+        total = None  # (..., n, k + 1): sum_r e^{z_ir - max} [a_r, 1]
         for neurons in chunk_slices(W.shape[-2], chunk):
             Z = X @ W[..., neurons, :].transpose(-1, -2)
             chunk_max = Z.amax(-1)
             if running_max is None:
                 running_max = chunk_max
-                Z -= running_max[..., None]
-                E = Z.exp_()
-                norm = E.sum(-1)
-                out = matmul(E, a[..., neurons, :])
             else:
                 new_max = torch.maximum(running_max, chunk_max)
-                rescale = torch.exp(running_max - new_max)
-                norm *= rescale
-                out *= rescale[..., None]
+                total *= torch.exp(running_max - new_max)[..., None]
                 running_max = new_max
-                Z -= running_max[..., None]
-                E = Z.exp_()
-                norm += E.sum(-1)
-                out += matmul(E, a[..., neurons, :])
+            Z -= running_max[..., None]
+            E = Z.exp_()
+            part = matmul(E, signs_and_ones[..., neurons, :])
+            total = part if total is None else total.add_(part)
             if keep:
                 cache.append((E, running_max))
+        out, norm = total[..., :-1], total[..., -1]
         if reducer is not None:
             global_max = reducer.max_(running_max.clone())
             rescale = torch.exp(running_max - global_max)

@@ -167,7 +167,7 @@ class TwoLayerNet:
 
 
 def default_chunk_for(n: int, k: int, W: torch.Tensor) -> int:
-    return coefficients.default_chunk(n, k, W.element_size())
+    return coefficients.default_chunk(n, k, W.element_size(), W.device)
 
 
 def fits_in_memory(n: int, m: int, W: torch.Tensor) -> bool:
