@@ -1,0 +1,5 @@
+"""`python -m overparam ...`: the same as the `overparam` command."""
+
+from .cli import run
+
+run()

@@ -1,0 +1,73 @@
+"""The CUDA path against the CPU in float64: forward, gradient, kernel, GD and batched seeds.
+
+Runs only where a CUDA GPU is present (never in CI, which has none); the same numbers are asserted
+on the CPU by the rest of the suite, so these tests check that the device path computes the same
+function: GPU chunking (coefficients.GPU_CHUNK_BYTES), cached factors and the reductions.
+"""
+
+import pytest
+import torch
+
+from overparam import TwoLayerNet, ntk, train
+from overparam.batched import train_batched
+from overparam.coefficients import default_chunk
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here (CI has none)")
+
+ACTIVATIONS = ("relu", "exp", "softmax")
+
+
+def inputs(n, d, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    y = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    return 0.9 * X / X.norm(dim=1, keepdim=True), y
+
+
+def pair(activation, width=512, init="independent", chunk_size=None):
+    cpu = TwoLayerNet(6, width, 2, activation, init=init, seed=1, chunk_size=chunk_size)
+    gpu = TwoLayerNet(6, width, 2, activation, init=init, seed=1, device="cuda", chunk_size=chunk_size)
+    return cpu, gpu
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("chunk_size", [None, 100])
+def test_forward_gradient_and_kernel_equal_the_cpu(activation, chunk_size):
+    X, y = inputs(40, 6)
+    cpu, gpu = pair(activation, chunk_size=chunk_size)
+    torch.testing.assert_close(gpu(X.cuda()).cpu(), cpu(X), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gpu.grad(X.cuda(), y.cuda()).cpu(), cpu.grad(X, y), rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(ntk(gpu, X.cuda()).cpu(), ntk(cpu, X), rtol=1e-11, atol=1e-11)
+
+
+def test_gpu_chunk_is_sized_from_free_memory():
+    free = torch.cuda.mem_get_info()[0]
+    chunk = default_chunk(4096, 1, 4, "cuda")
+    assert chunk % 2 == 0 and chunk * 4096 * 3 * 4 <= min(1 << 30, free // 16)
+    assert chunk > default_chunk(4096, 1, 4, "cpu")
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_gradient_descent_follows_the_cpu_trajectory(activation):
+    X, y = inputs(24, 6, seed=2)
+    cpu, gpu = pair(activation, width=256, init="coupled")
+    on_cpu = train(cpu, X, y, lr="auto", steps=200, tol=1e-3)
+    on_gpu = train(gpu, X.cuda(), y.cuda(), lr="auto", steps=200, tol=1e-3)
+    assert on_gpu.status == on_cpu.status and on_gpu.steps == on_cpu.steps
+    assert on_gpu.lr == pytest.approx(on_cpu.lr, rel=1e-8)
+    torch.testing.assert_close(torch.from_numpy(on_gpu.residual_norm), torch.from_numpy(on_cpu.residual_norm),
+                               rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(gpu.W.cpu(), cpu.W, rtol=1e-8, atol=1e-10)
+
+
+def test_batched_seeds_on_the_gpu_equal_single_cpu_runs():
+    X, y = inputs(16, 6, seed=3)
+    nets = [TwoLayerNet(6, 128, 2, "exp", init="coupled", seed=s) for s in range(3)]
+    W = torch.stack([net.W for net in nets]).cuda()
+    a = torch.stack([net.a for net in nets]).cuda()
+    histories = train_batched(X.cuda(), y.cuda(), W, a, "exp", nets[0].kappa, lr=1e-3, steps=50, paired=True)
+    for seed, net in enumerate(nets):
+        single = train(net, X, y, lr=1e-3, steps=50)
+        torch.testing.assert_close(torch.from_numpy(histories[seed].residual_norm),
+                                   torch.from_numpy(single.residual_norm), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(W[seed].cpu(), net.W, rtol=1e-10, atol=1e-12)
