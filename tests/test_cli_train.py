@@ -54,6 +54,7 @@ def test_train_user_file(tmp_path, overparam):
     (["--widht", "8"], "No such option"),
     (["--device", "cuda"], "no CUDA GPU"),
     (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--sigma", "1000", "--init", "independent", "--lr", "0.1"], "initial network cannot be evaluated"),
     (["--device", "cuda:x"], "unknown device 'cuda:x'"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, args, fragment, overparam):

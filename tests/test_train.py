@@ -79,6 +79,14 @@ def test_exp_overflow_during_training_is_divergence(problem):
     assert "overflows" in history.message and np.all(np.isfinite(history.loss))
 
 
+def test_overflowing_initial_network_is_an_error_not_a_step_size_problem():
+    net = TwoLayerNet(2, 2, 1, "exp", seed=0)
+    net.W = torch.tensor([[800.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    X = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    with pytest.raises(FloatingPointError, match=r"initial network cannot be evaluated .*largest <w_r, x_i> is 800"):
+        train(net, X, torch.zeros(2), lr=0.1, steps=5)
+
+
 @pytest.mark.parametrize("optimizer,batch", [("sgd", 4), ("adam", None), ("adam", 6)])
 def test_other_optimisers_reduce_the_loss(optimizer, batch, problem):
     X, y = problem

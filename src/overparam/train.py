@@ -177,8 +177,8 @@ def train(
         try:
             forward = net.forward_pass(X, keep=keep)
         except OverflowError as error:
-            status = "diverged"
-            message = _divergence_message(net, W0, X, lr, step, str(error).split(";")[0])
+            status, cause = "diverged", str(error).split(";")[0]
+            message = _divergence_message(net, W0, X, lr, step, cause)
             break
         residual = forward.out - y
         norm = float(residual.norm())
@@ -187,9 +187,9 @@ def train(
             initial_loss = loss
         if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * max(initial_loss, 1e-300):
             status = "diverged"
-            what = "a non-finite loss" if not math.isfinite(loss) else (
+            cause = "a non-finite loss" if not math.isfinite(loss) else (
                 f"loss {loss:.3e}, over {DIVERGENCE_FACTOR:g}x its initial {initial_loss:.3e}")
-            message = _divergence_message(net, W0, X, lr, step, what)
+            message = _divergence_message(net, W0, X, lr, step, cause)
             break
         done = norm <= tol
         last = done or step == steps
@@ -211,8 +211,9 @@ def train(
         else:
             stepper(_minibatch_grad(net, X, y, batch_size, gen, forward, residual))
 
-    if not rows:  # diverged or overflowed at step 0
-        raise FloatingPointError(message)
+    if not rows:  # W(0) itself cannot be evaluated: no step size helps
+        raise FloatingPointError(f"the initial network cannot be evaluated ({cause}); use a smaller sigma, "
+                                 "inputs with ||x|| <= 1 (--normalize), a smaller scale or float64")
     columns = [np.array(column, dtype=float) for column in zip(*rows)]
     columns[0] = columns[0].astype(int)
     return History(*columns, status=status, message=message, lr=lr, optimizer=optimizer,

@@ -21,7 +21,8 @@ app = typer.Typer(
 )
 
 #: Exceptions that mean the user gave bad input: reported in one line with exit code 2.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, OverflowError, KeyError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, OverflowError, FloatingPointError,
+               KeyError)
 
 
 def fail(message: str) -> None:
