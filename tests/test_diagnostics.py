@@ -106,3 +106,17 @@ def test_reference_choices_and_errors():
     empty = History(*[np.zeros(1)] * 6, status="max_steps", message="", lr=1.0, optimizer="gd")
     with pytest.raises(ValueError, match="no diagnostics"):
         KernelDiagnostics().check(empty)
+
+
+def test_overflowing_infinite_kernel_falls_back_to_the_initial_kernel():
+    """sigma = 20: H*(exp) has exp(sigma^2 ||2 x||^2 / 2) = exp(800) (inf), the width-16 net is finite."""
+    X = torch.from_numpy(sphere(5, 3, seed=0).X)
+    y = torch.zeros(5)
+    net = TwoLayerNet(3, 16, 1, "exp", sigma=20.0, seed=0)
+    initial = ntk(net, X)
+    diagnostics = KernelDiagnostics(every=1)
+    history = train(net, X, y, lr=1e-300, steps=2, callbacks=[diagnostics])
+    check = diagnostics.check(history)
+    assert check.lambda_source == "H(W(0))"
+    assert check.reference_lambda == pytest.approx(float(torch.linalg.eigvalsh(initial)[0]), rel=1e-12)
+    assert "H*(exp) overflows float64 at sigma = 20" in check.notes[0]

@@ -185,6 +185,11 @@ def test_lambda_min_of_a_matrix_and_bad_input():
             infinite_ntk("exp", inputs(3, 2), sigma)
         with pytest.raises(ValueError, match="sigma must be positive"):
             lambda_min("softmax", inputs(3, 2), sigma=sigma)
+    # exp(sigma^2 ||x_i + x_j||^2 / 2) at sigma = 30, ||x_i|| = 1: exponent 1800 > log(max float64) = 709.8
+    assert torch.isinf(infinite_ntk("exp", torch.eye(2, dtype=torch.float64), 30.0)).any()
+    for dense_limit in (4096, 0):
+        with pytest.raises(OverflowError, match="H\\*\\(exp\\) overflows float64 at sigma = 30"):
+            lambda_min("exp", inputs(5, 2), sigma=30.0, dense_limit=dense_limit)
 
 
 def test_unconverged_lanczos_is_reported_with_an_upper_estimate(monkeypatch):

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import theory
-from .ntk import kernel_operator, lambda_min, ntk, spectral_norm
+from .ntk import Eigenvalue, kernel_operator, lambda_min, ntk, spectral_norm
 
 COLUMNS = ("kernel_step", "lambda_min", "lambda_converged", "kernel_drift", "kernel_movement",
            "observed_rate", "predicted_rate")
@@ -147,7 +147,12 @@ class KernelDiagnostics:
             self.reference_lambda, self.lambda_source = float(self.reference), "given"
             return
         if self.reference == "infinite":
-            value = lambda_min(net.activation, X.cpu(), sigma=net.sigma, dense_limit=self.dense_limit, tol=self.tol)
+            try:
+                value = lambda_min(net.activation, X.cpu(), sigma=net.sigma, dense_limit=self.dense_limit,
+                                   tol=self.tol)
+            except OverflowError as error:  # H* is infinite where a finite network is not
+                value = Eigenvalue(math.inf, False, "dense", math.nan, 0)
+                self.notes.append(str(error).split(";")[0])
             if value.value > 0 and math.isfinite(value.value):
                 self.reference_lambda, self.lambda_source = value.value, "H*"
                 if not value.converged:

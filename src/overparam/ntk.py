@@ -158,7 +158,8 @@ def infinite_ntk(activation: str, X, sigma: float = 1.0, X2=None, out_dim: int =
     exp:     <x_i,x_j> exp(sigma^2 ||x_i + x_j||^2 / 2)
     softmax: <x_i,x_j> exp(sigma^2 <x_i,x_j>)
     With k outputs the limit is I_k (x) H* (cross-output blocks vanish): pass out_dim=k.
-    X2 (n2, d): the cross kernel H*(X, X2) of shape (n, n2).
+    X2 (n2, d): the cross kernel H*(X, X2) of shape (n, n2). Entries beyond float64 are inf
+    (exp and softmax at large sigma); `kernel_operator` and the spectra raise OverflowError on them.
     """
     activations.check_activation(activation)
     _check_sigma(sigma)
@@ -184,6 +185,13 @@ def _check_sigma(sigma: float) -> None:
         raise ValueError(f"sigma must be positive and finite, got {sigma!r}")
 
 
+def _finite_limit(kernel: torch.Tensor, activation: str, sigma: float, X: torch.Tensor) -> torch.Tensor:
+    if not torch.isfinite(kernel).all():
+        raise OverflowError(f"H*({activation}) overflows float64 at sigma = {sigma:g} (largest ||x_i|| = "
+                            f"{float(X.norm(dim=1).max()):.3g}); use a smaller sigma or inputs with ||x|| <= 1")
+    return kernel
+
+
 def infinite_ntk_vector(activation: str, X, V: torch.Tensor, sigma: float = 1.0,
                         block: int | None = None) -> torch.Tensor:
     """H* V for V of shape (n, c), by row blocks of H*: O(n^2 d) work, O(block * n) memory."""
@@ -192,7 +200,7 @@ def infinite_ntk_vector(activation: str, X, V: torch.Tensor, sigma: float = 1.0,
     block = block or max(1, BLOCK_BYTES // (8 * 4 * n))
     out = torch.empty(n, V.shape[-1], dtype=V.dtype, device=V.device)
     for rows in coefficients.chunk_slices(n, block):
-        out[rows] = infinite_ntk(activation, X[rows], sigma, X2=X).to(V) @ V
+        out[rows] = _finite_limit(infinite_ntk(activation, X[rows], sigma, X2=X), activation, sigma, X).to(V) @ V
     return out
 
 
@@ -285,7 +293,7 @@ def _infinite_operator(activation: str, X, sigma: float, out_dim: int,
         if not cache:
             return infinite_ntk_vector(activation, X, V, sigma, block)
         if not blocks:
-            blocks.extend((rows, infinite_ntk(activation, X[rows], sigma, X2=X))
+            blocks.extend((rows, _finite_limit(infinite_ntk(activation, X[rows], sigma, X2=X), activation, sigma, X))
                           for rows in coefficients.chunk_slices(n, block))
         out = torch.empty_like(V)
         for rows, rows_kernel in blocks:
@@ -297,7 +305,8 @@ def _infinite_operator(activation: str, X, sigma: float, out_dim: int,
         stacked = V.reshape(out_dim, n, c).transpose(0, 1).reshape(n, out_dim * c)
         return single(stacked).reshape(n, out_dim, c).transpose(0, 1).reshape(out_dim * n, c)
 
-    return KernelOperator(n * out_dim, matvec, lambda: infinite_ntk(activation, X, sigma, out_dim=out_dim),
+    return KernelOperator(n * out_dim, matvec,
+                          lambda: _finite_limit(infinite_ntk(activation, X, sigma, out_dim=out_dim), activation, sigma, X),
                           torch.float64, X.device, f"H*({activation})")
 
 
