@@ -68,6 +68,18 @@ def test_user_errors_exit_2_with_one_line(tmp_path, args, fragment, overparam):
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command", (["train", "--width", "8", "--n", "4", "--steps", "2"], ["ntk", "--width", "8", "--n", "4"],
+                                     ["diffusion", "--width", "8", "--n", "16", "--steps", "2"]))
+def test_out_that_is_a_file_exits_2_with_one_line(tmp_path, overparam, command):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    result = overparam(*command, "--out", str(taken))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--out '{taken}' is a file" in lines[0]
+    assert taken.read_text() == "not a folder"
+
+
 def test_divergence_exits_1_and_says_so(tmp_path, overparam):
     result = overparam("train", "--activation", "relu", "--lr", "1e5", "--width", "64", "--n", "8",
                        "--steps", "50", "--out", str(tmp_path), "--json")

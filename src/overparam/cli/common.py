@@ -6,6 +6,7 @@ import functools
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -80,6 +81,14 @@ def parse_device(device: str) -> str:
     if kind not in ("cpu", "cuda"):
         fail(f"unknown device {device!r}: use cpu, cuda or cuda:N")
     return device
+
+
+def output_folder(out: Path) -> Path:
+    """Create the --out folder (and parents); a path that exists as a file is a one-line error."""
+    if out.exists() and not out.is_dir():
+        fail(f"--out {str(out)!r} is a file; give a folder (it is created when missing)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 @app.callback()

@@ -9,7 +9,7 @@ import typer
 
 from ..diffusion.experiment import DEFAULT_SAMPLER_STEPS, DiffusionConfig as Config
 from ..diffusion.training import TrainingConfig as Training
-from .common import app, fail, parse_device, print_json, show_progress, user_errors
+from .common import app, fail, output_folder, parse_device, print_json, show_progress, user_errors
 
 
 @app.command()
@@ -51,6 +51,7 @@ def diffusion(
     from ..diffusion.experiment import run, write
 
     parse_device(device)
+    output_folder(out)
     parse_data(data)  # a bad --data spec fails here, before any work
     activations = tuple(part.strip() for part in activation.split(",") if part.strip())
     learning_rate: float | str = lr

@@ -15,7 +15,7 @@ from .. import kernel_plots, theory
 from ..ntk import (DENSE_LIMIT, extreme_eigenvalue, kernel_operator, leading_eigenvalues, monte_carlo_ntk, ntk,
                    spectral_norm)
 from ..models import TwoLayerNet
-from .common import app, fail, parse_device, print_json, user_errors
+from .common import app, fail, output_folder, parse_device, print_json, user_errors
 from .train import load_dataset
 
 
@@ -58,7 +58,7 @@ def ntk_command(
     parse_device(device)
     dataset, problems = load_dataset(data, n, d, k, seed, normalize, label_columns)
     X = torch.from_numpy(dataset.X)
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     summary = {"activation": activation, "n": dataset.n, "d": dataset.d, "k": dataset.k, "data": dataset.name,
                "sigma": sigma, "warnings": problems}
     spectra, operators = {}, {}

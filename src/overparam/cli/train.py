@@ -14,7 +14,7 @@ from .. import distributed
 from .. import plots
 from ..models import TwoLayerNet
 from ..train import train as train_network
-from .common import app, fail, parse_device, print_json, show_progress, user_errors
+from .common import app, fail, output_folder, parse_device, print_json, show_progress, user_errors
 from .diagnostics import TheoryMonitor
 
 
@@ -76,7 +76,7 @@ def train(
     learning_rate = lr if lr == "auto" else _positive_float(lr, "--lr")
     net = TwoLayerNet(dataset.d, width, dataset.k, activation, scale=scale, init=init, sigma=sigma,
                       seed=seed, dtype=dtype, device=device)
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     if diagnostics and (nproc > 1 or distributed.launched()):
         fail("--diagnostics needs a single process (drop --nproc)")
     monitor = TheoryMonitor(net, dataset.X, dataset.y, learning_rate, steps, optimizer,
