@@ -23,7 +23,8 @@ import torch  # noqa: E402
 COLORS = {"exact": "black", "trivial": "tab:gray", "softmax": "tab:blue", "exp": "tab:orange", "relu": "tab:green"}
 
 
-def _limits(reference: np.ndarray) -> tuple[float, float, float, float]:
+def plot_limits(reference: np.ndarray) -> tuple[float, float, float, float]:
+    """Axis limits (x0, x1, y0, y1) of the first two coordinates: the reference's 0.1%-99.9% range, padded."""
     low, high = np.quantile(reference[:, :2], [0.001, 0.999], axis=0)
     pad = 0.15 * (high - low)
     return low[0] - pad[0], high[0] + pad[0], low[1] - pad[1], high[1] + pad[1]
@@ -41,7 +42,7 @@ def plot_samples(reference: np.ndarray, samples: dict[str, np.ndarray], title: s
     panels = {"p_0 (fresh draws)": reference, **samples}
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), sharex=True, sharey=True,
                              constrained_layout=True, squeeze=False)
-    x0, x1, y0, y1 = _limits(reference)
+    x0, x1, y0, y1 = plot_limits(reference)
     for ax, (name, points) in zip(axes[0], panels.items()):
         finite = np.isfinite(points).all(1)
         ax.scatter(points[finite, 0], points[finite, 1], s=2, alpha=0.4, color=COLORS.get(name, "tab:purple"))
@@ -187,7 +188,7 @@ def all_figures(result, out_dir) -> list[Path]:
     if result.reference.shape[1] == 2 and learned:
         true_score = result.truth.score if result.truth is not None else None
         written.append(score_field_figure(true_score, learned, result.config.quiver_times,
-                                          _limits(result.reference), out / "score_field.png"))
+                                          plot_limits(result.reference), out / "score_field.png"))
     if result.curves:
         written.append(score_error_figure(result.curves, out / "score_error.png"))
     if result.fits:

@@ -37,12 +37,16 @@ class StudyConfig:
     init_n: int = 24
     init_width: int = 1024
     init_seeds: int = 3
-    # (f) diffusion
+    # (f) diffusion: n draws of p_0 to learn from, network width, GD step budget (early stopping may
+    # end sooner), sampler and its steps, samples per score (W2, MMD, NLL), score-error Monte Carlo draws
     diffusion_data: str = "gmm:k=4,d=2"
     diffusion_n: int = 1024
-    diffusion_width: int = 1024
+    diffusion_width: int = 512
     diffusion_steps: int = 1500
+    diffusion_sampler: str = "sde"
+    diffusion_sampler_steps: int = 100
     diffusion_samples: int = 1000
+    diffusion_score_samples: int = 4096
     sections: tuple[str, ...] = SECTIONS
     extra: dict = field(default_factory=dict)
 
@@ -64,7 +68,7 @@ PRESETS = {
         threshold_ns=(16, 32, 64, 128, 256), threshold_widths=tuple(2**p for p in range(1, 16)),
         threshold_seeds=16, threshold_max_steps=50000, delta=0.1, init_n=128, init_width=8192, init_seeds=8,
         diffusion_data="gmm:k=8,d=2", diffusion_n=8192, diffusion_width=8192, diffusion_steps=5000,
-        diffusion_samples=5000,
+        diffusion_sampler_steps=200, diffusion_samples=5000, diffusion_score_samples=16384,
     ),
     "full": StudyConfig(
         preset="full", d=32, kernel_n=1024, kernel_widths=tuple(2**p for p in range(6, 21)), kernel_seeds=32,
@@ -72,7 +76,7 @@ PRESETS = {
         threshold_ns=(16, 32, 64, 128, 256, 512, 1024), threshold_widths=tuple(2**p for p in range(1, 19)),
         threshold_seeds=32, threshold_max_steps=200000, delta=0.05, init_n=512, init_width=32768, init_seeds=16,
         diffusion_data="gmm:k=8,d=2", diffusion_n=32768, diffusion_width=65536, diffusion_steps=20000,
-        diffusion_samples=5000,
+        diffusion_sampler_steps=500, diffusion_samples=5000, diffusion_score_samples=65536,
     ),
 }
 

@@ -1,0 +1,298 @@
+"""Section (f): diffusion. How well each network learns the score, and how good its samples are (SPEC §6).
+
+One unit per activation: train the Tweedie denoiser F ~ E[x_0 | x_t, t] on n draws of p_0 by
+full-batch GD with early stopping, measure its exact score error E_t h_t E_{p_t}||s - grad log p_t||^2
+(overall and per t), sample with it and measure the samples (W2, MMD, NLL, recovered weights).
+One unit for the baselines: the exact score (the sampler's own discretisation floor), the trivial
+score -x, and fresh draws of p_0 (the finite-sample floor of W2 and MMD). Every unit runs the pieces
+of `overparam.diffusion.experiment` on the same draws and seeds, so the rows are those that
+`overparam diffusion` reports for the same settings and differ only by their scores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+
+import numpy as np
+
+from ..diffusion import experiment, figures
+from ..diffusion.datasets import parse_data
+from ..diffusion.experiment import DiffusionConfig
+from ..diffusion.mixtures import GaussianMixture
+from ..diffusion.score import ScoreErrorCurve
+from ..diffusion.training import TrainingConfig
+from .report import Figure, Section, Table, save_figure
+
+KEY, TITLE = "diffusion", "(f) Diffusion: score estimation and sample quality"
+BASELINES = "baselines"
+METRICS = ("score_error", "w2", "mmd", "nll")
+
+
+def units(cfg) -> int:
+    return len(cfg.activations) + 1
+
+
+def diffusion_config(cfg, device: str = "cpu") -> DiffusionConfig:
+    """The `overparam diffusion` settings of this section (the library's defaults where the study sets none)."""
+    training = TrainingConfig(width=cfg.diffusion_width, steps=cfg.diffusion_steps, sigma=cfg.sigma, device=device)
+    return DiffusionConfig(data=cfg.diffusion_data, activations=tuple(cfg.activations), n=cfg.diffusion_n,
+                           training=training, sampler=cfg.diffusion_sampler,
+                           sampler_steps=cfg.diffusion_sampler_steps, n_samples=cfg.diffusion_samples,
+                           n_score=cfg.diffusion_score_samples, seed=cfg.seed)
+
+
+def unit_key(name: str, config: DiffusionConfig) -> str:
+    """Cache key of one unit: every setting its result depends on (not the device, nor the other activations)."""
+    settings = asdict(config)
+    settings.pop("activations")
+    training = settings.pop("training")
+    training.pop("device")
+    if name == BASELINES:
+        settings.pop("quiver_times")
+    else:
+        settings["training"] = {**training, "activation": name}
+    return f"{KEY}:{name}:{json.dumps(settings, sort_keys=True)}"
+
+
+def _curve(curve: ScoreErrorCurve | None) -> dict | None:
+    if curve is None:
+        return None
+    return {"times": curve.times.tolist(), "value": curve.value.tolist(), "stderr": curve.stderr.tolist()}
+
+
+def learned_unit(activation: str, config: DiffusionConfig) -> dict:
+    """Train, score and sample one activation; plain data (its metrics row, samples, curves, training record)."""
+    draws = experiment.draw(config)
+    fit, score = experiment.fit_score(activation, config, draws)
+    measured = experiment.measure(score, config, draws)
+    unit = {"row": measured.row, "samples": measured.samples.tolist(), "curve": _curve(measured.curve),
+            "summary": fit.summary(), "training": experiment.training_record(fit), "field": None,
+            "bayes_val_loss": experiment.bayes_val_loss(draws.truth, fit) if draws.truth is not None else None}
+    if draws.reference.shape[1] == 2:
+        points = figures.field_grid(figures.plot_limits(draws.reference))
+        unit["field"] = figures.evaluate_field(score, points, config.quiver_times).tolist()
+    return unit
+
+
+def baselines_unit(config: DiffusionConfig) -> dict:
+    """The exact and trivial scores through the same measurements, the p_0 row and the reference sample."""
+    draws = experiment.draw(config)
+    measured = {name: experiment.measure(score, config, draws)
+                for name, score in experiment.baseline_scores(draws.truth).items()}
+    return {"rows": {name: m.row for name, m in measured.items()},
+            "samples": {name: m.samples.tolist() for name, m in measured.items()},
+            "curves": {name: _curve(m.curve) for name, m in measured.items()},
+            "p0": experiment.p0_row(config, draws), "reference": draws.reference.tolist()}
+
+
+def collect(cfg, ctx) -> tuple[DiffusionConfig, dict, dict]:
+    """(config, baselines unit, {activation: unit}), each unit cached in the study's runs.db."""
+    config = diffusion_config(cfg, ctx.device)
+    base = ctx.cache.compute(unit_key(BASELINES, config), KEY, lambda: baselines_unit(config))
+    ctx.tick()
+    learned = {}
+    for activation in cfg.activations:
+        learned[activation] = ctx.cache.compute(unit_key(activation, config), KEY,
+                                                lambda: learned_unit(activation, config))
+        ctx.tick()
+    return config, base, learned
+
+
+def run(cfg, ctx) -> Section:
+    config, base, learned = collect(cfg, ctx)
+    section = Section(KEY, TITLE, command=ctx.command(KEY), config={
+        "activations": list(cfg.activations), **{k: v for k, v in asdict(config).items() if k != "activations"}})
+    metrics = experiment.metrics_dict({**{a: u["row"] for a, u in learned.items()}, **base["rows"]}, base["p0"],
+                                      {a: u["summary"] for a, u in learned.items()})
+    bayes = next(iter(learned.values()))["bayes_val_loss"]
+    section.figures += _figures(config, base, learned, bayes, ctx.out)
+    section.tables.append(Table("diffusion", "Score error (weighted, ± standard error), sample quality against "
+                                f"{config.n_samples} fresh draws of p_0, and position between -x (0) and the exact "
+                                "score (1); exact = the sampler's discretisation floor, p0 = a second fresh sample "
+                                "of p_0 (the finite-sample floor)",
+                                ["score", "score error", "± se", "W2", "MMD^2", "NLL", "weights TV",
+                                 *(f"between: {m}" for m in METRICS)], _rows(metrics, cfg.activations)))
+    section.tables.append(Table("diffusion_training", "Denoiser training (full-batch GD, lr = 1/lambda_max, "
+                                "early stopping on held-out pairs)",
+                                ["activation", "steps run", "kept step", "lr", "held-out loss", "exact denoiser",
+                                 "excess", "seconds"], _training_rows(metrics, cfg.activations, bayes)))
+    section.reading += _reading(metrics, base, learned, cfg.activations, config, bayes)
+    section.status = "complete"
+    return section
+
+
+def _figures(config: DiffusionConfig, base: dict, learned: dict, bayes, out) -> list[Figure]:
+    """Draw the section's figures from the cached units (no network is needed)."""
+    shown = []
+    reference = np.asarray(base["reference"], dtype=float)
+    samples = {**{a: np.asarray(u["samples"], dtype=float) for a, u in learned.items()},
+               **{name: np.asarray(s, dtype=float) for name, s in base["samples"].items()}}
+    title = (f"samples against the truth ({config.data}, n = {config.n}, m = {config.training.width}, "
+             f"{config.sampler} sampler with {config.sampler_steps} steps)")
+    save_figure(figures.plot_samples(reference, samples, title), out, "diffusion_samples")
+    shown.append(Figure("diffusion_samples", f"{config.n_samples} samples from each score, first two coordinates, "
+                        "beside fresh draws of p_0: each network's Tweedie score, the exact score (what the sampler "
+                        "gives with no score error) and -x (the score of N(0, I))."))
+    truth = parse_data(config.data)
+    exact_data = isinstance(truth, GaussianMixture)
+    if exact_data:
+        curves = {name: ScoreErrorCurve(*(np.asarray(c[k], dtype=float) for k in ("times", "value", "stderr")))
+                  for name, c in {**{a: u["curve"] for a, u in learned.items()}, **base["curves"]}.items()}
+        save_figure(figures.plot_score_error(curves), out, "diffusion_score_error")
+        shown.append(Figure("diffusion_score_error", "Score error E_(p_t)||s - grad log p_t||^2 against t (left) and "
+                            "weighted by h_t (right; its mean over t is the score error), "
+                            f"{config.curve_samples} draws per t, ± 2 standard errors."))
+    save_figure(figures.plot_training({a: u["training"] for a, u in learned.items()}, bayes), out,
+                "diffusion_training")
+    shown.append(Figure("diffusion_training", "Denoiser training: mean ||F - x_0||^2 on the training pairs (solid) "
+                        "and the held-out pairs (dashed) against GD step; dotted: the kept (best held-out) step; "
+                        "dash-dotted: the exact denoiser's held-out loss."))
+    fields = {a: np.asarray(u["field"], dtype=float) for a, u in learned.items() if u["field"] is not None}
+    if fields:
+        points = figures.field_grid(figures.plot_limits(reference))
+        true_field = figures.evaluate_field(truth.score, points, config.quiver_times) if exact_data else None
+        save_figure(figures.plot_score_field(points, config.quiver_times, fields, true_field), out,
+                    "diffusion_score_field")
+        shown.append(Figure("diffusion_score_field", "Learned score field (colour) over the true one (black) at a "
+                            "few t; arrows share one scale per panel, set by the true field."))
+    return shown
+
+
+def _number(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _rows(metrics: dict, activations) -> list[list]:
+    rows = []
+    scores = {**{a: metrics[a] for a in activations}, **{k: v for k, v in metrics["baselines"].items() if v}}
+    for name, row in scores.items():
+        between = row.get("between", {})
+        rows.append([name, _number(row["score_error"]), _number(row["score_error_stderr"]), _number(row["w2"]),
+                     _number(row["mmd"]), _number(row["nll"]), _number(row["weight_error"]),
+                     *(_number(between.get(m)) if between else float("nan") for m in METRICS)])
+    return rows
+
+
+def _training_rows(metrics: dict, activations, bayes) -> list[list]:
+    rows = []
+    for activation in activations:
+        t = metrics[activation]["training"]
+        excess = t["best_val_loss"] - bayes if bayes is not None else float("nan")
+        rows.append([activation, t["steps"], t["best_step"], t["lr"], t["best_val_loss"], _number(bayes), excess,
+                     t["wall_seconds"]])
+    return rows
+
+
+def _listing(values: dict, digits: str = ".3g") -> str:
+    return ", ".join(f"{name} {format(value, digits)}" for name, value in values.items())
+
+
+def _position(value) -> str:
+    if value is None:
+        return "position undefined"
+    if value < 0:
+        return f"{value:.2f}: worse than -x"
+    return f"{value:.2f} of the way from -x to exact"
+
+
+def _reading(metrics: dict, base: dict, learned: dict, activations, config: DiffusionConfig, bayes) -> list[str]:
+    exact, trivial, p0 = (metrics["baselines"][name] for name in ("exact", "trivial", "p0"))
+    rows = {a: metrics[a] for a in activations}
+    text = []
+    if exact is not None:
+        text.append(_score_error_reading(rows, trivial, config))
+        text.append(_curve_reading(learned, base["curves"]["trivial"]))
+    else:
+        text.append(f"{config.data} is known only through samples: there is no exact score, so neither the score "
+                    "error, nor the likelihood, nor the exact-score baseline could be measured.")
+    text.append(_sample_reading(rows, exact, trivial, p0, config))
+    if exact is not None:
+        text.append(
+            f"Under the true p_0: the negative log-likelihood per sample was {p0['nll']:.3g} for fresh draws, "
+            f"{exact['nll']:.3g} with the exact score, {trivial['nll']:.3g} with -x, and "
+            f"{_listing({a: r['nll'] for a, r in rows.items()})} with the networks. Recovered mixture weights (total "
+            f"variation to the true weights): p_0 {p0['weight_error']:.3g}, exact {exact['weight_error']:.3g}, -x "
+            f"{trivial['weight_error']:.3g}, {_listing({a: r['weight_error'] for a, r in rows.items()})}.")
+    text.append(_training_reading(metrics, activations, config, bayes))
+    return text
+
+
+def _score_error_reading(rows: dict, trivial: dict, config: DiffusionConfig) -> str:
+    described = "; ".join(f"{a} {r['score_error']:.3g} ± {r['score_error_stderr']:.2g} "
+                          f"({_position(r['between']['score_error'])})" for a, r in rows.items())
+    text = (f"Score error E_t h_t E_(p_t)||s - grad log p_t||^2 over t ~ U[{config.t0:g}, {config.T:g}] "
+            f"({config.n_score} draws, the same for every score): -x scored {trivial['score_error']:.3g} ± "
+            f"{trivial['score_error_stderr']:.2g}, the exact score 0. The networks (m = {config.training.width}, "
+            f"trained on n = {config.n} draws of {config.data}): {described}.")
+    errors = {a: r["score_error"] for a, r in rows.items()}
+    ordered = sorted(errors, key=errors.get)
+    if len(ordered) > 1:
+        best, second, worst = ordered[0], ordered[1], ordered[-1]
+        gap = errors[second] - errors[best]
+        noise = math.hypot(rows[best]["score_error_stderr"], rows[second]["score_error_stderr"])
+        text += (f" {best} had the lowest score error, {errors[worst] / errors[best]:.2g}x below {worst}; its lead "
+                 f"over {second} was {gap:.2g}, {gap / noise:.1f} combined standard errors.")
+    return text
+
+
+def _curve_reading(learned: dict, trivial_curve: dict) -> str:
+    times, trivial = np.asarray(trivial_curve["times"]), np.asarray(trivial_curve["value"], dtype=float)
+    parts = []
+    for activation, unit in learned.items():
+        value = np.asarray(unit["curve"]["value"], dtype=float)
+        above = times[value >= trivial]
+        where = f" (at or above it at t = {', '.join(f'{t:.2g}' for t in above)})" if len(above) else ""
+        parts.append(f"{activation} below -x's at {len(value) - len(above)} of {len(value)} times{where}, largest "
+                     f"at t = {times[int(np.argmax(value))]:.2g} ({value.max():.3g})")
+    return "Per t, the unweighted error E_(p_t)||s - grad log p_t||^2 (figure) was: " + "; ".join(parts) + "."
+
+
+def _sample_reading(rows: dict, exact: dict | None, trivial: dict, p0: dict, config: DiffusionConfig) -> str:
+    text = (f"Samples ({config.n_samples} per score, {config.sampler} sampler, {config.sampler_steps} steps from "
+            f"t = {config.T:g} down to t0 = {config.t0:g}) against {config.n_samples} fresh draws of p_0. W2: a "
+            f"second fresh sample of p_0 (the finite-sample floor) {p0['w2']:.3g}")
+    if exact is not None:
+        text += (f", the exact score {exact['w2']:.3g} (the sampler's discretisation floor, "
+                 f"{exact['w2'] / p0['w2']:.2g}x the p_0 floor)")
+    positions = {a: (f" ({_position(r['between']['w2'])})" if r["between"]["w2"] is not None else "")
+                 for a, r in rows.items()}
+    text += f", -x {trivial['w2']:.3g}; " + "; ".join(f"{a} {r['w2']:.3g}{positions[a]}" for a, r in rows.items())
+    closest = min(rows, key=lambda a: rows[a]["w2"])
+    text += f". {closest} came closest in W2"
+    if exact is not None and rows[closest]["w2"] < exact["w2"]:
+        text += (f", {exact['w2'] - rows[closest]['w2']:.2g} below the exact score (W2 between two samples of p_0 "
+                 f"is {p0['w2']:.3g} here, so differences of that size are within sampling noise)")
+    return (text + f". MMD^2 (Gaussian kernel, median-distance width): p_0 {p0['mmd']:.2g}"
+            + (f", exact {exact['mmd']:.2g}" if exact is not None else "")
+            + f", -x {trivial['mmd']:.2g}, " + _listing({a: r["mmd"] for a, r in rows.items()}, ".2g") + ".")
+
+
+def _training_reading(metrics: dict, activations, config: DiffusionConfig, bayes) -> str:
+    summaries = {a: metrics[a]["training"] for a in activations}
+    parts = []
+    for activation, t in summaries.items():
+        excess = "" if bayes is None else f" (excess {t['best_val_loss'] - bayes:+.3g})"
+        parts.append(f"{activation} {t['best_val_loss']:.4g}{excess} at step {t['best_step']} of {t['steps']}")
+    text = "Held-out loss mean ||F - x_0||^2 of the kept network"
+    if bayes is not None:
+        text += (f", against {bayes:.4g} for the exact denoiser E[x_0 | x_t, t] on the same held-out pairs (the "
+                 "floor: the labels x_0 are noisy)")
+    text += ": " + "; ".join(parts) + "."
+    budget = [a for a, t in summaries.items() if t["best_step"] == config.training.steps]
+    stopped = [f"{a} at step {t['steps']}" for a, t in summaries.items() if t["steps"] < config.training.steps]
+    if budget:
+        text += (f" {', '.join(budget)} kept the last step of the {config.training.steps}-step budget: the held-out "
+                 "loss was still falling when training stopped.")
+    if stopped:
+        text += f" Early stopping ended {', '.join(stopped)}."
+    matched = config.training.time_law == "matched"
+    if matched and bayes is not None and metrics["baselines"]["exact"] is not None and len(summaries) > 1:
+        by_loss = sorted(summaries, key=lambda a: summaries[a]["best_val_loss"])
+        by_error = sorted(summaries, key=lambda a: metrics[a]["score_error"])
+        text += (" Training times follow the matched law, under which the expected excess loss is proportional to "
+                 f"the score error; the order by held-out loss ({', '.join(by_loss)}) "
+                 + ("matches" if by_loss == by_error else "differs from")
+                 + f" the order by measured score error ({', '.join(by_error)}).")
+    return text
