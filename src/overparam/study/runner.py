@@ -2,7 +2,8 @@
 
 Finished units of work are kept in DIR/runs.db (see `cache.UnitCache`; width sweeps keep their
 runs there too), so a re-run reuses them. After every section the report is rewritten, so an
-interrupted study leaves a valid partial report.
+interrupted study leaves a valid partial report. A section whose module fails to import or to
+run is reported as failed (status, note, `StudyResult.failures`); the others still run.
 """
 
 from __future__ import annotations
@@ -85,17 +86,24 @@ def run_study(
     store_path = out / "runs.db"
     cache = UnitCache(store_path)
     ctx = StudyContext(out, cache, store_path, device, backend, on_tick or (lambda k=1: None), config.preset)
-    modules = {key: section_module(key) for key in config.sections}
-    sections = [Section(key, modules[key].TITLE) for key in config.sections]
+    modules, broken = {}, {}
+    for key in config.sections:
+        try:
+            modules[key] = section_module(key)
+        except Exception as error:  # a section that cannot be imported fails alone, like one that cannot run
+            broken[key] = error
+    sections = [Section(key, getattr(modules.get(key), "TITLE", key)) for key in config.sections]
     start = time.perf_counter()
     interrupted = False
     failures = []
     try:
         for index, key in enumerate(config.sections):
-            module = modules[key]
-            if on_section is not None:
-                on_section(key, module.TITLE, module.units(config))
             try:
+                if key in broken:
+                    raise broken[key]
+                module = modules[key]
+                if on_section is not None:
+                    on_section(key, module.TITLE, module.units(config))
                 sections[index] = module.run(config, ctx)
             except KeyboardInterrupt:
                 sections[index].status = "partial"
