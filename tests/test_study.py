@@ -22,14 +22,27 @@ TINY = StudyConfig(
     train_n=8, train_widths=(64, 256), train_seeds=2, train_steps=400, tol=1e-2,
     threshold_ns=(4, 8), threshold_widths=(2, 4, 8, 16, 32), threshold_seeds=2, threshold_max_steps=400,
     delta=0.5, init_n=8, init_width=128, init_seeds=2,
-    sections=("concentration", "training", "laziness", "threshold", "initialisation"),
+    diffusion_n=256, diffusion_width=64, diffusion_steps=100, diffusion_sampler_steps=20, diffusion_samples=300,
+    diffusion_score_samples=2000,
 )
+#: Progress of the module's study: units each section announced, and the ticks it then gave.
+PROGRESS = {"announced": {}, "ticked": {}}
 
 
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
-    result = run_study(TINY, out)
+    current = []
+
+    def on_section(key, title, units):
+        current.append(key)
+        PROGRESS["announced"][key] = units
+        PROGRESS["ticked"][key] = 0
+
+    def on_tick(k=1):
+        PROGRESS["ticked"][current[-1]] += k
+
+    result = run_study(TINY, out, on_section=on_section, on_tick=on_tick)
     return out, result
 
 
@@ -53,6 +66,61 @@ def test_every_section_completes_with_figures_and_tables(study_dir):
     markdown = (out / "report.md").read_text()
     for section in result.sections:
         assert section.title in html and section.title in markdown
+
+
+def test_every_section_ticks_once_per_announced_unit(study_dir):
+    _, result = study_dir
+    assert list(PROGRESS["announced"]) == list(TINY.sections)
+    assert PROGRESS["ticked"] == PROGRESS["announced"]
+    assert PROGRESS["announced"]["diffusion"] == len(TINY.activations) + 1
+    assert result.computed == sum(PROGRESS["announced"][key] for key in ("concentration", "training", "diffusion",
+                                                                         "initialisation"))
+
+
+def test_diffusion_numbers_match_overparam_diffusion(study_dir):
+    """The section's table equals `overparam diffusion` run alone with the same settings (softmax only:
+    each activation is its own unit, so the rows must not depend on which other networks ran)."""
+    from overparam.diffusion.experiment import run
+    from overparam.study.cache import UnitCache
+    from overparam.study.diffusion import diffusion_config, unit_key
+
+    out, _ = study_dir
+    rows = {r["score"]: r for r in read_csv(out / "tables" / "diffusion.csv")}
+    assert list(rows) == [*TINY.activations, "exact", "trivial", "p0"]
+    config = diffusion_config(TINY)
+    result = run(replace(config, activations=("softmax",)))
+    expected = {"softmax": result.metrics["softmax"], **result.metrics["baselines"]}
+    columns = {"score error": "score_error", "± se": "score_error_stderr", "W2": "w2", "MMD^2": "mmd", "NLL": "nll",
+               "weights TV": "weight_error"}
+    for name, metrics in expected.items():
+        for column, key in columns.items():
+            if metrics[key] is None:
+                assert rows[name][column] == "nan"
+            else:
+                assert float(rows[name][column]) == pytest.approx(metrics[key], rel=1e-10, abs=1e-14)
+    for metric, position in result.metrics["softmax"]["between"].items():
+        assert float(rows["softmax"][f"between: {metric}"]) == pytest.approx(position, rel=1e-10)
+    training = {r["activation"]: r for r in read_csv(out / "tables" / "diffusion_training.csv")}
+    assert float(training["softmax"]["held-out loss"]) == pytest.approx(
+        result.metrics["softmax"]["training"]["best_val_loss"], rel=1e-10)
+    assert float(training["softmax"]["exact denoiser"]) == pytest.approx(result.bayes_val_loss, rel=1e-10)
+    # the cached units hold the very samples `run` draws (same seeds, same draws, same networks)
+    cache = UnitCache(out / "runs.db")
+    softmax, baselines = cache.get(unit_key("softmax", config)), cache.get(unit_key("baselines", config))
+    cache.close()
+    np.testing.assert_array_equal(np.array(softmax["samples"]), result.samples["softmax"])
+    for name in ("exact", "trivial"):
+        np.testing.assert_array_equal(np.array(baselines["samples"][name]), result.samples[name])
+    np.testing.assert_array_equal(np.array(baselines["reference"]), result.reference)
+    # every network learned a score clearly better than -x, and W2 sits between the floors and -x
+    trivial = float(rows["trivial"]["score error"])
+    for activation in TINY.activations:
+        error, stderr = float(rows[activation]["score error"]), float(rows[activation]["± se"])
+        assert error < trivial - 5 * (stderr + float(rows["trivial"]["± se"]))
+        assert 0 < float(rows[activation]["between: score_error"]) < 1
+    assert float(rows["exact"]["score error"]) == 0.0
+    assert float(rows["p0"]["W2"]) < float(rows["trivial"]["W2"]) and float(rows["exact"]["W2"]) < float(
+        rows["trivial"]["W2"])
 
 
 def test_concentration_numbers_match_a_direct_recomputation(study_dir):
@@ -114,6 +182,20 @@ def test_interrupt_leaves_a_valid_partial_report_and_resumes(tmp_path):
     resumed = run_study(config, tmp_path)
     # The interrupt came in the 4th unit's progress tick, after that unit was stored: 4 are reused.
     assert resumed.reused == 4 and [s.status for s in resumed.sections] == ["complete", "complete"]
+
+
+def test_a_section_that_cannot_be_imported_fails_alone(tmp_path, monkeypatch):
+    from overparam.study import runner
+
+    monkeypatch.setitem(runner.MODULES, "initialisation", "no_such_section")
+    config = replace(TINY, sections=("concentration", "initialisation"), kernel_widths=(32,), kernel_seeds=1)
+    result = run_study(config, tmp_path)
+    assert [s.status for s in result.sections] == ["complete", "failed"]
+    assert len(result.failures) == 1 and result.failures[0].startswith("initialisation: ModuleNotFoundError")
+    assert result.computed == len(TINY.activations)  # one kernel per activation at one width and seed
+    assert "Status: failed — ModuleNotFoundError" in (tmp_path / "report.html").read_text()
+    rows = read_csv(tmp_path / "tables" / "concentration.csv")
+    assert [r["activation"] for r in rows] == list(TINY.activations) and all(float(r["rel. error"]) > 0 for r in rows)
 
 
 def _chromium() -> str | None:
