@@ -147,6 +147,54 @@ def test_bad_inputs_raise_clear_errors():
         net.loss(torch.zeros(4, 3, dtype=torch.float64), torch.zeros(5))
 
 
+def test_replacing_w_or_a_with_a_bad_value_says_what_is_wrong():
+    net = TwoLayerNet(3, 8, 2, "exp", seed=0)
+    W, a = net.W, net.a
+    with pytest.raises(ValueError, match=r"d = in_dim = 3 columns .* got shape \(8, 4\)"):
+        net.W = torch.zeros(8, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"\(m, d\) matrix .* got shape \(24,\)"):
+        net.W = torch.zeros(24, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"W has 1 non-finite value\(s\) \(NaN or inf\)"):
+        net.W = W.clone().index_put_((torch.tensor([2]), torch.tensor([1])), torch.tensor(float("nan"), dtype=torch.float64))
+    with pytest.raises(ValueError, match="W must be a tensor or an array of numbers"):
+        net.W = [["x", 1.0, 2.0]]
+    with pytest.raises(ValueError, match=r"a must be an \(m, k\) = \(8, 2\) matrix.*got shape \(8, 3\)"):
+        net.a = torch.ones(8, 3)
+    with pytest.raises(ValueError, match=r"got shape \(6, 2\); to change the width assign W first"):
+        net.a = torch.ones(6, 2)
+    with pytest.raises(ValueError, match=r"a has 2 non-finite value\(s\)"):
+        net.a = torch.tensor([[float("inf"), 1.0]] + [[1.0, 1.0]] * 6 + [[1.0, float("-inf")]])
+    assert net.W is W and net.a is a  # a refused value leaves the network as it was
+    net.W = torch.zeros(5, 3, dtype=torch.float64)  # a new width is fine until F is needed
+    with pytest.raises(ValueError, match=r"W has 5 rows \(neurons\) but a has 8: .* assign an a of shape \(5, 2\)"):
+        net(sample_inputs(4, 3))
+
+
+def test_replaced_w_and_a_give_the_formula_output():
+    net = TwoLayerNet(3, 8, 2, "exp", seed=0)
+    X = sample_inputs(5, 3, seed=7)
+    # A view of a batch of weights is used as it is, without a copy.
+    stacked = torch.randn(4, 8, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    net.W = stacked[2]
+    assert net.W.data_ptr() == stacked[2].data_ptr()
+    torch.testing.assert_close(net(X), net.kappa * torch.exp(X @ stacked[2].T) @ net.a, rtol=1e-13, atol=0)
+    # Array-likes and integer tensors are converted to the network's dtype and device.
+    rows = np.linspace(-0.5, 0.5, 24).reshape(8, 3)
+    net.W = rows
+    net.a = torch.tensor([[1, -1]] * 4 + [[-1, 1]] * 4)
+    assert net.W.dtype == net.a.dtype == torch.float64
+    signs = torch.tensor([[1.0, -1.0]] * 4 + [[-1.0, 1.0]] * 4, dtype=torch.float64)
+    expected = net.kappa * torch.exp(X @ torch.from_numpy(rows).T) @ signs
+    torch.testing.assert_close(net(X), expected, rtol=1e-13, atol=0)
+    # A float32 a follows W's float64; a new width: W first, then a.
+    net.W = rows[:3]
+    net.a = torch.tensor([[0.5, 0.0], [0.0, 2.0], [-1.0, 1.0]], dtype=torch.float32)
+    assert net.width == 3 and net.a.dtype == torch.float64
+    expected = net.kappa * torch.exp(X @ torch.from_numpy(rows[:3]).T) @ torch.tensor(
+        [[0.5, 0.0], [0.0, 2.0], [-1.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(net(X), expected, rtol=1e-13, atol=0)
+
+
 @settings(max_examples=25, deadline=None)
 @given(activation=st.sampled_from(ACTIVATIONS), n=st.integers(1, 6), m=st.integers(1, 12),
        k=st.integers(1, 3), chunk=st.integers(1, 13), seed=st.integers(0, 10_000))

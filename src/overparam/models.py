@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from . import activations, coefficients
@@ -63,7 +64,8 @@ class TwoLayerNet:
     relu: phi_r = max(0, <w_r, x>); exp: phi_r = exp(<w_r, x>);
     softmax: phi_r = m S_r(x), S = softmax over neurons of (<w_r, x>)_r.
 
-    Attributes W (m, d) and a (m, k) may be read and replaced. `net(X)` maps (n, d) -> (n, k).
+    W (m, d) and a (m, k) may be read and replaced (checked on assignment, see `W` and `a`).
+    `net(X)` maps (n, d) -> (n, k).
     """
 
     def __init__(
@@ -90,10 +92,49 @@ class TwoLayerNet:
         self.sigma = float(sigma)
         self.seed = int(seed)
         self.chunk_size = chunk_size
-        self.W, self.a = initial_weights(
+        self._W, self._a = initial_weights(
             int(width), int(in_dim), int(out_dim), init, sigma, seed,
             resolve_dtype(dtype), resolve_device(device),
         )
+
+    @property
+    def W(self) -> torch.Tensor:
+        """First-layer weights (m, d), row r = w_r; trained in place by `overparam.train`.
+
+        Assigning checks the new value: 2-D with d = in_dim columns and finite. A floating-point
+        tensor is kept as it is (a view is not copied; its dtype and device become the network's);
+        anything else is converted to the network's dtype and device. The width m may change:
+        then assign an a with the new number of rows too (the first forward pass checks).
+        """
+        return self._W
+
+    @W.setter
+    def W(self, value) -> None:
+        W = _as_weights(value, "W", self._W)
+        if W.dim() != 2 or W.shape[1] != self.in_dim or W.shape[0] < 1:
+            raise ValueError(f"W must be an (m, d) matrix with d = in_dim = {self.in_dim} columns (row r is "
+                             f"w_r), got shape {tuple(W.shape)}; build a new TwoLayerNet to change in_dim")
+        self._W = W
+
+    @property
+    def a(self) -> torch.Tensor:
+        """Fixed second-layer signs (m, k), one row per neuron of W.
+
+        Assigning checks the new value: 2-D, m = W's rows, k = out_dim columns, finite; it is
+        converted to W's dtype and device (a tensor that already has them is not copied).
+        To change the width, assign W first, then a.
+        """
+        return self._a
+
+    @a.setter
+    def a(self, value) -> None:
+        a = _as_weights(value, "a", self._a, self._W)
+        m, k = self._W.shape[0], self.out_dim
+        if a.dim() != 2 or a.shape != (m, k):
+            raise ValueError(f"a must be an (m, k) = ({m}, {k}) matrix: one row per neuron of W (m = W's rows) "
+                             f"and k = out_dim = {k} columns, got shape {tuple(a.shape)}; to change the "
+                             "width assign W first, then a")
+        self._a = a
 
     @property
     def width(self) -> int:
@@ -123,6 +164,7 @@ class TwoLayerNet:
     def forward_pass(self, X: torch.Tensor, keep: bool | None = None) -> coefficients.Pass:
         """Forward pass with Jacobian products (`Pass`); keep=None keeps the per-chunk
         derivative factors when they fit a quarter of free memory."""
+        self.check_layers()
         X = as_inputs(X, self.in_dim, self.dtype, self.device)
         if keep is None:
             keep = fits_in_memory(X.shape[0], self.width, self.W)
@@ -130,6 +172,16 @@ class TwoLayerNet:
             X, self.W, self.a, self.activation, self.kappa, self.chunk(X.shape[0]),
             keep=keep, paired=self.init == "coupled" and self.width % 2 == 0,
         )
+
+    def check_layers(self) -> None:
+        """W and a describe the same neurons: as many rows, one dtype, one device."""
+        W, a = self._W, self._a
+        if W.shape[0] != a.shape[0]:
+            raise ValueError(f"W has {W.shape[0]} rows (neurons) but a has {a.shape[0]}: after giving W a new "
+                             f"width, assign an a of shape ({W.shape[0]}, {a.shape[1]})")
+        if W.dtype != a.dtype or W.device != a.device:
+            raise ValueError(f"W is {W.dtype} on {W.device} but a is {a.dtype} on {a.device}: assign a again "
+                             "after W (it is converted to W's dtype and device)")
 
     def __call__(self, X: torch.Tensor) -> torch.Tensor:
         """F(W, X), shape (n, k)."""
@@ -149,7 +201,7 @@ class TwoLayerNet:
     def copy(self) -> "TwoLayerNet":
         clone = object.__new__(TwoLayerNet)
         clone.__dict__.update(self.__dict__)
-        clone.W, clone.a = self.W.clone(), self.a.clone()
+        clone._W, clone._a = self._W.clone(), self._a.clone()
         return clone
 
     def config(self) -> dict:
@@ -164,6 +216,27 @@ class TwoLayerNet:
     def __repr__(self) -> str:
         return (f"TwoLayerNet(activation={self.activation!r}, in_dim={self.in_dim}, width={self.width}, "
                 f"out_dim={self.out_dim}, kappa={self.kappa:.4g}, init={self.init!r})")
+
+
+def _as_weights(value, name: str, current: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+    """`value` as a finite tensor: a floating-point tensor is kept (converted to `like`'s dtype and
+    device when `like` is given); anything else is converted to `current`'s dtype and device."""
+    like = current if like is None else like
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        tensor = value if like is current else value.to(dtype=like.dtype, device=like.device)
+    else:
+        if isinstance(value, torch.Tensor) and value.is_complex():
+            raise ValueError(f"{name} must be real, got dtype {value.dtype}")
+        try:
+            array = value if isinstance(value, torch.Tensor) else np.asarray(value, dtype=np.float64)
+            tensor = torch.as_tensor(array, dtype=like.dtype, device=like.device)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"{name} must be a tensor or an array of numbers, got {type(value).__name__}: "
+                             f"{error}") from None
+    if not torch.isfinite(tensor).all():
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise ValueError(f"{name} has {bad} non-finite value(s) (NaN or inf); assign finite weights")
+    return tensor
 
 
 def default_chunk_for(n: int, k: int, W: torch.Tensor) -> int:
