@@ -8,7 +8,7 @@ from overparam import TwoLayerNet, train
 from overparam import batched
 from overparam.batched import lambda_max_batched, train_batched, train_seeds
 from overparam.coefficients import forward
-from overparam.data import builtin
+from overparam.data import builtin, sphere
 from overparam.ntk import lambda_max
 from overparam.train import HISTORY_COLUMNS
 
@@ -88,6 +88,28 @@ def test_divergence_is_per_seed_and_matches():
     for seed, rate, batched in zip(seeds, rates, histories):
         single = train(TwoLayerNet(3, 16, 1, "relu", seed=seed), data.X, data.y, lr=rate, steps=60)
         assert_same_run(batched, single)
+
+
+@pytest.mark.parametrize("activation,safe,fast,diverged_at", [("relu", 0.3, 2.0, 12), ("exp", 3e-4, 0.005, 2)])
+def test_a_diverging_seed_ends_at_its_last_finite_weights_as_alone(activation, safe, fast, diverged_at):
+    """The single-run semantics per seed: W_s and the History end at step t - 1; other seeds go on."""
+    data = sphere(12, 4, seed=2)  # the data of the divergence test in test_train.py
+    X, y = torch.from_numpy(data.X), torch.from_numpy(data.y)
+    seeds, rates = [1, 0, 2], [safe, fast, safe]
+    nets = [TwoLayerNet(4, 64, 1, activation, seed=s) for s in seeds]
+    W = torch.stack([net.W for net in nets])
+    a = torch.stack([net.a for net in nets])
+    histories = train_batched(X, y, W, a, activation, nets[0].kappa, lr=rates, steps=40, record_every=5)
+    assert [h.status for h in histories] == ["max_steps", "diverged", "max_steps"]
+    assert histories[1].steps == diverged_at - 1
+    assert histories[1].message.startswith(f"diverged at step {diverged_at} (")
+    for net, rate, batched, trained in zip(nets, rates, histories, W):
+        single = train(net, X, y, lr=rate, steps=40, record_every=5)
+        assert_same_run(batched, single)
+        torch.testing.assert_close(trained, net.W, rtol=1e-10, atol=1e-10)
+    assert torch.isfinite(W).all()
+    residual = float((nets[1](X) - y).norm())
+    assert histories[1].residual_norm[-1] == pytest.approx(residual, rel=1e-10)
 
 
 def test_exp_overflow_is_reported_per_seed():

@@ -83,6 +83,19 @@ def test_divergence_is_detected_and_explained_as_in_one_process():
     assert_same_history(history, expected)  # same step, same message with the same suggested lr
 
 
+def test_divergence_leaves_the_last_finite_weights_as_in_one_process():
+    X, y = problem()
+    net = TwoLayerNet(4, 40, 1, "relu", seed=5)
+    single = net.copy()
+    expected = train(single, X, y, lr=2.5, steps=50, record_every=5)
+    history = distributed.train(net, X, y, nproc=2, lr=2.5, steps=50, record_every=5)
+    assert expected.status == "diverged" and "diverged at step 9 " in expected.message
+    np.testing.assert_array_equal(history.step, [0, 5, 8])  # step 8, W(t-1), off the grid
+    assert_same_history(history, expected)
+    torch.testing.assert_close(net.W, single.W, **TOL)
+    assert history.residual_norm[-1] == pytest.approx(float((net(X) - y).norm()), rel=1e-10)
+
+
 @pytest.mark.parametrize("activation, k", [("relu", 1), ("exp", 1), ("softmax", 2)])
 def test_sharded_kernel_equals_dense_kernel(activation, k):
     X, _ = problem(n=8, k=k)

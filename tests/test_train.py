@@ -38,8 +38,9 @@ def history_W0(net, activation):
 def test_gd_step_is_w_minus_lr_grad(problem):
     X, y = problem
     net = TwoLayerNet(4, 32, 1, "exp", seed=1)
-    expected = net.W - 0.01 * net.grad(X, y)
-    train(net, X, y, lr=0.01, steps=1)
+    expected = net.W - 1e-4 * net.grad(X, y)  # lr below 1/lambda_max = 5.6e-4 (0.01 diverges at step 1)
+    history = train(net, X, y, lr=1e-4, steps=1)
+    assert history.status == "max_steps" and history.steps == 1
     torch.testing.assert_close(net.W, expected, rtol=1e-14, atol=1e-14)
 
 
@@ -77,6 +78,47 @@ def test_exp_overflow_during_training_is_divergence(problem):
     history = train(net, X, y, lr=50.0, steps=100)
     assert history.status == "diverged"
     assert "overflows" in history.message and np.all(np.isfinite(history.loss))
+
+
+@pytest.mark.parametrize("activation,lr,diverged_at", [
+    ("relu", 2.0, 12),  # loss over 1000x; step 11 is off the record_every grid
+    ("relu", 2.5, 6),  # step 5 is on the grid: recorded once
+    ("exp", 0.005, 2),  # exp overflows at step 2
+])
+def test_divergence_leaves_the_last_finite_weights_and_their_record(activation, lr, diverged_at, problem):
+    X, y = problem
+    net = TwoLayerNet(4, 64, 1, activation, seed=0)
+    plain = net.copy()
+    W0 = net.W.clone()
+    history = train(net, X, y, lr=lr, steps=200, record_every=5)
+    assert history.status == "diverged"
+    assert history.message.startswith(f"diverged at step {diverged_at} (") and "try lr <=" in history.message
+    assert f"W is left at step {diverged_at - 1}" in history.message
+    np.testing.assert_array_equal(history.step, sorted({*range(0, diverged_at, 5), diverged_at - 1}))
+    assert history.steps == diverged_at - 1
+    # net.W is W(t-1), the weights after t - 1 plain GD steps.
+    for _ in range(diverged_at - 1):
+        plain.W = plain.W - lr * plain.grad(X, y)
+    assert torch.isfinite(net.W).all()
+    torch.testing.assert_close(net.W, plain.W, rtol=1e-12, atol=1e-12)
+    # The last entry describes net.W.
+    residual = float((net(X) - y).norm())
+    assert history.residual_norm[-1] == pytest.approx(residual, rel=1e-12)
+    assert history.final_loss == pytest.approx(0.5 * residual**2, rel=1e-12)
+    delta = net.W - W0
+    assert history.max_movement[-1] == pytest.approx(float(delta.norm(dim=1).max()), rel=1e-12)
+    assert history.total_movement[-1] == pytest.approx(float(delta.norm()), rel=1e-12)
+    assert np.all(np.isfinite(history.loss)) and np.all(np.diff(history.wall_time) >= 0)
+    assert history.summary()["steps"] == diverged_at - 1
+
+
+def test_divergence_with_an_optimiser_restores_the_parameter_it_holds(problem):
+    X, y = problem
+    net = TwoLayerNet(4, 64, 1, "relu", seed=0)
+    W = net.W
+    history = train(net, X, y, lr=100.0, steps=50, optimizer="sgd", record_every=10)
+    assert history.status == "diverged" and net.W is W and torch.isfinite(W).all()
+    assert history.residual_norm[-1] == pytest.approx(float((net(X) - y).norm()), rel=1e-12)
 
 
 def test_overflowing_initial_network_is_an_error_not_a_step_size_problem():

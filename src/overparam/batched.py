@@ -21,7 +21,7 @@ import torch
 from . import coefficients
 from .activations import check_activation, parse_scale
 from .models import fits_in_memory, initial_weights, resolve_device, resolve_dtype
-from .train import DIVERGENCE_FACTOR, History
+from .train import DIVERGENCE_FACTOR, History, initial_network_error
 
 
 #: On the CPU, seeds train in sub-batches of at most this many S * n * m values, so that a
@@ -97,11 +97,10 @@ def _budgets(steps, record_every, seeds: int, only: list[int] | None = None) -> 
     return budget, every
 
 
-def _divergence_message(step: int, loss: float, initial_loss: float, lr: float, safe_lr: float) -> str:
-    what = "a non-finite loss" if not math.isfinite(loss) else (
-        f"loss {loss:.3e}, over {DIVERGENCE_FACTOR:g}x its initial {initial_loss:.3e}")
-    return (f"diverged at step {step} with {what} at lr = {lr:.3g}; the stable step at W(0) is "
-            f"about 1/lambda_max(Theta(W(0))) = {safe_lr:.3g}")
+def _divergence_message(step: int, what: str, lr: float, safe_lr: float) -> str:
+    return (f"diverged at step {step} ({what}) at lr = {lr:.3g}; the stable step at W(0) is "
+            f"about 1/lambda_max(Theta(W(0))) = {safe_lr:.3g}. W is left at step {step - 1}, the last "
+            "with a finite loss")
 
 
 def train_batched(
@@ -127,7 +126,8 @@ def train_batched(
     ||F(W_s(0)) - y_s||_2 is known (arrays of length S; NaN for a seed that could not start).
     Returns one History per seed, the same as `overparam.train` gives that seed alone (up to
     rounding); a seed that cannot start (non-finite F(W(0)), no usable automatic step)
-    gets the exception `train` would raise instead.
+    gets the exception `train` would raise instead. A seed that diverges at step t ends, as in
+    `train`, at W_s(t-1) (written to W[s]) with its History's last entry at step t-1.
     wall_time counts from the start of the batch.
     """
     check_activation(activation)
@@ -185,13 +185,32 @@ def train_batched(
     initial_loss = [math.nan] * seeds
     start = time.perf_counter()
     step = 0
+    last_seen: dict[int, tuple[float, float]] = {}  # seed -> (loss, ||F - y||) at W_s(t-1)
+
+    def diverge(s: int, what: str) -> None:
+        """Seed s diverged at this step (`what`): as `train`, it ends at W_s(t-1) with that step
+        recorded; at step 0 it gets `train`'s error for a W(0) that cannot be evaluated."""
+        nonlocal top
+        status[s] = "diverged"
+        if step == 0:
+            message[s] = what
+            batch.retire(s)
+            return
+        if top is None:
+            top = _lambda_max_per_seed(forward, everyone, W0, [None] * seeds)
+        safe = 1.0 / top[s] if top[s] != 0 else math.inf
+        message[s] = _divergence_message(step, what, rates[s], safe)
+        batch.retire(s, previous=True)
+        if rows[s][-1][0] != step - 1:
+            largest, total = batch.movement(s, previous=True)
+            rows[s].append((step - 1, *last_seen[s], largest, total, time.perf_counter() - start))
+
     while batch.seeds:
         try:
             current = forward(batch.seeds, batch.W)
         except OverflowError:
             for s, error in _overflowing(forward, batch).items():
-                status[s], message[s] = "diverged", f"step {step}: {error}"
-                batch.retire(s)
+                diverge(s, str(error).split(";")[0])
             batch.compact()
             continue
         residual = current.out - batch.take(y)
@@ -207,13 +226,10 @@ def train_batched(
             if step == 0:
                 initial_loss[s] = loss
             if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * max(initial_loss[s], 1e-300):
-                if top is None:
-                    top = _lambda_max_per_seed(forward, everyone, W0, [None] * seeds)
-                status[s] = "diverged"
-                safe = 1.0 / top[s] if top[s] != 0 else math.inf
-                message[s] = _divergence_message(step, loss, initial_loss[s], rates[s], safe)
-                batch.retire(s)
+                diverge(s, "a non-finite loss" if not math.isfinite(loss) else (
+                    f"loss {loss:.3e}, over {DIVERGENCE_FACTOR:g}x its initial {initial_loss[s]:.3e}"))
                 continue
+            last_seen[s] = (loss, norm)
             done = norm <= tol
             last = done or step == budget[s]
             if step % every[s] == 0 or last:
@@ -230,6 +246,7 @@ def train_batched(
                 rows[s].append((step, loss, norm, largest[s], total[s], now))
         if not batch.going:
             break
+        batch.previous = batch.W  # the update below is out of place: W(t) stays intact
         batch.W = batch.W - batch.take(step_sizes) * current.vjp(residual)
         batch.compact()
         step += 1
@@ -239,7 +256,7 @@ def train_batched(
         if outcomes[s] is not None:
             continue
         if not rows[s]:
-            outcomes[s] = FloatingPointError(message[s])
+            outcomes[s] = initial_network_error(message[s])
             continue
         if message[s] is None:
             message[s] = f"stopped after the step budget of {budget[s]} steps"
@@ -252,14 +269,16 @@ def train_batched(
 class _Batch:
     """The seeds still training and their weights; stopped seeds are written back to `final`.
 
-    `retire(s)` marks a seed as stopped at the current weights; `compact()` drops retired
-    seeds from the batch (after this step's update, which the retired seeds do not keep).
+    `retire(s)` marks a seed as stopped at the current weights (previous=True: at the weights
+    before the last update, W_s(t-1)); `compact()` drops retired seeds from the batch (after
+    this step's update, which the retired seeds do not keep).
     """
 
     def __init__(self, final: torch.Tensor, W0: torch.Tensor, seeds: list[int]) -> None:
         self.final = final
         self.seeds = list(seeds)
         self.W = final[self.seeds].clone()
+        self.previous = self.W  # the weights before the last update (the same at step 0)
         self.W0 = W0[self.seeds]
         self.retired: set[int] = set()
         self._cache: dict[int, torch.Tensor] = {}
@@ -268,8 +287,8 @@ class _Batch:
     def going(self) -> list[int]:
         return [s for s in self.seeds if s not in self.retired]
 
-    def retire(self, s: int) -> None:
-        self.final[s] = self.W[self.seeds.index(s)]
+    def retire(self, s: int, previous: bool = False) -> None:
+        self.final[s] = (self.previous if previous else self.W)[self.seeds.index(s)]
         self.retired.add(s)
 
     def compact(self) -> None:
@@ -277,7 +296,7 @@ class _Batch:
             return
         rows = [j for j, s in enumerate(self.seeds) if s not in self.retired]
         self.seeds = [self.seeds[j] for j in rows]
-        self.W, self.W0 = self.W[rows], self.W0[rows]
+        self.W, self.W0, self.previous = self.W[rows], self.W0[rows], self.previous[rows]
         self.retired.clear()
         self._cache.clear()
 
@@ -288,9 +307,15 @@ class _Batch:
             self._cache[key] = tensor[self.seeds]
         return self._cache[key]
 
-    def movement(self) -> tuple[dict[int, float], dict[int, float]]:
-        """max_r ||w_r - w_r(0)||_2 and ||W - W(0)||_F for every seed in the batch."""
-        delta = self.W - self.W0
+    def movement(self, seed: int | None = None, previous: bool = False):
+        """max_r ||w_r - w_r(0)||_2 and ||W - W(0)||_F: dicts over the batch's seeds, or the two
+        floats of one `seed` (previous=True: of its weights before the last update)."""
+        weights = self.previous if previous else self.W
+        if seed is not None:
+            j = self.seeds.index(seed)
+            delta = weights[j] - self.W0[j]
+            return float(delta.norm(dim=1).max()), float(delta.norm())
+        delta = weights - self.W0
         largest = delta.norm(dim=-1).amax(-1).tolist()
         total = delta.flatten(1).norm(dim=-1).tolist()
         return dict(zip(self.seeds, largest)), dict(zip(self.seeds, total))

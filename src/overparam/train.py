@@ -134,6 +134,11 @@ def train(
     tol: stop when ||F - y||_2 <= tol (status "converged"). batch_size: minibatches for
     "sgd"/"adam" (None = full batch). A callback returning True stops the run.
     progress(step, residual_norm) is called every recorded step.
+
+    Divergence at step t (a non-finite loss, an overflowing forward pass, or the loss over
+    DIVERGENCE_FACTOR x its initial value) gives status "diverged": net.W is set back to W(t-1)
+    and the History ends with that step's record, so that no NaN is ever a result. If W(0)
+    itself cannot be evaluated, FloatingPointError is raised instead.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
@@ -157,6 +162,7 @@ def train(
         record_every = max(1, steps // 1000)
 
     W0 = net.W.clone()
+    previous = torch.empty_like(W0)  # W(t-1): the weights a divergence at step t falls back to
     keep = fits_in_memory(n, net.width, net.W)
     stepper = _make_stepper(net, optimizer, lr)
     gen = torch.Generator().manual_seed(seed)
@@ -165,6 +171,8 @@ def train(
     start = time.perf_counter()
     status, message = "max_steps", f"stopped after the step budget of {steps} steps"
     initial_loss = None
+    last_loss = last_norm = math.nan  # of W(t-1)
+    cause = None  # why the run diverged, if it did
 
     def record(step: int, loss: float, norm: float) -> None:
         delta = net.W - W0
@@ -177,8 +185,7 @@ def train(
         try:
             forward = net.forward_pass(X, keep=keep)
         except OverflowError as error:
-            status, cause = "diverged", str(error).split(";")[0]
-            message = _divergence_message(net, W0, X, lr, step, cause)
+            cause = str(error).split(";")[0]
             break
         residual = forward.out - y
         norm = float(residual.norm())
@@ -186,10 +193,8 @@ def train(
         if initial_loss is None:
             initial_loss = loss
         if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * max(initial_loss, 1e-300):
-            status = "diverged"
             cause = "a non-finite loss" if not math.isfinite(loss) else (
                 f"loss {loss:.3e}, over {DIVERGENCE_FACTOR:g}x its initial {initial_loss:.3e}")
-            message = _divergence_message(net, W0, X, lr, step, cause)
             break
         done = norm <= tol
         last = done or step == steps
@@ -206,18 +211,32 @@ def train(
             break
         if last:
             break
+        previous.copy_(net.W)
+        last_loss, last_norm = loss, norm
         if optimizer == "gd":
             stepper(forward.vjp(residual))
         else:
             stepper(_minibatch_grad(net, X, y, batch_size, gen, forward, residual))
 
-    if not rows:  # W(0) itself cannot be evaluated: no step size helps
-        raise FloatingPointError(f"the initial network cannot be evaluated ({cause}); use a smaller sigma, "
-                                 "inputs with ||x|| <= 1 (--normalize), a smaller scale or float64")
+    if cause is not None:
+        if step == 0:  # W(0) itself cannot be evaluated: no step size helps
+            raise initial_network_error(cause)
+        # A NaN is never a result: the run ends at W(t-1), the last weights with a finite loss.
+        net.W.copy_(previous)  # in place: an optimiser holds net.W itself
+        if rows[-1][0] != step - 1:
+            record(step - 1, last_loss, last_norm)
+        status = "diverged"
+        message = _divergence_message(net, W0, X, lr, step, cause)
     columns = [np.array(column, dtype=float) for column in zip(*rows)]
     columns[0] = columns[0].astype(int)
     return History(*columns, status=status, message=message, lr=lr, optimizer=optimizer,
                    extra={key: np.asarray(value) for key, value in extra.items()})
+
+
+def initial_network_error(cause: str) -> FloatingPointError:
+    """The error for a W(0) whose loss is not finite (`cause`): no step size helps."""
+    return FloatingPointError(f"the initial network cannot be evaluated ({cause}); use a smaller sigma, "
+                              "inputs with ||x|| <= 1 (--normalize), a smaller scale or float64")
 
 
 def _make_stepper(net: TwoLayerNet, optimizer: str, lr: float) -> Callable[[torch.Tensor], None]:
@@ -254,4 +273,5 @@ def _divergence_message(net, W0, X, lr, step, what) -> str:
         hint = f"try lr = {lr / 10:.3g}"
     finally:
         net.W = current
-    return f"diverged at step {step} ({what}) at lr = {lr:.3g}; {hint}"
+    return (f"diverged at step {step} ({what}) at lr = {lr:.3g}; {hint}. W is left at step {step - 1}, "
+            "the last with a finite loss")
