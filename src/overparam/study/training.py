@@ -60,8 +60,9 @@ def train_unit(activation: str, width: int, init: str, n: int, seeds: int, cfg, 
         H0 = ntk(net, X)
         net.W = W[seed]
         HT = ntk(net, X)
-        residual0 = _at(net, W0[seed])(X) - y
-        theta0 = H0 * (width * kappa**2)
+        # the kernel-regime curves are computed on the CPU, like the recorded steps they are compared with
+        residual0 = (_at(net, W0[seed])(X) - y).cpu()
+        theta0 = H0.cpu() * (width * kappa**2)
         mu, U = torch.linalg.eigh(theta0)
         coords = (U.T @ residual0[:, 0]).square()
         t = torch.as_tensor(history.step, dtype=torch.float64)
