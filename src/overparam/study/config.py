@@ -18,18 +18,18 @@ class StudyConfig:
     # (a) NTK concentration at initialisation
     kernel_n: int = 64
     kernel_widths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
-    kernel_seeds: int = 6
+    kernel_seeds: int = 8
     # (b, c) training curves and laziness
     train_n: int = 24
     train_widths: tuple[int, ...] = (128, 512, 2048)
-    train_seeds: int = 3
+    train_seeds: int = 4
     train_steps: int = 3000
     train_init: str = "coupled"
     tol: float = 1e-3
     # (d) empirical thresholds m*(n)
-    threshold_ns: tuple[int, ...] = (8, 16, 32)
-    threshold_widths: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256, 512)
-    threshold_seeds: int = 4
+    threshold_ns: tuple[int, ...] = (8, 16, 32, 64)
+    threshold_widths: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+    threshold_seeds: int = 8
     threshold_budget: str = "theory:3"
     threshold_max_steps: int = 4000
     delta: float = 0.25

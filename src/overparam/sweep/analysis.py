@@ -268,15 +268,27 @@ def plot_thresholds(report: ThresholdReport, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    figure, axes = plt.subplots(1, len(KINDS), figsize=(11, 4.5), squeeze=False)
+    figure, axes = plt.subplots(1, len(KINDS), figsize=(11, 4.5), squeeze=False, sharey=True)
+    def family_key(t: Threshold) -> str:
+        return json.dumps({k: v for k, v in t.family.items() if k != "n"}, sort_keys=True)
+
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    keys = sorted({family_key(t) for t in report.thresholds if "n" in t.family})
+    color = {key: cycle[i % len(cycle)] for i, key in enumerate(keys)}  # one colour per family in both panels
     for axis, kind in zip(axes[0], KINDS):
         series: dict[str, list[Threshold]] = defaultdict(list)
         for t in report.thresholds:
             if t.kind == kind and "n" in t.family:
-                series[json.dumps({k: v for k, v in t.family.items() if k != "n"}, sort_keys=True)].append(t)
+                series[family_key(t)].append(t)
         anchor = None
-        for key, members in sorted(series.items()):
-            members = sorted((t for t in members if not t.censored), key=lambda t: t.family["n"])
+        for key, everyone in sorted(series.items()):
+            members = sorted((t for t in everyone if not t.censored), key=lambda t: t.family["n"])
+            beyond = sorted((t for t in everyone if t.censored), key=lambda t: t.family["n"])
+            if beyond:  # m* is above the largest width measured: drawn there as a lower bound
+                spread = 1 + 0.04 * (keys.index(key) - (len(keys) - 1) / 2)  # side by side, not on top
+                axis.scatter([t.family["n"] * spread for t in beyond], [max(t.widths) for t in beyond], marker="^",
+                             facecolors="none", edgecolors=color[key],
+                             label=f"{_series_label(beyond[0].family)}: m* > {max(beyond[0].widths):g}")
             if not members:
                 continue
             ns = np.array([t.family["n"] for t in members], dtype=float)
@@ -285,7 +297,7 @@ def plot_thresholds(report: ThresholdReport, path: str | Path) -> Path:
             low = np.array([min(t.low, t.width) for t in members])
             high = np.array([min(t.high, max(t.widths)) for t in members])
             line = axis.errorbar(ns, m, yerr=[m - low, np.maximum(high - m, 0)], fmt="o", capsize=3,
-                                 label=_series_label(members[0].family))
+                                 color=color[key], label=_series_label(members[0].family))
             fit = next((f for f in report.fits if f.kind == kind
                         and json.dumps(f.family, sort_keys=True) == key), None)
             if fit is not None:
@@ -304,7 +316,7 @@ def plot_thresholds(report: ThresholdReport, path: str | Path) -> Path:
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xlabel("n (points)")
-        axis.set_ylabel(f"m* ({kind} threshold, rate >= {1 - report.delta:g})")
+        axis.set_ylabel(f"m* (rate >= {1 - report.delta:g})")
         axis.set_title(f"{kind} threshold")
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=7)
