@@ -99,6 +99,37 @@ def test_softmax_does_not_overflow_where_value_is_finite():
     torch.testing.assert_close(net(X), expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("far", [40.0, 2000.0])
+def test_softmax_with_a_loose_shift_bound_matches_autograd(dtype, far, monkeypatch):
+    """The exponents are shifted by s_i = ||x_i|| max_r ||w_r||. One neuron of norm `far`, orthogonal to
+    every input, makes that bound loose: by 40 the bounded shift is used, by 2000 every shifted term
+    underflows and the forward pass must fall back to the exact online maximum. Both agree with autograd."""
+    from overparam import coefficients
+
+    fallbacks = []
+    online = coefficients._softmax_sums_online
+    monkeypatch.setattr(coefficients, "_softmax_sums_online", lambda *args: fallbacks.append(1) or online(*args))
+    net = TwoLayerNet(3, 12, 2, "softmax", seed=4, chunk_size=4)
+    W = net.W.clone()
+    W[5] = torch.tensor([0.0, 0.0, far], dtype=torch.float64)
+    net.W = W
+    X = sample_inputs(7, 3, seed=2)
+    X[:, 2] = 0  # every input orthogonal to neuron 5: its pre-activation is 0, far below the bound
+    y = torch.randn(7, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    net32 = net.copy() if dtype == torch.float64 else TwoLayerNet(3, 12, 2, "softmax", seed=4, chunk_size=4,
+                                                                  dtype="float32")
+    net32.W, net32.a = net.W.to(dtype), net.a.to(dtype)
+    W_ref = net.W.clone().requires_grad_(True)
+    loss = 0.5 * (reference_output(W_ref, net.a, X, "softmax", net.kappa) - y).square().sum()
+    loss.backward()
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(net32(X.to(dtype)).double(), reference_output(net.W, net.a, X, "softmax", net.kappa),
+                               rtol=tol, atol=tol)
+    torch.testing.assert_close(net32.grad(X.to(dtype), y.to(dtype)).double(), W_ref.grad, rtol=tol, atol=tol)
+    assert bool(fallbacks) == (far > 100)
+
+
 def test_exp_overflow_names_largest_preactivation():
     net = TwoLayerNet(2, 4, 1, "exp", seed=0, dtype="float32")
     net.W = torch.tensor([[100.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, 0.5]])

@@ -232,7 +232,8 @@ def forward(
     total_width: int | None = None,
     reducer: Reducer | None = None,
 ) -> Pass:
-    """F_l(W, x_i), chunked over neurons (SPEC §2); softmax uses an online max-shift.
+    """F_l(W, x_i), chunked over neurons (SPEC §2); softmax shifts the exponents by a bound on
+    their maximum (or, where the bound is far too large, by the maximum found chunk by chunk).
 
     keep: store each chunk's derivative factor so that vjp/jvp need no second GEMM.
     paired: sum neuron pairs first (exact zero at coupled initialisation).
@@ -248,23 +249,10 @@ def forward(
     if activation == "softmax":
         # [a, 1]: one product with the exponentials gives the numerators and the normaliser.
         signs_and_ones = torch.cat([a, torch.ones_like(a[..., :1])], -1)
-        running_max = None
-        total = None  # (..., n, k + 1): sum_r e^{z_ir - max} [a_r, 1]
-        for neurons in chunk_slices(W.shape[-2], chunk):
-            Z = X @ W[..., neurons, :].transpose(-1, -2)
-            chunk_max = Z.amax(-1)
-            if running_max is None:
-                running_max = chunk_max
-            else:
-                new_max = torch.maximum(running_max, chunk_max)
-                total *= torch.exp(running_max - new_max)[..., None]
-                running_max = new_max
-            Z -= running_max[..., None]
-            E = Z.exp_()
-            part = matmul(E, signs_and_ones[..., neurons, :])
-            total = part if total is None else total.add_(part)
-            if keep:
-                cache.append((E, running_max))
+        sums = _softmax_sums_bounded(X, W, signs_and_ones, chunk, matmul, keep)
+        if sums is None:  # the bound was too far above the maximum: shift by the maximum itself
+            sums = _softmax_sums_online(X, W, signs_and_ones, chunk, matmul, keep)
+        total, running_max, cache = sums
         out, norm = total[..., :-1], total[..., -1]
         if reducer is not None:
             global_max = reducer.max_(running_max.clone())
@@ -296,6 +284,56 @@ def forward(
     if activation == "exp" and not torch.isfinite(out).all():
         _raise_overflow(X, W, chunk)
     return Pass(X, W, a, activation, kappa, chunk, out, None, cache, m, reducer)
+
+
+def _softmax_sums_bounded(X, W, signs_and_ones, chunk, matmul, keep):
+    """sum_r e^{z_ir - s_i} [a_r, 1] with s_i = ||x_i|| max_r ||w_r|| >= max_r z_ir (Cauchy-Schwarz).
+
+    The shift is folded into the GEMM as an extra input column ([x, -s] . [w, 1] = z - s), so no
+    pass over a chunk finds or subtracts a maximum, and no exponent is positive. Returns
+    (total, shift, cache), or None when the bound is so far above the true maximum that the
+    largest term may have left the normal floating-point range (normaliser below m tiny / eps).
+    """
+    shift = X.norm(dim=-1) * W.norm(dim=-1).amax(-1, keepdim=True)  # (..., n)
+    pad = -(X.shape[-1] + 1) % 4  # keep the GEMM's inner dimension a multiple of 4 (aligned rows)
+    X_shifted = torch.cat([X.expand(*shift.shape, X.shape[-1]), -shift[..., None],
+                           X.new_zeros(*shift.shape, pad)], -1)
+    W_shifted = torch.cat([W, W.new_ones(*W.shape[:-1], 1), W.new_zeros(*W.shape[:-1], pad)], -1)
+    total = None
+    cache = [] if keep else None
+    for neurons in chunk_slices(W.shape[-2], chunk):
+        E = (X_shifted @ W_shifted[..., neurons, :].transpose(-1, -2)).exp_()
+        part = matmul(E, signs_and_ones[..., neurons, :])
+        total = part if total is None else total.add_(part)
+        if keep:
+            cache.append((E, shift))
+    info = torch.finfo(X.dtype)
+    if not bool((total[..., -1] > W.shape[-2] * info.tiny / info.eps).all()):
+        return None
+    return total, shift, cache
+
+
+def _softmax_sums_online(X, W, signs_and_ones, chunk, matmul, keep):
+    """The same sums with the shift s_i = max_r z_ir found chunk by chunk (the online max-shift)."""
+    running_max = None
+    total = None  # (..., n, k + 1): sum_r e^{z_ir - max} [a_r, 1]
+    cache = [] if keep else None
+    for neurons in chunk_slices(W.shape[-2], chunk):
+        Z = X @ W[..., neurons, :].transpose(-1, -2)
+        chunk_max = Z.amax(-1)
+        if running_max is None:
+            running_max = chunk_max
+        else:
+            new_max = torch.maximum(running_max, chunk_max)
+            total *= torch.exp(running_max - new_max)[..., None]
+            running_max = new_max
+        Z -= running_max[..., None]
+        E = Z.exp_()
+        part = matmul(E, signs_and_ones[..., neurons, :])
+        total = part if total is None else total.add_(part)
+        if keep:
+            cache.append((E, running_max))
+    return total, running_max, cache
 
 
 def _raise_overflow(X: torch.Tensor, W: torch.Tensor, chunk: int) -> None:
