@@ -107,6 +107,7 @@ def test_softmax_with_a_loose_shift_bound_matches_autograd(dtype, far, monkeypat
     underflows and the forward pass must fall back to the exact online maximum. Both agree with autograd."""
     from overparam import coefficients
 
+    monkeypatch.setattr(coefficients, "BOUNDED_SHIFT_DEVICES", ("cpu", "cuda"))
     fallbacks = []
     online = coefficients._softmax_sums_online
     monkeypatch.setattr(coefficients, "_softmax_sums_online", lambda *args: fallbacks.append(1) or online(*args))
