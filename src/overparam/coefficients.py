@@ -158,7 +158,7 @@ class Pass:
             diff = a_c[..., :, None, :]
             if s is not None:
                 diff = diff - s.transpose(-1, -2)[..., :, :, None]
-            yield neurons, self.kappa * D[..., None, :, :] * diff
+            yield neurons, D[..., None, :, :] * (self.kappa * diff)  # kappa on the smaller factor
 
     def _row_and_neuron_weights(self, V: torch.Tensor, rowscale, a_c):
         """Q (..., n, j), P (..., chunk, j) with sum_l V_il c_irl = kappa E_ir (Q P^T)_ir.

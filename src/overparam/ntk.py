@@ -90,7 +90,10 @@ def pass_ntk(forward: Pass, normalized: bool = True, split: int | None = None) -
     for _, C in forward.coefficients():
         C_rows = C[..., rows, :].reshape(batch + (k * n_rows, -1))
         C_cols = C_rows if split is None else C[..., cols, :].reshape(batch + (k * n_cols, -1))
-        gram += C_rows @ C_cols.transpose(-1, -2)
+        if gram.dim() == 2:
+            gram.addmm_(C_rows, C_cols.T)  # accumulates inside the GEMM: no extra pass over the nk x nk sum
+        else:
+            gram += C_rows @ C_cols.transpose(-1, -2)
     inner = X[..., rows, :] @ X[..., cols, :].transpose(-1, -2)
     gram *= inner.repeat(*(1,) * (inner.dim() - 2), k, k)
     if normalized:
