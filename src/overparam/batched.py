@@ -21,7 +21,7 @@ import torch
 from . import coefficients
 from .activations import check_activation, parse_scale
 from .models import fits_in_memory, initial_weights, resolve_device, resolve_dtype
-from .train import DIVERGENCE_FACTOR, History, initial_network_error
+from .train import History, divergence_cause, initial_network_error
 
 
 #: On the CPU, seeds train in sub-batches of at most this many S * n * m values, so that a
@@ -225,9 +225,9 @@ def train_batched(
             loss = 0.5 * norm * norm
             if step == 0:
                 initial_loss[s] = loss
-            if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * max(initial_loss[s], 1e-300):
-                diverge(s, "a non-finite loss" if not math.isfinite(loss) else (
-                    f"loss {loss:.3e}, over {DIVERGENCE_FACTOR:g}x its initial {initial_loss[s]:.3e}"))
+            cause = divergence_cause(loss, initial_loss[s])
+            if cause is not None:
+                diverge(s, cause)
                 continue
             last_seen[s] = (loss, norm)
             done = norm <= tol

@@ -192,9 +192,8 @@ def train(
         loss = 0.5 * norm * norm
         if initial_loss is None:
             initial_loss = loss
-        if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * max(initial_loss, 1e-300):
-            cause = "a non-finite loss" if not math.isfinite(loss) else (
-                f"loss {loss:.3e}, over {DIVERGENCE_FACTOR:g}x its initial {initial_loss:.3e}")
+        cause = divergence_cause(loss, initial_loss)
+        if cause is not None:
             break
         done = norm <= tol
         last = done or step == steps
@@ -231,6 +230,16 @@ def train(
     columns[0] = columns[0].astype(int)
     return History(*columns, status=status, message=message, lr=lr, optimizer=optimizer,
                    extra={key: np.asarray(value) for key, value in extra.items()})
+
+
+def divergence_cause(loss: float, initial_loss: float) -> str | None:
+    """Why a run with this loss has diverged (a non-finite loss, or one over DIVERGENCE_FACTOR x its
+    initial value), or None when it has not."""
+    if not math.isfinite(loss):
+        return "a non-finite loss"
+    if loss > DIVERGENCE_FACTOR * max(initial_loss, 1e-300):
+        return f"loss {loss:.3e}, over {DIVERGENCE_FACTOR:g}x its initial {initial_loss:.3e}"
+    return None
 
 
 def initial_network_error(cause: str) -> FloatingPointError:
