@@ -81,6 +81,46 @@ def test_chunked_equals_unchunked(activation, keep):
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_reused_workspace_gives_the_same_pass_and_memory(activation):
+    """A forward pass written into an earlier pass's workspace (as train() does step to step) equals a
+    fresh one, uses that memory, and J^T V from its kept chunks equals the recomputed one; `out`
+    receives J^T V."""
+    X = sample_inputs(9, 4, seed=4)
+    V = torch.randn(9, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    net = TwoLayerNet(4, 50, 2, activation, seed=8, chunk_size=7)
+    first = net.forward_pass(X, keep=True)
+    assert first.workspace.numel() == 9 * (50 + 7)  # the kept chunks and one chunk's staging space
+    net.W = net.W * 1.1
+    reused = net.forward_pass(X, keep=True, workspace=first.workspace)
+    assert reused.workspace.data_ptr() == first.workspace.data_ptr()
+    fresh = net.forward_pass(X, keep=False)
+    assert torch.equal(reused.out, fresh.out)
+    out = torch.full_like(net.W, float("nan"))
+    assert reused.vjp(V, out=out) is out
+    torch.testing.assert_close(out, fresh.vjp(V), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(reused.jvp(net.W), fresh.jvp(net.W), rtol=1e-13, atol=1e-13)
+    small = torch.empty(10, dtype=torch.float64)  # too small: a new workspace is made
+    assert net.forward_pass(X, keep=True, workspace=small).workspace.numel() == 9 * 57
+    with pytest.raises(ValueError, match="out has shape"):
+        reused.vjp(V, out=torch.empty(3, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype,columns", [(torch.float32, 32), (torch.float32, 8), (torch.float64, 32)])
+def test_transposed_product_is_E_transpose_R_in_either_operand_order(dtype, columns):
+    from overparam.coefficients import transposed_product
+
+    gen = torch.Generator().manual_seed(0)
+    E = torch.rand(64, 40, generator=gen, dtype=torch.float64)
+    R = torch.randn(64, columns, generator=gen, dtype=torch.float64)
+    product = transposed_product(E.to(dtype), R.to(dtype))
+    assert product.shape == (40, columns)
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-13
+    torch.testing.assert_close(product.double(), E.T @ R, rtol=tolerance, atol=tolerance)
+    batched = transposed_product(E.expand(3, 64, 40).to(dtype), R.to(dtype))
+    torch.testing.assert_close(batched.double(), (E.T @ R).expand(3, 40, columns), rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("k", (1, 4))
 def test_coupled_init_output_is_exactly_zero(activation, k):
     net = TwoLayerNet(6, 64, k, activation, init="coupled", seed=11, chunk_size=18)

@@ -112,13 +112,15 @@ class ShardedNet(TwoLayerNet):
     def paired(self) -> bool:
         return self.init == "coupled" and self.total_width % 2 == 0  # the full network's pairing
 
-    def forward_pass(self, X: torch.Tensor, keep: bool | None = None) -> coefficients.Pass:
+    def forward_pass(self, X: torch.Tensor, keep: bool | None = None,
+                     workspace: torch.Tensor | None = None) -> coefficients.Pass:
+        self.check_layers()
         X = as_inputs(X, self.in_dim, self.dtype, self.device)
         if keep is None:
             keep = fits_in_memory(X.shape[0], self.width, self.W)
         return coefficients.forward(
             X, self.W, self.a, self.activation, self.kappa, self.chunk(X.shape[0]), keep=keep,
-            paired=self.paired, total_width=self.total_width, reducer=self.reducer,
+            paired=self.paired, total_width=self.total_width, reducer=self.reducer, workspace=workspace,
         )
 
 

@@ -163,6 +163,7 @@ def train(
 
     W0 = net.W.clone()
     previous = torch.empty_like(W0)  # W(t-1): the weights a divergence at step t falls back to
+    gradient = torch.empty_like(W0)  # reused step to step, as are the kept chunks (`workspace`)
     keep = fits_in_memory(n, net.width, net.W)
     stepper = _make_stepper(net, optimizer, lr)
     gen = torch.Generator().manual_seed(seed)
@@ -175,15 +176,17 @@ def train(
     cause = None  # why the run diverged, if it did
 
     def record(step: int, loss: float, norm: float) -> None:
-        delta = net.W - W0
+        delta = torch.sub(net.W, W0, out=gradient)  # the gradient buffer is free between steps
         rows.append((step, loss, norm, float(delta.norm(dim=1).max()), float(delta.norm()),
                      time.perf_counter() - start))
         if progress is not None:
             progress(step, norm)
 
+    forward = None
     for step in range(steps + 1):
-        try:
-            forward = net.forward_pass(X, keep=keep)
+        try:  # into the memory of the previous step's kept chunks
+            workspace, forward = (None, None) if forward is None else (forward.workspace, None)
+            forward = net.forward_pass(X, keep=keep, workspace=workspace)
         except OverflowError as error:
             cause = str(error).split(";")[0]
             break
@@ -213,7 +216,7 @@ def train(
         previous.copy_(net.W)
         last_loss, last_norm = loss, norm
         if optimizer == "gd":
-            stepper(forward.vjp(residual))
+            stepper(forward.vjp(residual, out=gradient))
         else:
             stepper(_minibatch_grad(net, X, y, batch_size, gen, forward, residual))
 
