@@ -120,6 +120,18 @@ def test_transposed_product_is_E_transpose_R_in_either_operand_order(dtype, colu
     torch.testing.assert_close(batched.double(), (E.T @ R).expand(3, 40, columns), rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("shape,k", [((64, 40), 1), ((64, 40), 2), ((3, 64, 40), 1), ((3, 64, 40), 5)])
+def test_thin_product_is_E_times_A_in_either_operand_order(shape, k):
+    from overparam.coefficients import thin_product
+
+    gen = torch.Generator().manual_seed(1)
+    E = torch.rand(*shape, generator=gen, dtype=torch.float64)
+    A = torch.randn(*shape[:-2], shape[-1], k, generator=gen, dtype=torch.float64)
+    product = thin_product(E, A)
+    assert product.shape == (*shape[:-1], k)
+    torch.testing.assert_close(product, E @ A, rtol=1e-13, atol=1e-13)
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("k", (1, 4))
 def test_coupled_init_output_is_exactly_zero(activation, k):

@@ -87,6 +87,18 @@ def transposed_product(E: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     return (R.transpose(-1, -2) @ E).transpose(-1, -2)
 
 
+def thin_product(E: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """E @ A for E (..., n, chunk) and a thin A (..., chunk, k), in the operand order the BLAS runs fastest.
+
+    Measured with MKL on this CPU: (A^T E^T)^T is 1.3-3x faster than E @ A for k = 2..9 (a GD step's
+    softmax sums with [a, 1]: 41 -> 12 ms) and 2-6x for batches of seeds; for one 2-D E and k = 1
+    E @ A (a GEMV) is as fast or faster.
+    """
+    if E.device.type == "cpu" and (E.dim() > 2 or A.shape[-1] > 1):
+        return (A.transpose(-1, -2).contiguous() @ E.transpose(-1, -2)).transpose(-1, -2)
+    return E @ A
+
+
 def chunk_slices(m: int, chunk: int) -> list[slice]:
     return [slice(start, min(start + chunk, m)) for start in range(0, m, chunk)]
 
@@ -103,7 +115,7 @@ def paired_matmul(P: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     """
     P_even, P_odd = P[..., :, 0::2], P[..., :, 1::2]
     A_even, A_odd = A[..., 0::2, :], A[..., 1::2, :]
-    return (P_even - P_odd) @ ((A_even - A_odd) / 2) + (P_even + P_odd) @ ((A_even + A_odd) / 2)
+    return thin_product(P_even - P_odd, (A_even - A_odd) / 2) + thin_product(P_even + P_odd, (A_even + A_odd) / 2)
 
 
 class Reducer(Protocol):
@@ -243,7 +255,7 @@ class Pass:
             P *= E
             if rowscale is not None:
                 P *= rowscale[..., None]
-            out += P @ self.a[..., neurons, :]
+            out += thin_product(P, self.a[..., neurons, :])
             if s is not None:
                 total += P.sum(-1, keepdim=True)
         if self.reducer is not None:
@@ -284,7 +296,7 @@ def forward(
     or too small. Reusing it saves allocating and faulting in n x m values every step.
     """
     m = W.shape[-2] if total_width is None else total_width
-    matmul = paired_matmul if paired else torch.matmul
+    matmul = paired_matmul if paired else thin_product
     if paired:
         chunk += chunk % 2  # pairs must not straddle chunks
     workspace, outputs = _chunk_outputs(X, W, chunk, keep, workspace)
