@@ -132,6 +132,33 @@ def test_thin_product_is_E_times_A_in_either_operand_order(shape, k):
     torch.testing.assert_close(product, E @ A, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("keep", (False, True))
+def test_softmax_chunks_in_the_order_of_a_give_the_same_products(keep):
+    """Softmax, one output, random signs: the neurons are chunked in the order of a_r, so that every chunk
+    but one holds one sign and J^T V takes d GEMM columns there. F, J^T V and J v equal the one-chunk
+    pass (plain slices); an a with three values keeps slices."""
+    from overparam.coefficients import neuron_chunks
+
+    X = sample_inputs(9, 4, seed=4)
+    V = torch.randn(9, 1, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    whole = TwoLayerNet(4, 50, 1, "softmax", seed=8, chunk_size=50)
+    chunked = whole.copy()
+    chunked.chunk_size = 7
+    forward, reference = chunked.forward_pass(X, keep=keep), whole.forward_pass(X, keep=False)
+    assert all(isinstance(neurons, torch.Tensor) for neurons in forward.chunks)
+    assert torch.equal(torch.sort(torch.cat(forward.chunks)).values, torch.arange(50))
+    assert sum(value is None for value in forward.chunk_values) == 1
+    for neurons, value in zip(forward.chunks, forward.chunk_values):
+        if value is not None:
+            assert torch.all(chunked.a[neurons] == value)
+    torch.testing.assert_close(forward.out, reference.out, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(forward.vjp(V), reference.vjp(V), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(forward.jvp(whole.W), reference.jvp(whole.W), rtol=1e-12, atol=1e-12)
+    three = torch.tensor([[1.0], [-1.0], [0.5]], dtype=torch.float64).repeat(10, 1)
+    chunks, values = neuron_chunks(three, 7, "softmax", paired=False)
+    assert values is None and all(isinstance(neurons, slice) for neurons in chunks)
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("k", (1, 4))
 def test_coupled_init_output_is_exactly_zero(activation, k):

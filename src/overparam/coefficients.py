@@ -135,7 +135,9 @@ class Pass:
     With neuron sharding, W and a hold this process's neurons, `total_width` is m over all
     shards and `reducer` sums the partial products of J across shards (J^T v stays local).
     `workspace` is the flat buffer holding the kept chunks (None unless kept); a later forward pass
-    may write into it once this Pass is no longer needed (see `forward`).
+    may write into it once this Pass is no longer needed (see `forward`). `chunks` are the neuron
+    chunks (slices or index sets, see `neuron_chunks`) and `chunk_values` the one value a takes in
+    each chunk, where it takes one (or None).
     """
 
     X: torch.Tensor
@@ -143,13 +145,14 @@ class Pass:
     a: torch.Tensor
     activation: str
     kappa: float
-    chunk: int
+    chunks: list
     out: torch.Tensor
     lse: torch.Tensor | None = None
     cache: list[tuple[torch.Tensor, torch.Tensor | None]] | None = field(default=None, repr=False)
     total_width: int | None = None
     reducer: Reducer | None = field(default=None, repr=False)
     workspace: torch.Tensor | None = field(default=None, repr=False)
+    chunk_values: list | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.total_width is None:
@@ -175,7 +178,7 @@ class Pass:
         """
         if self.cache is None:
             X = exponent_inputs(self.X, self.activation)
-        for index, neurons in enumerate(chunk_slices(self.width, self.chunk)):
+        for index, neurons in enumerate(self.chunks):
             if self.cache is not None:
                 E, rowscale = self.cache[index]
             else:
@@ -226,7 +229,7 @@ class Pass:
             raise ValueError(f"out has shape {tuple(out.shape)}, J^T V has shape {shape}")
         grad = self.W.new_empty(shape) if out is None else out
         n, d = self.X.shape[-2:]
-        for neurons, E, rowscale in self.derivative_factors():
+        for index, (neurons, E, rowscale) in enumerate(self.derivative_factors()):
             if self.cache is not None and E.device.type == "cpu":
                 # A kept chunk lives in main memory; MKL's GEMM reads a copy in a cache-resident buffer
                 # faster, copy included (J^T V at n = 1024, d = 32, m = 65536 float32: 45 -> 35 ms).
@@ -234,6 +237,9 @@ class Pass:
             if rowscale is None and self.shift is not None:
                 rowscale = torch.ones_like(E[..., 0])
             Q, P = self._row_and_neuron_weights(V, rowscale, self.a[..., neurons, :])
+            value = None if self.chunk_values is None else self.chunk_values[index]
+            if value is not None:  # a_r = value on the whole chunk: (Q P^T)_ir = value Q_i0 + Q_i1
+                Q, P = Q[..., :1] * value + Q[..., 1:], P[..., 1:]
             j = Q.shape[-1]
             if j <= FACTORISED_COLUMNS:
                 QX = (Q[..., :, :, None] * self.X[..., :, None, :]).reshape(*Q.shape[:-2], n, j * d)
@@ -299,17 +305,27 @@ def forward(
     matmul = paired_matmul if paired else thin_product
     if paired:
         chunk += chunk % 2  # pairs must not straddle chunks
-    workspace, outputs = _chunk_outputs(X, W, chunk, keep, workspace)
+    chunks, chunk_values = neuron_chunks(a, chunk, activation, paired)
+    workspace, outputs = _chunk_outputs(X, W, chunks, keep, workspace)
     cache = [] if keep else None
     out = None
     if activation == "softmax":
         # [a, 1]: one product with the exponentials gives the numerators and the normaliser.
         signs_and_ones = torch.cat([a, torch.ones_like(a[..., :1])], -1)
+
+        def weighted_sums(E, index, neurons):
+            """E [a_c, 1]; where a is one value on the chunk, from one row sum."""
+            value = None if chunk_values is None else chunk_values[index]
+            if value is None:
+                return matmul(E, signs_and_ones[..., neurons, :])
+            total = E.sum(-1, keepdim=True)
+            return torch.cat([total * value, total], -1)
+
         sums = None
         if X.device.type in BOUNDED_SHIFT_DEVICES:
-            sums = _softmax_sums_bounded(exponent_inputs(X, activation), W, signs_and_ones, chunk, matmul, outputs)
+            sums = _softmax_sums_bounded(exponent_inputs(X, activation), W, weighted_sums, chunks, outputs)
         if sums is None:  # shift by the maximum itself (on a CPU, or where the bound is far too loose)
-            sums = _softmax_sums_online(exponent_inputs(X, activation), W, signs_and_ones, chunk, matmul, outputs)
+            sums = _softmax_sums_online(exponent_inputs(X, activation), W, weighted_sums, chunks, outputs)
         total, running_max, cache = sums  # running_max: the shift, in units of log2 (z log2 e)
         out, norm = total[..., :-1], total[..., -1]
         if reducer is not None:
@@ -322,10 +338,10 @@ def forward(
         out = out * (kappa * m / norm[..., None])
         if keep:
             cache = [(E, torch.exp2(M - lse * LOG2E) * m) for E, M in cache]
-        return Pass(X, W, a, activation, kappa, chunk, out, lse, cache, m, reducer, workspace)
+        return Pass(X, W, a, activation, kappa, chunks, out, lse, cache, m, reducer, workspace, chunk_values)
 
     X_exponent = exponent_inputs(X, activation)
-    for neurons, Z in zip(chunk_slices(W.shape[-2], chunk), outputs):
+    for neurons, Z in zip(chunks, outputs):
         Z = torch.matmul(X_exponent, W[..., neurons, :].transpose(-1, -2), out=Z)
         if activation == "relu":
             phi = activations.relu(Z)
@@ -342,30 +358,55 @@ def forward(
     out = out * kappa
     if activation == "exp" and not torch.isfinite(out).all():
         _raise_overflow(X, W, chunk)
-    return Pass(X, W, a, activation, kappa, chunk, out, None, cache, m, reducer, workspace)
+    return Pass(X, W, a, activation, kappa, chunks, out, None, cache, m, reducer, workspace)
 
 
-def _chunk_outputs(X, W, chunk, keep, workspace):
+def neuron_chunks(a: torch.Tensor, chunk: int, activation: str, paired: bool) -> tuple[list, list | None]:
+    """(chunks, values): the neuron chunks the passes go through, and the one value a_r takes in each
+    chunk, where it takes one (else None; values is None when not worked out).
+
+    Slices of `chunk` consecutive neurons; for softmax with one output and two values of a (the papers'
+    random signs), index sets of the neurons in the order of a_r instead, so that all chunks but one
+    hold one value of a and their J^T V is one GEMM of d columns, not 2d ([a, 1], see `Pass.vjp`).
+    """
+    slices = chunk_slices(a.shape[-2], chunk)
+    if activation != "softmax" or paired or a.dim() != 2 or a.shape[-1] != 1 or len(slices) < 2:
+        return slices, None
+    values, order = torch.sort(a[:, 0], stable=True)
+    ends = [s.start for s in slices] + [s.stop - 1 for s in slices]
+    distinct = (values[1:] != values[:-1]).sum().reshape(1)
+    *ends, distinct = torch.cat([values[ends], distinct.to(values.dtype)]).tolist()  # one device sync
+    if distinct > 1:
+        return slices, None
+    firsts, lasts = ends[:len(slices)], ends[len(slices):]
+    return ([order[s] for s in slices],
+            [first if first == last else None for first, last in zip(firsts, lasts)])
+
+
+def chunk_width(neurons: slice | torch.Tensor) -> int:
+    return neurons.stop - neurons.start if isinstance(neurons, slice) else len(neurons)
+
+
+def _chunk_outputs(X, W, chunks, keep, workspace):
     """(workspace, outputs): per neuron chunk the tensor its Z = X W^T is written into. With keep, views
     of one flat buffer (`workspace` if it is large enough, else a new one), whose last chunk-sized part
     is left free as a staging buffer for `Pass.vjp`; otherwise None (fresh)."""
-    slices = chunk_slices(W.shape[-2], chunk)
     if not keep:
-        return None, [None] * len(slices)
+        return None, [None] * len(chunks)
     rows = tuple(np.broadcast_shapes(X.shape[:-2], W.shape[:-2])) + (X.shape[-2],)
-    size = math.prod(rows) * (W.shape[-2] + min(chunk, W.shape[-2]))
+    size = math.prod(rows) * (W.shape[-2] + max(map(chunk_width, chunks)))
     if (workspace is None or workspace.numel() < size or workspace.dtype != W.dtype
             or workspace.device != W.device):
         workspace = W.new_empty(size)
     outputs, offset = [], 0
-    for neurons in slices:
-        width = neurons.stop - neurons.start
+    for neurons in chunks:
+        width = chunk_width(neurons)
         outputs.append(workspace[offset:offset + math.prod(rows) * width].view(*rows, width))
         offset += math.prod(rows) * width
     return workspace, outputs
 
 
-def _softmax_sums_bounded(X, W, signs_and_ones, chunk, matmul, outputs):
+def _softmax_sums_bounded(X, W, weighted_sums, chunks, outputs):
     """sum_r 2^{z_ir - s_i} [a_r, 1] with s_i = ||x_i|| max_r ||w_r|| >= max_r z_ir (Cauchy-Schwarz),
     for z = X W^T (X: `exponent_inputs`, so that 2^z = e^{<w_r, x_i>}).
 
@@ -382,9 +423,9 @@ def _softmax_sums_bounded(X, W, signs_and_ones, chunk, matmul, outputs):
     total = None
     keep = outputs[0] is not None
     cache = [] if keep else None
-    for neurons, E in zip(chunk_slices(W.shape[-2], chunk), outputs):
+    for index, (neurons, E) in enumerate(zip(chunks, outputs)):
         E = torch.matmul(X_shifted, W_shifted[..., neurons, :].transpose(-1, -2), out=E).exp2_()
-        part = matmul(E, signs_and_ones[..., neurons, :])
+        part = weighted_sums(E, index, neurons)
         total = part if total is None else total.add_(part)
         if keep:
             cache.append((E, shift))
@@ -394,13 +435,13 @@ def _softmax_sums_bounded(X, W, signs_and_ones, chunk, matmul, outputs):
     return total, shift, cache
 
 
-def _softmax_sums_online(X, W, signs_and_ones, chunk, matmul, outputs):
+def _softmax_sums_online(X, W, weighted_sums, chunks, outputs):
     """The same sums with the shift s_i = max_r z_ir found chunk by chunk (the online max-shift)."""
     running_max = None
     total = None  # (..., n, k + 1): sum_r 2^{z_ir - max} [a_r, 1]
     keep = outputs[0] is not None
     cache = [] if keep else None
-    for neurons, Z in zip(chunk_slices(W.shape[-2], chunk), outputs):
+    for index, (neurons, Z) in enumerate(zip(chunks, outputs)):
         Z = torch.matmul(X, W[..., neurons, :].transpose(-1, -2), out=Z)
         chunk_max = Z.amax(-1)
         if running_max is None:
@@ -411,7 +452,7 @@ def _softmax_sums_online(X, W, signs_and_ones, chunk, matmul, outputs):
             running_max = new_max
         Z -= running_max[..., None]
         E = Z.exp2_()
-        part = matmul(E, signs_and_ones[..., neurons, :])
+        part = weighted_sums(E, index, neurons)
         total = part if total is None else total.add_(part)
         if keep:
             cache.append((E, running_max))
