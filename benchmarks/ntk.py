@@ -12,7 +12,7 @@ resident high-water mark, minus the resident size before the call) is its own:
   which costs n times more), in vmap chunks of VPS_CHUNK_BYTES working memory.
 Time is the best of `--repeats` calls after one warm-up (the baselines: one call after a warm-up at
 n = 8). The kernels are checked against overparam's (max relative difference printed).
-ratio = time (memory) of the better torch.func recipe / overparam's; goal >= 20x faster, >= 10x less.
+ratio = time (memory) of the better torch.func recipe / overparam's; goal >= 25x faster, >= 30x less.
 
 lambda_min at n = 20,000: `overparam.lambda_min` of H* (relu, d = 32 sphere) by Lanczos on the row-block
 product (`--cache auto` keeps the row blocks when they fit in a quarter of free memory, 3.2 GB at
@@ -156,23 +156,33 @@ def worker(method: str, activation: str, n: int, d: int, m: int, dtype: str, dev
     np.save(save, kernel.double().cpu().numpy())
     result = {"method": method, "time_s": min(times), "peak_bytes": peak}
     if method == "overparam":
-        result["gemm_floor_s"] = gram_floor(n, m, getattr(torch, dtype), device, repeats)
+        result["gemm_floor_s"], result["lower_gemm_floor_s"] = gram_floors(n, m, getattr(torch, dtype), device,
+                                                                          repeats)
     return result
 
 
-def gram_floor(n: int, m: int, dtype: torch.dtype, device: str, repeats: int) -> float:
-    """Best time of the bare GEMM C C^T, C (n, m): the floor of the finite kernel (k = 1)."""
+def gram_floors(n: int, m: int, dtype: torch.dtype, device: str, repeats: int) -> tuple[float, float]:
+    """Best times of the bare GEMM C C^T, C (n, m), the floor of the finite kernel (k = 1), and of
+    the lower-triangle GEMMs overparam sums it with where it can (`ntk._lower_gram_update`; the
+    same GEMM elsewhere): the tighter floor."""
+    from overparam.ntk import _lower_gram_update
+
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     C = torch.randn(n, m, dtype=dtype, device=device)
-    C @ C.T
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        C @ C.T
+    gram = torch.zeros(n, n, dtype=dtype, device=device)
+    lower = _lower_gram_update(gram) or (lambda C: gram.addmm_(C, C.T))
+    floors = []
+    for product in (lambda: C @ C.T, lambda: lower(C)):
+        product()
         sync()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            product()
+            sync()
+            times.append(time.perf_counter() - start)
+        floors.append(min(times))
+    return floors[0], floors[1]
 
 
 def measure(activation="relu", n=1024, d=32, m=16384, dtype="float64", device="cpu", repeats=3,
@@ -245,17 +255,21 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
                          "ratio": r["overparam"]["time_s"] / r["overparam"]["gemm_floor_s"],
                          "time_s": r["overparam"]["time_s"], "baseline_s": r["overparam"]["gemm_floor_s"],
                          "goal": "<= 1.2x the floor"})
+            rows.append({"benchmark": shape, "baseline": "lower-triangle C C^T GEMMs (tight floor)",
+                         "ratio": r["overparam"]["time_s"] / r["overparam"]["lower_gemm_floor_s"],
+                         "time_s": r["overparam"]["time_s"], "baseline_s": r["overparam"]["lower_gemm_floor_s"],
+                         "goal": "<= 1.2x the floor"})
         if ratios is None:
             rows.append({"benchmark": shape, "baseline": "torch.func", "ratio": None, "time_s": None,
-                         "baseline_s": None, "goal": ">= 20x faster", "note": json.dumps(r)})
+                         "baseline_s": None, "goal": ">= 25x faster", "note": json.dumps(r)})
             continue
         name, speed, memory = ratios
         rows.append({"benchmark": shape, "baseline": f"torch.func {name}", "ratio": speed,
-                     "time_s": r["overparam"]["time_s"], "baseline_s": r[name]["time_s"], "goal": ">= 20x faster",
+                     "time_s": r["overparam"]["time_s"], "baseline_s": r[name]["time_s"], "goal": ">= 25x faster",
                      "peak_mb": r["overparam"]["peak_bytes"] / 2**20})
         rows.append({"benchmark": shape + " peak memory", "baseline": "torch.func (less memory of the two)",
                      "ratio": memory, "time_s": r["overparam"]["time_s"], "baseline_s": r[name]["time_s"],
-                     "goal": ">= 10x less"})
+                     "goal": ">= 30x less"})
     scale = lambda_min_at_scale(n=2000 if quick else 20000)
     rows.append({"benchmark": f"lambda_min(H*) relu n={scale['n']} d={scale['d']} Lanczos", "baseline": "",
                  "ratio": None, "time_s": scale["time_s"], "baseline_s": None, "goal": "",
@@ -279,11 +293,13 @@ def _print_ntk(r: dict) -> None:
         if "gemm_floor_s" in result:
             print(f"  {'bare C C^T GEMM':<22} {result['gemm_floor_s']:9.3f} s   (overparam / floor = "
                   f"{result['time_s'] / result['gemm_floor_s']:.2f}x, goal <= 1.2x)")
+            print(f"  {'lower-triangle GEMMs':<22} {result['lower_gemm_floor_s']:9.3f} s   (overparam / tight floor = "
+                  f"{result['time_s'] / result['lower_gemm_floor_s']:.2f}x)")
     ratios = _ratios(r)
     if ratios:
         name, speed, memory = ratios
-        print(f"  faster than the faster torch.func recipe ({name}): {speed:.1f}x (goal >= 20x)")
-        print(f"  less peak memory than the leaner recipe: {memory:.1f}x (goal >= 10x)")
+        print(f"  faster than the faster torch.func recipe ({name}): {speed:.1f}x (goal >= 25x)")
+        print(f"  less peak memory than the leaner recipe: {memory:.1f}x (goal >= 30x)")
 
 
 def main() -> None:

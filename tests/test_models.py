@@ -132,6 +132,17 @@ def test_thin_product_is_E_times_A_in_either_operand_order(shape, k):
     torch.testing.assert_close(product, E @ A, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("activation", ("relu", "exp"))
+def test_pass_without_output_gives_the_same_jacobian_products(activation):
+    X = sample_inputs(9, 4, seed=4)
+    V = torch.randn(9, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    net = TwoLayerNet(4, 50, 2, activation, seed=8, chunk_size=7)
+    bare, full = net.forward_pass(X, keep=False, output=False), net.forward_pass(X, keep=False)
+    assert bare.out is None
+    torch.testing.assert_close(bare.vjp(V), full.vjp(V), rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(bare.jvp(net.W), full.jvp(net.W), rtol=1e-14, atol=1e-14)
+
+
 @pytest.mark.parametrize("keep", (False, True))
 def test_softmax_chunks_in_the_order_of_a_give_the_same_products(keep):
     """Softmax, one output, random signs: the neurons are chunked in the order of a_r, so that every chunk

@@ -33,12 +33,16 @@ def inputs(n, d, seed=0, radius=1.0):
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("out_dim, init", [(1, "independent"), (3, "independent"), (2, "coupled")])
-def test_finite_kernel_matches_jacobian_contraction(activation, out_dim, init):
+@pytest.mark.parametrize("row_block", (256, 3))  # 3: the lower triangle summed in row blocks, then mirrored
+def test_finite_kernel_matches_jacobian_contraction(activation, out_dim, init, row_block, monkeypatch):
+    monkeypatch.setattr(ntk_module, "GRAM_ROW_BLOCK", row_block)
     X = inputs(7, 4, seed=1)
     net = TwoLayerNet(4, 40, out_dim, activation, init=init, seed=2, chunk_size=16)
     expected = jacobian_ntk(net, X)
     theta = ntk(net, X, normalized=False)
     assert theta.shape == (7 * out_dim, 7 * out_dim)
+    if row_block == 3:  # mirrored from the lower triangle: exactly symmetric
+        assert torch.equal(theta, theta.T)
     scale = float(expected.abs().max())
     torch.testing.assert_close(theta, expected, rtol=1e-10, atol=1e-10 * scale)
     H = ntk(net, X)

@@ -146,7 +146,7 @@ class Pass:
     activation: str
     kappa: float
     chunks: list
-    out: torch.Tensor
+    out: torch.Tensor | None
     lse: torch.Tensor | None = None
     cache: list[tuple[torch.Tensor, torch.Tensor | None]] | None = field(default=None, repr=False)
     total_width: int | None = None
@@ -254,8 +254,9 @@ class Pass:
     def jvp(self, G: torch.Tensor) -> torch.Tensor:
         """J G: sum_r <dF_l(x_i)/dw_r, g_r>, shape (..., n, k), for a direction G shaped like W."""
         s = self.shift
-        out = torch.zeros_like(self.out)
-        total = torch.zeros_like(self.out[..., :1])
+        batch = tuple(np.broadcast_shapes(self.W.shape[:-2], self.X.shape[:-2], G.shape[:-2]))
+        out = self.X.new_zeros(batch + (self.X.shape[-2], self.a.shape[-1]))
+        total = torch.zeros_like(out[..., :1])
         for neurons, E, rowscale in self.derivative_factors():
             P = self.X @ G[..., neurons, :].transpose(-1, -2)
             P *= E
@@ -289,6 +290,7 @@ def forward(
     total_width: int | None = None,
     reducer: Reducer | None = None,
     workspace: torch.Tensor | None = None,
+    output: bool = True,
 ) -> Pass:
     """F_l(W, x_i), chunked over neurons (SPEC §2); softmax shifts the exponents by a bound on
     their maximum (or, where the bound is far too large, by the maximum found chunk by chunk).
@@ -300,6 +302,8 @@ def forward(
     workspace: with keep, a flat buffer to write the kept chunks into (the `workspace` of a Pass
     that is no longer needed, whose kept chunks this overwrites); a new one is made if it is None
     or too small. Reusing it saves allocating and faulting in n x m values every step.
+    output=False: relu and exp (without keep) skip F, which their Jacobian products do not use
+    (`Pass.out` is None); softmax needs F for its coefficients and computes it anyway.
     """
     m = W.shape[-2] if total_width is None else total_width
     matmul = paired_matmul if paired else thin_product
@@ -340,6 +344,8 @@ def forward(
             cache = [(E, torch.exp2(M - lse * LOG2E) * m) for E, M in cache]
         return Pass(X, W, a, activation, kappa, chunks, out, lse, cache, m, reducer, workspace, chunk_values)
 
+    if not (output or keep):
+        return Pass(X, W, a, activation, kappa, chunks, None, total_width=m, reducer=reducer)
     X_exponent = exponent_inputs(X, activation)
     for neurons, Z in zip(chunks, outputs):
         Z = torch.matmul(X_exponent, W[..., neurons, :].transpose(-1, -2), out=Z)

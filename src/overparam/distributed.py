@@ -113,7 +113,7 @@ class ShardedNet(TwoLayerNet):
         return self.init == "coupled" and self.total_width % 2 == 0  # the full network's pairing
 
     def forward_pass(self, X: torch.Tensor, keep: bool | None = None,
-                     workspace: torch.Tensor | None = None) -> coefficients.Pass:
+                     workspace: torch.Tensor | None = None, output: bool = True) -> coefficients.Pass:
         self.check_layers()
         X = as_inputs(X, self.in_dim, self.dtype, self.device)
         if keep is None:
@@ -121,6 +121,7 @@ class ShardedNet(TwoLayerNet):
         return coefficients.forward(
             X, self.W, self.a, self.activation, self.kappa, self.chunk(X.shape[0]), keep=keep,
             paired=self.paired, total_width=self.total_width, reducer=self.reducer, workspace=workspace,
+            output=output,
         )
 
 
@@ -242,7 +243,7 @@ def ntk_in_group(net: TwoLayerNet, X, normalized: bool = True, X2=None,
     if X2 is not None:
         split = X.shape[0]
         X = torch.cat([X, as_inputs(X2, net.in_dim, shard.dtype, shard.device)])
-    kernel = shard.reducer.sum_(pass_ntk(shard.forward_pass(X, keep=False), normalized=False, split=split))
+    kernel = shard.reducer.sum_(pass_ntk(shard.forward_pass(X, keep=False, output=False), normalized=False, split=split))
     if normalized:
         kernel /= shard.total_width * shard.kappa**2
     return kernel

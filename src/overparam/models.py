@@ -162,17 +162,18 @@ class TwoLayerNet:
         return default_chunk_for(n, self.out_dim, self.W)
 
     def forward_pass(self, X: torch.Tensor, keep: bool | None = None,
-                     workspace: torch.Tensor | None = None) -> coefficients.Pass:
+                     workspace: torch.Tensor | None = None, output: bool = True) -> coefficients.Pass:
         """Forward pass with Jacobian products (`Pass`); keep=None keeps the per-chunk
         derivative factors when they fit a quarter of free memory. workspace: the `workspace` of
-        a Pass no longer needed, reused for the kept factors (see `coefficients.forward`)."""
+        a Pass no longer needed, reused for the kept factors; output=False: relu and exp skip F
+        where only Jacobian products are wanted (see `coefficients.forward`)."""
         self.check_layers()
         X = as_inputs(X, self.in_dim, self.dtype, self.device)
         if keep is None:
             keep = fits_in_memory(X.shape[0], self.width, self.W)
         return coefficients.forward(
             X, self.W, self.a, self.activation, self.kappa, self.chunk(X.shape[0]),
-            keep=keep, paired=self.init == "coupled" and self.width % 2 == 0, workspace=workspace,
+            keep=keep, paired=self.init == "coupled" and self.width % 2 == 0, workspace=workspace, output=output,
         )
 
     def check_layers(self) -> None:

@@ -25,6 +25,8 @@ from .validation import as_inputs
 DENSE_LIMIT = 4096
 #: Bytes one row block of H* may take in the chunked product H* v.
 BLOCK_BYTES = 1 << 27
+#: Rows per block of the finite kernel's lower-triangle GEMMs (`_lower_gram_update`).
+GRAM_ROW_BLOCK = 256
 #: Relative tolerance of the Lanczos eigenvalue (ARPACK: ||K v - mu v|| <= tol * |mu|).
 LANCZOS_TOL = 1e-10
 #: Lanczos basis sizes tried in turn (each with `maxiter` restarts): the bottom of a kernel spectrum
@@ -68,9 +70,9 @@ def ntk(net, X, normalized: bool = True, X2=None) -> torch.Tensor:
     """
     X = as_inputs(X, net.in_dim, net.dtype, net.device)
     if X2 is None:
-        return pass_ntk(net.forward_pass(X, keep=False), normalized)
+        return pass_ntk(net.forward_pass(X, keep=False, output=False), normalized)
     X2 = as_inputs(X2, net.in_dim, net.dtype, net.device)
-    forward = net.forward_pass(torch.cat([X, X2]), keep=False)
+    forward = net.forward_pass(torch.cat([X, X2]), keep=False, output=False)
     return pass_ntk(forward, normalized, split=X.shape[0])
 
 
@@ -81,24 +83,46 @@ def pass_ntk(forward: Pass, normalized: bool = True, split: int | None = None) -
     columns (a cross kernel); None: the square kernel of all inputs.
     """
     X = forward.X
-    n, k = forward.out.shape[-2:]
+    n, k = X.shape[-2], forward.a.shape[-1]
     rows = slice(0, n if split is None else split)
     cols = rows if split is None else slice(split, n)
     n_rows, n_cols = rows.stop - rows.start, cols.stop - cols.start
-    batch = forward.out.shape[:-2]
-    gram = forward.out.new_zeros(batch + (k * n_rows, k * n_cols))
+    batch = tuple(np.broadcast_shapes(X.shape[:-2], forward.W.shape[:-2], forward.a.shape[:-2]))
+    gram = X.new_zeros(batch + (k * n_rows, k * n_cols))
+    symmetric_update = _lower_gram_update(gram) if split is None else None
     for _, C in forward.coefficients():
         C_rows = C[..., rows, :].reshape(batch + (k * n_rows, -1))
         C_cols = C_rows if split is None else C[..., cols, :].reshape(batch + (k * n_cols, -1))
-        if gram.dim() == 2:
+        if symmetric_update is not None:
+            symmetric_update(C_rows)
+        elif gram.dim() == 2:
             gram.addmm_(C_rows, C_cols.T)  # accumulates inside the GEMM: no extra pass over the nk x nk sum
         else:
             gram += C_rows @ C_cols.transpose(-1, -2)
     inner = X[..., rows, :] @ X[..., cols, :].transpose(-1, -2)
     gram *= inner.repeat(*(1,) * (inner.dim() - 2), k, k)
+    if symmetric_update is not None:  # the lower triangle is summed: mirror it (exactly symmetric)
+        gram = gram.tril() + gram.tril(-1).T
     if normalized:
         gram /= forward.total_width * forward.kappa**2
     return gram
+
+
+def _lower_gram_update(gram: torch.Tensor) -> Callable[[torch.Tensor], None] | None:
+    """For a square CPU kernel `gram`, a function C -> (gram's lower triangle += C C^T) in row blocks of
+    `GRAM_ROW_BLOCK`: block b takes rows of block b against the columns up to its end, so with B
+    blocks the GEMMs do (B + 1) / 2B of the flops of C C^T (at n = 1024, d = 32, m = 16384 float64:
+    256 ms against 431 ms with one addmm per chunk). None elsewhere (unmeasured on GPUs; batches)."""
+    size = gram.shape[-1]
+    if gram.dim() != 2 or gram.device.type != "cpu" or size < 2 * GRAM_ROW_BLOCK:
+        return None
+    blocks = coefficients.chunk_slices(size, GRAM_ROW_BLOCK)
+
+    def update(C: torch.Tensor) -> None:
+        for rows in blocks:
+            gram[rows, :rows.stop].addmm_(C[rows], C[:rows.stop].T)
+
+    return update
 
 
 @dataclass
