@@ -81,10 +81,13 @@ def test_chunked_equals_unchunked(activation, keep):
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_reused_workspace_gives_the_same_pass_and_memory(activation):
+def test_reused_workspace_gives_the_same_pass_and_memory(activation, monkeypatch):
     """A forward pass written into an earlier pass's workspace (as train() does step to step) equals a
-    fresh one, uses that memory, and J^T V from its kept chunks equals the recomputed one; `out`
-    receives J^T V."""
+    fresh one, uses that memory, and J^T V from its kept chunks (staged in the workspace's spare chunk,
+    as for kept chunks larger than the cache) equals the recomputed one; `out` receives J^T V."""
+    from overparam import coefficients
+
+    monkeypatch.setattr(coefficients, "CHUNK_BYTES", 1)  # the kept chunks count as larger than the cache
     X = sample_inputs(9, 4, seed=4)
     V = torch.randn(9, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     net = TwoLayerNet(4, 50, 2, activation, seed=8, chunk_size=7)

@@ -148,15 +148,16 @@ def train_batched(
 
     slices: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def forward(index: list[int], weights: torch.Tensor) -> coefficients.Pass:
-        """The pass of seeds `index` at `weights`; their (X, a) slices are kept while they train."""
+    def forward(index: list[int], weights: torch.Tensor, workspace=None) -> coefficients.Pass:
+        """The pass of seeds `index` at `weights`; their (X, a) slices are kept while they train.
+        workspace: the previous step's, reused for the kept chunks (see `coefficients.forward`)."""
         key = tuple(index)
         if key not in slices:
             slices.clear()
             slices[key] = (X[index] if per_seed_data else X, a[index])
         inputs, fixed = slices[key]
         return coefficients.forward(inputs, weights, fixed, activation, kappa, chunk,
-                                    keep=keep, paired=paired)
+                                    keep=keep, paired=paired, workspace=workspace)
 
     outcomes: list[History | Exception | None] = [None] * seeds
     everyone = list(range(seeds))
@@ -205,9 +206,11 @@ def train_batched(
             largest, total = batch.movement(s, previous=True)
             rows[s].append((step - 1, *last_seen[s], largest, total, time.perf_counter() - start))
 
+    current = None
     while batch.seeds:
         try:
-            current = forward(batch.seeds, batch.W)
+            workspace, current = (None, None) if current is None else (current.workspace, None)
+            current = forward(batch.seeds, batch.W, workspace)
         except OverflowError:
             for s, error in _overflowing(forward, batch).items():
                 diverge(s, str(error).split(";")[0])
