@@ -147,11 +147,15 @@ def test_pass_without_output_gives_the_same_jacobian_products(activation):
 
 
 @pytest.mark.parametrize("keep", (False, True))
-def test_softmax_chunks_in_the_order_of_a_give_the_same_products(keep):
+@pytest.mark.parametrize("shift_devices", (("cuda",), ("cpu", "cuda")))  # online max; the bound (GPU) path
+def test_softmax_chunks_in_the_order_of_a_give_the_same_products(keep, shift_devices, monkeypatch):
     """Softmax, one output, random signs: the neurons are chunked in the order of a_r, so that every chunk
     but one holds one sign and J^T V takes d GEMM columns there. F, J^T V and J v equal the one-chunk
     pass (plain slices); an a with three values keeps slices."""
+    from overparam import coefficients
     from overparam.coefficients import neuron_chunks
+
+    monkeypatch.setattr(coefficients, "BOUNDED_SHIFT_DEVICES", shift_devices)
 
     X = sample_inputs(9, 4, seed=4)
     V = torch.randn(9, 1, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
