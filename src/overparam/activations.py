@@ -1,7 +1,8 @@
-"""The three activations, each as its value phi(z) and derivative phi'(z) (SPEC §2-3).
+"""The three activations' names, default output scales and the relu value (SPEC §2-3).
 
-For softmax the per-neuron value is the exponential; the normalisation over neurons is
-applied by `coefficients.forward`, because it couples all neurons of an input.
+phi and phi' are applied where they are fused with the GEMMs, in `coefficients`: relu's
+derivative 1{z > 0} in place, exp and the softmax numerators by exp2 of (x log2 e) W^T; the
+softmax normalisation over neurons in `coefficients.forward`, because it couples all neurons.
 """
 
 from __future__ import annotations
@@ -17,16 +18,6 @@ DEFAULT_SCALE = {"relu": "1/sqrt(m)", "exp": "1", "softmax": "1"}
 def relu(z: torch.Tensor) -> torch.Tensor:
     """phi(z) = max(0, z)."""
     return torch.clamp_min(z, 0)
-
-
-def relu_derivative(z: torch.Tensor) -> torch.Tensor:
-    """phi'(z) = 1{z > 0}."""
-    return (z > 0).to(z.dtype)
-
-
-def exp(z: torch.Tensor) -> torch.Tensor:
-    """phi(z) = exp(z); phi' = phi."""
-    return torch.exp(z)
 
 
 def check_activation(activation: str) -> str:

@@ -184,18 +184,24 @@ class Pass:
             else:
                 Z = X @ self.W[..., neurons, :].transpose(-1, -2)
                 if self.activation == "relu":
-                    E, rowscale = activations.relu_derivative(Z), None
+                    E, rowscale = Z.gt_(0), None  # 1{z > 0} in place, in Z's dtype
                 elif self.activation == "exp":
                     E, rowscale = Z.exp2_(), None
-                else:
-                    Z -= (self.lse * LOG2E)[..., None]
-                    E, rowscale = Z.exp2_().mul_(self.total_width), None
+                else:  # m S = 2^(z - (lse log2 e - log2 m))
+                    Z -= (self.lse * LOG2E - math.log2(self.total_width))[..., None]
+                    E, rowscale = Z.exp2_(), None
             yield neurons, E, rowscale
 
     def coefficients(self) -> Iterator[tuple[slice, torch.Tensor]]:
         """Yield (neurons, C) with C[..., l, i, r] = c_{i r l}, shape (..., k, n, chunk)."""
         s = self.shift
-        for neurons, E, rowscale in self.derivative_factors():
+        for index, (neurons, E, rowscale) in enumerate(self.derivative_factors()):
+            value = None if self.chunk_values is None else self.chunk_values[index]
+            if value is not None:  # softmax, one output, a_r = value on the chunk: one factor per row
+                row = self.kappa * (value - s[..., 0]) * (1 if rowscale is None else rowscale)
+                # a recomputed E is this chunk's own: scaled in place
+                yield neurons, (E.mul_(row[..., None]) if self.cache is None else E * row[..., None])[..., None, :, :]
+                continue
             D = E if rowscale is None else E * rowscale[..., None]
             a_c = self.a[..., neurons, :].transpose(-1, -2)  # (..., k, chunk)
             diff = a_c[..., :, None, :]
