@@ -388,9 +388,9 @@ def neuron_chunks(a: torch.Tensor, chunk: int, activation: str, paired: bool) ->
         return slices, None
     values, order = torch.sort(a[:, 0], stable=True)
     ends = [s.start for s in slices] + [s.stop - 1 for s in slices]
-    distinct = (values[1:] != values[:-1]).sum().reshape(1)
-    *ends, distinct = torch.cat([values[ends], distinct.to(values.dtype)]).tolist()  # one device sync
-    if distinct > 1:
+    changes = (values[1:] != values[:-1]).sum().reshape(1)  # one change: two values
+    *ends, changes = torch.cat([values[ends], changes.to(values.dtype)]).tolist()  # one device sync
+    if changes > 1:
         return slices, None
     firsts, lasts = ends[:len(slices)], ends[len(slices):]
     return ([order[s] for s in slices],
