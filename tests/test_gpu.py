@@ -40,6 +40,23 @@ def test_forward_gradient_and_kernel_equal_the_cpu(activation, chunk_size):
     torch.testing.assert_close(ntk(gpu, X.cuda()).cpu(), ntk(cpu, X), rtol=1e-11, atol=1e-11)
 
 
+def test_one_output_softmax_in_sign_ordered_chunks_equals_the_cpu():
+    """One output, random signs: chunks are index sets in the order of a (`coefficients.neuron_chunks`),
+    the GEMM-folded shift of the GPU path, and the kept chunks in a reused workspace, as train() runs."""
+    X, y = inputs(40, 6)
+    y = y[:, :1]
+    cpu = TwoLayerNet(6, 512, 1, "softmax", seed=1, chunk_size=100)
+    gpu = TwoLayerNet(6, 512, 1, "softmax", seed=1, device="cuda", chunk_size=100)
+    forward = gpu.forward_pass(X.cuda(), keep=True)
+    assert all(isinstance(neurons, torch.Tensor) for neurons in forward.chunks)
+    torch.testing.assert_close(forward.out.cpu(), cpu(X), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(forward.vjp(forward.out - y.cuda()).cpu(), cpu.grad(X, y), rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(ntk(gpu, X.cuda()).cpu(), ntk(cpu, X), rtol=1e-11, atol=1e-11)
+    on_cpu, on_gpu = train(cpu, X, y, lr=1e-2, steps=100), train(gpu, X.cuda(), y.cuda(), lr=1e-2, steps=100)
+    torch.testing.assert_close(torch.from_numpy(on_gpu.residual_norm), torch.from_numpy(on_cpu.residual_norm),
+                               rtol=1e-9, atol=1e-12)
+
+
 def test_gpu_chunk_is_sized_from_free_memory():
     free = torch.cuda.mem_get_info()[0]
     chunk = default_chunk(4096, 1, 4, "cuda")
