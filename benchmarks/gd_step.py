@@ -145,7 +145,7 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
     if gpu:
         shape = dict(n=4096, d=64, m=2**16 if quick else 2**20, repeats=5 if quick else 10)
     else:
-        shape = dict(m=8192 if quick else 65536, repeats=3 if quick else 5)
+        shape = dict(m=8192 if quick else 65536, repeats=3 if quick else 9)
     rows = []
     for activation in ("exp", "softmax"):
         r = measure(activation, device=device, **shape)
@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--m", type=int, default=65536)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     r = measure(args.activation, args.n, args.d, args.m, getattr(torch, args.dtype), args.repeats, args.device)
     print(f"GD step, {r['activation']}, n={r['n']} d={r['d']} m={r['m']} {r['dtype']} on {r['device']} "
