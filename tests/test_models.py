@@ -177,6 +177,31 @@ def test_softmax_chunks_in_the_order_of_a_give_the_same_products(keep, shift_dev
     assert values is None and all(isinstance(neurons, slice) for neurons in chunks)
 
 
+def test_paired_product_with_antisymmetric_signs_equals_the_general_one():
+    from overparam.coefficients import paired_matmul
+
+    gen = torch.Generator().manual_seed(2)
+    P = torch.rand(3, 16, 40, generator=gen, dtype=torch.float64)
+    A_even = torch.randn(3, 20, 2, generator=gen, dtype=torch.float64)
+    A = torch.stack([A_even, -A_even], dim=-2).reshape(3, 40, 2)
+    assert torch.equal(paired_matmul(P, A, antisymmetric=True), paired_matmul(P, A))
+    torch.testing.assert_close(paired_matmul(P, A), P @ A, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_coupled_network_with_other_signs_matches_autograd(activation):
+    """A coupled init whose a is then changed (no longer a_odd = -a_even) takes the general pair sums."""
+    net = TwoLayerNet(5, 24, 1, activation, init="coupled", seed=3, chunk_size=10)
+    net.a = net.a.abs()
+    X = sample_inputs(7, 5)
+    y = torch.randn(7, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    W = net.W.clone().requires_grad_(True)
+    F = reference_output(W, net.a, X, activation, net.kappa)
+    (0.5 * (F - y).square().sum()).backward()
+    torch.testing.assert_close(net(X), F.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(net.grad(X, y), W.grad, rtol=1e-10, atol=1e-11)
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("k", (1, 4))
 def test_coupled_init_output_is_exactly_zero(activation, k):
