@@ -103,10 +103,16 @@ def test_a_diverging_seed_ends_at_its_last_finite_weights_as_alone(activation, s
     assert [h.status for h in histories] == ["max_steps", "diverged", "max_steps"]
     assert histories[1].steps == diverged_at - 1
     assert histories[1].message.startswith(f"diverged at step {diverged_at} (")
+    singles = []
     for net, rate, batched, trained in zip(nets, rates, histories, W):
-        single = train(net, X, y, lr=rate, steps=40, record_every=5)
-        assert_same_run(batched, single)
+        singles.append(train(net, X, y, lr=rate, steps=40, record_every=5))
+        assert_same_run(batched, singles[-1])
         torch.testing.assert_close(trained, net.W, rtol=1e-10, atol=1e-10)
+    # the same message as the single run: what happened, and the same kind of hint (lr above 1/lambda_max)
+    batched_head, batched_hint = histories[1].message.split("; ")
+    single_head, single_hint = singles[1].message.split("; ")
+    assert batched_head == single_head
+    assert batched_hint.startswith("try lr <= ") and single_hint.startswith("try lr <= ")
     assert torch.isfinite(W).all()
     residual = float((nets[1](X) - y).norm())
     assert histories[1].residual_norm[-1] == pytest.approx(residual, rel=1e-10)

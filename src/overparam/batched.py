@@ -21,7 +21,7 @@ import torch
 from . import coefficients
 from .activations import check_activation, parse_scale
 from .models import fits_in_memory, initial_weights, resolve_device, resolve_dtype
-from .train import History, divergence_cause, initial_network_error
+from .train import History, divergence_cause, divergence_message, initial_network_error
 
 
 #: On the CPU, seeds train in sub-batches of at most this many S * n * m values, so that a
@@ -95,12 +95,6 @@ def _budgets(steps, record_every, seeds: int, only: list[int] | None = None) -> 
     every = _per_seed(record_every, seeds, "record_every", int) if record_every is not None \
         else [max(1, b // 1000) for b in budget]
     return budget, every
-
-
-def _divergence_message(step: int, what: str, lr: float, safe_lr: float) -> str:
-    return (f"diverged at step {step} ({what}) at lr = {lr:.3g}; the stable step at W(0) is "
-            f"about 1/lambda_max(Theta(W(0))) = {safe_lr:.3g}. W is left at step {step - 1}, the last "
-            "with a finite loss")
 
 
 def train_batched(
@@ -200,7 +194,7 @@ def train_batched(
         if top is None:
             top = _lambda_max_per_seed(forward, everyone, W0, [None] * seeds)
         safe = 1.0 / top[s] if top[s] != 0 else math.inf
-        message[s] = _divergence_message(step, what, rates[s], safe)
+        message[s] = divergence_message(step, what, rates[s], safe)
         batch.retire(s, previous=True)
         if rows[s][-1][0] != step - 1:
             largest, total = batch.movement(s, previous=True)

@@ -278,12 +278,21 @@ def _divergence_message(net, W0, X, lr, step, what) -> str:
     try:
         net.W = W0
         safe = auto_lr(net, X)
-        hint = f"try lr <= {safe:.3g} (= 1/lambda_max(Theta(W(0))), what lr='auto' picks)"
-        if lr <= safe * 1.0000001:
-            hint = f"try lr = {lr / 10:.3g}: the kernel grows during training at this step size"
     except (ValueError, OverflowError):
-        hint = f"try lr = {lr / 10:.3g}"
+        safe = None
     finally:
         net.W = current
+    return divergence_message(step, what, lr, safe)
+
+
+def divergence_message(step: int, what: str, lr: float, safe_lr: float | None) -> str:
+    """What a run that diverged at `step` reports, with a step size to try; safe_lr is
+    1/lambda_max(Theta(W(0))) (what lr='auto' picks), or None where it could not be computed."""
+    if safe_lr is None or not math.isfinite(safe_lr):
+        hint = f"try lr = {lr / 10:.3g}"
+    elif lr <= safe_lr * 1.0000001:
+        hint = f"try lr = {lr / 10:.3g}: the kernel grows during training at this step size"
+    else:
+        hint = f"try lr <= {safe_lr:.3g} (= 1/lambda_max(Theta(W(0))), what lr='auto' picks)"
     return (f"diverged at step {step} ({what}) at lr = {lr:.3g}; {hint}. W is left at step {step - 1}, "
             "the last with a finite loss")
