@@ -174,7 +174,7 @@ def test_softmax_chunks_in_the_order_of_a_give_the_same_products(keep, shift_dev
     torch.testing.assert_close(forward.jvp(whole.W), reference.jvp(whole.W), rtol=1e-12, atol=1e-12)
     three = torch.tensor([[1.0], [-1.0], [0.5]], dtype=torch.float64).repeat(10, 1)
     chunks, values = neuron_chunks(three, 7, "softmax", paired=False)
-    assert values is None and all(isinstance(neurons, slice) for neurons in chunks)
+    assert values == [None] * len(chunks) and all(isinstance(neurons, slice) for neurons in chunks)
 
 
 def test_paired_product_with_antisymmetric_signs_equals_the_general_one():

@@ -140,8 +140,8 @@ class Pass:
     shards and `reducer` sums the partial products of J across shards (J^T v stays local).
     `workspace` is the flat buffer holding the kept chunks (None unless kept); a later forward pass
     may write into it once this Pass is no longer needed (see `forward`). `chunks` are the neuron
-    chunks (slices or index sets, see `neuron_chunks`) and `chunk_values` the one value a takes in
-    each chunk, where it takes one (or None).
+    chunks (slices or index sets, see `neuron_chunks`) and `chunk_values` per chunk the one value a
+    takes in it, or None (where it takes several, or this was not worked out).
     """
 
     X: torch.Tensor
@@ -161,6 +161,8 @@ class Pass:
     def __post_init__(self) -> None:
         if self.total_width is None:
             self.total_width = self.W.shape[-2]
+        if self.chunk_values is None:
+            self.chunk_values = [None] * len(self.chunks)
 
     @property
     def width(self) -> int:
@@ -200,7 +202,7 @@ class Pass:
         """Yield (neurons, C) with C[..., l, i, r] = c_{i r l}, shape (..., k, n, chunk)."""
         s = self.shift
         for index, (neurons, E, rowscale) in enumerate(self.derivative_factors()):
-            value = None if self.chunk_values is None else self.chunk_values[index]
+            value = self.chunk_values[index]
             if value is not None:  # softmax, one output, a_r = value on the chunk: one factor per row
                 row = self.kappa * (value - s[..., 0]) * (1 if rowscale is None else rowscale)
                 # a recomputed E is this chunk's own: scaled in place
@@ -249,7 +251,7 @@ class Pass:
             if rowscale is None and self.shift is not None:
                 rowscale = torch.ones_like(E[..., 0])
             Q, P = self._row_and_neuron_weights(V, rowscale, self.a[..., neurons, :])
-            value = None if self.chunk_values is None else self.chunk_values[index]
+            value = self.chunk_values[index]
             if value is not None:  # a_r = value on the whole chunk: (Q P^T)_ir = value Q_i0 + Q_i1
                 Q, P = Q[..., :1] * value + Q[..., 1:], P[..., 1:]
             j = Q.shape[-1]
@@ -326,6 +328,7 @@ def forward(
         matmul = functools.partial(paired_matmul, antisymmetric=antisymmetric)
     chunks, chunk_values = neuron_chunks(a, chunk, activation, paired)
     workspace, outputs = _chunk_outputs(X, W, chunks, keep, workspace)
+    X_exponent = exponent_inputs(X, activation)
     cache = [] if keep else None
     out = None
     if activation == "softmax":
@@ -334,19 +337,18 @@ def forward(
 
         def weighted_sums(E, index, neurons):
             """E [a_c, 1]; where a is one value on the chunk, from one row sum."""
-            value = None if chunk_values is None else chunk_values[index]
             if antisymmetric:  # [a, 1] is not: the numerators by pairs, the normaliser as a row sum
                 return torch.cat([matmul(E, a[..., neurons, :]), E.sum(-1, keepdim=True)], -1)
-            if value is None:
+            if chunk_values[index] is None:
                 return matmul(E, signs_and_ones[..., neurons, :])
             total = E.sum(-1, keepdim=True)
-            return torch.cat([total * value, total], -1)
+            return torch.cat([total * chunk_values[index], total], -1)
 
         sums = None
         if X.device.type in BOUNDED_SHIFT_DEVICES:
-            sums = _softmax_sums_bounded(exponent_inputs(X, activation), W, weighted_sums, chunks, outputs)
+            sums = _softmax_sums_bounded(X_exponent, W, weighted_sums, chunks, outputs)
         if sums is None:  # shift by the maximum itself (on a CPU, or where the bound is far too loose)
-            sums = _softmax_sums_online(exponent_inputs(X, activation), W, weighted_sums, chunks, outputs)
+            sums = _softmax_sums_online(X_exponent, W, weighted_sums, chunks, outputs)
         total, running_max, cache = sums  # running_max: the shift, in units of log2 (z log2 e)
         out, norm = total[..., :-1], total[..., -1]
         if reducer is not None:
@@ -363,7 +365,6 @@ def forward(
 
     if not (output or keep):
         return Pass(X, W, a, activation, kappa, chunks, None, total_width=m, reducer=reducer)
-    X_exponent = exponent_inputs(X, activation)
     for neurons, Z in zip(chunks, outputs):
         Z = torch.matmul(X_exponent, W[..., neurons, :].transpose(-1, -2), out=Z)
         if activation == "relu":
@@ -381,12 +382,12 @@ def forward(
     out = out * kappa
     if activation == "exp" and not torch.isfinite(out).all():
         _raise_overflow(X, W, chunk)
-    return Pass(X, W, a, activation, kappa, chunks, out, None, cache, m, reducer, workspace)
+    return Pass(X, W, a, activation, kappa, chunks, out, None, cache, m, reducer, workspace, chunk_values)
 
 
 def neuron_chunks(a: torch.Tensor, chunk: int, activation: str, paired: bool) -> tuple[list, list | None]:
-    """(chunks, values): the neuron chunks the passes go through, and the one value a_r takes in each
-    chunk, where it takes one (else None; values is None when not worked out).
+    """(chunks, values): the neuron chunks the passes go through, and per chunk the one value a_r takes
+    in it, or None (where it takes several, or this is not worked out).
 
     Slices of `chunk` consecutive neurons; for softmax with one output and two values of a (the papers'
     random signs), index sets of the neurons in the order of a_r instead, so that all chunks but one
@@ -394,13 +395,13 @@ def neuron_chunks(a: torch.Tensor, chunk: int, activation: str, paired: bool) ->
     """
     slices = chunk_slices(a.shape[-2], chunk)
     if activation != "softmax" or paired or a.dim() != 2 or a.shape[-1] != 1 or len(slices) < 2:
-        return slices, None
+        return slices, [None] * len(slices)
     values, order = torch.sort(a[:, 0], stable=True)
     ends = [s.start for s in slices] + [s.stop - 1 for s in slices]
     changes = (values[1:] != values[:-1]).sum().reshape(1)  # one change: two values
     *ends, changes = torch.cat([values[ends], changes.to(values.dtype)]).tolist()  # one device sync
     if changes > 1:
-        return slices, None
+        return slices, [None] * len(slices)
     firsts, lasts = ends[:len(slices)], ends[len(slices):]
     return ([order[s] for s in slices],
             [first if first == last else None for first, last in zip(firsts, lasts)])
@@ -417,15 +418,16 @@ def _chunk_outputs(X, W, chunks, keep, workspace):
     if not keep:
         return None, [None] * len(chunks)
     rows = tuple(np.broadcast_shapes(X.shape[:-2], W.shape[:-2])) + (X.shape[-2],)
-    size = math.prod(rows) * (W.shape[-2] + max(map(chunk_width, chunks)))
+    column = math.prod(rows)  # values per neuron
+    size = column * (W.shape[-2] + max(map(chunk_width, chunks)))
     if (workspace is None or workspace.numel() < size or workspace.dtype != W.dtype
             or workspace.device != W.device):
         workspace = W.new_empty(size)
     outputs, offset = [], 0
     for neurons in chunks:
         width = chunk_width(neurons)
-        outputs.append(workspace[offset:offset + math.prod(rows) * width].view(*rows, width))
-        offset += math.prod(rows) * width
+        outputs.append(workspace[offset:offset + column * width].view(*rows, width))
+        offset += column * width
     return workspace, outputs
 
 
