@@ -221,12 +221,47 @@ def test_softmax_does_not_overflow_where_value_is_finite():
     torch.testing.assert_close(net(X), expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("fold_devices", (("cuda",), ("cpu", "cuda")))  # online max; the folded shift (GPU)
+def test_softmax_with_weights_large_enough_to_overflow_matches_autograd(fold_devices, monkeypatch):
+    """float32 pre-activations near 100 (2^144: exp overflows) make `exponent_shift` nonzero: the shift is
+    folded into the GEMM (GPU path) or the online maximum is taken (CPU), and both match float64 autograd
+    without the fallback. At ordinary scale the shift is exactly zero (no pass shifts the exponents)."""
+    from overparam import coefficients
+    from overparam.coefficients import LOG2E, exponent_shift
+
+    monkeypatch.setattr(coefficients, "BOUNDED_SHIFT_DEVICES", fold_devices)
+    fallbacks = []
+    online = coefficients._softmax_sums_online
+    monkeypatch.setattr(coefficients, "_softmax_sums_online", lambda *args: fallbacks.append(1) or online(*args))
+    gen = torch.Generator().manual_seed(3)
+    direction = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    X = direction + 0.05 * torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    X /= X.norm(dim=-1, keepdim=True)
+    W = direction + 0.05 * torch.randn(12, 3, generator=gen, dtype=torch.float64)
+    W *= 100 / W.norm(dim=-1, keepdim=True)
+    X, W = X.float().double(), W.float().double()  # the reference sees the float32 inputs exactly
+    net = TwoLayerNet(3, 12, 2, "softmax", seed=4, chunk_size=4, dtype="float32")
+    net.W = W.float()
+    shift = exponent_shift(X.float() * LOG2E, net.W, 12)
+    assert bool((shift > 10).all())
+    assert not bool(exponent_shift(X.float() * LOG2E, net.W / 2, 12).any())
+    a = net.a.double()
+    y = torch.randn(6, 2, generator=gen, dtype=torch.float64)
+    W_ref = W.clone().requires_grad_(True)
+    (0.5 * (reference_output(W_ref, a, X, "softmax", net.kappa) - y).square().sum()).backward()
+    torch.testing.assert_close(net(X.float()).double(), reference_output(W, a, X, "softmax", net.kappa),
+                               rtol=2e-5, atol=2e-5)  # float32 exponents near 144 (log2): about 150 eps
+    torch.testing.assert_close(net.grad(X.float(), y.float()).double(), W_ref.grad, rtol=2e-5, atol=2e-5)
+    assert len(fallbacks) == (0 if "cpu" in fold_devices else 2)  # CPU: forward and grad take the online max
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("far", [40.0, 2000.0])
 def test_softmax_with_a_loose_shift_bound_matches_autograd(dtype, far, monkeypatch):
-    """The exponents are shifted by s_i = ||x_i|| max_r ||w_r||. One neuron of norm `far`, orthogonal to
-    every input, makes that bound loose: by 40 the bounded shift is used, by 2000 every shifted term
-    underflows and the forward pass must fall back to the exact online maximum. Both agree with autograd."""
+    """One neuron of norm `far`, orthogonal to every input, makes the bound ||x_i|| max_r ||w_r|| on the
+    exponents loose: by 40 no exponential can overflow and none is shifted; by 2000 the shift
+    (`exponent_shift`) is so far above every exponent that each shifted term underflows, and the forward
+    pass must fall back to the exact online maximum. Both agree with autograd."""
     from overparam import coefficients
 
     monkeypatch.setattr(coefficients, "BOUNDED_SHIFT_DEVICES", ("cpu", "cuda"))

@@ -40,9 +40,10 @@ FACTORISED_COLUMNS = 2
 #: factor's rounding is one more rounding of X: float32 relative errors of e^z were 1.67e-6 (max) and
 #: 7.9e-8 (mean), against 1.52e-6 and 7.5e-8 with exp, at n = 1024, d = 32, m = 65536.
 LOG2E = math.log2(math.e)
-#: Devices on which softmax shifts its exponents by a bound folded into the GEMM (`_softmax_sums_bounded`)
-#: rather than by the running maximum: it saves two passes over each chunk, which pays on a GPU (H100, n = 4096,
-#: d = 64, m = 2^20: 90 -> 73 ms a GD step) but not on a CPU, where the chunk is in cache (about 5% slower).
+#: Softmax needs no shift of its exponents unless the weights are very large (`exponent_shift`). Where it
+#: does, these devices fold the shift into the GEMM as an extra column (`_softmax_sums_bounded`) rather than
+#: find the running maximum: it saves two passes over each chunk, which pays on a GPU (H100, n = 4096, d = 64,
+#: m = 2^20: 90 -> 73 ms a GD step) but not on a CPU (the wider GEMM made it about 5% slower).
 BOUNDED_SHIFT_DEVICES = ("cuda",)
 
 
@@ -306,8 +307,9 @@ def forward(
     workspace: torch.Tensor | None = None,
     output: bool = True,
 ) -> Pass:
-    """F_l(W, x_i), chunked over neurons (SPEC §2); softmax shifts the exponents by a bound on
-    their maximum (or, where the bound is far too large, by the maximum found chunk by chunk).
+    """F_l(W, x_i), chunked over neurons (SPEC §2); softmax exponentiates as exp does where no
+    exponential can overflow (`exponent_shift`), else shifts the exponents by a bound on their maximum
+    (GPUs) or by the maximum found chunk by chunk.
 
     keep: store each chunk's derivative factor so that vjp/jvp need no second GEMM.
     paired: sum neuron pairs first (exact zero at coupled initialisation).
@@ -344,10 +346,9 @@ def forward(
             total = E.sum(-1, keepdim=True)
             return torch.cat([total * chunk_values[index], total], -1)
 
-        sums = None
-        if X.device.type in BOUNDED_SHIFT_DEVICES:
-            sums = _softmax_sums_bounded(X_exponent, W, weighted_sums, chunks, outputs)
-        if sums is None:  # shift by the maximum itself (on a CPU, or where the bound is far too loose)
+        sums = _softmax_sums_bounded(X_exponent, W, weighted_sums, chunks, outputs, m,
+                                     fold_shift=X.device.type in BOUNDED_SHIFT_DEVICES)
+        if sums is None:  # shift by the maximum itself (very large weights on a CPU, or a bound far too loose)
             sums = _softmax_sums_online(X_exponent, W, weighted_sums, chunks, outputs)
         total, running_max, cache = sums  # running_max: the shift, in units of log2 (z log2 e)
         out, norm = total[..., :-1], total[..., -1]
@@ -431,20 +432,33 @@ def _chunk_outputs(X, W, chunks, keep, workspace):
     return workspace, outputs
 
 
-def _softmax_sums_bounded(X, W, weighted_sums, chunks, outputs):
-    """sum_r 2^{z_ir - s_i} [a_r, 1] with s_i = ||x_i|| max_r ||w_r|| >= max_r z_ir (Cauchy-Schwarz),
-    for z = X W^T (X: `exponent_inputs`, so that 2^z = e^{<w_r, x_i>}).
+def exponent_shift(X: torch.Tensor, W: torch.Tensor, total_width: int) -> torch.Tensor:
+    """s_i = max(0, ||x_i|| max_r ||w_r|| - T), T = log2(largest float) - log2(m) - 1, for X the
+    `exponent_inputs`: z_ir - s_i <= T by Cauchy-Schwarz, so no 2^(z_ir - s_i) and no sum of m of them
+    overflows. s is zero unless the weights are very large (float32: ||x|| ||w|| above about 80 at m = 2^16)."""
+    bound = X.norm(dim=-1) * W.norm(dim=-1).amax(-1, keepdim=True)  # (..., n)
+    headroom = math.log2(torch.finfo(X.dtype).max) - math.log2(max(total_width, 1)) - 1
+    return (bound - headroom).clamp_(min=0)
 
-    The shift is folded into the GEMM as an extra input column ([x, -s] . [w, 1] = z - s), so no
-    pass over a chunk finds or subtracts a maximum, and no exponent is positive. Returns
-    (total, shift, cache), or None when the bound is so far above the true maximum that the
-    largest term may have left the normal floating-point range (normaliser below m tiny / eps).
+
+def _softmax_sums_bounded(X, W, weighted_sums, chunks, outputs, total_width, fold_shift):
+    """sum_r 2^{z_ir - s_i} [a_r, 1] with s = `exponent_shift`, for z = X W^T (X: `exponent_inputs`, so
+    that 2^z = e^{<w_r, x_i>}): no pass over a chunk finds or subtracts a maximum.
+
+    Where s = 0 (the usual case) the chunks are exponentiated as they are, as for exp. Otherwise, with
+    fold_shift, s is folded into the GEMM as an extra input column ([x, -s] . [w, 1] = z - s); without
+    it this returns None. Returns (total, shift, cache), or None when the largest term may have left
+    the normal floating-point range (normaliser below m tiny / eps: every z_ir far below s_i).
     """
-    shift = X.norm(dim=-1) * W.norm(dim=-1).amax(-1, keepdim=True)  # (..., n)
-    pad = -(X.shape[-1] + 1) % 4  # keep the GEMM's inner dimension a multiple of 4 (aligned rows)
-    X_shifted = torch.cat([X.expand(*shift.shape, X.shape[-1]), -shift[..., None],
-                           X.new_zeros(*shift.shape, pad)], -1)
-    W_shifted = torch.cat([W, W.new_ones(*W.shape[:-1], 1), W.new_zeros(*W.shape[:-1], pad)], -1)
+    shift = exponent_shift(X, W, total_width)
+    X_shifted, W_shifted = X, W
+    if bool(shift.any()):
+        if not fold_shift:
+            return None
+        pad = -(X.shape[-1] + 1) % 4  # keep the GEMM's inner dimension a multiple of 4 (aligned rows)
+        X_shifted = torch.cat([X.expand(*shift.shape, X.shape[-1]), -shift[..., None],
+                               X.new_zeros(*shift.shape, pad)], -1)
+        W_shifted = torch.cat([W, W.new_ones(*W.shape[:-1], 1), W.new_zeros(*W.shape[:-1], pad)], -1)
     total = None
     keep = outputs[0] is not None
     cache = [] if keep else None
