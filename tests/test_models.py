@@ -147,13 +147,14 @@ def test_pass_without_output_gives_the_same_jacobian_products(activation):
 
 
 @pytest.mark.parametrize("keep", (False, True))
-@pytest.mark.parametrize("shift_devices", (("cuda",), ("cpu", "cuda")))  # online max; the bound (GPU) path
+@pytest.mark.parametrize("shift_devices", (("cuda",), ("cpu", "cuda")))  # CPU, GPU paths (the same here)
 def test_softmax_chunks_in_the_order_of_a_give_the_same_products(keep, shift_devices, monkeypatch):
-    """Softmax, one output, random signs: the neurons are chunked in the order of a_r, so that every chunk
-    but one holds one sign and J^T V takes d GEMM columns there. F, J^T V and J v equal the one-chunk
-    pass (plain slices); an a with three values keeps slices."""
+    """Softmax, one output, random signs: the neurons are chunked in the order of a_r, so that a takes one
+    value on each run of a chunk (two runs in one chunk) and J^T V takes d GEMM columns there. F, J^T V,
+    J v and Theta equal the one-chunk pass (plain slices); an a with three values keeps slices."""
     from overparam import coefficients
-    from overparam.coefficients import neuron_chunks
+    from overparam.coefficients import chunk_width, neuron_chunks
+    from overparam.ntk import pass_ntk
 
     monkeypatch.setattr(coefficients, "BOUNDED_SHIFT_DEVICES", shift_devices)
 
@@ -165,16 +166,22 @@ def test_softmax_chunks_in_the_order_of_a_give_the_same_products(keep, shift_dev
     forward, reference = chunked.forward_pass(X, keep=keep), whole.forward_pass(X, keep=False)
     assert all(isinstance(neurons, torch.Tensor) for neurons in forward.chunks)
     assert torch.equal(torch.sort(torch.cat(forward.chunks)).values, torch.arange(50))
-    assert sum(value is None for value in forward.chunk_values) == 1
-    for neurons, value in zip(forward.chunks, forward.chunk_values):
-        if value is not None:
-            assert torch.all(chunked.a[neurons] == value)
+    for neurons, runs in zip(forward.chunks, forward.chunk_runs):
+        assert [columns.start for columns, _ in runs] == [0] + [columns.stop for columns, _ in runs[:-1]]
+        assert runs[-1][0].stop == len(neurons)
+        for columns, value in runs:
+            assert torch.all(chunked.a[neurons[columns]] == value)
+    assert sum(len(runs) == 2 for runs in forward.chunk_runs) == 1
     torch.testing.assert_close(forward.out, reference.out, rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(forward.vjp(V), reference.vjp(V), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(forward.jvp(whole.W), reference.jvp(whole.W), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(pass_ntk(forward), pass_ntk(reference), rtol=1e-12, atol=1e-12)
     three = torch.tensor([[1.0], [-1.0], [0.5]], dtype=torch.float64).repeat(10, 1)
-    chunks, values = neuron_chunks(three, 7, "softmax", paired=False)
-    assert values == [None] * len(chunks) and all(isinstance(neurons, slice) for neurons in chunks)
+    chunks, runs = neuron_chunks(three, 7, "softmax", paired=False)
+    assert runs == [None] * len(chunks) and all(isinstance(neurons, slice) for neurons in chunks)
+    one = torch.ones(30, 1, dtype=torch.float64)  # one value: one run per chunk
+    chunks, runs = neuron_chunks(one, 7, "softmax", paired=False)
+    assert runs == [[(slice(0, chunk_width(neurons)), 1.0)] for neurons in chunks]
 
 
 def test_paired_product_with_antisymmetric_signs_equals_the_general_one():

@@ -141,8 +141,8 @@ class Pass:
     shards and `reducer` sums the partial products of J across shards (J^T v stays local).
     `workspace` is the flat buffer holding the kept chunks (None unless kept); a later forward pass
     may write into it once this Pass is no longer needed (see `forward`). `chunks` are the neuron
-    chunks (slices or index sets, see `neuron_chunks`) and `chunk_values` per chunk the one value a
-    takes in it, or None (where it takes several, or this was not worked out).
+    chunks (slices or index sets, see `neuron_chunks`) and `chunk_runs` per chunk its runs: a list of
+    (columns, value), slices of the chunk's columns on which a takes one value, or None (not worked out).
     """
 
     X: torch.Tensor
@@ -157,13 +157,13 @@ class Pass:
     total_width: int | None = None
     reducer: Reducer | None = field(default=None, repr=False)
     workspace: torch.Tensor | None = field(default=None, repr=False)
-    chunk_values: list | None = field(default=None, repr=False)
+    chunk_runs: list | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.total_width is None:
             self.total_width = self.W.shape[-2]
-        if self.chunk_values is None:
-            self.chunk_values = [None] * len(self.chunks)
+        if self.chunk_runs is None:
+            self.chunk_runs = [None] * len(self.chunks)
 
     @property
     def width(self) -> int:
@@ -203,11 +203,13 @@ class Pass:
         """Yield (neurons, C) with C[..., l, i, r] = c_{i r l}, shape (..., k, n, chunk)."""
         s = self.shift
         for index, (neurons, E, rowscale) in enumerate(self.derivative_factors()):
-            value = self.chunk_values[index]
-            if value is not None:  # softmax, one output, a_r = value on the chunk: one factor per row
-                row = self.kappa * (value - s[..., 0]) * (1 if rowscale is None else rowscale)
-                # a recomputed E is this chunk's own: scaled in place
-                yield neurons, (E.mul_(row[..., None]) if self.cache is None else E * row[..., None])[..., None, :, :]
+            runs = self.chunk_runs[index]
+            if runs is not None:  # softmax, one output, a_r = value on each run: one factor per row
+                C = E if self.cache is None else torch.empty_like(E)  # a recomputed E is this chunk's own
+                for columns, value in runs:
+                    row = self.kappa * (value - s[..., 0]) * (1 if rowscale is None else rowscale)
+                    torch.mul(E[..., columns], row[..., None], out=C[..., columns])
+                yield neurons, C[..., None, :, :]
                 continue
             D = E if rowscale is None else E * rowscale[..., None]
             a_c = self.a[..., neurons, :].transpose(-1, -2)  # (..., k, chunk)
@@ -252,9 +254,12 @@ class Pass:
             if rowscale is None and self.shift is not None:
                 rowscale = torch.ones_like(E[..., 0])
             Q, P = self._row_and_neuron_weights(V, rowscale, self.a[..., neurons, :])
-            value = self.chunk_values[index]
-            if value is not None:  # a_r = value on the whole chunk: (Q P^T)_ir = value Q_i0 + Q_i1
-                Q, P = Q[..., :1] * value + Q[..., 1:], P[..., 1:]
+            runs = self.chunk_runs[index]
+            if runs is not None:  # a_r = value on each run: (Q P^T)_ir = value Q_i0 + Q_i1, d GEMM columns
+                for columns, value in runs:
+                    QX = (Q[..., :1] * value + Q[..., 1:]) * self.X
+                    grad[..., neurons[columns], :] = transposed_product(E[..., columns], QX)
+                continue
             j = Q.shape[-1]
             if j <= FACTORISED_COLUMNS:
                 QX = (Q[..., :, :, None] * self.X[..., :, None, :]).reshape(*Q.shape[:-2], n, j * d)
@@ -328,7 +333,7 @@ def forward(
     if paired:
         chunk += chunk % 2  # pairs must not straddle chunks
         matmul = functools.partial(paired_matmul, antisymmetric=antisymmetric)
-    chunks, chunk_values = neuron_chunks(a, chunk, activation, paired)
+    chunks, chunk_runs = neuron_chunks(a, chunk, activation, paired)
     workspace, outputs = _chunk_outputs(X, W, chunks, keep, workspace)
     X_exponent = exponent_inputs(X, activation)
     cache = [] if keep else None
@@ -338,13 +343,14 @@ def forward(
         signs_and_ones = torch.cat([a, torch.ones_like(a[..., :1])], -1)
 
         def weighted_sums(E, index, neurons):
-            """E [a_c, 1]; where a is one value on the chunk, from one row sum."""
+            """E [a_c, 1]; where a is one value on each run of the chunk, from row sums."""
+            runs = chunk_runs[index]
+            if runs is not None:
+                sums = [E[..., columns].sum(-1, keepdim=True) for columns, _ in runs]
+                return torch.cat([sum(total * value for total, (_, value) in zip(sums, runs)), sum(sums)], -1)
             if antisymmetric:  # [a, 1] is not: the numerators by pairs, the normaliser as a row sum
                 return torch.cat([matmul(E, a[..., neurons, :]), E.sum(-1, keepdim=True)], -1)
-            if chunk_values[index] is None:
-                return matmul(E, signs_and_ones[..., neurons, :])
-            total = E.sum(-1, keepdim=True)
-            return torch.cat([total * chunk_values[index], total], -1)
+            return matmul(E, signs_and_ones[..., neurons, :])
 
         sums = _softmax_sums_bounded(X_exponent, W, weighted_sums, chunks, outputs, m,
                                      fold_shift=X.device.type in BOUNDED_SHIFT_DEVICES)
@@ -362,7 +368,7 @@ def forward(
         out = out * (kappa * m / norm[..., None])
         if keep:
             cache = [(E, torch.exp2(M - lse * LOG2E) * m) for E, M in cache]
-        return Pass(X, W, a, activation, kappa, chunks, out, lse, cache, m, reducer, workspace, chunk_values)
+        return Pass(X, W, a, activation, kappa, chunks, out, lse, cache, m, reducer, workspace, chunk_runs)
 
     if not (output or keep):
         return Pass(X, W, a, activation, kappa, chunks, None, total_width=m, reducer=reducer)
@@ -383,29 +389,41 @@ def forward(
     out = out * kappa
     if activation == "exp" and not torch.isfinite(out).all():
         _raise_overflow(X, W, chunk)
-    return Pass(X, W, a, activation, kappa, chunks, out, None, cache, m, reducer, workspace, chunk_values)
+    return Pass(X, W, a, activation, kappa, chunks, out, None, cache, m, reducer, workspace, chunk_runs)
 
 
-def neuron_chunks(a: torch.Tensor, chunk: int, activation: str, paired: bool) -> tuple[list, list | None]:
-    """(chunks, values): the neuron chunks the passes go through, and per chunk the one value a_r takes
-    in it, or None (where it takes several, or this is not worked out).
+def neuron_chunks(a: torch.Tensor, chunk: int, activation: str, paired: bool) -> tuple[list, list]:
+    """(chunks, runs): the neuron chunks the passes go through and per chunk its runs (see `Pass`).
 
-    Slices of `chunk` consecutive neurons; for softmax with one output and two values of a (the papers'
-    random signs), index sets of the neurons in the order of a_r instead, so that all chunks but one
-    hold one value of a and their J^T V is one GEMM of d columns, not 2d ([a, 1], see `Pass.vjp`).
+    Slices of `chunk` consecutive neurons (runs None). For softmax with one output and two values of a
+    (the papers' random signs), index sets of the neurons in the order of a_r, so that a takes one value
+    on each run (two runs in one chunk, one in the others) and J^T V takes d GEMM columns instead of 2d
+    ([a, 1], see `Pass.vjp`). Not for coupled pairs (paired), whose members must stay side by side: a
+    GEMM's columns for equal rows of W are equal only in the same position within its tiles (at n = 20,
+    d = 6, pair halves 9 columns apart differed by 4e-16), and F(W(0)) would no longer be exactly zero.
     """
     slices = chunk_slices(a.shape[-2], chunk)
     if activation != "softmax" or paired or a.dim() != 2 or a.shape[-1] != 1 or len(slices) < 2:
         return slices, [None] * len(slices)
-    values, order = torch.sort(a[:, 0], stable=True)
-    ends = [s.start for s in slices] + [s.stop - 1 for s in slices]
-    changes = (values[1:] != values[:-1]).sum().reshape(1)  # one change: two values
-    *ends, changes = torch.cat([values[ends], changes.to(values.dtype)]).tolist()  # one device sync
+    return _sign_order(a[:, 0], slices) or (slices, [None] * len(slices))
+
+
+def _sign_order(a: torch.Tensor, slices: list[slice]) -> tuple[list, list] | None:
+    """The chunks of the neurons in the order of a_r and their runs; None unless a takes two values."""
+    values, order = torch.sort(a, stable=True)
+    changes = (values[1:] != values[:-1]).sum()
+    lower = (values == values[0]).sum()  # neurons with the lower value
+    low, high, lower, changes = torch.stack([values[0].double(), values[-1].double(), lower.double(),
+                                             changes.double()]).tolist()  # one device sync
     if changes > 1:
-        return slices, [None] * len(slices)
-    firsts, lasts = ends[:len(slices)], ends[len(slices):]
-    return ([order[s] for s in slices],
-            [first if first == last else None for first, last in zip(firsts, lasts)])
+        return None
+    runs = []
+    for neurons in slices:
+        cut = min(max(int(lower) - neurons.start, 0), neurons.stop - neurons.start)
+        runs.append([(columns, value) for columns, value in
+                     ((slice(0, cut), low), (slice(cut, neurons.stop - neurons.start), high))
+                     if columns.stop > columns.start])
+    return [order[neurons] for neurons in slices], runs
 
 
 def chunk_width(neurons: slice | torch.Tensor) -> int:
