@@ -367,7 +367,8 @@ def forward(
         lse = running_max / LOG2E + torch.log(norm)
         out = out * (kappa * m / norm[..., None])
         if keep:
-            cache = [(E, torch.exp2(M - lse * LOG2E) * m) for E, M in cache]
+            # m S = E 2^(M - lse log2 e + log2 m): m inside the exponent, so that the factor stays normal
+            cache = [(E, torch.exp2(M - lse * LOG2E + math.log2(m))) for E, M in cache]
         return Pass(X, W, a, activation, kappa, chunks, out, lse, cache, m, reducer, workspace, chunk_runs)
 
     if not (output or keep):
