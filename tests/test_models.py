@@ -184,29 +184,41 @@ def test_softmax_chunks_in_the_order_of_a_give_the_same_products(keep, shift_dev
     assert runs == [[(slice(0, chunk_width(neurons)), 1.0)] for neurons in chunks]
 
 
-def test_paired_product_with_antisymmetric_signs_equals_the_general_one():
+def test_paired_product_equals_the_plain_one_and_is_exactly_zero_on_equal_pairs():
     from overparam.coefficients import paired_matmul
 
     gen = torch.Generator().manual_seed(2)
     P = torch.rand(3, 16, 40, generator=gen, dtype=torch.float64)
     A_even = torch.randn(3, 20, 2, generator=gen, dtype=torch.float64)
     A = torch.stack([A_even, -A_even], dim=-2).reshape(3, 40, 2)
-    assert torch.equal(paired_matmul(P, A, antisymmetric=True), paired_matmul(P, A))
     torch.testing.assert_close(paired_matmul(P, A), P @ A, rtol=1e-13, atol=1e-13)
+    equal = P[..., 0::2].repeat_interleave(2, dim=-1)
+    assert torch.count_nonzero(paired_matmul(equal, A)) == 0
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_coupled_network_with_other_signs_matches_autograd(activation):
-    """A coupled init whose a is then changed (no longer a_odd = -a_even) takes the general pair sums."""
-    net = TwoLayerNet(5, 24, 1, activation, init="coupled", seed=3, chunk_size=10)
-    net.a = net.a.abs()
+@pytest.mark.parametrize("k", (1, 3))
+def test_coupled_network_sums_pairs_only_while_they_are_equal(activation, k):
+    """A coupled init's pairs are summed while each is as the init made it (F(W(0)) exactly zero); after a
+    GD step, or with other signs, the network is evaluated as any other, and matches autograd."""
+    from overparam.coefficients import coupled_pairs
+
+    net = TwoLayerNet(5, 24, k, activation, init="coupled", seed=3, chunk_size=10)
     X = sample_inputs(7, 5)
-    y = torch.randn(7, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    W = net.W.clone().requires_grad_(True)
-    F = reference_output(W, net.a, X, activation, net.kappa)
-    (0.5 * (F - y).square().sum()).backward()
-    torch.testing.assert_close(net(X), F.detach(), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(net.grad(X, y), W.grad, rtol=1e-10, atol=1e-11)
+    y = torch.randn(7, k, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert coupled_pairs(net.W, net.a) and torch.count_nonzero(net(X)) == 0
+    stepped, signs = net.copy(), net.copy()
+    stepped.W = net.W - 0.1 * net.grad(X, y)
+    signs.a = net.a.abs()
+    assert not coupled_pairs(stepped.W, stepped.a) and not coupled_pairs(signs.W, signs.a)
+    if activation == "softmax" and k == 1:  # now in the order of a: slices no more
+        assert all(isinstance(neurons, torch.Tensor) for neurons in stepped.forward_pass(X).chunks)
+    for other in (stepped, signs):
+        W = other.W.clone().requires_grad_(True)
+        F = reference_output(W, other.a, X, activation, other.kappa)
+        (0.5 * (F - y).square().sum()).backward()
+        torch.testing.assert_close(other(X), F.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(other.grad(X, y), W.grad, rtol=1e-10, atol=1e-11)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)

@@ -16,7 +16,6 @@ All functions broadcast over leading batch dimensions of W and a (e.g. seeds: S 
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -105,22 +104,23 @@ def chunk_slices(m: int, chunk: int) -> list[slice]:
     return [slice(start, min(start + chunk, m)) for start in range(0, m, chunk)]
 
 
-def paired_matmul(P: torch.Tensor, A: torch.Tensor, antisymmetric: bool = False) -> torch.Tensor:
-    """P @ A summed in neuron pairs (2r, 2r+1) first:
+def paired_matmul(P: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """P @ A for neuron pairs (2r, 2r+1) with A_odd = -A_even exactly (a coupled init's a), as
 
-        P_e A_e + P_o A_o = (P_e - P_o) (A_e - A_o) / 2 + (P_e + P_o) (A_e + A_o) / 2
+        P_e A_e + P_o A_o = (P_e - P_o) A_e        (e: even neurons, o: odd)
 
-    (e: even neurons, o: odd). With coupled initialisation P_e = P_o and A_o = -A_e, so both
-    products are exactly zero and F(W(0), .) is exactly zero instead of a rounding residue of the
-    GEMM's summation order. Two GEMMs of half the width: 1.5-6x faster than summing the pairs'
-    elementwise products. antisymmetric: the caller knows A_o = -A_e exactly (a coupled init's a),
-    so (A_e - A_o) / 2 = A_e and the second product is exactly zero: it is skipped.
+    Where P_e = P_o too (equal weights: a coupled init's W(0)) this is exactly zero, where P @ A
+    would be a rounding residue of the GEMM's summation order.
     """
-    P_even, P_odd = P[..., :, 0::2], P[..., :, 1::2]
-    A_even, A_odd = A[..., 0::2, :], A[..., 1::2, :]
-    if antisymmetric:
-        return thin_product(P_even - P_odd, A_even)
-    return thin_product(P_even - P_odd, (A_even - A_odd) / 2) + thin_product(P_even + P_odd, (A_even + A_odd) / 2)
+    return thin_product(P[..., :, 0::2] - P[..., :, 1::2], A[..., 0::2, :])
+
+
+def coupled_pairs(W: torch.Tensor, a: torch.Tensor) -> bool:
+    """Whether every neuron pair (2r, 2r+1) is as a coupled init makes it, exactly: w_2r = w_2r+1 and
+    a_2r = -a_2r+1. The first pair is compared first, so that a trained network costs O(d)."""
+    if W.shape[-2] % 2 or not torch.equal(W[..., 0, :], W[..., 1, :]):
+        return False
+    return not bool((a[..., 0::2, :] + a[..., 1::2, :]).any()) and torch.equal(W[..., 0::2, :], W[..., 1::2, :])
 
 
 class Reducer(Protocol):
@@ -317,7 +317,9 @@ def forward(
     (GPUs) or by the maximum found chunk by chunk.
 
     keep: store each chunk's derivative factor so that vjp/jvp need no second GEMM.
-    paired: sum neuron pairs first (exact zero at coupled initialisation).
+    paired: the neurons come in coupled pairs. Where every pair is still as the init made it (W(0)),
+    F is summed by pairs and is exactly zero; elsewhere pair sums would change nothing but the
+    rounding, and the chunks are laid out for speed instead (`neuron_chunks`).
     total_width, reducer: this process holds a shard of the neurons (see `Pass`); the partial
     sums (softmax: the max, the normaliser and the numerator) are combined by `reducer`.
     workspace: with keep, a flat buffer to write the kept chunks into (the `workspace` of a Pass
@@ -327,12 +329,9 @@ def forward(
     (`Pass.out` is None); softmax needs F for its coefficients and computes it anyway.
     """
     m = W.shape[-2] if total_width is None else total_width
-    matmul = thin_product
-    # a coupled init's a: a_odd = -a_even exactly, and the pair sums need one product (`paired_matmul`)
-    antisymmetric = paired and not bool((a[..., 0::2, :] + a[..., 1::2, :]).any())
-    if paired:
-        chunk += chunk % 2  # pairs must not straddle chunks
-        matmul = functools.partial(paired_matmul, antisymmetric=antisymmetric)
+    paired = paired and coupled_pairs(W, a)
+    matmul = paired_matmul if paired else thin_product
+    chunk += chunk % 2 if paired else 0  # pairs must not straddle chunks
     chunks, chunk_runs = neuron_chunks(a, chunk, activation, paired)
     workspace, outputs = _chunk_outputs(X, W, chunks, keep, workspace)
     X_exponent = exponent_inputs(X, activation)
@@ -348,7 +347,7 @@ def forward(
             if runs is not None:
                 sums = [E[..., columns].sum(-1, keepdim=True) for columns, _ in runs]
                 return torch.cat([sum(total * value for total, (_, value) in zip(sums, runs)), sum(sums)], -1)
-            if antisymmetric:  # [a, 1] is not: the numerators by pairs, the normaliser as a row sum
+            if paired:  # the numerators by pairs (exactly zero), the normaliser as a row sum
                 return torch.cat([matmul(E, a[..., neurons, :]), E.sum(-1, keepdim=True)], -1)
             return matmul(E, signs_and_ones[..., neurons, :])
 
@@ -399,9 +398,9 @@ def neuron_chunks(a: torch.Tensor, chunk: int, activation: str, paired: bool) ->
     Slices of `chunk` consecutive neurons (runs None). For softmax with one output and two values of a
     (the papers' random signs), index sets of the neurons in the order of a_r, so that a takes one value
     on each run (two runs in one chunk, one in the others) and J^T V takes d GEMM columns instead of 2d
-    ([a, 1], see `Pass.vjp`). Not for coupled pairs (paired), whose members must stay side by side: a
-    GEMM's columns for equal rows of W are equal only in the same position within its tiles (at n = 20,
-    d = 6, pair halves 9 columns apart differed by 4e-16), and F(W(0)) would no longer be exactly zero.
+    ([a, 1], see `Pass.vjp`). Not where pairs are summed (paired: a coupled init's W(0)), whose members
+    must stay side by side: a GEMM's columns for equal rows of W are equal only in the same position
+    within its tiles (at n = 20, d = 6, pair halves 9 columns apart differed by 4e-16).
     """
     slices = chunk_slices(a.shape[-2], chunk)
     if activation != "softmax" or paired or a.dim() != 2 or a.shape[-1] != 1 or len(slices) < 2:
