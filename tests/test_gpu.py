@@ -40,16 +40,17 @@ def test_forward_gradient_and_kernel_equal_the_cpu(activation, chunk_size):
     torch.testing.assert_close(ntk(gpu, X.cuda()).cpu(), ntk(cpu, X), rtol=1e-11, atol=1e-11)
 
 
-def test_one_output_softmax_in_sign_ordered_chunks_equals_the_cpu():
-    """One output, random signs: chunks are index sets in the order of a (`coefficients.neuron_chunks`),
-    exponentials without a shift (none can overflow here), and the kept chunks in a reused workspace, as
-    train() runs."""
+@pytest.mark.parametrize("init", ("independent", "coupled"))
+def test_one_output_softmax_in_sign_ordered_chunks_equals_the_cpu(init):
+    """One output, random signs: chunks are index sets in the order of a (`coefficients.neuron_chunks`;
+    for coupled init from the first step on, W(0) is summed by pairs), exponentials without a shift
+    (none can overflow here), and the kept chunks in a reused workspace, as train() runs."""
     X, y = inputs(40, 6)
     y = y[:, :1]
-    cpu = TwoLayerNet(6, 512, 1, "softmax", seed=1, chunk_size=100)
-    gpu = TwoLayerNet(6, 512, 1, "softmax", seed=1, device="cuda", chunk_size=100)
+    cpu = TwoLayerNet(6, 512, 1, "softmax", init=init, seed=1, chunk_size=100)
+    gpu = TwoLayerNet(6, 512, 1, "softmax", init=init, seed=1, device="cuda", chunk_size=100)
     forward = gpu.forward_pass(X.cuda(), keep=True)
-    assert all(isinstance(neurons, torch.Tensor) for neurons in forward.chunks)
+    assert all(isinstance(neurons, torch.Tensor) for neurons in forward.chunks) == (init == "independent")
     torch.testing.assert_close(forward.out.cpu(), cpu(X), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(forward.vjp(forward.out - y.cuda()).cpu(), cpu.grad(X, y), rtol=1e-11, atol=1e-11)
     torch.testing.assert_close(ntk(gpu, X.cuda()).cpu(), ntk(cpu, X), rtol=1e-11, atol=1e-11)
