@@ -453,7 +453,7 @@ def _chunk_outputs(X, W, chunks, keep, workspace):
 def exponent_shift(X: torch.Tensor, W: torch.Tensor, total_width: int) -> torch.Tensor:
     """s_i = max(0, ||x_i|| max_r ||w_r|| - T), T = log2(largest float) - log2(m) - 1, for X the
     `exponent_inputs`: z_ir - s_i <= T by Cauchy-Schwarz, so no 2^(z_ir - s_i) and no sum of m of them
-    overflows. s is zero unless the weights are very large (float32: ||x|| ||w|| above about 80 at m = 2^16)."""
+    overflows. s is zero unless the weights are very large (float32: ||x|| ||w|| above about 77 at m = 2^16)."""
     bound = X.norm(dim=-1) * W.norm(dim=-1).amax(-1, keepdim=True)  # (..., n)
     headroom = math.log2(torch.finfo(X.dtype).max) - math.log2(max(total_width, 1)) - 1
     return (bound - headroom).clamp_(min=0)
