@@ -197,8 +197,8 @@ def train_batched(
         message[s] = divergence_message(step, what, rates[s], safe)
         batch.retire(s, previous=True)
         if rows[s][-1][0] != step - 1:
-            largest, total = batch.movement(s, previous=True)
-            rows[s].append((step - 1, *last_seen[s], largest, total, time.perf_counter() - start))
+            largest, total = batch.movement(previous=True)
+            rows[s].append((step - 1, *last_seen[s], largest[s], total[s], time.perf_counter() - start))
 
     current = None
     while batch.seeds:
@@ -304,15 +304,10 @@ class _Batch:
             self._cache[key] = tensor[self.seeds]
         return self._cache[key]
 
-    def movement(self, seed: int | None = None, previous: bool = False):
-        """max_r ||w_r - w_r(0)||_2 and ||W - W(0)||_F: dicts over the batch's seeds, or the two
-        floats of one `seed` (previous=True: of its weights before the last update)."""
-        weights = self.previous if previous else self.W
-        if seed is not None:
-            j = self.seeds.index(seed)
-            delta = weights[j] - self.W0[j]
-            return float(delta.norm(dim=1).max()), float(delta.norm())
-        delta = weights - self.W0
+    def movement(self, previous: bool = False) -> tuple[dict[int, float], dict[int, float]]:
+        """max_r ||w_r - w_r(0)||_2 and ||W - W(0)||_F for every seed in the batch (previous=True: of
+        the weights before the last update)."""
+        delta = (self.previous if previous else self.W) - self.W0
         largest = delta.norm(dim=-1).amax(-1).tolist()
         total = delta.flatten(1).norm(dim=-1).tolist()
         return dict(zip(self.seeds, largest)), dict(zip(self.seeds, total))
