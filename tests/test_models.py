@@ -172,6 +172,11 @@ def test_softmax_chunks_in_the_order_of_a_give_the_same_products(keep, shift_dev
         for columns, value in runs:
             assert torch.all(chunked.a[neurons[columns]] == value)
     assert sum(len(runs) == 2 for runs in forward.chunk_runs) == 1
+    W = whole.W.clone().requires_grad_(True)  # and both against autograd
+    F = reference_output(W, whole.a, X, "softmax", whole.kappa)
+    (F * V).sum().backward()
+    torch.testing.assert_close(forward.out, F.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(forward.vjp(V), W.grad, rtol=1e-10, atol=1e-11)
     torch.testing.assert_close(forward.out, reference.out, rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(forward.vjp(V), reference.vjp(V), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(forward.jvp(whole.W), reference.jvp(whole.W), rtol=1e-12, atol=1e-12)
