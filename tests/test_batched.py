@@ -6,10 +6,10 @@ import torch
 
 from overparam import TwoLayerNet, train
 from overparam import batched
-from overparam.batched import lambda_max_batched, train_batched, train_seeds
+from overparam.batched import train_batched, train_seeds
 from overparam.coefficients import forward
 from overparam.data import builtin, sphere
-from overparam.ntk import lambda_max
+from overparam.ntk import lambda_max, ntk
 from overparam.train import HISTORY_COLUMNS
 
 COMPARED = [c for c in HISTORY_COLUMNS if c != "wall_time"]
@@ -25,14 +25,18 @@ def assert_same_run(batched, single):
 
 
 @pytest.mark.parametrize("activation", ["relu", "exp", "softmax"])
-def test_lambda_max_batched_matches_power_iteration_per_seed(activation):
+def test_lambda_max_of_a_batched_pass_is_each_seeds_top_eigenvalue(activation):
+    """The power iteration over seeds, run to convergence, against eigvalsh of each seed's dense kernel."""
     X = torch.as_tensor(builtin("sphere", 10, 3, 2, seed=1).X)
     nets = [TwoLayerNet(3, 20, 2, activation, seed=s) for s in range(3)]
     W = torch.stack([net.W for net in nets])
     a = torch.stack([net.a for net in nets])
-    batched = lambda_max_batched(forward(X, W, a, activation, nets[0].kappa, chunk=8))
-    single = [lambda_max(net.forward_pass(X)) for net in nets]
-    np.testing.assert_allclose(batched, single, rtol=1e-10)
+    top = lambda_max(forward(X, W, a, activation, nets[0].kappa, chunk=8), iters=20000, rtol=1e-14)
+    dense = [float(torch.linalg.eigvalsh(ntk(net, X, normalized=False))[-1]) for net in nets]
+    assert top.shape == (3,)
+    np.testing.assert_allclose(top, dense, rtol=1e-9)
+    one = lambda_max(nets[1].forward_pass(X), iters=20000, rtol=1e-14)
+    assert isinstance(one, float) and one == pytest.approx(dense[1], rel=1e-9)
 
 
 @pytest.mark.parametrize("activation,init,lr,tol", [

@@ -236,6 +236,19 @@ def test_coupled_init_output_is_exactly_zero(activation, k):
     assert torch.equal(net.W[0::2], net.W[1::2]) and torch.equal(net.a[0::2], -net.a[1::2])
 
 
+@pytest.mark.parametrize("init", ("independent", "coupled"))
+def test_initial_weights_of_several_seeds_are_each_seeds_network(init):
+    from overparam import initial_weights
+
+    W, a = initial_weights(6, 3, 2, init, 0.5, [4, 0, 9])
+    assert W.shape == (3, 6, 3) and a.shape == (3, 6, 2)
+    for j, seed in enumerate([4, 0, 9]):
+        net = TwoLayerNet(3, 6, 2, init=init, sigma=0.5, seed=seed)
+        assert torch.equal(W[j], net.W) and torch.equal(a[j], net.a)
+    if init == "coupled":
+        assert torch.equal(W[:, 0::2], W[:, 1::2]) and torch.equal(a[:, 0::2], -a[:, 1::2])
+
+
 def test_softmax_does_not_overflow_where_value_is_finite():
     net = TwoLayerNet(2, 8, 1, "softmax", seed=0)
     net.W = net.W * 1e3  # pre-activations of order 1e3: exp overflows, softmax is finite

@@ -20,7 +20,8 @@ import torch
 
 from . import coefficients
 from .activations import check_activation, parse_scale
-from .models import fits_in_memory, initial_weights, resolve_device, resolve_dtype
+from .models import fits_in_memory, initial_weights, pairs_neurons, resolve_device, resolve_dtype
+from .ntk import lambda_max
 from .train import History, divergence_cause, divergence_message, initial_network_error
 
 
@@ -38,36 +39,6 @@ def seed_batches(seeds: int, n: int, width: int, device: torch.device | str = "c
     size = max(1, CPU_BATCH_ELEMENTS // (n * width))
     size = math.ceil(seeds / math.ceil(seeds / size))
     return [slice(start, min(start + size, seeds)) for start in range(0, seeds, size)]
-
-
-def lambda_max_batched(forward: coefficients.Pass, iters: int = 100, rtol: float = 1e-4,
-                       seed: int = 0) -> np.ndarray:
-    """lambda_max(Theta_s) for every seed s of a batched pass, shape (S,).
-
-    Power iteration v <- Theta_s v / ||Theta_s v||, run for all seeds at once from the same
-    start vector as `ntk.lambda_max`; each seed keeps the Rayleigh quotient <v, Theta_s v>
-    of the first iteration at which it changes by at most rtol (relative).
-    """
-    shape = forward.out.shape
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    v = torch.randn(shape[-2:], generator=gen, dtype=torch.float64).to(forward.out)
-    v = (v / v.norm()).expand(shape).clone()
-    seeds = shape[0]
-    estimate = np.zeros(seeds)
-    result = np.full(seeds, np.nan)
-    for _ in range(iters):
-        w = forward.kernel_vector(v)
-        new = (v * w).sum((-2, -1)).cpu().numpy()
-        norm = w.norm(dim=(-2, -1))
-        degenerate = (~torch.isfinite(norm) | (norm == 0)).cpu().numpy()
-        settled = degenerate | (np.abs(new - estimate) <= rtol * np.abs(new))
-        fresh = settled & np.isnan(result)
-        result[fresh] = new[fresh]
-        if not np.isnan(result).any():
-            return result
-        v = w / torch.where(norm == 0, 1.0, norm)[:, None, None]
-        estimate = new
-    return np.where(np.isnan(result), estimate, result)
 
 
 def _per_seed(value, seeds: int, name: str, cast) -> list:
@@ -317,13 +288,13 @@ def _lambda_max_per_seed(forward, index: list[int], weights: torch.Tensor, error
     """lambda_max(Theta_s(W_s)) for every seed; a seed whose forward pass overflows gets NaN
     and its OverflowError in `errors`."""
     try:
-        return lambda_max_batched(forward(index, weights[index]))
+        return np.atleast_1d(lambda_max(forward(index, weights[index])))
     except OverflowError:
         pass
     out = np.full(len(index), np.nan)
     for j, s in enumerate(index):
         try:
-            out[j] = lambda_max_batched(forward([s], weights[[s]]))[0]
+            out[j] = np.atleast_1d(lambda_max(forward([s], weights[[s]])))[0]
         except OverflowError as error:
             errors[s] = error
     return out
@@ -376,16 +347,14 @@ def train_seeds(
     for name, tensor in (("X", X), ("y", y)):
         if not torch.isfinite(tensor).all():
             raise ValueError(f"{name} has non-finite values (NaN or inf); remove or impute them")
-    weights = [initial_weights(width, X.shape[-1], y.shape[-1], init, sigma, s, dtype, device) for s in seeds]
-    W = torch.stack([w for w, _ in weights])
-    a = torch.stack([signs for _, signs in weights])
+    W, a = initial_weights(width, X.shape[-1], y.shape[-1], init, sigma, list(seeds), dtype, device)
     kappa = parse_scale(scale, activation, width)
     outcomes = []
     for part in seed_batches(len(seeds), X.shape[-2], width, device):
         outcomes += train_batched(
             X[part] if X.dim() == 3 else X, y[part] if y.dim() == 3 else y, W[part], a[part], activation, kappa,
             lr=_part(lr, part), steps=_part(steps, part), tol=tol, record_every=_part(record_every, part),
-            paired=init == "coupled" and width % 2 == 0)
+            paired=pairs_neurons(init, width))
     return outcomes
 
 

@@ -35,7 +35,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from . import coefficients
-from .models import TwoLayerNet, fits_in_memory
+from .models import TwoLayerNet, fits_in_memory, pairs_neurons
 from .ntk import pass_ntk
 from .train import History, TrainState
 from .train import train as train_one_process
@@ -110,7 +110,7 @@ class ShardedNet(TwoLayerNet):
 
     @property
     def paired(self) -> bool:
-        return self.init == "coupled" and self.total_width % 2 == 0  # the full network's pairing
+        return pairs_neurons(self.init, self.total_width)  # the full network's pairing
 
     def forward_pass(self, X: torch.Tensor, keep: bool | None = None,
                      workspace: torch.Tensor | None = None, output: bool = True) -> coefficients.Pass:
@@ -162,14 +162,9 @@ def join_from_env(device: torch.device | str = "cpu") -> None:
     dist.init_process_group(BACKENDS[device.type], init_method="env://")
 
 
-def pairs_neurons(net: TwoLayerNet) -> bool:
-    """Whether `net` sums neurons in coupled pairs (as `TwoLayerNet.forward_pass` does)."""
-    return net.init == "coupled" and net.width % 2 == 0
-
-
 def shard_network(net: TwoLayerNet, device: torch.device | str | None = None) -> ShardedNet:
     """This process's block of `net` (the same network on every process, e.g. the same seed)."""
-    neurons = shard_bounds(net.width, dist.get_world_size(), pairs_neurons(net))
+    neurons = shard_bounds(net.width, dist.get_world_size(), pairs_neurons(net.init, net.width))
     device = local_device(net.device if device is None else device)
     return ShardedNet.from_network(net, neurons[dist.get_rank()], ProcessGroupReducer(), device)
 
@@ -388,7 +383,7 @@ def train(net: TwoLayerNet, X, y, nproc: int | None = None, **options) -> Histor
         return train_in_group(net, X, y, **options)
     if nproc is None:
         raise ValueError("give nproc (processes to start), or launch with torchrun")
-    shard_bounds(net.width, nproc, pairs_neurons(net))
+    shard_bounds(net.width, nproc, pairs_neurons(net.init, net.width))
     X = as_inputs(X, net.in_dim, net.dtype, torch.device("cpu"))
     y = as_targets(y, X.shape[0], net.out_dim, net.dtype, torch.device("cpu"))
     progress = options.pop("progress", None)
@@ -406,7 +401,7 @@ def ntk(net: TwoLayerNet, X, nproc: int | None = None, normalized: bool = True, 
         return ntk_in_group(net, X, normalized, X2)
     if nproc is None:
         raise ValueError("give nproc (processes to start), or launch with torchrun")
-    shard_bounds(net.width, nproc, pairs_neurons(net))
+    shard_bounds(net.width, nproc, pairs_neurons(net.init, net.width))
     X = as_inputs(X, net.in_dim, net.dtype, torch.device("cpu"))
     X2 = None if X2 is None else as_inputs(X2, net.in_dim, net.dtype, torch.device("cpu"))
     kernel = launch(ntk_in_group, nproc, _portable(net), X, normalized, X2, net.device.type,

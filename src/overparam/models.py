@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
@@ -33,11 +35,12 @@ def initial_weights(
     out_dim: int,
     init: str = "independent",
     sigma: float = 1.0,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """W(0) with rows ~ N(0, sigma^2 I_d) and signs a uniform on {+1, -1}^{m x k}.
+    """W(0) with rows ~ N(0, sigma^2 I_d) and signs a uniform on {+1, -1}^{m x k}: (m, d) and (m, k),
+    or for a sequence of seeds one network per seed stacked, (S, m, d) and (S, m, k).
 
     coupled (MOSW22): w_{2r+1} = w_{2r}, a_{2r+1} = -a_{2r}, so F(W(0), .) = 0.
     Draws on the CPU from `seed` so the same seed gives the same network on every device.
@@ -48,6 +51,9 @@ def initial_weights(
         raise ValueError(f"coupled init pairs neurons, so the width must be even; got {width}")
     if not (sigma > 0):
         raise ValueError(f"sigma must be positive, got {sigma}")
+    if not isinstance(seed, (int, np.integer)):
+        drawn = [initial_weights(width, in_dim, out_dim, init, sigma, s, dtype, device) for s in seed]
+        return torch.stack([W for W, _ in drawn]), torch.stack([a for _, a in drawn])
     gen = torch.Generator().manual_seed(int(seed))
     rows = width // 2 if init == "coupled" else width
     W = torch.randn(rows, in_dim, generator=gen, dtype=torch.float64) * sigma
@@ -56,6 +62,12 @@ def initial_weights(
         W = W.repeat_interleave(2, dim=0)
         a = torch.stack([a, -a], dim=1).reshape(width, out_dim)
     return W.to(dtype=dtype, device=device), a.to(dtype=dtype, device=device)
+
+
+def pairs_neurons(init: str, width: int) -> bool:
+    """Whether a network of this init and (total) width sums its neurons in coupled pairs (2r, 2r+1),
+    whose two terms cancel exactly at W(0) (see `coefficients.forward`'s `paired`)."""
+    return init == "coupled" and width % 2 == 0
 
 
 class TwoLayerNet:
@@ -173,7 +185,7 @@ class TwoLayerNet:
             keep = fits_in_memory(X.shape[0], self.width, self.W)
         return coefficients.forward(
             X, self.W, self.a, self.activation, self.kappa, self.chunk(X.shape[0]),
-            keep=keep, paired=self.init == "coupled" and self.width % 2 == 0, workspace=workspace, output=output,
+            keep=keep, paired=pairs_neurons(self.init, self.width), workspace=workspace, output=output,
         )
 
     def check_layers(self) -> None:

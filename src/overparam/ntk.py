@@ -39,23 +39,34 @@ LANCZOS_RESTARTS = 2
 LEADING_NCV = 256
 
 
-def lambda_max(forward: Pass, iters: int = 100, rtol: float = 1e-4, seed: int = 0) -> float:
-    """Largest eigenvalue of Theta(W) by power iteration on Theta v = J (J^T v); no n x n matrix."""
+def lambda_max(forward: Pass, iters: int = 100, rtol: float = 1e-4, seed: int = 0) -> float | np.ndarray:
+    """Largest eigenvalue of Theta(W) by power iteration v <- Theta v / ||Theta v||, Theta v = J (J^T v):
+    no n x n matrix. A pass over seeds (W: S x m x d) gives one eigenvalue per seed, shape (S,), all
+    iterated at once from the same start vector.
+
+    Each seed keeps the Rayleigh quotient <v, Theta v> of the first iteration at which it changes by at
+    most rtol (relative), or at which Theta v is zero or not finite; after `iters` iterations, the last.
+    """
+    shape = forward.out.shape
+    batch = shape[:-2]
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    v = torch.randn(forward.out.shape, generator=gen, dtype=torch.float64).to(forward.out)
-    v /= v.norm()
-    estimate = 0.0
+    v = torch.randn(shape[-2:], generator=gen, dtype=torch.float64).to(forward.out)
+    v = (v / v.norm()).expand(shape).clone()
+    estimate = np.zeros(batch)
+    result = np.full(batch, np.nan)
     for _ in range(iters):
         w = forward.kernel_vector(v)
-        new = float((v * w).sum())
-        norm = w.norm()
-        if not torch.isfinite(norm) or norm == 0:
-            return new
-        v = w / norm
-        if abs(new - estimate) <= rtol * abs(new):
-            return new
+        new = (v * w).sum((-2, -1)).cpu().numpy()
+        norm = w.norm(dim=(-2, -1))
+        degenerate = (~torch.isfinite(norm) | (norm == 0)).cpu().numpy()
+        settled = degenerate | (np.abs(new - estimate) <= rtol * np.abs(new))
+        result = np.where(settled & np.isnan(result), new, result)
+        if not np.isnan(result).any():
+            break
+        v = w / torch.where(norm == 0, 1.0, norm)[..., None, None]
         estimate = new
-    return estimate
+    result = np.where(np.isnan(result), estimate, result)
+    return float(result) if not batch else result
 
 
 # ----------------------------------------------------------------------------- finite width

@@ -17,7 +17,7 @@ import torch
 
 from .. import data
 from ..batched import train_batched
-from ..models import TwoLayerNet, initial_weights
+from ..models import TwoLayerNet, initial_weights, pairs_neurons
 from ..ntk import infinite_ntk, ntk
 from .concentration import COLORS
 from .report import Figure, Section, Table, save_figure
@@ -41,16 +41,15 @@ def train_unit(activation: str, width: int, init: str, n: int, seeds: int, cfg, 
     dataset = data.sphere(n, cfg.d, seed=cfg.seed)
     X = torch.from_numpy(dataset.X).to(device)
     y = torch.from_numpy(dataset.y).to(device)
-    nets = [TwoLayerNet(cfg.d, width, 1, activation, init=init, sigma=cfg.sigma, seed=s, device=device)
-            for s in range(seeds)]
-    W0 = torch.stack([net.W for net in nets])
+    W0, a = initial_weights(width, cfg.d, 1, init, cfg.sigma, range(seeds), device=device)
     W = W0.clone()
-    a = torch.stack([net.a for net in nets])
+    template = TwoLayerNet(cfg.d, width, 1, activation, init=init, sigma=cfg.sigma, device=device)
+    nets = [_at(template, W0[s], a[s]) for s in range(seeds)]
     kappa = nets[0].kappa
     record_every = max(1, cfg.train_steps // CURVE_POINTS)
     every_step = torch.arange(cfg.train_steps + 1, dtype=torch.float64)
     histories = train_batched(X, y, W, a, activation, kappa, lr="auto", steps=cfg.train_steps, tol=cfg.tol,
-                              record_every=record_every, paired=init == "coupled")
+                              record_every=record_every, paired=pairs_neurons(init, width))
     lam = float(torch.linalg.eigvalsh(infinite_ntk(activation, X.cpu(), cfg.sigma))[0])
     runs = []
     for seed, (net, history) in enumerate(zip(nets, histories)):
@@ -85,9 +84,12 @@ def train_unit(activation: str, width: int, init: str, n: int, seeds: int, cfg, 
     return {"lambda": lam, "kappa": kappa, "n": n, "width": width, "runs": runs}
 
 
-def _at(net: TwoLayerNet, W: torch.Tensor) -> TwoLayerNet:
+def _at(net: TwoLayerNet, W: torch.Tensor, a: torch.Tensor | None = None) -> TwoLayerNet:
+    """A copy of `net` with weights W (and signs a, when given)."""
     clone = net.copy()
     clone.W = W
+    if a is not None:
+        clone.a = a
     return clone
 
 

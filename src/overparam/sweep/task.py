@@ -18,7 +18,7 @@ import torch
 from .. import __version__, data as datasets, ntk
 from ..activations import parse_scale
 from ..batched import seed_batches, train_batched
-from ..models import TwoLayerNet, initial_weights, resolve_device, resolve_dtype
+from ..models import TwoLayerNet, initial_weights, pairs_neurons, resolve_device, resolve_dtype
 from ..train import History
 from .spec import Group, budget_multiple, theory_steps
 
@@ -84,10 +84,7 @@ def _run(group: Group, device: str) -> list[RunResult]:
     lams = [_lambda_min(H) for H in limits]
     lam_of = (lambda j: lams[j]) if per_seed else (lambda j: lams[0])
 
-    weights = [initial_weights(width, config["d"], k, config["init"], config["sigma"], s, dtype, where)
-               for s in seeds]
-    W = torch.stack([w for w, _ in weights])
-    a = torch.stack([signs for _, signs in weights])
+    W, a = initial_weights(width, config["d"], k, config["init"], config["sigma"], seeds, dtype, where)
     X = torch.as_tensor(X_np, dtype=dtype, device=where)
     y = torch.as_tensor(y_np, dtype=dtype, device=where)
     multiple = budget_multiple(config["steps"])
@@ -106,7 +103,7 @@ def _run(group: Group, device: str) -> list[RunResult]:
         outcomes += train_batched(X[part] if per_seed else X, y[part] if per_seed else y, W[part], a[part],
                                   activation, kappa, lr=config["lr"], steps=rule, tol=config["tol"],
                                   record_every=config["record_every"],
-                                  paired=config["init"] == "coupled" and width % 2 == 0)
+                                  paired=pairs_neurons(config["init"], width))
         sizes += [len(index)] * len(index)
     task_seconds = time.perf_counter() - start
 
