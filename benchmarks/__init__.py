@@ -26,4 +26,4 @@ a row saying so; the others still run.
 """
 
 #: Benchmark modules, in the order they run; other modules here that define run() follow them.
-MODULES = ("gd_step", "ntk", "sweep", "sharding")
+MODULES = ("gd_step", "ntk", "sweep", "sharding", "nested_ntk")

@@ -8,6 +8,7 @@ import torch
 
 from overparam import TwoLayerNet
 from overparam.data import sphere
+from overparam.models import initial_weights
 from overparam.ntk import infinite_ntk, ntk
 from test_cli_train import overparam  # noqa: F401  (the in-process CLI fixture)
 
@@ -107,3 +108,27 @@ def test_train_diagnostics(tmp_path, overparam):
     assert table["kernel_step"] == [0, 10, 20, 30]
     assert (tmp_path / "diagnostics.png").read_bytes()[:8] == PNG
     assert json.loads((tmp_path / "summary.json").read_text())["theory"]["records"] == 4
+
+
+def test_ntk_widths_profile(tmp_path, overparam):
+    result = overparam("ntk", "--activation", "softmax", "--widths", "16,64,256", "--n", "10", "--d", "3",
+                       "--init", "coupled", "--seed", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    X = torch.from_numpy(sphere(10, 3, seed=2).X)
+    limit = infinite_ntk("softmax", X)
+    lam = eigenvalues(limit)[0]
+    assert summary["widths"] == [16, 64, 256] and summary["lambda"] == pytest.approx(lam, rel=1e-12)
+    # the nested pass takes the first m neurons of the width-256 init, not a width-m init of the seed
+    W, a = initial_weights(256, 3, 1, "coupled", 1.0, 2)
+    for m, ratio, smallest in zip(summary["widths"], summary["distance_over_lambda"], summary["lambda_min"]):
+        net = TwoLayerNet(3, m, 1, "softmax", init="coupled")
+        net.W, net.a = W[:m].clone(), a[:m].clone()
+        H = ntk(net, X)
+        assert ratio == pytest.approx(float(torch.linalg.matrix_norm(H - limit, ord=2)) / lam, rel=1e-9)
+        assert smallest == pytest.approx(eigenvalues(H)[0], rel=1e-9)
+
+
+def test_ntk_widths_must_increase(overparam):
+    result = overparam("ntk", "--widths", "64,32")
+    assert result.returncode == 2 and "increasing" in result.stderr and "Traceback" not in result.stderr

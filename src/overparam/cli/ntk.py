@@ -15,6 +15,7 @@ from .. import kernel_plots, theory
 from ..ntk import (DENSE_LIMIT, extreme_eigenvalue, kernel_operator, leading_eigenvalues, monte_carlo_ntk, ntk,
                    spectral_norm)
 from ..models import TwoLayerNet
+from ..nested_ntk import width_profile
 from .common import app, fail, output_folder, parse_device, print_json, user_errors
 from .train import load_dataset
 
@@ -25,6 +26,8 @@ def ntk_command(
     activation: str = typer.Option("relu", help="relu, exp or softmax"),
     width: Optional[int] = typer.Option(None, help="neurons m of the finite kernel H(W(0)) [1024; none "
                                         "with --infinite alone]"),
+    widths: Optional[str] = typer.Option(None, help="increasing widths, e.g. 64,128,256: ||H(m) - H*||_2 / lambda "
+                                         "and lambda_min(H(m)) at each, from one pass over the neurons"),
     infinite: bool = typer.Option(False, "--infinite", help="the infinite-width kernel H* (closed form)"),
     monte_carlo: Optional[int] = typer.Option(None, "--monte-carlo", help="average H(W(0)) over this many "
                                               "initialisations (with standard errors)"),
@@ -58,6 +61,13 @@ def ntk_command(
     parse_device(device)
     dataset, problems = load_dataset(data, n, d, k, seed, normalize, label_columns)
     X = torch.from_numpy(dataset.X)
+    if widths is not None:
+        grid = _parse_widths(widths)
+        profile = width_profile(X, activation, grid, out_dim=dataset.k, init=init, sigma=sigma, seed=seed, dtype=dtype)
+        _print_profile({"activation": activation, "n": dataset.n, "d": dataset.d, "k": dataset.k,
+                        "data": dataset.name, "init": init, "sigma": sigma, "seed": seed, "warnings": problems,
+                        **profile.to_dict()}, json_output)
+        return
     output_folder(out)
     summary = {"activation": activation, "n": dataset.n, "d": dataset.d, "k": dataset.k, "data": dataset.name,
                "sigma": sigma, "warnings": problems}
@@ -103,6 +113,35 @@ def ntk_command(
         print_json(summary)
     else:
         _print_ntk(summary)
+
+
+def _parse_widths(text: str) -> list[int]:
+    try:
+        grid = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        fail(f"--widths must be comma-separated integers such as 64,128,256, got {text!r}")
+    if not grid or any(m < 1 for m in grid) or any(b <= a for a, b in zip(grid, grid[1:])):
+        fail(f"--widths must be increasing positive integers such as 64,128,256, got {text!r}")
+    return grid
+
+
+def _print_profile(summary: dict, json_output: bool) -> None:
+    if json_output:
+        print_json(summary)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"overparam ntk --widths: {summary['activation']}, {summary['init']} init, "
+                        f"{summary['data']} n = {summary['n']}, lambda = lambda_min(H*) = {summary['lambda']:.6g}")
+    for column in ("m", "||H(m) - H*||_2 / lambda", "lambda_min(H(m)) / lambda", "<= 1/4"):
+        table.add_column(column, justify="right")
+    for m, ratio, smallest in zip(summary["widths"], summary["distance_over_lambda"], summary["lambda_min"]):
+        table.add_row(str(m), f"{ratio:.4g}", f"{smallest / summary['lambda']:.4g}", "yes" if ratio <= 0.25 else "no")
+    console = Console()
+    for message in summary["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {message}")
+    console.print(table)
 
 
 def _describe(operator, dense_limit: int) -> tuple[dict, object]:

@@ -1,0 +1,187 @@
+"""The kernel H(W(0)) at every width of a grid in one pass over the neurons (SPEC §8).
+
+The kernel at width m uses the first m neurons of one initialisation (with coupled init the first m,
+m even, are themselves a coupled init: `models.initial_weights` puts pairs side by side). One pass
+over the neurons in order, chunk by chunk, keeps running sums, and at each grid width the kernel is
+assembled from them: the whole grid costs what the largest width costs, and no n x m matrix is held.
+
+H = Theta / (m kappa^2) does not depend on kappa, so the coefficients are taken with kappa = 1.
+Rows are output-major (row l n + i: output l at x_i), as in `ntk.ntk`.
+
+Elementwise phi (c_irl = a_rl phi'(<w_r, x_i>)):
+
+    S_(il),(jl') = sum_{r<=m} a_rl a_rl' phi'_ir phi'_jr,       H(m) = (X X^T) (.) S / m.
+
+Normalised (softmax: c_irl = m S_ir (a_rl - s_il), S_ir = e_ir / N_i, s_il = P_il / N_i), with
+e_ir = exp(<w_r, x_i> - M_i) for any per-row constant M_i (it cancels) and the running sums
+
+    N_i = sum_r e_ir,  P_il = sum_r a_rl e_ir,  B_ij = sum_r e_ir e_jr,
+    A^l_ij = sum_r a_rl e_ir e_jr,  G^ll'_ij = sum_r a_rl a_rl' e_ir e_jr:
+
+    H_(il),(jl')(m) = <x_i, x_j> m [G^ll'_ij - s_jl' A^l_ij - s_il A^l'_ij + s_il s_jl' B_ij] / (N_i N_j),
+
+from c_irl c_jrl' = m^2 e_ir e_jr (a_rl - s_il)(a_rl' - s_jl') / (N_i N_j) summed over r. With one
+output and signs a_r = +-1, G = B (a_r^2 = 1): H_ij = <x_i,x_j> m [B_ij (1 + s_i s_j) - (s_i + s_j) A_ij]
+/ (N_i N_j), and the pass needs only the GEMM [E; E a] E^T per chunk. M_i is the running maximum
+of the chunks' own constants, and the sums are rescaled when it grows (the online max-shift).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from . import coefficients
+from .models import initial_weights, resolve_dtype
+from .ntk import infinite_ntk
+from .validation import as_inputs
+
+
+def nested_ntk(X, W: torch.Tensor, a: torch.Tensor, activation: str, widths, chunk: int | None = None) -> torch.Tensor:
+    """H(W(0)) of the networks made of the first m neurons of (W, a), for every m in `widths`.
+
+    X (n, d); W (M, d) and a (M, k) with M >= max(widths), a's entries +-1 (the papers' signs).
+    widths: increasing positive integers. chunk: neurons per step (default: a cache-sized chunk).
+    Returns (len(widths), k n, k n), float64 where W is float64.
+    """
+    widths = _check_widths(widths, W.shape[0])
+    X = as_inputs(X, W.shape[1], W.dtype, W.device)
+    if a.dim() != 2 or a.shape[0] != W.shape[0]:
+        raise ValueError(f"a must be (m, k) with m = {W.shape[0]} rows like W, got shape {tuple(a.shape)}")
+    if not bool((a.abs() == 1).all()):
+        raise ValueError("the nested kernel uses a_r^2 = 1: a's entries must be +1 or -1")
+    n, k = X.shape[0], a.shape[1]
+    a = a.to(W)
+    chunk = chunk or coefficients.default_chunk(n, k + 1, W.element_size(), W.device)
+    sums = _RunningSums(n, k, W)
+    workspace = None
+    kernels = []
+    start = 0
+    for width in widths:
+        for neurons in coefficients.chunk_slices(width - start, chunk):
+            neurons = slice(start + neurons.start, start + neurons.stop)
+            forward = coefficients.forward(X, W[neurons], a[neurons], activation, 1.0, neurons.stop - neurons.start,
+                                           keep=True, workspace=workspace)
+            workspace = forward.workspace
+            _, E, rowscale = next(forward.derivative_factors())
+            if forward.lse is None:
+                sums.add_elementwise(E, a[neurons])
+            else:
+                # E = exp(z - c) per row: from rowscale = (chunk width) exp(c - lse) (see `coefficients.forward`)
+                c = torch.log(rowscale) + forward.lse - math.log(neurons.stop - neurons.start)
+                sums.add_normalised(E, c, a[neurons])
+        start = width
+        kernels.append(sums.kernel(X, width))
+    return torch.stack(kernels)
+
+
+class _RunningSums:
+    """The running sums of the module docstring; `kernel` assembles H(m) from them."""
+
+    def __init__(self, n: int, k: int, like: torch.Tensor) -> None:
+        self.n, self.k = n, k
+        self.normalised = None
+        self.like = like
+        self.gram = None  # elementwise: S (kn, kn); normalised k = 1: [B; A] (2n, n), k > 1: Gram of [E; E a_l]
+        self.N = self.P = self.M = None
+
+    def add_elementwise(self, E: torch.Tensor, a: torch.Tensor) -> None:
+        self.normalised = False
+        left = E if self.k == 1 else torch.cat([E * a[:, l] for l in range(self.k)])  # a_r^2 = 1 when k = 1
+        self._accumulate(left, left)
+
+    def add_normalised(self, E: torch.Tensor, c: torch.Tensor, a: torch.Tensor) -> None:
+        self.normalised = True
+        if self.M is None:
+            self.M = c.clone()
+            self.N, self.P = E.new_zeros(self.n), E.new_zeros(self.n, self.k)
+        elif bool((c != self.M).any()):
+            new = torch.maximum(self.M, c)
+            old = torch.exp(self.M - new)
+            self.N *= old
+            self.P *= old[:, None]
+            rows = old.repeat(self.gram.shape[0] // self.n)
+            self.gram *= rows[:, None] * old.repeat(self.gram.shape[1] // self.n)[None, :]
+            E = E * torch.exp(c - new)[:, None]
+            self.M = new
+        self.N += E.sum(1)
+        self.P += E @ a
+        if self.k == 1:
+            self._accumulate(torch.cat([E, E * a[:, 0]]), E)
+        else:
+            left = torch.cat([E] + [E * a[:, l] for l in range(self.k)])
+            self._accumulate(left, left)
+
+    def _accumulate(self, left: torch.Tensor, right: torch.Tensor) -> None:
+        if self.gram is None:
+            self.gram = left.new_zeros(left.shape[0], right.shape[0])
+        self.gram.addmm_(left, right.T)
+
+    def kernel(self, X: torch.Tensor, width: int) -> torch.Tensor:
+        n, k = self.n, self.k
+        inner = X @ X.T
+        if not self.normalised:
+            return self.gram * inner.repeat(k, k) / width
+        s = self.P / self.N[:, None]  # (n, k)
+        scale = inner * width / torch.outer(self.N, self.N)
+        B = self.gram[:n, :n]
+        if k == 1:
+            A = self.gram[n:, :n]
+            s = s[:, 0]
+            return (scale * (B * (1 + torch.outer(s, s)) - (s[:, None] + s[None, :]) * A))
+        H = self.gram.new_empty(k * n, k * n)
+        A = [self.gram[:n, (l + 1) * n:(l + 2) * n] for l in range(k)]
+        for l in range(k):
+            for m in range(k):
+                G = self.gram[(l + 1) * n:(l + 2) * n, (m + 1) * n:(m + 2) * n]
+                block = G - s[None, :, m] * A[l] - s[:, l, None] * A[m] + torch.outer(s[:, l], s[:, m]) * B
+                H[l * n:(l + 1) * n, m * n:(m + 1) * n] = scale * block
+        return H
+
+
+def _check_widths(widths, available: int) -> list[int]:
+    widths = [int(m) for m in widths]
+    if not widths or any(m < 1 for m in widths) or any(b <= a for a, b in zip(widths, widths[1:])):
+        raise ValueError(f"widths must be increasing positive integers, got {widths}")
+    if widths[-1] > available:
+        raise ValueError(f"the largest width {widths[-1]} exceeds the {available} neurons given")
+    return widths
+
+
+@dataclass
+class WidthProfile:
+    """||H(m) - H*||_2 and lambda_min(H(m)) at each width m of one initialisation, with
+    lambda = lambda_min(H*) (H* = I_k (x) H* for k outputs)."""
+
+    widths: list[int]
+    distance: list[float]
+    lambda_min: list[float]
+    lam: float
+
+    def to_dict(self) -> dict:
+        return {"widths": self.widths, "distance": self.distance, "lambda_min": self.lambda_min, "lambda": self.lam,
+                "distance_over_lambda": [d / self.lam for d in self.distance]}
+
+
+def width_profile(X, activation: str, widths, *, out_dim: int = 1, init: str = "independent", sigma: float = 1.0,
+                  seed: int = 0, dtype: torch.dtype | str = torch.float64, chunk: int | None = None,
+                  weights: tuple[torch.Tensor, torch.Tensor] | None = None) -> WidthProfile:
+    """The kernel's distance from its limit and its smallest eigenvalue along a width grid, from one
+    initialisation of the largest width (`models.initial_weights` with `seed`; or `weights` = (W, a)
+    given, e.g. shared by several activations). Spectra are dense float64 eigvalsh (k n x k n)."""
+    X = as_inputs(X, None, torch.float64, "cpu")
+    widths = [int(m) for m in widths]
+    if weights is None:
+        weights = initial_weights(max(widths), X.shape[1], out_dim, init, sigma, seed, resolve_dtype(dtype))
+    W, a = weights
+    if init == "coupled" and any(m % 2 for m in widths):
+        raise ValueError(f"with coupled init every width must be even (pairs), got {widths}")
+    limit = infinite_ntk(activation, X, sigma, out_dim=a.shape[1])
+    lam = float(torch.linalg.eigvalsh(limit)[0])
+    kernels = nested_ntk(X.to(W), W, a, activation, widths, chunk).double()
+    distance = torch.linalg.eigvalsh(kernels - limit).abs().amax(-1)
+    smallest = torch.linalg.eigvalsh(kernels)[:, 0]
+    return WidthProfile(widths, [float(v) for v in distance], [float(v) for v in smallest], lam)
+
