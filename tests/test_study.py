@@ -240,3 +240,158 @@ def test_report_renders_in_headless_chromium(study_dir):
     assert report["broken"] == [] and report["problems"] == []
     console = [line for line in result.stderr.splitlines() if "CONSOLE" in line and "browser_check" in line]
     assert console == []
+
+
+def _direct_forward(activation: str, W: torch.Tensor, a: torch.Tensor, X: torch.Tensor, kappa: float) -> torch.Tensor:
+    """F(W, X) written out from SPEC §2, for autograd (independent of the library's chunked passes)."""
+    Z = X @ W.T
+    if activation == "relu":
+        return kappa * torch.relu(Z) @ a
+    if activation == "exp":
+        return kappa * torch.exp(Z) @ a
+    return kappa * W.shape[0] * torch.softmax(Z, dim=1) @ a
+
+
+def _autograd_kernel(activation, W, a, X, kappa) -> torch.Tensor:
+    """H(W) = J J^T / (m kappa^2), J = dF(X)/dW by autograd (SPEC §4)."""
+    J = torch.autograd.functional.jacobian(lambda V: _direct_forward(activation, V, a, X, kappa)[:, 0], W)
+    J = J.reshape(X.shape[0], -1)
+    return J @ J.T / (W.shape[0] * kappa**2)
+
+
+def _relu_limit(X: torch.Tensor) -> torch.Tensor:
+    """relu's H*_ij = <x_i, x_j> (pi - arccos rho_ij) / (2 pi) (SPEC §4), written out."""
+    gram = X @ X.T
+    norms = X.norm(dim=1)
+    rho = (gram / (norms[:, None] * norms[None, :])).clamp(-1, 1)
+    return gram * (np.pi - torch.arccos(rho)) / (2 * np.pi)
+
+
+def _single_runs(activation: str, width: int):
+    """Each seed of a (b)/(c) unit trained alone by `train` (not the batched engine): (net at W(0), net, history)."""
+    from overparam import train
+    from overparam.data import sphere
+
+    data = sphere(TINY.train_n, TINY.d, seed=TINY.seed)
+    runs = []
+    for seed in range(TINY.train_seeds):
+        net = TwoLayerNet(TINY.d, width, 1, activation, init=TINY.train_init, sigma=TINY.sigma, seed=seed)
+        start = net.copy()
+        history = train(net, data.X, data.y, lr="auto", steps=TINY.train_steps, tol=TINY.tol)
+        runs.append((start, net, history))
+    return data, runs
+
+
+@pytest.mark.parametrize("activation", ["relu", "softmax"])
+def test_training_table_steps_and_rates_match_direct_train_calls(study_dir, activation):
+    from overparam.kernel_regime import KernelRegime
+
+    out, _ = study_dir
+    width = TINY.train_widths[-1]
+    row = next(r for r in read_csv(out / "tables" / "training.csv")
+               if r["activation"] == activation and int(r["m"]) == width)
+    data, runs = _single_runs(activation, width)
+    histories = [h for _, _, h in runs]
+    rates = [(h.residual_norm[-1] / h.residual_norm[0]) ** (2 / h.steps) for h in histories]
+    kappa = runs[0][0].kappa
+    assert row["converged"] == f"{sum(h.status == 'converged' for h in histories)}/{TINY.train_seeds}"
+    assert float(row["steps"]) == pytest.approx(np.mean([h.steps for h in histories]), abs=1)
+    assert float(row["lr"]) == pytest.approx(np.mean([h.lr for h in histories]), rel=1e-3)
+    assert float(row["eta_eff"]) == pytest.approx(np.mean([h.lr for h in histories]) * width * kappa**2, rel=1e-3)
+    assert float(row["observed rate"]) == pytest.approx(np.mean(rates), rel=1e-3)
+    assert float(row["final loss2"]) == pytest.approx(np.mean([h.residual_norm[-1] ** 2 for h in histories]), rel=2e-2)
+    # the kernel-regime steps by the closed-form linear dynamics of `KernelRegime`, not the section's eigh loop
+    predicted = [KernelRegime.of_network(start, data.X, data.y, h.lr).steps_to(TINY.tol) for start, _, h in runs]
+    assert float(row["kernel-pred. steps"]) == pytest.approx(np.mean(predicted), abs=1)
+    if activation == "relu":
+        X = torch.from_numpy(data.X)
+        lam = float(torch.linalg.eigvalsh(_relu_limit(X))[0])
+        assert float(row["lambda"]) == pytest.approx(lam, rel=1e-10)
+        assert float(row["bound rate 1-eta_eff*lambda/2"]) == pytest.approx(1 - float(row["eta_eff"]) * lam / 2,
+                                                                            rel=1e-10)
+
+
+@pytest.mark.parametrize("activation", ["relu", "softmax"])
+def test_laziness_movement_and_drift_match_weights_and_autograd_kernels(study_dir, activation):
+    out, _ = study_dir
+    width = TINY.train_widths[0]
+    row = next(r for r in read_csv(out / "tables" / "laziness.csv")
+               if r["activation"] == activation and int(r["m"]) == width)
+    data, runs = _single_runs(activation, width)
+    X = torch.from_numpy(data.X)
+    movement, drift = [], []
+    for start, net, _ in runs:
+        movement.append(float((net.W - start.W).norm(dim=1).max()))
+        H0 = _autograd_kernel(activation, start.W, start.a, X, start.kappa)
+        HT = _autograd_kernel(activation, net.W, net.a, X, net.kappa)
+        drift.append(float(torch.linalg.matrix_norm(HT - H0, ord=2)))
+    assert float(row["max movement"]) == pytest.approx(np.mean(movement), rel=2e-3)
+    assert float(row["kernel drift"]) == pytest.approx(np.mean(drift), rel=2e-3)
+    with open(out / "tables" / "laziness.csv", newline="", encoding="utf-8") as handle:
+        header, *table = list(csv.reader(handle))
+    cells = next(r for r in table if r[0] == activation and int(r[1]) == width)
+    assert header[2:6] == ["max movement", "± se", "kernel drift", "± se"]
+    assert float(cells[3]) == pytest.approx(np.std(movement, ddof=1) / np.sqrt(len(movement)), rel=2e-2)
+    assert float(cells[5]) == pytest.approx(np.std(drift, ddof=1) / np.sqrt(len(drift)), rel=2e-2)
+
+
+def _mixture_score(truth, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """grad log p_t(x) for p_t = sum_k pi_k N(alpha mu_k, alpha^2 Sigma_k + h I) (SPEC §6), in numpy."""
+    alpha, h = np.exp(-t), 1 - np.exp(-2 * t)
+    weights, means, covs = (v.numpy() for v in (truth.weights, truth.means, truth.covariances))
+    d = x.shape[1]
+    logs, grads = [], []
+    for pi, mu, cov in zip(weights, means, covs):
+        C = alpha[:, None, None] ** 2 * cov + h[:, None, None] * np.eye(d)
+        diff = x - alpha[:, None] * mu
+        solved = np.linalg.solve(C, diff[:, :, None])[:, :, 0]
+        logs.append(np.log(pi) - 0.5 * (diff * solved).sum(1) - 0.5 * np.linalg.slogdet(C)[1])
+        grads.append(-solved)
+    logs = np.stack(logs, 1)
+    post = np.exp(logs - logs.max(1, keepdims=True))
+    post /= post.sum(1, keepdims=True)
+    return np.einsum("nk,knd->nd", post, np.stack(grads))
+
+
+def test_diffusion_w2_and_score_error_by_independent_routes(study_dir):
+    """W2 by an optimal assignment on the cached samples (equal sizes, uniform weights: a permutation is
+    optimal), and the score error of a denoiser trained alone by `fit_denoiser`, by a Monte Carlo written here."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    from overparam.diffusion.experiment import draw
+    from overparam.diffusion.training import fit_denoiser
+    from overparam.study.cache import UnitCache
+    from overparam.study.diffusion import diffusion_config, unit_key
+
+    out, _ = study_dir
+    rows = {r["score"]: r for r in read_csv(out / "tables" / "diffusion.csv")}
+    config = diffusion_config(TINY)
+    cache = UnitCache(out / "runs.db")
+    units = {a: cache.get(unit_key(a, config)) for a in TINY.activations}
+    reference = np.array(cache.get(unit_key("baselines", config))["reference"])
+    cache.close()
+    for activation, unit in units.items():
+        cost = cdist(np.array(unit["samples"]), reference, "sqeuclidean")
+        rows_, cols = linear_sum_assignment(cost)
+        assert float(rows[activation]["W2"]) == pytest.approx(np.sqrt(cost[rows_, cols].mean()), rel=1e-8)
+
+    activation = "softmax"
+    draws = draw(config)
+    fit = fit_denoiser(draws.x0, config.horizon, config.training_for(activation), seed=config.seed)
+    rng = np.random.default_rng(7)
+    count = 4000
+    components = rng.choice(len(draws.truth.weights), size=count, p=draws.truth.weights.numpy())
+    chol = np.linalg.cholesky(draws.truth.covariances.numpy() + 1e-300 * np.eye(draws.truth.dim))
+    x0 = draws.truth.means.numpy()[components] + np.einsum(
+        "nij,nj->ni", chol[components], rng.standard_normal((count, draws.truth.dim)))
+    t = rng.uniform(config.t0, config.T, count)
+    alpha, h = np.exp(-t), 1 - np.exp(-2 * t)
+    xt = alpha[:, None] * x0 + np.sqrt(h)[:, None] * rng.standard_normal(x0.shape)
+    xt_, t_ = torch.from_numpy(xt), torch.from_numpy(t)
+    denoised = fit.net(fit.embedding(xt_, t_)).detach().numpy()
+    learned = (alpha[:, None] * denoised - xt) / h[:, None]
+    weighted = h * ((learned - _mixture_score(draws.truth, xt, t)) ** 2).sum(1)
+    mine, my_error = weighted.mean(), weighted.std(ddof=1) / np.sqrt(count)
+    table, table_error = float(rows[activation]["score error"]), float(rows[activation]["± se"])
+    assert abs(mine - table) < 4 * np.hypot(my_error, table_error)

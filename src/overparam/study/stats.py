@@ -31,11 +31,10 @@ def power_law(xs, samples_per_x, level: float = 0.95, bootstrap: int = 1000, see
         return {"p": float("nan"), "C": float("nan"), "low": float("nan"), "high": float("nan")}
     p, c = fit_power_law(xs[usable], [groups[i].mean() for i in usable])
     rng = np.random.default_rng(seed)
-    slopes = []
-    for _ in range(bootstrap):
-        means = [rng.choice(groups[i], size=len(groups[i])).mean() for i in usable]
-        slopes.append(fit_power_law(xs[usable], means)[0])
-    low, high = interval(np.array(slopes), level)
+    # every bootstrap draw at once: means (len(usable), bootstrap), one least-squares fit per column
+    means = np.stack([rng.choice(groups[i], size=(bootstrap, len(groups[i]))).mean(1) for i in usable])
+    slopes = np.polyfit(np.log(xs[usable]), np.log(means), 1)[0]
+    low, high = interval(slopes, level)
     return {"p": p, "C": c, "low": low, "high": high}
 
 

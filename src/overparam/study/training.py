@@ -155,7 +155,7 @@ def run(cfg, ctx) -> Section:
             ax.semilogy(t, bound, color=color, ls="--", lw=1)
             ax.semilogy(t, r["kernel_loss2"], color=color, ls=":", lw=1)
             observed = [observed_rate(r) for r in runs]
-            predicted = 1 - r["eta_eff"] * unit["lambda"] / 2
+            predicted = 1 - np.mean([r["eta_eff"] for r in runs]) * unit["lambda"] / 2  # the table's mean eta_eff
             converged = sum(r["status"] == "converged" for r in runs)
             mean_steps = np.mean([r["steps"] for r in runs])
             rows.append([activation, width, f"{converged}/{len(runs)}", mean_steps, np.mean([r["lr"] for r in runs]),
