@@ -91,3 +91,59 @@ def test_theory_warnings_for_parallel_inputs_and_large_norms():
     with pytest.warns(data.TheoryAssumptionWarning, match="> 1"):
         data.check_theory_assumptions(np.array([[2.0, 0.0], [0.0, 1.0]]))
     assert data.check_theory_assumptions(data.sphere(50, 3).X) == []
+
+
+def test_digits_are_sklearns_images_centred_and_on_the_sphere():
+    from sklearn.datasets import load_digits
+
+    images, target = load_digits(return_X_y=True)
+    rows = np.flatnonzero((target == 3) | (target == 5))
+    centred = images[rows] - images[rows].mean(0)
+    dataset = data.digits((3, 5), seed=2)
+    assert dataset.X.shape == (len(rows), 64) and dataset.y.shape == (len(rows), 1) and len(rows) == 365
+    np.testing.assert_allclose(np.linalg.norm(dataset.X, axis=1), 1.0, rtol=1e-14)
+    # every returned row is one of sklearn's centred images of classes 3 and 5, each used once, label by class
+    cosine = dataset.X @ (centred / np.linalg.norm(centred, axis=1, keepdims=True)).T
+    match = cosine.argmax(1)
+    np.testing.assert_allclose(cosine[np.arange(len(rows)), match], 1.0, rtol=1e-12)
+    assert sorted(match) == list(range(len(rows)))
+    np.testing.assert_array_equal(dataset.y[:, 0], np.where(target[rows[match]] == 3, 1.0, -1.0))
+    # centred over the chosen classes: the unprojected rows sum to zero in every pixel
+    np.testing.assert_allclose((dataset.X * np.linalg.norm(centred[match], axis=1)[:, None]).sum(0), 0, atol=1e-9)
+
+
+def test_digits_subsets_are_nested_and_many_classes_are_one_hot():
+    small, large = data.digits((3, 5), n=20, seed=4), data.digits((3, 5), n=50, seed=4)
+    np.testing.assert_array_equal(small.X, large.X[:20])
+    three = data.digits((7, 1, 2), n=90, seed=0)
+    assert three.y.shape == (90, 3) and three.k == 3 and three.d == 64
+    np.testing.assert_array_equal(three.y.sum(1), 1.0)
+    from sklearn.datasets import load_digits
+
+    images, target = load_digits(return_X_y=True)
+    wanted = np.isin(target, (7, 1, 2))
+    centred = images[wanted] - images[wanted].mean(0)
+    nearest = (three.X @ centred.T).argmax(1)
+    np.testing.assert_array_equal(np.array((7, 1, 2))[three.y.argmax(1)], target[wanted][nearest])
+
+
+@pytest.mark.parametrize("classes, n, message", [((3,), None, "at least two"), ((3, 3), None, "distinct"),
+                                                 ((3, 10), None, "0 to 9"), ((3, 5), 366, "365 images")])
+def test_digits_refuses_bad_classes_and_sizes(classes, n, message):
+    with pytest.raises(ValueError, match=message):
+        data.digits(classes, n=n)
+
+
+def test_digits_without_scikit_learn_says_what_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_sklearn(name, *args, **kwargs):
+        if name.startswith("sklearn"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_sklearn)
+    with pytest.raises(ValueError, match=r"pip install 'overparam\[data\]'"):
+        data.digits((3, 5))

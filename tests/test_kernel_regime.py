@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from overparam import KernelRegime, TwoLayerNet, train
+from overparam.kernel_regime import complexity
 from overparam.data import sphere
 from overparam.ntk import infinite_ntk, ntk
 
@@ -95,3 +96,26 @@ def test_bad_input():
         regime.outputs([1.5])
     with pytest.raises(ValueError, match="cross kernel"):
         regime.predict(X)
+
+
+def test_complexity_term_against_numpy_solve():
+    X, y = problem(n=15, d=5, k=2, seed=3)
+    H = infinite_ntk("relu", X).numpy()
+    expected = np.sqrt(2 * sum(y[:, l].numpy() @ np.linalg.solve(H, y[:, l].numpy()) for l in range(2)) / 15)
+    assert complexity(H, y) == pytest.approx(expected, rel=1e-12)
+    # the same with the (nk, nk) output-major block-diagonal kernel
+    assert complexity(np.kron(np.eye(2), H), y.numpy()) == pytest.approx(expected, rel=1e-12)
+    # a finite kernel with its cross-output blocks
+    net = TwoLayerNet(5, 32, 2, "exp", seed=0)
+    Theta = ntk(net, X).numpy()
+    expected = np.sqrt(2 * flat(y).numpy() @ np.linalg.solve(Theta, flat(y).numpy()) / 15)
+    assert complexity(Theta, y) == pytest.approx(expected, rel=1e-10)
+
+
+def test_complexity_term_refuses_a_singular_kernel_and_wrong_shapes():
+    X, y = problem(n=6, d=3, k=1)
+    H = infinite_ntk("relu", torch.cat([X, X])).numpy()  # every input twice: lambda_min = 0
+    with pytest.raises(ValueError, match="not positive definite"):
+        complexity(H, torch.cat([y, y]))
+    with pytest.raises(ValueError, match=r"must be \(n, n\)"):
+        complexity(np.eye(5), y)

@@ -114,6 +114,46 @@ def circles(n: int, noise: float = 0.03, factor: float = 0.5, seed: int = 0) -> 
     return Dataset(X / np.linalg.norm(X, axis=1).max(), y, "circles")
 
 
+DIGITS_CLASSES = tuple(range(10))
+
+
+def digits(classes=DIGITS_CLASSES, n: int | None = None, seed: int = 0) -> Dataset:
+    """scikit-learn's handwritten digits (1,797 8x8 images, d = 64; shipped with scikit-learn, no download).
+
+    The images of `classes` are centred per feature (the mean image of those classes is subtracted)
+    and then projected to the unit sphere, x_i = c_i / ||c_i||, as the theory needs (SPEC §1).
+    n points (all when None) are the first n of a seeded permutation, so at one seed a smaller n is a
+    subset of a larger one. Labels: two classes give y = +1 for classes[0], -1 for classes[1] (k = 1);
+    more give one-hot rows over `classes` in the order given (k = len(classes)).
+    Needs scikit-learn (pip install 'overparam[data]').
+    """
+    chosen = _digit_classes(classes)
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ValueError("the digits data set needs scikit-learn: pip install 'overparam[data]'") from None
+    images = load_digits()
+    rows = np.flatnonzero(np.isin(images.target, chosen))
+    if n is None:
+        n = len(rows)
+    if int(n) != n or not 1 <= n <= len(rows):
+        raise ValueError(f"digits of classes {list(chosen)} have {len(rows)} images; choose n from 1 to {len(rows)}")
+    centred = images.data[rows] - images.data[rows].mean(0)
+    pick = _rng(seed).permutation(len(rows))[:int(n)]
+    X = centred[pick] / np.linalg.norm(centred[pick], axis=1, keepdims=True)
+    labels = images.target[rows[pick]]
+    onehot = (labels[:, None] == np.array(chosen)[None, :]).astype(np.float64)
+    y = onehot[:, :1] - onehot[:, 1:] if len(chosen) == 2 else onehot
+    return Dataset(X, y, "digits-" + "-".join(map(str, chosen)))
+
+
+def _digit_classes(classes) -> tuple[int, ...]:
+    chosen = tuple(classes)
+    if len(chosen) < 2 or len(set(chosen)) != len(chosen) or not set(chosen) <= set(DIGITS_CLASSES):
+        raise ValueError(f"digits classes must be at least two distinct digits from 0 to 9, got {list(chosen)}")
+    return tuple(int(c) for c in chosen)
+
+
 def builtin(name: str, n: int, d: int = 2, k: int = 1, seed: int = 0) -> Dataset:
     """A built-in dataset by name: sphere, teacher, moons or circles (the last two are 2-D, k = 1)."""
     if name == "sphere":

@@ -204,3 +204,28 @@ def _flatten(V: torch.Tensor) -> torch.Tensor:
 def _unflatten(flat: torch.Tensor, n: int, k: int) -> torch.Tensor:
     """(..., n k) output-major -> (..., n, k)."""
     return flat.reshape(*flat.shape[:-1], k, n).transpose(-1, -2)
+
+
+def complexity(kernel, y) -> float:
+    """ADHLW19's complexity term sqrt(2 y^T H^{-1} y / n) (SPEC §9), n = number of points.
+
+    kernel: H (n, n), one output block (as `infinite_ntk` returns; then H is I_k (x) H for k
+    outputs), or (nk, nk) output-major as `ntk` returns. y: (n,) or (n, k). Solved by a Cholesky
+    factorisation in float64; a kernel that is not positive definite raises ValueError
+    (lambda_min <= 0: no finite-norm interpolant, and the term is infinite).
+    """
+    targets = torch.as_tensor(y, dtype=torch.float64).reshape(len(y), -1)
+    n, k = targets.shape
+    H = torch.as_tensor(kernel, dtype=torch.float64)
+    if H.shape == (n, n):
+        right = targets  # I_k (x) H: one solve per output column
+    elif H.shape == (n * k, n * k):
+        right = _flatten(targets)[:, None]
+    else:
+        raise ValueError(f"kernel must be (n, n) or (nk, nk) = ({n}, {n}) or ({n * k}, {n * k}) for y of "
+                         f"shape {tuple(targets.shape)}, got {tuple(H.shape)}")
+    factor, info = torch.linalg.cholesky_ex(H)
+    if int(info) != 0:
+        raise ValueError("the kernel is not positive definite (lambda_min <= 0): y^T H^{-1} y is not finite")
+    solution = torch.cholesky_solve(right, factor)
+    return math.sqrt(2 * float((right * solution).sum()) / n)
