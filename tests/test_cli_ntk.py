@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -132,3 +134,45 @@ def test_ntk_widths_profile(tmp_path, overparam):
 def test_ntk_widths_must_increase(overparam):
     result = overparam("ntk", "--widths", "64,32")
     assert result.returncode == 2 and "increasing" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_rounding_dominated_spectrum_is_flagged(tmp_path, overparam):
+    """exp at sigma = 50: H's entries span ~1e160, so its computed lambda_min is rounding (issue 16)."""
+    result = overparam("ntk", "--activation", "exp", "--sigma", "50", "--width", "64", "--n", "8", "--d", "4",
+                       "--out", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    H = ntk(TwoLayerNet(4, 64, 1, "exp", sigma=50.0), torch.from_numpy(sphere(8, 4).X))
+    values = np.linalg.eigvalsh(H.numpy())  # numpy's LAPACK call, not the library's
+    assert values[0] < np.finfo(float).eps * 8 * values[-1]  # the case the flag is for
+    assert summary["rounding"] is True and summary["condition_number"] == "inf"
+    assert any("rounding level" in line for line in summary["warnings"])
+    table = overparam("ntk", "--activation", "exp", "--sigma", "50", "--width", "64", "--n", "8", "--d", "4",
+                      "--out", str(tmp_path))
+    assert "warning: lambda_min is below the rounding level" in " ".join(table.stdout.split())
+
+
+def test_resolved_spectrum_is_not_flagged(tmp_path, overparam):
+    result = overparam("ntk", "--activation", "relu", "--width", "256", "--infinite", "--n", "12", "--d", "3",
+                       "--out", str(tmp_path), "--json")
+    summary = json.loads(result.stdout)
+    X = torch.from_numpy(sphere(12, 3).X)
+    for kernel, values in ((ntk(TwoLayerNet(3, 256, 1, "relu"), X), summary),
+                           (infinite_ntk("relu", X), summary["infinite"])):
+        low, high = eigenvalues(kernel)
+        assert low > 1e-3 * high and values["rounding"] is False  # lambda_min well above eps n lambda_max
+    assert summary["warnings"] == []
+
+
+@pytest.mark.parametrize("low, high, size, flagged", [
+    (1e-3, 1.0, 100, False),
+    (1e-20, 1.0, 100, True),          # condition number 1e20 > 1 / eps
+    (-1e-20, 1.0, 100, True),         # negative: within rounding of zero
+    (2.1e-14, 1.0, 100, True),        # just below eps n = 2.22e-14 ... (eps = 2.22e-16)
+    (2.1e-14, 1.0, 10, False),        # ... and above eps n = 2.22e-15
+    (float("nan"), 1.0, 10, True),
+])
+def test_rounding_level_is_eps_n_lambda_max(low, high, size, flagged):
+    from overparam.ntk import rounding_dominated
+
+    assert rounding_dominated(low, high, size) is flagged

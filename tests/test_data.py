@@ -147,3 +147,46 @@ def test_digits_without_scikit_learn_says_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_sklearn)
     with pytest.raises(ValueError, match=r"pip install 'overparam\[data\]'"):
         data.digits((3, 5))
+
+
+def test_spec_options_reach_the_generators():
+    """`name:key=value,...` builds the same data as calling the generator with those arguments."""
+    dataset, _ = data.from_spec("teacher:width=3", n=20, d=4, k=2, seed=5)
+    np.testing.assert_array_equal(dataset.y, data.teacher(20, 4, 2, 5, width=3).y)
+    assert not np.array_equal(dataset.y, data.teacher(20, 4, 2, 5).y)  # width 3 is not the default 8
+    moons, _ = data.from_spec("moons:noise=0.2", n=30, seed=1)
+    np.testing.assert_array_equal(moons.X, data.moons(30, noise=0.2, seed=1).X)
+    circles, _ = data.from_spec("circles:factor=0.3,noise=0", n=40, seed=2)
+    radii = np.sort(np.linalg.norm(circles.X, axis=1))
+    np.testing.assert_allclose(radii[:20], 0.3, rtol=1e-12)  # noise 0: exactly the two radii
+    np.testing.assert_allclose(radii[20:], 1.0, rtol=1e-12)
+
+
+def test_spec_parser_keeps_commas_inside_a_value():
+    assert data.parse_spec("digits:classes=3,5,seed=2") == ("digits", {"classes": "3,5", "seed": "2"})
+    assert data.parse_spec(" sphere ") == ("sphere", {})
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("cube", "unknown dataset 'cube'"),
+    ("sphere:noise=1", "sphere has no option 'noise'"),
+    ("moons:noise=loud", "option noise='loud' is invalid"),
+    ("moons:0.1", "options are key=value"),
+    ("teacher:width=2,width=3", "repeated option"),
+    (":x=1", "has no name"),
+])
+def test_bad_specs_say_what_is_wrong(spec, message):
+    with pytest.raises(ValueError, match=message):
+        data.from_spec(spec, n=10, d=3)
+
+
+def test_csv_spec_picks_label_columns_and_reports_theory_problems(tmp_path):
+    table = np.array([[0.1, 0.2, 1.0, 2.0], [0.3, 0.1, 3.0, 4.0], [3.0, 4.0, 5.0, 6.0]])
+    np.savetxt(tmp_path / "t.csv", table, delimiter=",")
+    dataset, problems = data.from_spec(f"{tmp_path / 't.csv'}:labels=2,3")
+    np.testing.assert_array_equal(dataset.X, table[:, :2])
+    np.testing.assert_array_equal(dataset.y, table[:, 2:])
+    assert len(problems) == 1 and "max ||x_i|| = 5 > 1" in problems[0]  # ||(3, 4)|| = 5
+    projected, problems = data.from_spec(str(tmp_path / "t.csv"), label_columns="2,3", normalize="ball")
+    np.testing.assert_allclose(projected.X, table[:, :2] / 5, rtol=1e-15)
+    assert problems == []

@@ -8,12 +8,13 @@ when either fails (then lambda = 0 and the convergence theorems say nothing).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-BUILTIN = ("sphere", "teacher", "moons", "circles")
+FILE_SUFFIXES = (".npz", ".csv")
 
 
 class TheoryAssumptionWarning(UserWarning):
@@ -154,17 +155,115 @@ def _digit_classes(classes) -> tuple[int, ...]:
     return tuple(int(c) for c in chosen)
 
 
-def builtin(name: str, n: int, d: int = 2, k: int = 1, seed: int = 0) -> Dataset:
-    """A built-in dataset by name: sphere, teacher, moons or circles (the last two are 2-D, k = 1)."""
-    if name == "sphere":
-        return sphere(n, d, k, seed)
-    if name == "teacher":
-        return teacher(n, d, k, seed)
-    if name in ("moons", "circles"):
-        if k != 1:
-            raise ValueError(f"{name} has scalar labels (k = 1), got k = {k}")
-        return (moons if name == "moons" else circles)(n, seed=seed)
-    raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(BUILTIN)}, or a .npz/.csv file")
+def _scalar_labels(name: str, k: int) -> None:
+    if k != 1:
+        raise ValueError(f"{name} has scalar labels (k = 1), got k = {k}")
+
+
+def _integers(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers, got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class Source:
+    """A named dataset: make(n, d, k, seed, **options) -> Dataset; `options` maps each option
+    a spec may set (`name:key=value,...`) to the function that parses its text."""
+
+    make: Callable[..., Dataset]
+    options: dict[str, Callable[[str], object]] = field(default_factory=dict)
+
+
+def _moons(n, d, k, seed, noise=0.05):
+    _scalar_labels("moons", k)
+    return moons(n, noise, seed)
+
+
+def _circles(n, d, k, seed, noise=0.03, factor=0.5):
+    _scalar_labels("circles", k)
+    return circles(n, noise, factor, seed)
+
+
+#: The built-in datasets a --data spec (or a sweep's `data`) names.
+SOURCES: dict[str, Source] = {
+    "sphere": Source(sphere),
+    "teacher": Source(teacher, {"width": int, "activation": str}),
+    "moons": Source(_moons, {"noise": float}),
+    "circles": Source(_circles, {"noise": float, "factor": float}),
+}
+BUILTIN = tuple(SOURCES)
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """`name` or `name:key=value,key=value` -> (name, {key: value}); a piece without `=` continues
+    the previous value, so `digits:classes=3,5` gives {"classes": "3,5"}."""
+    name, colon, rest = str(spec).partition(":")
+    name = name.strip()
+    if not name:
+        raise ValueError(f"data spec {spec!r} has no name: use e.g. sphere, teacher:width=16 or a .npz/.csv file")
+    options: dict[str, str] = {}
+    key = None
+    for piece in rest.split(",") if colon else ():
+        if "=" in piece:
+            key, _, value = (part.strip() for part in piece.partition("="))
+            if not key or key in options:
+                raise ValueError(f"data spec {spec!r}: {'empty' if not key else 'repeated'} option name in {piece!r}")
+            options[key] = value
+        elif key is not None:
+            options[key] += "," + piece.strip()
+        else:
+            raise ValueError(f"data spec {spec!r}: options are key=value, got {piece!r}")
+    return name, options
+
+
+def _options(spec: str, name: str, raw: dict[str, str], parsers: dict[str, Callable[[str], object]]) -> dict:
+    unknown = sorted(set(raw) - set(parsers))
+    if unknown:
+        known = ", ".join(parsers) or "none"
+        raise ValueError(f"data spec {spec!r}: {name} has no option {unknown[0]!r} (its options: {known})")
+    options = {}
+    for key, text in raw.items():
+        try:
+            options[key] = parsers[key](text)
+        except ValueError as error:
+            raise ValueError(f"data spec {spec!r}: option {key}={text!r} is invalid ({error})") from None
+    return options
+
+
+def builtin(spec: str, n: int, d: int = 2, k: int = 1, seed: int = 0) -> Dataset:
+    """A built-in dataset from its spec (`parse_spec`): sphere, teacher, moons, circles (the last two
+    are 2-D with k = 1), options after a colon, e.g. `teacher:width=16` or `moons:noise=0.1`."""
+    name, raw = parse_spec(spec)
+    if name not in SOURCES:
+        raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(SOURCES)}, or a .npz/.csv file")
+    source = SOURCES[name]
+    return source.make(n, d, k, seed, **_options(spec, name, raw, source.options))
+
+
+def is_file_spec(spec: str) -> bool:
+    """Whether a --data spec names a file (an existing path, or a .npz/.csv name with or without options)."""
+    return Path(spec).is_file() or parse_spec(spec)[0].lower().endswith(FILE_SUFFIXES)
+
+
+def from_spec(spec: str, n: int = 64, d: int = 8, k: int = 1, seed: int = 0, *,
+              label_columns: str | list[int] | None = None, normalize: str | None = None) -> tuple[Dataset, list[str]]:
+    """The dataset a --data spec names, and the theory's complaints about it (`check_theory_assumptions`).
+
+    A built-in spec (`builtin`) uses n, d, k and seed; a file (`load`) brings its own shape: `table.csv`,
+    `table.csv:labels=3,4` or `label_columns` pick the CSV label columns. `normalize` projects the
+    inputs (`project_to_ball`).
+    """
+    if is_file_spec(spec):
+        path, raw = (spec, {}) if Path(spec).is_file() else parse_spec(spec)
+        columns = _options(spec, Path(path).name, raw, {"labels": _integers}).get("labels", label_columns)
+        dataset = load(path, _integers(columns) if isinstance(columns, str) else columns)
+    else:
+        dataset = builtin(spec, n, d, k, seed)
+    if normalize:
+        dataset.X = project_to_ball(dataset.X, normalize)
+    return dataset, check_theory_assumptions(dataset.X, warn=False)
 
 
 def project_to_ball(X: np.ndarray, mode: str = "ball") -> np.ndarray:
@@ -255,8 +354,8 @@ def validate(X, y) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def check_theory_assumptions(X: np.ndarray, atol: float = 1e-10) -> list[str]:
-    """Warn (TheoryAssumptionWarning) and return messages for norms > 1 and duplicate/parallel inputs."""
+def check_theory_assumptions(X: np.ndarray, atol: float = 1e-10, warn: bool = True) -> list[str]:
+    """Messages for norms > 1 and duplicate/parallel inputs, each also a TheoryAssumptionWarning when warn."""
     problems = []
     norms = np.linalg.norm(X, axis=1)
     if norms.max() > 1 + atol:
@@ -280,6 +379,6 @@ def check_theory_assumptions(X: np.ndarray, atol: float = 1e-10) -> list[str]:
                 f"{count} pair(s) of duplicate or parallel inputs (e.g. rows {example[0]} and {example[1]}): "
                 "then lambda = 0 and the convergence theorems do not apply"
             )
-    for message in problems:
+    for message in problems if warn else ():
         warnings.warn(message, TheoryAssumptionWarning, stacklevel=2)
     return problems

@@ -354,7 +354,9 @@ class Eigenvalue:
 
     method: "dense" (eigvalsh, float64) or "lanczos" (ARPACK, matrix-free); converged: the
     method met its tolerance; residual: ||K v - value v||_2 for the returned unit vector v
-    (0 for dense); matvecs: kernel products used.
+    (0 for dense); matvecs: kernel products used. rounding: the smallest eigenvalue is below the
+    rounding level of the spectrum (`rounding_dominated`), so its value (and sign) is not
+    resolved; set where lambda_max is known (dense spectra, `kernel_comparison`).
     """
 
     value: float
@@ -363,9 +365,23 @@ class Eigenvalue:
     residual: float
     matvecs: int
     vector: np.ndarray | None = field(default=None, repr=False)
+    rounding: bool = False
 
     def __float__(self) -> float:
         return self.value
+
+
+def rounding_dominated(low: float, high: float, size: int, dtype: torch.dtype = torch.float64) -> bool:
+    """Whether lambda_min = low is rounding, not a resolved eigenvalue: low < eps n lambda_max (eps of
+    the kernel's dtype, n its side), or either end non-finite.
+
+    A symmetric eigensolver is backward stable: its eigenvalues carry absolute errors up to about
+    eps n ||K||_2. So a PSD kernel's computed lambda_min below that level, negative ones included,
+    and condition numbers beyond 1/(eps n), say nothing about the true lambda_min.
+    """
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return True
+    return low < torch.finfo(dtype).eps * size * max(high, 0.0)
 
 
 def extreme_eigenvalue(kernel, X=None, which: str = "smallest", *, sigma: float = 1.0,
@@ -382,8 +398,10 @@ def extreme_eigenvalue(kernel, X=None, which: str = "smallest", *, sigma: float 
     operator = kernel_operator(kernel, X, sigma=sigma, normalized=normalized, out_dim=out_dim)
     if operator.size <= dense_limit:
         values = torch.linalg.eigvalsh(operator.dense().to(torch.float64))
-        value = float(values[0] if which == "smallest" else values[-1])
-        return Eigenvalue(value, math.isfinite(value), "dense", 0.0, 0)
+        low, high = float(values[0]), float(values[-1])
+        value = low if which == "smallest" else high
+        rounding = which == "smallest" and rounding_dominated(low, high, operator.size, operator.dtype)
+        return Eigenvalue(value, math.isfinite(value), "dense", 0.0, 0, rounding=rounding)
     return _lanczos(operator, "SA" if which == "smallest" else "LA", tol, maxiter, v0)
 
 

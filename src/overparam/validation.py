@@ -52,3 +52,8 @@ def as_targets(y, n: int, out_dim: int, dtype: torch.dtype, device: torch.device
             f"y must have shape ({n},) or ({n}, {out_dim}) to match X and out_dim, got {tuple(y.shape)}"
         )
     return y
+
+
+class UserInputError(ValueError):
+    """Input the user can fix (a flag, a file, a spec); the message says how. A ValueError, so
+    code that catches bad values catches it too; the CLI prints it in one line and exits 2."""

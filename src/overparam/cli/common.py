@@ -1,16 +1,22 @@
-"""Shared pieces of the CLI: the typer app, the one-line error exit, JSON and progress output."""
+"""Shared pieces of the CLI: the typer app, the one place errors become exit codes, JSON and progress output."""
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import sys
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import typer
+
+try:  # typer >= 0.2x vendors click; older typer runs on click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
+
+from ..data import SOURCES
+from ..validation import UserInputError
 
 app = typer.Typer(
     name="overparam",
@@ -21,29 +27,19 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-#: Exceptions that mean the user gave bad input: reported in one line with exit code 2.
+#: --data's help: built-in specs (`overparam.data.SOURCES`) with their options, or a file.
+DATA_HELP = f"{', '.join(SOURCES)} (options after a colon, e.g. teacher:width=16), or a .npz (arrays X, y) " \
+            "or .csv file (table.csv:labels=3,4)"
+#: Exceptions that mean the user gave bad input (UserInputError is a ValueError): one line, exit code 2.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, OverflowError, FloatingPointError,
                KeyError)
+#: Exit codes: success, a run that failed or diverged, bad input, interrupted (128 + SIGINT).
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def fail(message: str) -> None:
-    """Print `overparam: error: message` on stderr and exit with code 2."""
-    typer.echo(f"overparam: error: {message}", err=True)
-    raise typer.Exit(code=2)
-
-
-def user_errors(command: Callable) -> Callable:
-    """Decorator: turn the library's user-input exceptions into a one-line error and exit 2."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except USER_ERRORS as error:
-            text = str(error).strip().splitlines()
-            fail(text[0] if text else type(error).__name__)
-
-    return wrapper
+    """Stop the command with `overparam: error: message` on stderr and exit code 2 (see `run`)."""
+    raise UserInputError(message)
 
 
 def _plain(value):
@@ -96,29 +92,29 @@ def main() -> None:
     """Over-parameterized two-layer networks (relu, exp, softmax), trained as the theorems analyse them."""
 
 
-def _is(error: BaseException, name: str) -> bool:
-    # typer >= 0.2x vendors click privately, older typer uses click: match the class by name.
-    return any(cls.__name__ == name for cls in type(error).__mro__)
+def _one_line(error: BaseException) -> str:
+    text = str(error.args[0] if isinstance(error, KeyError) and error.args else error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 def run() -> None:
-    """Console-script entry point: usage errors become one line on stderr with exit code 2."""
+    """Console-script entry point, and the one place exceptions become exit codes: bad usage or
+    input (USER_ERRORS) -> 2 with one line on stderr, Ctrl-C -> 130, anything else is a bug and
+    keeps its traceback."""
     try:
         code = app(standalone_mode=False)
-    except KeyboardInterrupt:
+    except click_errors.NoArgsIsHelpError as error:
+        typer.echo(error.format_message())
+        sys.exit(0)
+    except click_errors.UsageError as error:
+        ctx = error.ctx
+        command = f"overparam {ctx.info_name} --help" if ctx is not None and ctx.parent else "overparam --help"
+        typer.echo(f"overparam: error: {error.format_message()} (see '{command}')", err=True)
+        sys.exit(EXIT_USAGE)
+    except USER_ERRORS as error:
+        typer.echo(f"overparam: error: {_one_line(error)}", err=True)
+        sys.exit(EXIT_USAGE)
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("overparam: interrupted", err=True)
-        sys.exit(130)
-    except Exception as error:
-        if _is(error, "NoArgsIsHelpError"):
-            typer.echo(error.format_message())
-            sys.exit(0)
-        if _is(error, "UsageError"):
-            ctx = getattr(error, "ctx", None)
-            command = f"overparam {ctx.info_name} --help" if ctx is not None and ctx.parent else "overparam --help"
-            typer.echo(f"overparam: error: {error.format_message()} (see '{command}')", err=True)
-            sys.exit(2)
-        if _is(error, "Abort"):
-            typer.echo("overparam: interrupted", err=True)
-            sys.exit(130)
-        raise
+        sys.exit(EXIT_INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)

@@ -9,11 +9,10 @@ import typer
 
 from ..diffusion.experiment import DEFAULT_SAMPLER_STEPS, DiffusionConfig as Config
 from ..diffusion.training import TrainingConfig as Training
-from .common import app, fail, output_folder, parse_device, print_json, show_progress, user_errors
+from .common import app, fail, output_folder, parse_device, print_json, show_progress
 
 
 @app.command()
-@user_errors
 def diffusion(
     data: str = typer.Option(Config.data, help="gmm:k=8,d=2[,radius=3,std=0.3,weights=equal|random|0.2/0.8,seed=0], "
                              "points:k=..,d=.. (std 0), or 2-D sample-only moons, rings, swissroll[:noise=0.1]"),

@@ -4,24 +4,21 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Optional
 
 import torch
 import typer
 
+from .. import data as datasets
 from .. import kernel_plots, theory
-from ..ntk import (DENSE_LIMIT, extreme_eigenvalue, kernel_operator, leading_eigenvalues, monte_carlo_ntk, ntk,
-                   spectral_norm)
-from ..models import TwoLayerNet
+from ..kernel_comparison import compare_kernels
 from ..nested_ntk import width_profile
-from .common import app, fail, output_folder, parse_device, print_json, user_errors
-from .train import load_dataset
+from ..ntk import DENSE_LIMIT
+from .common import DATA_HELP, app, fail, output_folder, parse_device, print_json
 
 
 @app.command("ntk")
-@user_errors
 def ntk_command(
     activation: str = typer.Option("relu", help="relu, exp or softmax"),
     width: Optional[int] = typer.Option(None, help="neurons m of the finite kernel H(W(0)) [1024; none "
@@ -31,7 +28,7 @@ def ntk_command(
     infinite: bool = typer.Option(False, "--infinite", help="the infinite-width kernel H* (closed form)"),
     monte_carlo: Optional[int] = typer.Option(None, "--monte-carlo", help="average H(W(0)) over this many "
                                               "initialisations (with standard errors)"),
-    data: str = typer.Option("sphere", help="sphere, teacher, moons, circles, or a .npz/.csv file"),
+    data: str = typer.Option("sphere", help=DATA_HELP),
     n: int = typer.Option(64, help="number of points (built-in data)"),
     d: int = typer.Option(8, help="input dimension (built-in sphere/teacher data)"),
     k: int = typer.Option(1, help="outputs per input (built-in sphere/teacher data)"),
@@ -50,16 +47,8 @@ def ntk_command(
 ) -> None:
     """lambda_min, lambda_max and condition number of H(W(0)) = Theta/(m kappa^2) and/or H*, their
     relative distance ||H(W(0)) - H*||_2 / ||H*||_2, and an eigenvalue-spectrum PNG."""
-    if monte_carlo is not None and monte_carlo < 2:
-        fail(f"--monte-carlo needs at least 2 samples, got {monte_carlo}")
-    if width is not None and width < 1:
-        fail(f"--width must be a positive integer, got {width}")
-    if dense_limit < 0:
-        fail(f"--dense-limit must be >= 0 (0: always matrix-free Lanczos), got {dense_limit}")
-    finite = width is not None or monte_carlo is not None or not infinite
-    width = width or 1024
     parse_device(device)
-    dataset, problems = load_dataset(data, n, d, k, seed, normalize, label_columns)
+    dataset, problems = datasets.from_spec(data, n, d, k, seed, label_columns=label_columns, normalize=normalize)
     X = torch.from_numpy(dataset.X)
     if widths is not None:
         grid = _parse_widths(widths)
@@ -69,50 +58,27 @@ def ntk_command(
                         **profile.to_dict()}, json_output)
         return
     output_folder(out)
-    summary = {"activation": activation, "n": dataset.n, "d": dataset.d, "k": dataset.k, "data": dataset.name,
-               "sigma": sigma, "warnings": problems}
-    spectra, operators = {}, {}
-
-    if finite:
-        net = TwoLayerNet(dataset.d, width, dataset.k, activation, scale=scale, init=init, sigma=sigma,
-                          seed=seed, dtype=dtype, device=device)
-        summary.update(kernel="finite", width=width, init=init, kappa=net.kappa)
-        if monte_carlo is not None:
-            estimate = monte_carlo_ntk(activation, X, width, monte_carlo, out_dim=dataset.k, scale=scale, init=init,
-                                       sigma=sigma, seed=seed, dtype=dtype, device=device)
-            summary["kernel"] = "monte_carlo"
-            summary["monte_carlo"] = {"samples": monte_carlo,
-                                      "max_standard_error": float(estimate.standard_error.max()),
-                                      "mean_standard_error": float(estimate.standard_error.mean())}
-            finite_kernel = estimate.mean.to(torch.float64)
-            label = f"mean H(W(0)), m = {width}, {monte_carlo} inits"
-        else:
-            finite_kernel = kernel_operator(net, X) if dataset.n * dataset.k > dense_limit else \
-                ntk(net, X).to(torch.float64)
-            label = f"H(W(0)), m = {width}"
-        operators["finite"] = kernel_operator(finite_kernel)
-        described, spectra[label] = _describe(operators["finite"], dense_limit)
-        summary.update(described)
-    if infinite:
-        operators["infinite"] = kernel_operator(activation, X, sigma=sigma, out_dim=dataset.k)
-        described, spectra["H* (infinite width)"] = _describe(operators["infinite"], dense_limit)
-        if finite:
-            summary["infinite"] = described
-            gap = spectral_norm(operators["finite"] - operators["infinite"], dense_limit=dense_limit)
-            summary["relative_distance"] = gap.value / described["lambda_max"]
-            if monte_carlo is not None:
-                summary["monte_carlo"]["max_z"] = _max_z(finite_kernel, activation, X, sigma, dataset.k, estimate)
-        else:
-            summary.update(kernel="infinite", **described)
-
-    figure = kernel_plots.spectrum(spectra, out / "spectrum.png",
+    comparison = compare_kernels(activation, X, out_dim=dataset.k, width=width,
+                                 infinite=infinite, monte_carlo=monte_carlo, scale=scale, init=init, sigma=sigma,
+                                 seed=seed, dtype=dtype, device=device, dense_limit=dense_limit)
+    if comparison.rounding:
+        problems.append(ROUNDING_WARNING)
+    figure = kernel_plots.spectrum(comparison.spectra(), out / "spectrum.png",
                                    title=f"{activation} NTK spectrum, {dataset.name} n = {dataset.n}")
-    summary.update(spectrum=str(figure), out=str(out))
+    summary = {"activation": activation, "n": dataset.n, "d": dataset.d, "k": dataset.k, "data": dataset.name,
+               "sigma": sigma, **comparison.as_dict(), "warnings": problems, "spectrum": str(figure),
+               "out": str(out)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     if json_output:
         print_json(summary)
     else:
         _print_ntk(summary)
+
+
+#: The warning when a spectrum is rounding (`ntk.rounding_dominated`).
+ROUNDING_WARNING = ("lambda_min is below the rounding level eps n lambda_max: the kernel's entries span more "
+                    "than float64 resolves, so lambda_min and the condition number are not meaningful (try a "
+                    "smaller sigma or inputs with ||x|| <= 1)")
 
 
 def _parse_widths(text: str) -> list[int]:
@@ -144,31 +110,6 @@ def _print_profile(summary: dict, json_output: bool) -> None:
     console.print(table)
 
 
-def _describe(operator, dense_limit: int) -> tuple[dict, object]:
-    """(lambda_min, lambda_max, condition number, how they were found) and the spectrum to plot:
-    all eigenvalues from one eigvalsh when dense, else Lanczos for lambda_min and the top 64."""
-    spectrum = leading_eigenvalues(operator, dense_limit=dense_limit)
-    if operator.size <= dense_limit:
-        low, high, method, converged, residual = float(spectrum[-1]), float(spectrum[0]), "dense", True, 0.0
-    else:
-        smallest = extreme_eigenvalue(operator, which="smallest", dense_limit=dense_limit)
-        low, high, method, residual = smallest.value, float(spectrum[0]), "lanczos", smallest.residual
-        converged = smallest.converged
-    condition = high / low if low > 0 else math.inf
-    return {"lambda_min": low, "lambda_max": high, "condition_number": condition, "method": method,
-            "converged": converged, "lambda_min_residual": residual}, spectrum
-
-
-def _max_z(mean: torch.Tensor, activation: str, X, sigma: float, k: int, estimate) -> float:
-    """max_ij |mean_ij - H*_ij| / se_ij: how many standard errors the Monte Carlo mean is from H*."""
-    from ..ntk import infinite_ntk
-
-    limit = infinite_ntk(activation, X, sigma, out_dim=k)
-    se = estimate.standard_error.to(torch.float64)
-    mask = se > 0
-    return float(((mean - limit).abs()[mask] / se[mask]).max()) if mask.any() else math.nan
-
-
 def _print_ntk(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -187,7 +128,8 @@ def _print_ntk(summary: dict) -> None:
     rows += [("H*", summary["infinite"])] if "infinite" in summary else []
     rows += [("H*", summary)] if summary["kernel"] == "infinite" else []
     for name, values in rows:
-        method = values["method"] + ("" if values["converged"] else " (not converged)")
+        method = values["method"] + ("" if values["converged"] else " (not converged)") + \
+            (" (rounding)" if values["rounding"] else "")
         table.add_row(name, f"{values['lambda_min']:.6g}", f"{values['lambda_max']:.6g}",
                       f"{values['condition_number']:.4g}", method)
     console.print(table)
@@ -201,7 +143,6 @@ def _print_ntk(summary: dict) -> None:
 
 
 @app.command("bound")
-@user_errors
 def bound_command(
     n: int = typer.Option(..., help="number of training points"),
     lam: float = typer.Option(..., "--lambda", help="lambda = lambda_min(H*)"),

@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 
 from ..sweep.store import COLUMNS, Store
-from .common import app, fail, print_json, user_errors
+from .common import app, fail, print_json
 
 FORMATS = ("table", "csv", "json")
 TABLE_COLUMNS = ("activation", "init", "n", "d", "width", "seed", "status", "steps", "final_residual",
@@ -19,7 +19,6 @@ TABLE_COLUMNS = ("activation", "init", "n", "d", "width", "seed", "status", "ste
 
 
 @app.command()
-@user_errors
 def results(
     store: Path = typer.Argument(..., help="runs store written by `overparam sweep`"),
     format: str = typer.Option("table", "--format", help="table, csv or json"),

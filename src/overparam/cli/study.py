@@ -9,11 +9,10 @@ import typer
 
 from ..study import preset as study_preset
 from ..study import run_study
-from .common import app, parse_device, print_json, show_progress, user_errors
+from .common import app, parse_device, print_json, show_progress
 
 
 @app.command()
-@user_errors
 def study(
     preset: str = typer.Option("quick", help="quick (2 CPU cores, < 10 min), paper (one GPU) or full (a cluster)"),
     out: Path = typer.Option(Path("out/study"), help="folder for report.html, report.md, figures, tables, runs.db"),

@@ -9,11 +9,10 @@ import typer
 
 from ..sweep import SweepProgress, SweepSpec, load_spec, run_sweep
 from ..sweep.spec import GRID_KEYS
-from .common import app, parse_device, print_json, show_progress, user_errors
+from .common import app, parse_device, print_json, show_progress
 
 
 @app.command()
-@user_errors
 def sweep(
     spec: Optional[Path] = typer.Argument(None, help="TOML file with a [sweep] table (flags override its keys)"),
     store: Path = typer.Option(Path("runs.db"), help="SQLite store; curves go to <store>.curves/ beside it"),

@@ -8,14 +8,13 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from .common import app, fail, print_json, user_errors
+from .common import app, fail, print_json
 
 if TYPE_CHECKING:
     from ..sweep.analysis import ThresholdReport
 
 
 @app.command()
-@user_errors
 def threshold(
     store: Path = typer.Argument(..., help="runs store written by `overparam sweep`"),
     delta: float = typer.Option(0.1, help="success rate required: 1 - delta"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -14,37 +13,15 @@ from .. import distributed
 from .. import plots
 from ..models import TwoLayerNet
 from ..train import train as train_network
-from .common import app, fail, output_folder, parse_device, print_json, show_progress, user_errors
+from .common import DATA_HELP, app, fail, output_folder, parse_device, print_json, show_progress
 from .diagnostics import TheoryMonitor
 
 
-def load_dataset(data: str, n: int, d: int, k: int, seed: int, normalize: Optional[str],
-                 label_columns: Optional[str]) -> tuple[datasets.Dataset, list[str]]:
-    """A built-in dataset by name or a user file; returns it with the theory warnings raised."""
-    if data in datasets.BUILTIN:
-        dataset = datasets.builtin(data, n, d, k, seed)
-    else:
-        columns = None
-        if label_columns:
-            try:
-                columns = [int(c) for c in label_columns.split(",")]
-            except ValueError:
-                fail(f"--label-columns takes comma-separated integers, got {label_columns!r}")
-        dataset = datasets.load(data, columns)
-    if normalize:
-        dataset.X = datasets.project_to_ball(dataset.X, normalize)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", datasets.TheoryAssumptionWarning)
-        datasets.check_theory_assumptions(dataset.X)
-    return dataset, [str(w.message) for w in caught]
-
-
 @app.command()
-@user_errors
 def train(
     activation: str = typer.Option("exp", help="relu, exp or softmax"),
     width: int = typer.Option(1024, help="number of neurons m"),
-    data: str = typer.Option("sphere", help="sphere, teacher, moons, circles, or a .npz/.csv file"),
+    data: str = typer.Option("sphere", help=DATA_HELP),
     n: int = typer.Option(64, help="number of points (built-in data)"),
     d: int = typer.Option(8, help="input dimension (built-in sphere/teacher data)"),
     k: int = typer.Option(1, help="outputs per input (built-in sphere/teacher data)"),
@@ -72,7 +49,7 @@ def train(
 ) -> None:
     """Train a two-layer network and write history.parquet, loss.png and summary.json to --out."""
     parse_device(device)
-    dataset, problems = load_dataset(data, n, d, k, seed, normalize, label_columns)
+    dataset, problems = datasets.from_spec(data, n, d, k, seed, label_columns=label_columns, normalize=normalize)
     learning_rate = lr if lr == "auto" else _positive_float(lr, "--lr")
     net = TwoLayerNet(dataset.d, width, dataset.k, activation, scale=scale, init=init, sigma=sigma,
                       seed=seed, dtype=dtype, device=device)

@@ -1,0 +1,156 @@
+"""The NTK of one dataset three ways (SPEC §4): the finite kernel H(W(0)) of one network, its Monte
+Carlo mean over initialisations, and the infinite-width H*; their spectra and distance.
+
+relative_distance = ||K - H*||_2 / lambda_max(H*) with K the finite (or Monte Carlo mean) kernel;
+max_z = max_ij |mean_ij - H*_ij| / se_ij, how many standard errors the Monte Carlo mean is from H*.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .models import TwoLayerNet
+from .ntk import (DENSE_LIMIT, KernelOperator, extreme_eigenvalue, kernel_operator, leading_eigenvalues,
+                  monte_carlo_ntk, ntk, rounding_dominated, spectral_norm)
+
+
+@dataclass
+class Spectrum:
+    """lambda_min, lambda_max and condition number of one kernel, and how they were found.
+
+    method "dense": all eigenvalues from one eigvalsh (`eigenvalues` holds them, descending);
+    "lanczos": lambda_min by Lanczos, `eigenvalues` the leading 64. rounding: lambda_min is below
+    the spectrum's rounding level (`ntk.rounding_dominated`), so neither it nor the condition
+    number can be trusted.
+    """
+
+    lambda_min: float
+    lambda_max: float
+    method: str
+    converged: bool
+    lambda_min_residual: float
+    rounding: bool
+    eigenvalues: np.ndarray = field(repr=False)
+
+    @property
+    def condition_number(self) -> float:
+        return self.lambda_max / self.lambda_min if self.lambda_min > 0 else math.inf
+
+    def as_dict(self) -> dict:
+        return {"lambda_min": self.lambda_min, "lambda_max": self.lambda_max,
+                "condition_number": self.condition_number, "method": self.method, "converged": self.converged,
+                "lambda_min_residual": self.lambda_min_residual, "rounding": self.rounding}
+
+
+def spectrum(operator: KernelOperator, dense_limit: int = DENSE_LIMIT) -> Spectrum:
+    """The `Spectrum` of a kernel operator: eigvalsh when its side is <= dense_limit, else Lanczos."""
+    values = leading_eigenvalues(operator, dense_limit=dense_limit)
+    high = float(values[0])
+    if operator.size <= dense_limit:
+        low, method, converged, residual = float(values[-1]), "dense", True, 0.0
+    else:
+        smallest = extreme_eigenvalue(operator, which="smallest", dense_limit=dense_limit)
+        low, method, converged, residual = smallest.value, "lanczos", smallest.converged, smallest.residual
+    rounding = rounding_dominated(low, high, operator.size, operator.dtype)
+    return Spectrum(low, high, method, converged and math.isfinite(low), residual, rounding, values)
+
+
+@dataclass
+class KernelComparison:
+    """What `compare_kernels` found. kernel: "finite", "monte_carlo" or "infinite" (which one
+    `finite` describes, or H* alone); width and kappa of the finite network; monte_carlo:
+    samples, max/mean standard error and max_z."""
+
+    kernel: str
+    finite: Spectrum | None
+    infinite: Spectrum | None
+    width: int | None = None
+    kappa: float | None = None
+    relative_distance: float | None = None
+    monte_carlo: dict | None = None
+
+    @property
+    def rounding(self) -> bool:
+        """Some spectrum shown is dominated by rounding."""
+        return any(s.rounding for s in (self.finite, self.infinite) if s is not None)
+
+    def spectra(self) -> dict[str, np.ndarray]:
+        """Plot label -> eigenvalues (descending)."""
+        out = {}
+        if self.finite is not None:
+            label = (f"mean H(W(0)), m = {self.width}, {self.monte_carlo['samples']} inits"
+                     if self.kernel == "monte_carlo" else f"H(W(0)), m = {self.width}")
+            out[label] = self.finite.eigenvalues
+        if self.infinite is not None:
+            out["H* (infinite width)"] = self.infinite.eigenvalues
+        return out
+
+    def as_dict(self) -> dict:
+        """The finite kernel's numbers at the top level (H*'s under "infinite"), or H*'s alone."""
+        main = self.finite or self.infinite
+        out = {"kernel": self.kernel, **main.as_dict()}
+        if self.finite is not None:
+            out.update(width=self.width, kappa=self.kappa)
+            if self.infinite is not None:
+                out.update(infinite=self.infinite.as_dict(), relative_distance=self.relative_distance)
+        if self.monte_carlo is not None:
+            out["monte_carlo"] = dict(self.monte_carlo)
+        return out
+
+
+def compare_kernels(activation, X, *, out_dim: int = 1, width: int | None = None, infinite: bool = False,
+                    monte_carlo: int | None = None, scale=None, init: str = "independent", sigma: float = 1.0,
+                    seed: int = 0, dtype: str = "float64", device: str = "cpu",
+                    dense_limit: int = DENSE_LIMIT) -> KernelComparison:
+    """Spectra of H(W(0)) (width m, default 1024; with monte_carlo=S the mean of S initialisations)
+    and/or of I_k (x) H* (infinite=True), and their distance when both are asked for.
+
+    The finite kernel is computed unless only infinite=True is given.
+    """
+    if monte_carlo is not None and monte_carlo < 2:
+        raise ValueError(f"--monte-carlo needs at least 2 samples, got {monte_carlo}")
+    if width is not None and width < 1:
+        raise ValueError(f"--width must be a positive integer, got {width}")
+    if dense_limit < 0:
+        raise ValueError(f"--dense-limit must be >= 0 (0: always matrix-free Lanczos), got {dense_limit}")
+    X = torch.as_tensor(X)
+    n = X.shape[0]
+    finite = width is not None or monte_carlo is not None or not infinite
+    width = width or 1024
+    result = KernelComparison("infinite", None, None)
+    if finite:
+        net = TwoLayerNet(X.shape[1], width, out_dim, activation, scale=scale, init=init, sigma=sigma, seed=seed,
+                          dtype=dtype, device=device)
+        result.kernel, result.width, result.kappa = "finite", width, net.kappa
+        if monte_carlo is not None:
+            estimate = monte_carlo_ntk(activation, X, width, monte_carlo, out_dim=out_dim, scale=scale, init=init,
+                                       sigma=sigma, seed=seed, dtype=dtype, device=device)
+            result.kernel = "monte_carlo"
+            result.monte_carlo = {"samples": monte_carlo,
+                                  "max_standard_error": float(estimate.standard_error.max()),
+                                  "mean_standard_error": float(estimate.standard_error.mean())}
+            finite_kernel = estimate.mean.to(torch.float64)
+        else:
+            finite_kernel = kernel_operator(net, X) if n * out_dim > dense_limit else ntk(net, X).to(torch.float64)
+        finite_operator = kernel_operator(finite_kernel)
+        result.finite = spectrum(finite_operator, dense_limit)
+    if infinite:
+        limit = kernel_operator(activation, X, sigma=sigma, out_dim=out_dim)
+        result.infinite = spectrum(limit, dense_limit)
+        if finite:
+            gap = spectral_norm(finite_operator - limit, dense_limit=dense_limit)
+            result.relative_distance = gap.value / result.infinite.lambda_max
+            if monte_carlo is not None:
+                result.monte_carlo["max_z"] = _max_z(finite_kernel, limit.dense(), estimate.standard_error)
+    return result
+
+
+def _max_z(mean: torch.Tensor, limit: torch.Tensor, standard_error: torch.Tensor) -> float:
+    """max_ij |mean_ij - H*_ij| / se_ij over the entries with se_ij > 0 (NaN when there are none)."""
+    se = standard_error.to(torch.float64)
+    mask = se > 0
+    return float(((mean - limit.to(mean)).abs()[mask] / se[mask]).max()) if mask.any() else math.nan
