@@ -113,3 +113,16 @@ def test_figure_is_written(tmp_path):
     rows = synthetic_rows([4, 8, 16], 3, lambda n, m, s: m >= 2 * n * n, kernel=True)
     path = plot_thresholds(thresholds_from_rows(rows, bootstrap=20), tmp_path / "t.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runs_with_rounding_spectra_never_count_as_successes():
+    """Issue 16: a run whose lambda_min(H*) is rounding is a failure for both thresholds, whatever it measured."""
+    ns = [4, 8]
+    rows = synthetic_rows(ns, 4, lambda n, m, s: m >= 2 * n * n, kernel=True)
+    for row in rows:
+        row["lambda_rounding"] = row["width"] == 2 * row["config"]["n"] ** 2  # the threshold width itself
+    report = thresholds_from_rows(rows, delta=0.1, bootstrap=50)
+    for t in report.thresholds:
+        n = t.family["n"]
+        assert dict(zip(t.widths, t.successes))[2 * n * n] == 0  # converged, yet not a success
+        assert t.width == 4 * n * n  # so the first width where every seed succeeds is the next one

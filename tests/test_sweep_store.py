@@ -115,3 +115,32 @@ def test_concurrent_writers(tmp_path):
             # the curve a row names is the one written with it, whichever writer won
             assert store.curve(row)["residual_norm"][0] == row["final_residual"]
     assert len(list((tmp_path / "runs.curves").rglob("*.parquet"))) == 40
+
+
+def test_study_units_are_a_table_of_the_same_store(tmp_path):
+    from overparam.study.cache import UnitCache
+
+    cache = UnitCache(tmp_path / "runs.db")
+    calls = []
+    value = cache.compute("a:1", "section", lambda: calls.append(1) or {"x": [1.5, 2]})
+    again = cache.compute("a:1", "section", lambda: calls.append(1) or {"x": "never"})
+    cache.close()
+    assert value == again == {"x": [1.5, 2]} and calls == [1] and (cache.computed, cache.reused) == (1, 1)
+    with Store(tmp_path / "runs.db", create=False) as store:  # a runs store that also holds the unit
+        assert store.unit("a:1") == {"x": [1.5, 2]} and store.unit("b") is None and store.runs() == []
+
+
+def test_a_store_from_before_a_column_gains_it_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "old.db"
+    group = SPEC.groups()[0]
+    with Store(path) as store:
+        store.save([result(group, 0)])
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE runs DROP COLUMN lambda_rounding")  # as written before the column existed
+    db.commit()
+    db.close()
+    with Store(path, create=False) as store:
+        [row] = store.runs()
+        assert row["final_residual"] == 1e-3 and row["lambda_rounding"] is None
+        store.save([RunResult(group.config, group.config_hash, 1, "converged", {"lambda_rounding": True})])
+        assert [r["lambda_rounding"] for r in store.runs()] == [None, 1]

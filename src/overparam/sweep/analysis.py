@@ -163,14 +163,18 @@ def fit_power_law(ns, thresholds) -> tuple[float, float]:
 
 
 def _successes(rows: list[dict], kind: str) -> list[tuple[dict, int, int, bool]]:
-    """(config, width, seed, success) for the runs that count towards `kind`."""
+    """(config, width, seed, success) for the runs that count towards `kind`. A run whose lambda_min(H*)
+    is rounding (lambda_rounding) is never a success: its kernel numbers, and a theory budget drawn
+    from them, are not measurements."""
     out = []
     for row in rows:
+        trusted = not row.get("lambda_rounding")
         if kind == "optimization" and row["status"] in GD_STATUSES:
-            out.append((row["config"], row["width"], row["seed"], row["status"] == "converged"))
+            out.append((row["config"], row["width"], row["seed"], trusted and row["status"] == "converged"))
         elif kind == "kernel" and row["status"] != "running" and row.get("kernel_distance") is not None \
                 and row.get("lambda_min") is not None:
-            out.append((row["config"], row["width"], row["seed"], row["kernel_distance"] <= row["lambda_min"] / 4))
+            out.append((row["config"], row["width"], row["seed"],
+                        trusted and row["kernel_distance"] <= row["lambda_min"] / 4))
     return out
 
 

@@ -1,7 +1,12 @@
 """The results store: one SQLite row per run (WAL mode), per-run curves in Parquet beside it.
 
     runs.db                      table `runs`, unique key (config_hash, seed)
+                                 table `study_units`: `overparam study`'s finished units (key -> JSON)
     runs.curves/<hash>/<seed>-<id>.parquet   the run's History columns (step, loss, residual_norm, ...)
+
+A study's width sweeps are rows of `runs`; its other units of work (a kernel, a training, a diffusion
+model) are not runs of a sweep grid, so they are kept as JSON values under a key in `study_units`
+of the same file: one store per results folder, one durability rule (a row per finished unit).
 
 Durability: a curve file is written to a temporary name, fsynced and renamed into place; only
 then is the run's row inserted, in one transaction per batch of results (synchronous=FULL);
@@ -40,7 +45,8 @@ METRIC_COLUMNS = {
     "steps": "INTEGER", "budget": "INTEGER", "lr": "REAL", "lr_eff": "REAL", "initial_residual": "REAL",
     "final_residual": "REAL", "final_loss": "REAL", "lambda_min": "REAL", "kernel_distance": "REAL",
     "max_movement": "REAL", "total_movement": "REAL", "wall_seconds": "REAL", "batch_size": "INTEGER",
-    "task_seconds": "REAL", "message": "TEXT", "overparam_version": "TEXT", "torch_version": "TEXT",
+    "task_seconds": "REAL", "lambda_rounding": "INTEGER", "message": "TEXT", "overparam_version": "TEXT",
+    "torch_version": "TEXT",
     "device": "TEXT", "host": "TEXT",
 }
 COLUMNS = {
@@ -98,7 +104,12 @@ class Store:
             if version not in (0, SCHEMA_VERSION):
                 raise ValueError(f"{self.path} has schema version {version}; this overparam reads {SCHEMA_VERSION}")
             self.db.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns}, PRIMARY KEY (config_hash, seed))")
+            present = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
+            for name in COLUMNS.keys() - present:  # a store from before the column was added
+                self.db.execute(f"ALTER TABLE runs ADD COLUMN {name} {COLUMNS[name]}")
             self.db.execute("CREATE INDEX IF NOT EXISTS runs_by_shape ON runs (activation, init, n, d, width)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS study_units (key TEXT PRIMARY KEY, section TEXT NOT NULL, "
+                            "value TEXT NOT NULL, created TEXT DEFAULT CURRENT_TIMESTAMP)")
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _transaction(self):
@@ -200,6 +211,18 @@ class Store:
             raise ValueError(f"run {row['config_hash']}/{row['seed']} has no curves (status {row['status']})")
         table = pq.read_table(self.path.parent / row["curves"])
         return {name: table.column(name).to_numpy() for name in table.column_names}
+
+
+    def unit(self, key: str):
+        """The JSON value of a finished study unit, or None."""
+        row = self.db.execute("SELECT value FROM study_units WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def save_unit(self, key: str, section: str, value) -> None:
+        """Record a finished unit (one committed row: an interrupted study keeps every finished unit)."""
+        with self._transaction():
+            self.db.execute("INSERT OR REPLACE INTO study_units (key, section, value) VALUES (?, ?, ?)",
+                            (key, section, json.dumps(value)))
 
 
 class _Transaction:

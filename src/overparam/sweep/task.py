@@ -81,8 +81,9 @@ def _run(group: Group, device: str) -> list[RunResult]:
     per_seed = X_np.ndim == 3
     limits = [ntk.infinite_ntk(activation, X, config["sigma"]).numpy()
               for X in (X_np if per_seed else [X_np])]
-    lams = [_lambda_min(H) for H in limits]
-    lam_of = (lambda j: lams[j]) if per_seed else (lambda j: lams[0])
+    spectra = [_lambda_min(H) for H in limits]
+    lam_of = (lambda j: spectra[j][0]) if per_seed else (lambda j: spectra[0][0])
+    rounding_of = (lambda j: spectra[j][1]) if per_seed else (lambda j: spectra[0][1])
 
     W, a = initial_weights(width, config["d"], k, config["init"], config["sigma"], seeds, dtype, where)
     X = torch.as_tensor(X_np, dtype=dtype, device=where)
@@ -109,7 +110,8 @@ def _run(group: Group, device: str) -> list[RunResult]:
 
     results = []
     for j, (seed, outcome) in enumerate(zip(seeds, outcomes)):
-        metrics = {**environment(str(where)), "lambda_min": lam_of(j), "batch_size": sizes[j],
+        metrics = {**environment(str(where)), "lambda_min": lam_of(j), "lambda_rounding": rounding_of(j),
+                   "batch_size": sizes[j],
                    "task_seconds": task_seconds,
                    "kernel_distance": _kernel_distance(config, seed, kappa, X[j] if per_seed else X,
                                                        limits[j if per_seed else 0])}
@@ -123,9 +125,13 @@ def _run(group: Group, device: str) -> list[RunResult]:
     return results
 
 
-def _lambda_min(H: np.ndarray) -> float:
-    """lambda_min(H*); NaN when H* overflows (e.g. exp with a large sigma), so no rate is predicted."""
-    return float(np.linalg.eigvalsh(H)[0]) if np.isfinite(H).all() else float("nan")
+def _lambda_min(H: np.ndarray) -> tuple[float, bool]:
+    """lambda_min(H*) and whether it is rounding (`ntk.rounding_dominated`); NaN (and rounding) when
+    H* overflows (e.g. exp with a large sigma), so no rate is predicted."""
+    if not np.isfinite(H).all():
+        return float("nan"), True
+    values = np.linalg.eigvalsh(H)
+    return float(values[0]), ntk.rounding_dominated(float(values[0]), float(values[-1]), len(H))
 
 
 def _summary(history: History, width: int, kappa: float) -> dict:
