@@ -158,7 +158,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="data for 3 seeds"):
         train_seeds("exp", 8, np.stack([data.X] * 3), np.stack([data.y] * 3), [0, 1])
     with pytest.raises(ValueError, match="unknown activation"):
-        train_seeds("tanh", 8, data.X, data.y, [0])
+        train_seeds("swish", 8, data.X, data.y, [0])
 
 
 def test_seed_batches_bound_the_working_set(monkeypatch):

@@ -69,7 +69,7 @@ def test_ntk_monte_carlo(tmp_path, overparam):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["ntk", "--activation", "tanh"], "unknown activation"),
+    (["ntk", "--activation", "swish"], "unknown activation"),
     (["ntk", "--monte-carlo", "1"], "at least 2"),
     (["ntk", "--width", "0"], "positive"),
     (["ntk", "--data", "missing.npz"], "does not exist"),

@@ -48,7 +48,7 @@ def test_train_user_file(tmp_path, overparam):
 
 @pytest.mark.parametrize("args,fragment", [
     (["--width", "7"], "width must be even"),
-    (["--activation", "tanh"], "unknown activation"),
+    (["--activation", "swish"], "unknown activation"),
     (["--data", "missing.npz"], "does not exist"),
     (["--lr", "fast"], "--lr takes"),
     (["--widht", "8"], "No such option"),

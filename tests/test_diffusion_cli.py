@@ -55,7 +55,7 @@ def test_json_has_the_documented_shape_and_files_are_written(tmp_path, overparam
     (["--data", "gauss"], "unknown diffusion data"),
     (["--data", "gmm:k=3,weights=1/2"], "k = 3"),
     (["--data", "moons:k=3"], "unknown option"),
-    (["--activation", "softmax,tanh"], "unknown activation"),
+    (["--activation", "softmax,swish"], "unknown activation"),
     (["--sampler", "langevin"], "unknown sampler"),
     (["--T", "1e-4"], "0 < t0 < T"),
     (["--time-law", "beta"], "time law"),

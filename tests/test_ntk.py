@@ -121,7 +121,7 @@ def test_closed_forms_by_hand():
     two = infinite_ntk("relu", x, out_dim=2)
     torch.testing.assert_close(two, torch.kron(torch.eye(2, dtype=torch.float64), infinite_ntk("relu", x)))
     with pytest.raises(ValueError, match="unknown activation"):
-        infinite_ntk("tanh", x)
+        infinite_ntk("swish", x)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)

@@ -51,7 +51,7 @@ def test_flag_overrides_and_string_values(tmp_path):
 @pytest.mark.parametrize("table,message", [
     ({"activations": ["exp"], "widths": [8], "n": [4], "width": 3}, "unknown sweep key"),
     ({"activations": ["exp"], "n": [4]}, "needs widths"),
-    ({"activations": ["tanh"], "widths": [8], "n": [4]}, "activations = 'tanh' is not one of"),
+    ({"activations": ["swish"], "widths": [8], "n": [4]}, "unknown activation 'swish'"),
     ({"activations": ["exp"], "widths": [7], "n": [4]}, "every width must be even"),
     ({"activations": ["exp"], "widths": [8, 8], "n": [4]}, "repeated values"),
     ({"activations": ["exp"], "widths": [0], "n": [4], "init": "independent"}, "positive integer"),

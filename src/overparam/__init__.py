@@ -1,6 +1,8 @@
-"""overparam: over-parameterized two-layer networks (relu, exp, softmax) trained as the
-convergence theorems analyse them. Formulas: SPEC.md; see the README for the tour."""
+"""overparam: over-parameterized two-layer networks (the papers' relu, exp and softmax, and any
+elementwise activation) trained as the convergence theorems analyse them. Formulas: SPEC.md; see
+the README for the tour."""
 
+from .activations import Activation
 from .models import TwoLayerNet, initial_weights
 from .train import History, TrainState, train
 from . import ntk, theory  # ntk is callable: overparam.ntk(net, X) is the finite kernel
@@ -10,6 +12,6 @@ from .diagnostics import KernelDiagnostics, TheoryCheck
 
 __version__ = "0.1.0"
 
-__all__ = ["TwoLayerNet", "initial_weights", "History", "TrainState", "train", "__version__",
+__all__ = ["Activation", "TwoLayerNet", "initial_weights", "History", "TrainState", "train", "__version__",
            "ntk", "infinite_ntk", "monte_carlo_ntk", "lambda_min", "spectral_norm", "theory",
            "KernelRegime", "KernelDiagnostics", "TheoryCheck"]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import coefficients
-from .activations import check_activation, parse_scale
+from .activations import parse_scale, resolve
 from .models import fits_in_memory, initial_weights, pairs_neurons, resolve_device, resolve_dtype
 from .ntk import lambda_max
 from .train import History, divergence_cause, divergence_message, initial_network_error
@@ -95,7 +95,7 @@ def train_batched(
     `train`, at W_s(t-1) (written to W[s]) with its History's last entry at step t-1.
     wall_time counts from the start of the batch.
     """
-    check_activation(activation)
+    activation = resolve(activation)
     if W.dim() != 3 or a.dim() != 3 or a.shape[:2] != W.shape[:2]:
         raise ValueError(f"W must be (S, m, d) and a (S, m, k) with the same S, m; got "
                          f"{tuple(W.shape)} and {tuple(a.shape)}")
@@ -332,7 +332,7 @@ def train_seeds(
 
     X (n, d) or (len(seeds), n, d), y (n,), (n, k) or (len(seeds), n, k); arrays or tensors.
     """
-    check_activation(activation)
+    activation = resolve(activation)
     dtype, device = resolve_dtype(dtype), resolve_device(device)
     X = torch.as_tensor(np.asarray(X, dtype=np.float64) if not isinstance(X, torch.Tensor) else X)
     y = torch.as_tensor(np.asarray(y, dtype=np.float64) if not isinstance(y, torch.Tensor) else y)

@@ -4,9 +4,10 @@ Every model's per-example Jacobian has the form dF_l(x_i)/dw_r = c_{irl} x_i wit
 
     c_{irl} = kappa * D_{ir} * (a_{rl} - s_{il})
 
-    relu:     D = 1{<w_r, x_i> > 0},          s = 0
-    exp:      D = exp(<w_r, x_i>),            s = 0
-    softmax:  D = m S_r(x_i),                 s_{il} = <a_l, S(x_i)> = F_l(x_i) / (kappa m)
+    elementwise phi:         D = phi'(<w_r, x_i>),   s = 0            (SPEC §3, §11)
+    normalised (softmax):    D = m S_r(x_i),         s_{il} = <a_l, S(x_i)> = F_l(x_i) / (kappa m)
+
+phi and phi' come from the activation's record (`activations.Activation.fused`).
 
 Gradients (vector-Jacobian products), Jacobian-vector products, kernels, sharding and batching
 all go through `Pass`. Work is chunked over neurons, so memory is O(n * chunk) unless the
@@ -24,7 +25,7 @@ from typing import Iterator, Protocol
 import numpy as np
 import torch
 
-from . import activations
+from .activations import LOG2E, Activation, resolve
 
 #: Bytes of working memory a single neuron chunk may take (n x chunk x (k + 2) values) on a CPU:
 #: about the size of a last-level cache.
@@ -34,11 +35,6 @@ CHUNK_BYTES = 1 << 24
 GPU_CHUNK_BYTES = 1 << 30
 #: J^T V uses the factorised form (no n x chunk elementwise pass) up to this many weight columns.
 FACTORISED_COLUMNS = 2
-#: e^z = 2^(z log2 e): the factor log2 e is folded into the GEMM's inputs (`exponent_inputs`) and the
-#: exponential taken by exp2, which is 3x (float32) and 1.8x (float64) faster than exp on this CPU. The
-#: factor's rounding is one more rounding of X: float32 relative errors of e^z were 1.67e-6 (max) and
-#: 7.9e-8 (mean), against 1.52e-6 and 7.5e-8 with exp, at n = 1024, d = 32, m = 65536.
-LOG2E = math.log2(math.e)
 #: Softmax needs no shift of its exponents unless the weights are very large (`exponent_shift`). Where it
 #: does, these devices fold the shift into the GEMM as an extra column (`_softmax_sums_bounded`) rather than
 #: find the running maximum: it saves two passes over each chunk, which pays on a GPU (H100, n = 4096, d = 64,
@@ -70,10 +66,10 @@ def available_memory(device: torch.device) -> int:
         return 1 << 30
 
 
-def exponent_inputs(X: torch.Tensor, activation: str) -> torch.Tensor:
-    """The left factor of the GEMM Z = X W^T: X log2 e for exp and softmax (exponentials are then taken by
-    exp2, see LOG2E), X itself for relu."""
-    return X if activation == "relu" else X * LOG2E
+def exponent_inputs(X: torch.Tensor, activation: Activation) -> torch.Tensor:
+    """The left factor of the GEMM Z = X W^T in the units of the activation's fused function:
+    X input_scale (log2 e for exponentials, which are then taken by exp2)."""
+    return X if activation.input_scale == 1.0 else X * activation.input_scale
 
 
 def transposed_product(E: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
@@ -148,7 +144,7 @@ class Pass:
     X: torch.Tensor
     W: torch.Tensor
     a: torch.Tensor
-    activation: str
+    activation: Activation
     kappa: float
     chunks: list
     out: torch.Tensor | None
@@ -173,15 +169,15 @@ class Pass:
     @property
     def shift(self) -> torch.Tensor | None:
         """s_{il} = <a_l, S(x_i)> for softmax, None (zero) otherwise."""
-        if self.activation != "softmax":
+        if not self.activation.normalised:
             return None
         return self.out / (self.kappa * self.total_width)
 
     def derivative_factors(self) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor | None]]:
         """Yield (neurons, E, rowscale) with D = E * rowscale[..., None] for each chunk.
 
-        relu, exp: rowscale is None and D = E. softmax: E = exp(z - M_chunk) and
-        rowscale = m exp(M_chunk - lse), so D = m S without a second pass over the chunk.
+        Kept chunks of softmax: E = exp(z - M_chunk) and rowscale = m exp(M_chunk - lse), so D = m S
+        without a second pass over the chunk; everywhere else rowscale is None and D = E.
         """
         if self.cache is None:
             X = exponent_inputs(self.X, self.activation)
@@ -190,13 +186,9 @@ class Pass:
                 E, rowscale = self.cache[index]
             else:
                 Z = X @ self.W[..., neurons, :].transpose(-1, -2)
-                if self.activation == "relu":
-                    E, rowscale = Z.gt_(0), None  # 1{z > 0} in place, in Z's dtype
-                elif self.activation == "exp":
-                    E, rowscale = Z.exp2_(), None
-                else:  # m S = 2^(z - (lse log2 e - log2 m))
+                if self.activation.normalised:  # m S = 2^(z - (lse log2 e - log2 m))
                     Z -= (self.lse * LOG2E - math.log2(self.total_width))[..., None]
-                    E, rowscale = Z.exp2_(), None
+                E, rowscale = self.activation.fused(Z, False, True)[1], None
             yield neurons, E, rowscale
 
     def coefficients(self) -> Iterator[tuple[slice, torch.Tensor]]:
@@ -295,7 +287,7 @@ def forward(
     X: torch.Tensor,
     W: torch.Tensor,
     a: torch.Tensor,
-    activation: str,
+    activation: Activation | str,
     kappa: float,
     chunk: int,
     keep: bool = False,
@@ -318,19 +310,20 @@ def forward(
     workspace: with keep, a flat buffer to write the kept chunks into (the `workspace` of a Pass
     that is no longer needed, whose kept chunks this overwrites); a new one is made if it is None
     or too small. Reusing it saves allocating and faulting in n x m values every step.
-    output=False: relu and exp (without keep) skip F, which their Jacobian products do not use
-    (`Pass.out` is None); softmax needs F for its coefficients and computes it anyway.
+    output=False: elementwise activations (without keep) skip F, which their Jacobian products do not
+    use (`Pass.out` is None); softmax needs F for its coefficients and computes it anyway.
     """
     m = W.shape[-2] if total_width is None else total_width
     paired = paired and coupled_pairs(W, a)
     matmul = paired_matmul if paired else thin_product
     chunk += chunk % 2 if paired else 0  # pairs must not straddle chunks
-    chunks, chunk_runs = neuron_chunks(a, chunk, activation, paired)
+    activation = resolve(activation)
+    chunks, chunk_runs = neuron_chunks(a, chunk, activation.normalised, paired)
     workspace, outputs = _chunk_outputs(X, W, chunks, keep, workspace)
     X_exponent = exponent_inputs(X, activation)
     cache = [] if keep else None
     out = None
-    if activation == "softmax":
+    if activation.normalised:
         # [a, 1]: one product with the exponentials gives the numerators and the normaliser.
         signs_and_ones = torch.cat([a, torch.ones_like(a[..., :1])], -1)
 
@@ -367,28 +360,23 @@ def forward(
         return Pass(X, W, a, activation, kappa, chunks, None, total_width=m, reducer=reducer)
     for neurons, Z in zip(chunks, outputs):
         Z = torch.matmul(X_exponent, W[..., neurons, :].transpose(-1, -2), out=Z)
-        if activation == "relu":
-            phi = activations.relu(Z)
-            if keep:
-                cache.append((Z.gt_(0), None))  # 1{z > 0} in place, in Z's dtype
-        else:
-            phi = Z.exp2_()
-            if keep:
-                cache.append((phi, None))
+        phi, slope = activation.fused(Z, True, keep)
+        if keep:
+            cache.append((slope, None))
         part = matmul(phi, a[..., neurons, :])
         out = part if out is None else out.add_(part)
     if reducer is not None:
         reducer.sum_(out)
     out = out * kappa
-    if activation == "exp" and not torch.isfinite(out).all():
-        _raise_overflow(X, W, chunk)
+    if not torch.isfinite(out).all():
+        _raise_overflow(X, W, chunk, activation)
     return Pass(X, W, a, activation, kappa, chunks, out, None, cache, m, reducer, workspace, chunk_runs)
 
 
-def neuron_chunks(a: torch.Tensor, chunk: int, activation: str, paired: bool) -> tuple[list, list]:
+def neuron_chunks(a: torch.Tensor, chunk: int, by_sign: bool, paired: bool) -> tuple[list, list]:
     """(chunks, runs): the neuron chunks the passes go through and per chunk its runs (see `Pass`).
 
-    Slices of `chunk` consecutive neurons (runs None). For softmax with one output and two values of a
+    Slices of `chunk` consecutive neurons (runs None). With by_sign (softmax) and one output and two values of a
     (the papers' random signs), index sets of the neurons in the order of a_r, so that a takes one value
     on each run (two runs in one chunk, one in the others) and J^T V takes d GEMM columns instead of 2d
     ([a, 1], see `Pass.vjp`). Not where pairs are summed (paired: a coupled init's W(0)), whose members
@@ -396,7 +384,7 @@ def neuron_chunks(a: torch.Tensor, chunk: int, activation: str, paired: bool) ->
     within its tiles (at n = 20, d = 6, pair halves 9 columns apart differed by 4e-16).
     """
     slices = chunk_slices(a.shape[-2], chunk)
-    if activation != "softmax" or paired or a.dim() != 2 or a.shape[-1] != 1 or len(slices) < 2:
+    if not by_sign or paired or a.dim() != 2 or a.shape[-1] != 1 or len(slices) < 2:
         return slices, [None] * len(slices)
     return _sign_order(a[:, 0], slices) or (slices, [None] * len(slices))
 
@@ -509,14 +497,13 @@ def _softmax_sums_online(X, W, weighted_sums, chunks, outputs):
     return total, running_max, cache
 
 
-def _raise_overflow(X: torch.Tensor, W: torch.Tensor, chunk: int) -> None:
+def _raise_overflow(X: torch.Tensor, W: torch.Tensor, chunk: int, activation: Activation) -> None:
     largest = max(
         float((X @ W[..., neurons, :].transpose(-1, -2)).amax())
         for neurons in chunk_slices(W.shape[-2], chunk)
     )
-    limit = math.log(torch.finfo(W.dtype).max)
     raise OverflowError(
-        f"exp network overflows {str(W.dtype).replace('torch.', '')}: the largest <w_r, x_i> is "
-        f"{largest:.4g}, above log(max) = {limit:.4g}; use float64, a smaller sigma, inputs with "
-        "||x|| <= 1, or a smaller step size"
+        f"{activation.name} network overflows {str(W.dtype).replace('torch.', '')}: the largest <w_r, x_i> is "
+        f"{largest:.4g} (e^z overflows above {math.log(torch.finfo(W.dtype).max):.4g}); use float64, a smaller "
+        "sigma, inputs with ||x|| <= 1, or a smaller step size"
     )

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
+
+from . import activations
 
 FILE_SUFFIXES = (".npz", ".csv")
 
@@ -68,24 +71,25 @@ def sphere(n: int, d: int, k: int = 1, seed: int = 0) -> Dataset:
 
 
 def teacher(n: int, d: int, k: int = 1, seed: int = 0, width: int = 8,
-            activation: str = "relu") -> Dataset:
-    """x_i uniform on S^{d-1}, y = a small random two-layer teacher network, normalised to unit RMS."""
+            activation: str | activations.Activation = activations.RELU) -> Dataset:
+    """x_i uniform on S^{d-1}, y = a small random two-layer teacher network sum_r a_r phi_r(W, x) with
+    Gaussian W and a (normalised activations: phi_r = S_r(x), the softmax over the teacher's neurons),
+    centred and normalised to unit RMS."""
+    activation = activations.resolve(activation)
     X = unit_sphere(n, d, seed)
     rng = _rng(seed + 2_000_003)
     W = rng.standard_normal((width, d))
     a = rng.standard_normal((width, k))
     Z = X @ W.T
-    if activation == "relu":
-        H = np.maximum(Z, 0)
-    elif activation == "exp":
-        H = np.exp(Z)
-    else:
-        H = np.exp(Z - Z.max(1, keepdims=True))
+    if activation.normalised:  # S is invariant to a shift per row: shift by the max, so no term overflows
+        Z -= Z.max(1, keepdims=True)
+    H = activation.value(torch.from_numpy(Z)).numpy()
+    if activation.normalised:
         H /= H.sum(1, keepdims=True)
     y = H @ a
     y -= y.mean(0)
     y /= np.sqrt(np.mean(y**2)) + 1e-300
-    return Dataset(X, y, f"teacher-{activation}")
+    return Dataset(X, y, f"teacher-{activation.name}")
 
 
 def moons(n: int, noise: float = 0.05, seed: int = 0) -> Dataset:

@@ -44,7 +44,7 @@ class TheoryCheck:
     linear_convergence: ||F(t) - y||^2 <= (1 - eta_eff lambda/2)^t ||F(0) - y||^2 (+ rounding floor)
     at every recorded step. kernel_within_quarter: max_t ||H(W(t)) - H(W(0))||_2 <= lambda/4.
     kernel_above_half: min_t lambda_min(H(W(t))) >= lambda/2. radius: max_r ||w_r(T) - w_r(0)||_2;
-    dzps19_radius: R' = sqrt(n) ||y - F(0)|| / (m kappa lambda), an order (relu only).
+    dzps19_radius: R' = sqrt(n) ||y - F(0)|| / (m kappa lambda), an order (where DZPS19 proves the width: relu).
     """
 
     reference_lambda: float
@@ -201,7 +201,7 @@ class KernelDiagnostics:
         lowest = float(np.min(extra["lambda_min"]))
         drift = float(np.max(extra["kernel_drift"]))
         radius = float(history.max_movement[-1])
-        relu = state.net.activation == "relu"
+        dzps19 = any(work == "DZPS19" for work, _ in theory.proven_widths(state.net.activation, state.net.init))
         return TheoryCheck(
             reference_lambda=lam, lambda_source=self.lambda_source, eta_eff=eta_eff, predicted_rate=predicted,
             observed_rate=observed, worst_rate=float(rates.max()) if len(rates) else float("nan"),
@@ -209,7 +209,7 @@ class KernelDiagnostics:
             kernel_above_half=lowest >= lam / 2, max_kernel_drift=drift, kernel_within_quarter=drift <= lam / 4,
             radius=radius,
             dzps19_radius=theory.dzps19_radius(state.X.shape[0], state.net.width, math.sqrt(residual2[0]), lam,
-                                               state.net.kappa) if relu else None,
+                                               state.net.kappa) if dzps19 else None,
             steps=int(steps[-1]), records=len(extra["kernel_step"]), notes=notes,
         )
 

@@ -71,10 +71,11 @@ def pairs_neurons(init: str, width: int) -> bool:
 
 
 class TwoLayerNet:
-    """F_l(W, x) = kappa * sum_r a_{rl} phi_r(W, x) (SPEC §2).
+    """F_l(W, x) = kappa * sum_r a_{rl} phi_r(W, x) (SPEC §2, §11).
 
-    relu: phi_r = max(0, <w_r, x>); exp: phi_r = exp(<w_r, x>);
-    softmax: phi_r = m S_r(x), S = softmax over neurons of (<w_r, x>)_r.
+    activation: a name (`activations.BUILTIN`), 'module:attribute' or an `Activation`; kept as its
+    record. Elementwise: phi_r = phi(<w_r, x>); softmax: phi_r = m S_r(x), S = softmax over neurons
+    of (<w_r, x>)_r.
 
     W (m, d) and a (m, k) may be read and replaced (checked on assignment, see `W` and `a`).
     `net(X)` maps (n, d) -> (n, k).
@@ -85,7 +86,7 @@ class TwoLayerNet:
         in_dim: int,
         width: int,
         out_dim: int = 1,
-        activation: str = "relu",
+        activation: str | activations.Activation = activations.RELU,
         scale: str | float | None = None,
         init: str = "independent",
         sigma: float = 1.0,
@@ -97,9 +98,9 @@ class TwoLayerNet:
         for name, value in (("in_dim", in_dim), ("width", width), ("out_dim", out_dim)):
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.activation = activations.check_activation(activation)
+        self.activation = activations.resolve(activation)
         self.scale_spec = scale
-        self.kappa = activations.parse_scale(scale, activation, width)
+        self.kappa = activations.parse_scale(scale, self.activation, width)
         self.init = init
         self.sigma = float(sigma)
         self.seed = int(seed)
@@ -177,7 +178,7 @@ class TwoLayerNet:
                      workspace: torch.Tensor | None = None, output: bool = True) -> coefficients.Pass:
         """Forward pass with Jacobian products (`Pass`); keep=None keeps the per-chunk
         derivative factors when they fit a quarter of free memory. workspace: the `workspace` of
-        a Pass no longer needed, reused for the kept factors; output=False: relu and exp skip F
+        a Pass no longer needed, reused for the kept factors; output=False: elementwise activations skip F
         where only Jacobian products are wanted (see `coefficients.forward`)."""
         self.check_layers()
         X = as_inputs(X, self.in_dim, self.dtype, self.device)
@@ -222,14 +223,14 @@ class TwoLayerNet:
     def config(self) -> dict:
         """Plain-data description (enough to rebuild the initial network)."""
         return {
-            "activation": self.activation, "width": self.width, "in_dim": self.in_dim,
+            "activation": self.activation.name, "width": self.width, "in_dim": self.in_dim,
             "out_dim": self.out_dim, "scale": self.scale_spec, "kappa": self.kappa,
             "init": self.init, "sigma": self.sigma, "seed": self.seed,
             "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device),
         }
 
     def __repr__(self) -> str:
-        return (f"TwoLayerNet(activation={self.activation!r}, in_dim={self.in_dim}, width={self.width}, "
+        return (f"TwoLayerNet(activation={self.activation.name!r}, in_dim={self.in_dim}, width={self.width}, "
                 f"out_dim={self.out_dim}, kappa={self.kappa:.4g}, init={self.init!r})")
 
 

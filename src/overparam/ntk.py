@@ -147,7 +147,7 @@ class MonteCarloKernel:
 
 
 def monte_carlo_ntk(
-    activation: str,
+    activation: str | activations.Activation,
     X,
     width: int,
     samples: int = 32,
@@ -164,7 +164,7 @@ def monte_carlo_ntk(
     """E[H(W(0))] estimated by averaging kernels of `samples` networks (seeds seed, seed+1, ...).
 
     standard_error = sample standard deviation / sqrt(samples), entrywise (Welford's update).
-    For relu and exp with independent init E[H(W(0))] = H* exactly; softmax has an O(1/m) bias.
+    For elementwise activations with independent init E[H(W(0))] = H* exactly; softmax has an O(1/m) bias.
     """
     from .models import TwoLayerNet, resolve_device, resolve_dtype
 
@@ -189,30 +189,19 @@ def monte_carlo_ntk(
 # ----------------------------------------------------------------------------- infinite width
 
 
-def infinite_ntk(activation: str, X, sigma: float = 1.0, X2=None, out_dim: int = 1) -> torch.Tensor:
-    """H*_{ij} = lim_{m->inf} H(W(0))_{ij} for w_r ~ N(0, sigma^2 I) (SPEC §4), one output: (n, n).
+def infinite_ntk(activation: str | activations.Activation, X, sigma: float = 1.0, X2=None,
+                 out_dim: int = 1) -> torch.Tensor:
+    """H*_{ij} = lim_{m->inf} H(W(0))_{ij} for w_r ~ N(0, sigma^2 I) (SPEC §4, §11), one output: (n, n).
 
-    relu:    <x_i,x_j> (pi - arccos rho_ij) / (2 pi)
-    exp:     <x_i,x_j> exp(sigma^2 ||x_i + x_j||^2 / 2)
-    softmax: <x_i,x_j> exp(sigma^2 <x_i,x_j>)
+    The activation's `Activation.infinite_kernel`: a closed form (relu's arc-cosine kernel, exp's and
+    softmax's exponentials) or Gauss-Hermite quadrature of <x_i,x_j> E[phi'(u) phi'(v)].
     With k outputs the limit is I_k (x) H* (cross-output blocks vanish): pass out_dim=k.
     X2 (n2, d): the cross kernel H*(X, X2) of shape (n, n2). Entries beyond float64 are inf
     (exp and softmax at large sigma); `kernel_operator` and the spectra raise OverflowError on them.
     """
-    activations.check_activation(activation)
+    activation = activations.resolve(activation)
     _check_sigma(sigma)
-    X = torch.as_tensor(X, dtype=torch.float64)
-    X2 = X if X2 is None else torch.as_tensor(X2, dtype=torch.float64, device=X.device)
-    inner = X @ X2.T
-    if activation == "relu":
-        norms = torch.outer(X.norm(dim=1), X2.norm(dim=1))
-        rho = (inner / norms.clamp_min(1e-300)).clamp(-1.0, 1.0)
-        kernel = inner * (torch.pi - torch.arccos(rho)) / (2 * torch.pi)
-    elif activation == "exp":
-        sq_rows, sq_cols = X.square().sum(1), X2.square().sum(1)
-        kernel = inner * torch.exp(sigma**2 * (sq_rows[:, None] + sq_cols[None, :] + 2 * inner) / 2)
-    else:
-        kernel = inner * torch.exp(sigma**2 * inner)
+    kernel = activation.infinite_kernel(X, sigma, X2)
     if out_dim > 1:
         kernel = torch.kron(torch.eye(out_dim, dtype=kernel.dtype, device=kernel.device), kernel)
     return kernel
@@ -223,14 +212,15 @@ def _check_sigma(sigma: float) -> None:
         raise ValueError(f"sigma must be positive and finite, got {sigma!r}")
 
 
-def _finite_limit(kernel: torch.Tensor, activation: str, sigma: float, X: torch.Tensor) -> torch.Tensor:
+def _finite_limit(kernel: torch.Tensor, activation, sigma: float, X: torch.Tensor) -> torch.Tensor:
     if not torch.isfinite(kernel).all():
-        raise OverflowError(f"H*({activation}) overflows float64 at sigma = {sigma:g} (largest ||x_i|| = "
-                            f"{float(X.norm(dim=1).max()):.3g}); use a smaller sigma or inputs with ||x|| <= 1")
+        raise OverflowError(f"H*({activations.resolve(activation).name}) overflows float64 at sigma = {sigma:g} "
+                            f"(largest ||x_i|| = {float(X.norm(dim=1).max()):.3g}); use a smaller sigma or inputs "
+                            "with ||x|| <= 1")
     return kernel
 
 
-def infinite_ntk_vector(activation: str, X, V: torch.Tensor, sigma: float = 1.0,
+def infinite_ntk_vector(activation: str | activations.Activation, X, V: torch.Tensor, sigma: float = 1.0,
                         block: int | None = None) -> torch.Tensor:
     """H* V for V of shape (n, c), by row blocks of H*: O(n^2 d) work, O(block * n) memory."""
     X = torch.as_tensor(X, dtype=torch.float64)
@@ -278,13 +268,13 @@ def kernel_operator(kernel, X=None, *, sigma: float = 1.0, normalized: bool = Tr
     - a square matrix (torch or numpy): itself;
     - a `TwoLayerNet` with inputs X: H(W) (Theta with normalized=False) at the net's current W;
     - a `coefficients.Pass`: H (or Theta) at the pass's weights and inputs;
-    - an activation name with inputs X: I_k (x) H* (k = out_dim) for w ~ N(0, sigma^2 I).
+    - an activation (name or `Activation`) with inputs X: I_k (x) H* (k = out_dim) for w ~ N(0, sigma^2 I).
       cache: keep the row blocks of H* after the first product (None: when they fit in a
       quarter of free memory); otherwise every product recomputes them.
     """
     if isinstance(kernel, KernelOperator):
         return kernel
-    if isinstance(kernel, str):
+    if isinstance(kernel, (str, activations.Activation)):
         if X is None:
             raise ValueError("the infinite-width kernel needs the inputs X")
         return _infinite_operator(kernel, X, sigma, out_dim, cache)
@@ -316,9 +306,9 @@ def _pass_operator(forward: Pass, normalized: bool) -> KernelOperator:
                           forward.out.device, name)
 
 
-def _infinite_operator(activation: str, X, sigma: float, out_dim: int,
+def _infinite_operator(activation, X, sigma: float, out_dim: int,
                        cache: bool | None) -> KernelOperator:
-    activations.check_activation(activation)
+    activation = activations.resolve(activation)
     _check_sigma(sigma)
     X = torch.as_tensor(X, dtype=torch.float64)
     n = X.shape[0]
@@ -345,7 +335,7 @@ def _infinite_operator(activation: str, X, sigma: float, out_dim: int,
 
     return KernelOperator(n * out_dim, matvec,
                           lambda: _finite_limit(infinite_ntk(activation, X, sigma, out_dim=out_dim), activation, sigma, X),
-                          torch.float64, X.device, f"H*({activation})")
+                          torch.float64, X.device, f"H*({activation.name})")
 
 
 @dataclass
@@ -408,7 +398,7 @@ def extreme_eigenvalue(kernel, X=None, which: str = "smallest", *, sigma: float 
 def lambda_min(kernel, X=None, **options) -> Eigenvalue:
     """lambda_min of H(W), Theta(W), H* or a matrix (`extreme_eigenvalue` with which='smallest').
 
-    Examples: lambda_min(net, X); lambda_min("softmax", X, sigma=1.0); lambda_min(K).
+    Examples: lambda_min(net, X); lambda_min(activation, X, sigma=1.0) (H*); lambda_min(K).
     Use float(...) or .value for the number, .converged for whether Lanczos met its tolerance.
     """
     return extreme_eigenvalue(kernel, X, "smallest", **options)
@@ -417,7 +407,7 @@ def lambda_min(kernel, X=None, **options) -> Eigenvalue:
 def spectral_norm(kernel, X=None, *, dense_limit: int = DENSE_LIMIT, tol: float = 1e-8,
                   maxiter: int | None = None, v0=None, **options) -> Eigenvalue:
     """||K||_2 = max_i |lambda_i(K)| of a symmetric (possibly indefinite) kernel, e.g. a
-    difference `kernel_operator(net, X) - kernel_operator("relu", X)`; v0 warm-starts Lanczos."""
+    difference `kernel_operator(net, X) - kernel_operator(net.activation, X)`; v0 warm-starts Lanczos."""
     operator = kernel_operator(kernel, X, **options)
     if operator.size <= dense_limit:
         value = float(torch.linalg.eigvalsh(operator.dense().to(torch.float64)).abs().max())

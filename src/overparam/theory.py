@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from . import activations
+
 #: The constant in front of every order of growth (no paper's constant is reproduced).
 C = 1.0
 WORKS = ("DZPS19", "SY19", "MOSW22", "GMS23", "SMX24")
@@ -109,6 +111,13 @@ def dzps19_radius(n: int, width: int, initial_residual: float, lam: float, kappa
     _check(n, lam)
     kappa = width ** -0.5 if kappa is None else kappa
     return math.sqrt(n) * initial_residual / (width * kappa * lam)
+
+
+def proven_widths(activation, init: str | None = None) -> list[tuple[str, str]]:
+    """(work, p) for each paper that proves m ~ n^p suffices for this activation (a name or an
+    `Activation`) and init (None: any), from the activation's record; [] where none does (SPEC §5)."""
+    return [(work, power) for work, power, inits in activations.resolve(activation).proven_widths
+            if init is None or init in inits]
 
 
 @dataclass

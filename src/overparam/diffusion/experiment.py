@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..activations import check_activation
+from ..activations import resolve
 from . import metrics
 from .datasets import SampleSet, parse_data
 from .mixtures import GaussianMixture
@@ -83,7 +83,7 @@ class DiffusionConfig:
         if not self.activations:
             raise ValueError("give at least one activation")
         for activation in self.activations:
-            check_activation(activation)
+            resolve(activation)
         if len(set(self.activations)) != len(self.activations):
             raise ValueError(f"activations repeat: {', '.join(self.activations)}")
         if self.sampler not in SAMPLERS:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-ACTIVATIONS = ("relu", "exp", "softmax")
+from ..activations import PAPERS
 SECTIONS = ("concentration", "training", "laziness", "threshold", "initialisation", "diffusion")
 
 
 @dataclass(frozen=True)
 class StudyConfig:
     preset: str
-    activations: tuple[str, ...] = ACTIVATIONS
+    activations: tuple[str, ...] = PAPERS
     d: int = 8
     seed: int = 0
     sigma: float = 1.0

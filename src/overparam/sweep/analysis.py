@@ -26,23 +26,18 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import isotonic_regression
 
+from .. import theory
+
 KINDS = ("optimization", "kernel")
-#: Width orders m ~ n^p the theory gives (SPEC §5), by activation and init.
-THEORY = {
-    ("relu", "independent"): [("DZPS19", "6"), ("SY19", "4")],
-    ("relu", "coupled"): [("MOSW22", "2"), ("SY19", "4"), ("DZPS19", "6")],
-    ("exp", None): [("GMS23", "2+o(1)")],
-    ("softmax", None): [("SMX24", "2+o(1)")],
-}
 KERNEL_THEORY = [("n^2 log(n/delta) / lambda^2, SPEC §7", "2+o(1)")]
 GD_STATUSES = ("converged", "max_steps", "diverged")
 
 
 def theory_orders(kind: str, activation: str, init: str) -> list[tuple[str, str]]:
-    """(source, exponent) pairs the theory predicts for this threshold."""
+    """(source, exponent) pairs the theory predicts for this threshold (SPEC §5, §7)."""
     if kind == "kernel":
         return KERNEL_THEORY
-    return THEORY.get((activation, init)) or THEORY.get((activation, None), [])
+    return theory.proven_widths(activation, init) if activation is not None else []
 
 
 @dataclass

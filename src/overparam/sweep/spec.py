@@ -1,7 +1,7 @@
 """What a sweep runs: a TOML [sweep] table (or the same keys as CLI flags), expanded into groups.
 
     [sweep]
-    activations = ["relu", "exp", "softmax"]   # any of relu, exp, softmax
+    activations = ["relu", "exp", "softmax"]   # activations.BUILTIN names, or "module:attribute"
     widths = [64, 128, 256, 512]               # m
     n = [16, 32, 64]                           # points
     d = 8                                      # input dimension
@@ -30,7 +30,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..activations import ACTIVATIONS, parse_scale
+from ..activations import parse_scale, resolve
 from ..data import BUILTIN
 from ..models import INITS
 
@@ -111,7 +111,7 @@ class SweepSpec:
                              "widths = [64, 128], n = [16, 32])")
         values = {**DEFAULTS, **table}
         grid = {key: _as_list(values[key], key) for key in GRID_KEYS}
-        grid["activations"] = [_choice(v, ACTIVATIONS, "activations") for v in grid["activations"]]
+        grid["activations"] = [_activation(v) for v in grid["activations"]]
         grid["init"] = [_choice(v, INITS, "init") for v in grid["init"]]
         grid["data"] = [_choice(v, BUILTIN, "data") for v in grid["data"]]
         for key in ("widths", "n", "d", "k"):
@@ -227,6 +227,14 @@ def _as_list(value, key: str) -> list:
     return values
 
 
+def _activation(value) -> str:
+    """A built-in's name or 'module:attribute' naming an Activation, checked by resolving it."""
+    if not isinstance(value, str):
+        raise ValueError(f"activations = {value!r}: give names (strings) or 'module:attribute'")
+    resolve(value)
+    return value
+
+
 def _choice(value, allowed, key: str) -> str:
     if value not in allowed:
         raise ValueError(f"{key} = {value!r} is not one of {', '.join(allowed)}")
@@ -273,5 +281,5 @@ def _scale(value) -> str | float:
     """'default' (the paper's kappa per activation), '1', '1/sqrt(m)', '1/m' or a number."""
     if value == "default" or value is None:
         return "default"
-    parse_scale(value, "relu", 2)  # raises a clear error for an unknown scale
+    parse_scale(value, None, 2)  # raises a clear error for an unknown scale
     return value if isinstance(value, str) else float(value)
