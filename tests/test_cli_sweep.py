@@ -127,3 +127,32 @@ def test_other_user_errors_exit_2(tmp_path, overparam):
     bad_figure = overparam("threshold", store, "--figure", tmp_path / "missing" / "f.png")
     assert bad_figure.returncode == 2 and "folder of --figure" in bad_figure.stderr
     assert len(bad_figure.stderr.strip().splitlines()) == 1
+
+
+def test_every_bad_flag_of_sweep_threshold_and_results_names_itself(swept, overparam, tmp_path):
+    """Issue 16.3: exit 2 and one line saying what is wrong, per flag."""
+    store, _ = swept
+    grid = ("--activations", "relu", "--widths", "4", "--n", "3", "--d", "3", "--steps", "2")
+    cases = [
+        (("threshold", store, "--delta", "1.5"), "delta must be between 0 and 1, got 1.5"),
+        (("threshold", store, "--delta", "nan"), "delta must be between 0 and 1, got nan"),
+        (("threshold", store, "--level", "0"), "level must be between 0 and 1, got 0.0"),
+        (("threshold", store, "--bootstrap", "0"), "bootstrap must be >= 1, got 0"),
+        (("threshold", store, "--bootstrap", "many"), "Invalid value for '--bootstrap'"),
+        (("sweep", "--store", tmp_path / "w.db", "--workers", "0", *grid), "workers must be >= 1, got 0"),
+        (("sweep", "--store", tmp_path / "w.db", "--device", "tpu", *grid), "unknown device 'tpu'"),
+        (("sweep", "--store", tmp_path / "w.db", "--threads", "0", *grid), "threads must be >= 1, got 0"),
+        (("sweep", tmp_path / "nowhere.toml", "--store", tmp_path / "w.db"), "sweep spec"),
+        (("results", tmp_path / "none.db"), f"store '{tmp_path / 'none.db'}' does not exist; run `overparam sweep`"),
+        (("results", store, "--where", "width"), "--where takes column=value"),
+        (("results", store, "--where", "width=wide"), "--where width='wide': width holds integers"),
+        (("results", store, "--where", "tol=small"), "--where tol='small': tol holds numbers"),
+        (("results", store, "--format", "xml"), "unknown format 'xml': use table, csv or json"),
+    ]
+    for args, message in cases:
+        result = overparam(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (args, result.stderr)
+    assert not (tmp_path / "w.db").exists()  # no bad sweep created a store
+    eight = json.loads(overparam("results", store, "--format", "json", "--where", "width=8").stdout)
+    assert len(eight) == 8 and {r["width"] for r in eight} == {8}  # a typed value matches the integer column

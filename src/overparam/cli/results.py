@@ -39,10 +39,10 @@ def results(
     filters = {"activation": activation, "init": init, "width": width, "n": n, "d": d, "seed": seed,
                "status": status}
     for clause in where or []:
-        name, equals, value = clause.partition("=")
-        if not equals or name.strip() not in COLUMNS:
+        name, equals, value = (part.strip() for part in clause.partition("="))
+        if not equals or name not in COLUMNS:
             fail(f"--where takes column=value with a column among {', '.join(COLUMNS)}; got {clause!r}")
-        filters[name.strip()] = value.strip()
+        filters[name] = _typed(name, value)
     with Store(store, create=False) as runs:
         rows = runs.runs(**filters)
     if format == "json":
@@ -54,6 +54,15 @@ def results(
             writer.writerow({**row, "config": json.dumps(row["config"], sort_keys=True)})
     else:
         _print_table(rows, store)
+
+
+def _typed(name: str, value: str):
+    """A --where value as its column's type (SQLite compares 8 and '8' as different)."""
+    kind = COLUMNS[name].split()[0]
+    try:
+        return int(value) if kind == "INTEGER" else float(value) if kind == "REAL" else value
+    except ValueError:
+        fail(f"--where {name}={value!r}: {name} holds {'integers' if kind == 'INTEGER' else 'numbers'}")
 
 
 def _print_table(rows: list[dict], store: Path) -> None:

@@ -9,7 +9,7 @@ import typer
 
 from ..study import preset as study_preset
 from ..study import run_study
-from .common import app, parse_device, print_json, show_progress
+from .common import EXIT_INTERRUPTED, app, output_folder, parse_device, print_json, show_progress
 
 
 @app.command()
@@ -29,6 +29,7 @@ def study(
     parse_device(device)
     if only:
         config = config.only([part.strip() for part in only.split(",") if part.strip()])
+    output_folder(out)
     if show_progress(json_output):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
             TimeRemainingColumn
@@ -66,4 +67,4 @@ def _run(config, out, backend, device, on_section, on_tick):
         partial = interrupt.args[0] if interrupt.args else None
         where = f" {partial.html}" if partial is not None else ""
         typer.echo(f"overparam: interrupted; partial report in{where}. Re-run the same command to resume.", err=True)
-        raise typer.Exit(code=130)
+        raise typer.Exit(code=EXIT_INTERRUPTED)

@@ -1,0 +1,92 @@
+"""`overparam study` through the console entry point: bad input, and Ctrl-C (SIGINT) in a real process."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test_cli_train import overparam  # noqa: F401  (the in-process CLI fixture)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "huge"], "unknown preset 'huge': use quick, paper or full"),
+    (["--only", "concentration,colours"], "unknown section(s) ['colours']: choose from concentration"),
+    (["--backend", "slurm"], "unknown backend 'slurm': use local or ray"),
+    (["--device", "tpu"], "unknown device 'tpu': use cpu, cuda or cuda:N"),
+])
+def test_bad_study_options_exit_2_with_one_line(tmp_path, overparam, args, message):
+    result = overparam("study", "--out", str(tmp_path / "study"), *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("overparam: error: ") and message in lines[0]
+    assert not (tmp_path / "study" / "runs.db").exists()  # nothing ran
+
+
+def test_study_out_that_is_a_file_exits_2_and_keeps_the_file(tmp_path, overparam):
+    taken = tmp_path / "study_file"
+    taken.write_text("mine")
+    result = overparam("study", "--only", "concentration", "--out", str(taken))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--out '{taken}' is a file; give a folder" in lines[0]
+    assert taken.read_text() == "mine"
+
+
+#: A child process running `overparam study --only concentration` on a small preset whose units each
+#: take at least 0.2 s, so that the interrupt lands while the section is still running.
+CHILD = """
+import sys, time
+from dataclasses import replace
+from overparam.study import concentration, config
+config.PRESETS["quick"] = replace(config.PRESETS["quick"], d=4, kernel_n=10, kernel_widths=(16, 32, 64, 128),
+                                  kernel_seeds=3)
+measure = concentration.measure
+def slow(*args, **kwargs):
+    time.sleep(0.2)
+    return measure(*args, **kwargs)
+concentration.measure = slow
+from overparam.cli import run
+sys.argv = ["overparam", "study", "--only", "concentration", "--out", sys.argv[1], "--json"]
+run()
+"""
+UNITS = 3 * 4 * 3  # activations x widths x seeds
+
+
+def finished_units(path) -> int:
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            return db.execute("SELECT COUNT(*) FROM study_units").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def test_sigint_exits_130_with_a_partial_report_and_the_rerun_reuses_every_finished_unit(tmp_path):
+    out = tmp_path / "study"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(out)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while finished_units(out / "runs.db") < 2 and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=120)
+    assert child.returncode == 130, stderr
+    assert "interrupted; partial report in" in stderr and "Traceback" not in stderr
+    finished = finished_units(out / "runs.db")
+    assert 2 <= finished < UNITS
+    markdown = (out / "report.md").read_text()
+    assert "interrupted: re-run the same command to resume" in markdown
+    assert "Status: partial" in (out / "report.html").read_text()
+
+    again = subprocess.run([sys.executable, "-c", CHILD, str(out)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["reused_units"] == finished and summary["computed_units"] == UNITS - finished
+    assert summary["sections"] == {"concentration": "complete"}
