@@ -190,3 +190,18 @@ def test_csv_spec_picks_label_columns_and_reports_theory_problems(tmp_path):
     projected, problems = data.from_spec(str(tmp_path / "t.csv"), label_columns="2,3", normalize="ball")
     np.testing.assert_allclose(projected.X, table[:, :2] / 5, rtol=1e-15)
     assert problems == []
+
+
+def test_binary_and_non_numeric_files_say_what_is_wrong(tmp_path):
+    (tmp_path / "b.csv").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ValueError, match="not UTF-8 text"):
+        data.load(tmp_path / "b.csv")
+    (tmp_path / "e.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="cannot read .* as .npz"):
+        data.load(tmp_path / "e.npz")
+    np.savez(tmp_path / "c.npz", X=np.array([[1 + 1j, 2.0]]), y=np.array([1.0]))
+    with pytest.raises(ValueError, match="array X .* has dtype complex128; X and y must be real numbers"):
+        data.load(tmp_path / "c.npz")
+    np.savez(tmp_path / "s.npz", X=np.array([["1.5", "2"]]), y=np.array([1.0]))
+    with pytest.raises(ValueError, match="array X .* has dtype <U3"):
+        data.load(tmp_path / "s.npz")

@@ -83,6 +83,10 @@ def test_time_grid_runs_from_T_down_to_t0(spacing):
     grid = time_grid(horizon, 50, spacing)
     assert grid.shape == (51,) and grid[0] == 5.0 and grid[-1] == 1e-3
     assert (grid[1:] < grid[:-1]).all()
+    # each spacing is uniform in its own coordinate: t, sqrt(t) or log t
+    coordinate = {"uniform": np.asarray, "quadratic": np.sqrt, "log": np.log}[spacing](grid.numpy())
+    expected = np.linspace(coordinate[0], coordinate[-1], 51)
+    np.testing.assert_allclose(coordinate, expected, rtol=1e-13, atol=1e-15)
 
 
 def test_alpha_and_h_are_accurate_at_small_t():

@@ -29,10 +29,17 @@ def trivial_error_at(t: float) -> float:
     return float(mean @ mean + c * c * 2 * v)
 
 
-def test_exact_score_has_zero_error():
+def test_a_constant_offset_from_the_exact_score_costs_its_norm_times_the_mean_weight():
+    """s = grad log p_t + b: the weighted error is ||b||^2 E_{t ~ U[t0, T]} h_t, with
+    integral_{t0}^{T} (1 - e^{-2t}) dt = (T - t0) - (e^{-2 t0} - e^{-2T}) / 2 (and 0 for b = 0)."""
     mixture = gaussian()
-    error = score_error(mixture.score, mixture, HORIZON, 500, torch.Generator().manual_seed(0))
-    assert error.value == 0.0 and error.stderr == 0.0
+    b = torch.tensor([0.3, -0.4], dtype=torch.float64)  # ||b||^2 = 0.25
+    t0, T = HORIZON.t0, HORIZON.T
+    mean_h = 1 - (math.exp(-2 * t0) - math.exp(-2 * T)) / (2 * (T - t0))
+    error = score_error(lambda x, t: mixture.score(x, t) + b, mixture, HORIZON, 4000, torch.Generator().manual_seed(0))
+    assert error.stderr > 0 and abs(error.value - 0.25 * mean_h) < 4 * error.stderr
+    exact = score_error(mixture.score, mixture, HORIZON, 500, torch.Generator().manual_seed(0))
+    assert exact.value == 0.0 and exact.stderr == 0.0
 
 
 def test_trivial_score_error_matches_the_closed_form():

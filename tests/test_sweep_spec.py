@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 
 from overparam.sweep.spec import SweepSpec, config_hash, load_spec, theory_steps
@@ -60,6 +62,9 @@ def test_flag_overrides_and_string_values(tmp_path):
     ({"activations": ["exp"], "widths": [8], "n": [4], "steps": "theory:2", "tol": 0}, "needs tol > 0"),
     ({"activations": ["exp"], "widths": [8], "n": [4], "steps": "many"}, "number of steps or 'theory:c'"),
     ({"activations": ["exp"], "widths": [8], "n": [4], "data": "moons"}, "use d = 2"),
+    ({"activations": ["exp"], "widths": [8], "n": [4], "data": "moons:noise=0.1"}, "use d = 2"),
+    ({"activations": ["exp"], "widths": [8], "n": [4], "data": "teacher:colour=1"}, "teacher has no option 'colour'"),
+    ({"activations": ["exp"], "widths": [8], "n": [4], "data": 3}, "not a data spec"),
     ({"activations": ["exp"], "widths": [8], "n": [4], "lr": -1}, "lr must be a positive"),
     ({"activations": ["exp"], "widths": [8], "n": [4], "scale": "huge"}, "unknown scale"),
     ({"activations": ["exp"], "widths": [8], "n": [4], "seeds": [1, 1]}, "distinct"),
@@ -91,3 +96,16 @@ def test_theory_budget_follows_spec_section_7():
     assert theory_steps(3.0, r0, tol, lr, width, kappa, lam, cap=100) == 100
     assert theory_steps(3.0, 1e-4, tol, lr, width, kappa, lam, cap=100) == 0
     assert theory_steps(3.0, r0, tol, lr, width, kappa, 0.0, cap=77) == 77  # lambda = 0: no predicted rate
+
+
+def test_a_data_spec_with_options_reaches_the_runs():
+    from overparam import data
+    from overparam.sweep.task import group_data
+
+    spec = SweepSpec.from_dict({"activations": ["exp"], "widths": [8], "n": [5], "d": 3, "seeds": 2,
+                                "data": ["teacher:width=3", "sphere"]})
+    teacher = next(g for g in spec.groups() if g.config["data"] == "teacher:width=3")
+    X, y = group_data(teacher.config, teacher.seeds)
+    expected = data.teacher(5, 3, 1, 0, width=3)
+    np.testing.assert_array_equal(X, expected.X)
+    np.testing.assert_array_equal(y, expected.y)

@@ -8,6 +8,8 @@ when either fails (then lambda = 0 and the convergence theorems say nothing).
 from __future__ import annotations
 
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -236,14 +238,19 @@ def _options(spec: str, name: str, raw: dict[str, str], parsers: dict[str, Calla
     return options
 
 
-def builtin(spec: str, n: int, d: int = 2, k: int = 1, seed: int = 0) -> Dataset:
-    """A built-in dataset from its spec (`parse_spec`): sphere, teacher, moons, circles (the last two
-    are 2-D with k = 1), options after a colon, e.g. `teacher:width=16` or `moons:noise=0.1`."""
+def check_spec(spec: str) -> tuple[Source, dict]:
+    """The `Source` a built-in spec names and its parsed options; ValueError says what is wrong."""
     name, raw = parse_spec(spec)
     if name not in SOURCES:
         raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(SOURCES)}, or a .npz/.csv file")
-    source = SOURCES[name]
-    return source.make(n, d, k, seed, **_options(spec, name, raw, source.options))
+    return SOURCES[name], _options(spec, name, raw, SOURCES[name].options)
+
+
+def builtin(spec: str, n: int, d: int = 2, k: int = 1, seed: int = 0) -> Dataset:
+    """A built-in dataset from its spec (`parse_spec`): sphere, teacher, moons, circles (the last two
+    are 2-D with k = 1), options after a colon, e.g. `teacher:width=16` or `moons:noise=0.1`."""
+    source, options = check_spec(spec)
+    return source.make(n, d, k, seed, **options)
 
 
 def is_file_spec(spec: str) -> bool:
@@ -294,16 +301,7 @@ def load(path: str | Path, label_columns: list[int] | None = None) -> Dataset:
         raise ValueError(f"data file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                missing = {"X", "y"} - set(archive.files)
-                if missing:
-                    raise ValueError(f"{path} lacks array(s) {sorted(missing)}; save it with np.savez(path, X=X, y=y)")
-                X, y = np.asarray(archive["X"], dtype=np.float64), np.asarray(archive["y"], dtype=np.float64)
-        except (OSError, ValueError) as error:
-            if "lacks array" in str(error):
-                raise
-            raise ValueError(f"cannot read {path} as .npz with numeric arrays X and y: {error}") from None
+        X, y = _load_npz(path)
     elif suffix == ".csv":
         X, y = _load_csv(path, label_columns or [-1])
     else:
@@ -311,9 +309,34 @@ def load(path: str | Path, label_columns: list[int] | None = None) -> Dataset:
     return Dataset(*validate(X, y), name=path.stem)
 
 
+#: What reading a damaged .npz can raise (numpy's zip and header parsers).
+NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, SyntaxError,
+              TypeError, NotImplementedError, RuntimeError, OverflowError, MemoryError, zlib.error)
+
+
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            files = set(archive.files)
+            arrays = {name: archive[name] for name in ("X", "y") if name in files}
+    except NPZ_ERRORS as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"cannot read {path} as .npz with numeric arrays X and y: {reason}") from None
+    missing = sorted({"X", "y"} - set(arrays))
+    if missing:
+        raise ValueError(f"{path} lacks array(s) {missing}; save it with np.savez(path, X=X, y=y)")
+    for name, array in arrays.items():
+        if array.dtype.kind not in "biuf":  # strings would parse, complex would lose its imaginary part
+            raise ValueError(f"array {name} of {path} has dtype {array.dtype}; X and y must be real numbers")
+    return arrays["X"].astype(np.float64), arrays["y"].astype(np.float64)
+
+
 def _load_csv(path: Path, label_columns: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, encoding="utf-8") as handle:
-        first = handle.readline()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline()
+    except UnicodeDecodeError:
+        raise ValueError(f"cannot read {path} as CSV: it is not UTF-8 text") from None
     try:
         [float(value) for value in first.strip().split(",")]
         skip = 0

@@ -7,7 +7,7 @@
     d = 8                                      # input dimension
     seeds = 8                                  # a count (seeds 0..7) or a list of seeds
     init = "coupled"                           # independent | coupled
-    data = "sphere"                            # sphere | teacher | moons | circles
+    data = "sphere"                            # sphere | teacher | moons | circles, options: "teacher:width=16"
     lr = "auto"                                # "auto" (1 / lambda_max(Theta(W(0)))) or a number
     tol = 1e-3                                 # target ||F - y||_2 <= tol
     steps = 2000                               # a number, or "theory:c" (SPEC §7)
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..activations import parse_scale, resolve
-from ..data import BUILTIN
+from ..data import check_spec, parse_spec
 from ..models import INITS
 
 if sys.version_info >= (3, 11):
@@ -113,7 +113,7 @@ class SweepSpec:
         grid = {key: _as_list(values[key], key) for key in GRID_KEYS}
         grid["activations"] = [_activation(v) for v in grid["activations"]]
         grid["init"] = [_choice(v, INITS, "init") for v in grid["init"]]
-        grid["data"] = [_choice(v, BUILTIN, "data") for v in grid["data"]]
+        grid["data"] = [_data(v) for v in grid["data"]]
         for key in ("widths", "n", "d", "k"):
             grid[key] = [_positive_int(v, key) for v in grid[key]]
         grid["sigma"] = [_positive_float(v, "sigma") for v in grid["sigma"]]
@@ -121,7 +121,7 @@ class SweepSpec:
         grid["scale"] = [_scale(v) for v in grid["scale"]]
         if "coupled" in grid["init"] and any(w % 2 for w in grid["widths"]):
             raise ValueError(f"coupled init pairs neurons, so every width must be even; got {grid['widths']}")
-        if any(name in TWO_D_DATA for name in grid["data"]) and (grid["d"] != [2] or grid["k"] != [1]):
+        if any(parse_spec(spec)[0] in TWO_D_DATA for spec in grid["data"]) and (grid["d"] != [2] or grid["k"] != [1]):
             raise ValueError("moons and circles are 2-D with scalar labels: use d = 2 and k = 1")
         seeds = values["seeds"]
         if isinstance(seeds, (list, tuple)):
@@ -239,6 +239,14 @@ def _choice(value, allowed, key: str) -> str:
     if value not in allowed:
         raise ValueError(f"{key} = {value!r} is not one of {', '.join(allowed)}")
     return value
+
+
+def _data(value) -> str:
+    """A built-in data spec (`data.check_spec`), e.g. "sphere" or "teacher:width=16"."""
+    if not isinstance(value, str):
+        raise ValueError(f"data = {value!r} is not a data spec such as \"sphere\" or \"teacher:width=16\"")
+    check_spec(value)
+    return value.strip()
 
 
 def _float(value, key: str) -> float:
