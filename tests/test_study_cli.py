@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ import time
 import pytest
 
 from test_cli_train import overparam  # noqa: F401  (the in-process CLI fixture)
+from test_sweep_resume import count_rows
 
 
 @pytest.mark.parametrize("args, message", [
@@ -58,14 +58,7 @@ UNITS = 3 * 4 * 3  # activations x widths x seeds
 
 
 def finished_units(path) -> int:
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            return db.execute("SELECT COUNT(*) FROM study_units").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.Error:  # not created yet
-        return 0
+    return count_rows(path, "SELECT COUNT(*) FROM study_units")
 
 
 def test_sigint_exits_130_with_a_partial_report_and_the_rerun_reuses_every_finished_unit(tmp_path):

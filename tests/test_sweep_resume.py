@@ -20,11 +20,12 @@ TOTAL = 20
 SWEEP = "import json, sys; from overparam.sweep import run_sweep; run_sweep(json.loads(sys.argv[1]), sys.argv[2], workers=1)"
 
 
-def finished_rows(path) -> int:
+def count_rows(path, query: str = "SELECT COUNT(*) FROM runs WHERE status != 'running'") -> int:
+    """The count `query` gives on a store another process is writing (0 before it exists)."""
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
-            return db.execute("SELECT COUNT(*) FROM runs WHERE status != 'running'").fetchone()[0]
+            return db.execute(query).fetchone()[0]
         finally:
             db.close()
     except sqlite3.Error:  # not created yet
@@ -36,7 +37,7 @@ def test_resume_after_sigkill(tmp_path):
     sweep = subprocess.Popen([sys.executable, "-c", SWEEP, json.dumps(SPEC), str(path)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while finished_rows(path) < 4 and sweep.poll() is None and time.monotonic() < deadline:
+    while count_rows(path) < 4 and sweep.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     os.kill(sweep.pid, signal.SIGKILL)
     sweep.wait()
