@@ -56,25 +56,40 @@ def nested_ntk(X, W: torch.Tensor, a: torch.Tensor, activation: str, widths, chu
     a = a.to(W)
     chunk = chunk or coefficients.default_chunk(n, k + 1, W.element_size(), W.device)
     sums = _RunningSums(n, k, W)
-    workspace = None
+    normalised = _normalises(X, W, a, activation)
+    if normalised:  # e^z = 2^(z log2 e), shifted by a bound on the exponents where one could overflow
+        X_exponent = coefficients.exponent_inputs(X, activation)
+        bound = coefficients.exponent_shift(X_exponent, W, W.shape[0])
+        shift = None if not bool(bound.any()) else X_exponent.new_full((n,), -math.inf)
+        buffer = W.new_empty((k + 1) * n, chunk)
     kernels = []
     start = 0
     for width in widths:
         for neurons in coefficients.chunk_slices(width - start, chunk):
             neurons = slice(start + neurons.start, start + neurons.stop)
-            forward = coefficients.forward(X, W[neurons], a[neurons], activation, 1.0, neurons.stop - neurons.start,
-                                           keep=True, workspace=workspace)
-            workspace = forward.workspace
-            _, E, rowscale = next(forward.derivative_factors())
-            if forward.lse is None:
-                sums.add_elementwise(E, a[neurons])
-            else:
-                # E = exp(z - c) per row: from rowscale = (chunk width) exp(c - lse) (see `coefficients.forward`)
-                c = torch.log(rowscale) + forward.lse - math.log(neurons.stop - neurons.start)
-                sums.add_normalised(E, c, a[neurons])
+            if not normalised:
+                # a lazy pass: its one chunk's factor phi'(z) is computed on demand
+                forward = coefficients.forward(X, W[neurons], a[neurons], activation, 1.0,
+                                               neurons.stop - neurons.start, output=False)
+                sums.add_elementwise(next(forward.derivative_factors())[1], a[neurons])
+                continue
+            rows = buffer[:, :neurons.stop - neurons.start]
+            Z = torch.matmul(X_exponent, W[neurons].T, out=rows[:n])
+            if shift is not None:  # the online max-shift: M_i the largest exponent so far
+                new = torch.maximum(shift, Z.amax(1))
+                if bool((new > shift).any()):
+                    sums.rescale(torch.exp2(shift - new))
+                    shift = new
+                Z -= shift[:, None]
+            sums.add_normalised(Z.exp2_(), a[neurons], rows)
         start = width
-        kernels.append(sums.kernel(X, width))
+        kernels.append(sums.kernel(X, width, normalised))
     return torch.stack(kernels)
+
+
+def _normalises(X, W, a, activation) -> bool:
+    """Whether the activation normalises over the neurons: its pass has a normaliser (lse)."""
+    return coefficients.forward(X[:1], W[:1], a[:1], activation, 1.0, 1, output=False).lse is not None
 
 
 class _RunningSums:
@@ -82,47 +97,39 @@ class _RunningSums:
 
     def __init__(self, n: int, k: int, like: torch.Tensor) -> None:
         self.n, self.k = n, k
-        self.normalised = None
-        self.like = like
         self.gram = None  # elementwise: S (kn, kn); normalised k = 1: [B; A] (2n, n), k > 1: Gram of [E; E a_l]
-        self.N = self.P = self.M = None
+        self.N, self.P = like.new_zeros(n), like.new_zeros(n, k)
 
     def add_elementwise(self, E: torch.Tensor, a: torch.Tensor) -> None:
-        self.normalised = False
         left = E if self.k == 1 else torch.cat([E * a[:, l] for l in range(self.k)])  # a_r^2 = 1 when k = 1
         self._accumulate(left, left)
 
-    def add_normalised(self, E: torch.Tensor, c: torch.Tensor, a: torch.Tensor) -> None:
-        self.normalised = True
-        if self.M is None:
-            self.M = c.clone()
-            self.N, self.P = E.new_zeros(self.n), E.new_zeros(self.n, self.k)
-        elif bool((c != self.M).any()):
-            new = torch.maximum(self.M, c)
-            old = torch.exp(self.M - new)
-            self.N *= old
-            self.P *= old[:, None]
-            rows = old.repeat(self.gram.shape[0] // self.n)
-            self.gram *= rows[:, None] * old.repeat(self.gram.shape[1] // self.n)[None, :]
-            E = E * torch.exp(c - new)[:, None]
-            self.M = new
+    def add_normalised(self, E: torch.Tensor, a: torch.Tensor, rows: torch.Tensor) -> None:
+        """E (n, c) the chunk's e_ir, the top of `rows` ((k + 1) n, c), whose other blocks become E a_l."""
+        n = self.n
         self.N += E.sum(1)
         self.P += E @ a
-        if self.k == 1:
-            self._accumulate(torch.cat([E, E * a[:, 0]]), E)
-        else:
-            left = torch.cat([E] + [E * a[:, l] for l in range(self.k)])
-            self._accumulate(left, left)
+        for l in range(self.k):
+            torch.mul(E, a[:, l], out=rows[(l + 1) * n:(l + 2) * n])
+        self._accumulate(rows, E if self.k == 1 else rows)  # k = 1: [E; E a] E^T, as a_r^2 = 1
+
+    def rescale(self, factor: torch.Tensor) -> None:
+        """The sums in units of a larger shift: each e_ir times factor_i."""
+        self.N *= factor
+        self.P *= factor[:, None]
+        if self.gram is not None:
+            self.gram *= torch.outer(factor.repeat(self.gram.shape[0] // self.n),
+                                     factor.repeat(self.gram.shape[1] // self.n))
 
     def _accumulate(self, left: torch.Tensor, right: torch.Tensor) -> None:
         if self.gram is None:
             self.gram = left.new_zeros(left.shape[0], right.shape[0])
         self.gram.addmm_(left, right.T)
 
-    def kernel(self, X: torch.Tensor, width: int) -> torch.Tensor:
+    def kernel(self, X: torch.Tensor, width: int, normalised: bool) -> torch.Tensor:
         n, k = self.n, self.k
         inner = X @ X.T
-        if not self.normalised:
+        if not normalised:
             return self.gram * inner.repeat(k, k) / width
         s = self.P / self.N[:, None]  # (n, k)
         scale = inner * width / torch.outer(self.N, self.N)
@@ -130,7 +137,7 @@ class _RunningSums:
         if k == 1:
             A = self.gram[n:, :n]
             s = s[:, 0]
-            return (scale * (B * (1 + torch.outer(s, s)) - (s[:, None] + s[None, :]) * A))
+            return scale * (B * (1 + torch.outer(s, s)) - (s[:, None] + s[None, :]) * A)
         H = self.gram.new_empty(k * n, k * n)
         A = [self.gram[:n, (l + 1) * n:(l + 2) * n] for l in range(k)]
         for l in range(k):
