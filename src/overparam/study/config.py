@@ -33,6 +33,9 @@ class StudyConfig:
     threshold_budget: str = "theory:3"
     threshold_max_steps: int = 4000
     delta: float = 0.25
+    # the kernel threshold by one nested pass per seed (SPEC §8), and lambda(n) = lambda_min(H*) up to large n
+    threshold_kernel_widths: tuple[int, ...] = tuple(2**p for p in range(6, 23))
+    lambda_ns: tuple[int, ...] = tuple(2**p for p in range(3, 12))
     # (e) coupled vs independent initialisation
     init_n: int = 24
     init_width: int = 1024
@@ -66,7 +69,9 @@ PRESETS = {
         preset="paper", d=16, kernel_n=256, kernel_widths=tuple(2**p for p in range(6, 18)), kernel_seeds=16,
         train_n=128, train_widths=(512, 2048, 8192, 32768), train_seeds=8, train_steps=20000,
         threshold_ns=(16, 32, 64, 128, 256), threshold_widths=tuple(2**p for p in range(1, 16)),
-        threshold_seeds=16, threshold_max_steps=50000, delta=0.1, init_n=128, init_width=8192, init_seeds=8,
+        threshold_seeds=16, threshold_max_steps=50000, delta=0.1,
+        threshold_kernel_widths=tuple(2**p for p in range(6, 25)), lambda_ns=(*(2**p for p in range(4, 15)), 20000),
+        init_n=128, init_width=8192, init_seeds=8,
         diffusion_data="gmm:k=8,d=2", diffusion_n=8192, diffusion_width=8192, diffusion_steps=5000,
         diffusion_sampler_steps=200, diffusion_samples=5000, diffusion_score_samples=16384,
     ),
@@ -74,7 +79,9 @@ PRESETS = {
         preset="full", d=32, kernel_n=1024, kernel_widths=tuple(2**p for p in range(6, 21)), kernel_seeds=32,
         train_n=512, train_widths=(2048, 8192, 32768, 131072), train_seeds=16, train_steps=50000,
         threshold_ns=(16, 32, 64, 128, 256, 512, 1024), threshold_widths=tuple(2**p for p in range(1, 19)),
-        threshold_seeds=32, threshold_max_steps=200000, delta=0.05, init_n=512, init_width=32768, init_seeds=16,
+        threshold_seeds=32, threshold_max_steps=200000, delta=0.05,
+        threshold_kernel_widths=tuple(2**p for p in range(6, 25)), lambda_ns=(*(2**p for p in range(4, 15)), 20000),
+        init_n=512, init_width=32768, init_seeds=16,
         diffusion_data="gmm:k=8,d=2", diffusion_n=32768, diffusion_width=65536, diffusion_steps=20000,
         diffusion_sampler_steps=500, diffusion_samples=5000, diffusion_score_samples=65536,
     ),
