@@ -11,7 +11,8 @@ from overparam.models import initial_weights
 from overparam.nested_ntk import nested_ntk, width_profile
 from overparam.ntk import infinite_ntk, ntk
 
-ACTIVATIONS = ("relu", "exp", "softmax")
+from overparam.activations import BUILTIN
+
 WIDTHS = [2, 6, 16, 64, 100, 256]
 
 
@@ -21,7 +22,7 @@ def prefix_kernel(activation, W, a, m, X, init):
     return ntk(net, X)
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("activation", BUILTIN)
 @pytest.mark.parametrize("out_dim", [1, 3])
 @pytest.mark.parametrize("init", ["independent", "coupled"])
 def test_nested_pass_matches_ntk_at_every_width(activation, out_dim, init):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import coefficients
+from . import activations, coefficients
 from .models import initial_weights, resolve_dtype
 from .ntk import infinite_ntk
 from .validation import as_inputs
@@ -56,40 +56,33 @@ def nested_ntk(X, W: torch.Tensor, a: torch.Tensor, activation: str, widths, chu
     a = a.to(W)
     chunk = chunk or coefficients.default_chunk(n, k + 1, W.element_size(), W.device)
     sums = _RunningSums(n, k, W)
-    normalised = _normalises(X, W, a, activation)
-    if normalised:  # e^z = 2^(z log2 e), shifted by a bound on the exponents where one could overflow
-        X_exponent = coefficients.exponent_inputs(X, activation)
-        bound = coefficients.exponent_shift(X_exponent, W, W.shape[0])
-        shift = None if not bool(bound.any()) else X_exponent.new_full((n,), -math.inf)
-        buffer = W.new_empty((k + 1) * n, chunk)
+    record = activations.resolve(activation)
+    X_input = coefficients.exponent_inputs(X, record)  # Z = X_input W^T is in the units of record.fused
+    shift = None
+    if record.normalised and bool(coefficients.exponent_shift(X_input, W, W.shape[0]).any()):
+        shift = X_input.new_full((n,), -math.inf)  # exponents could overflow: the online max-shift
+    buffer = W.new_empty((k + 1) * n, chunk)
     kernels = []
     start = 0
     for width in widths:
         for neurons in coefficients.chunk_slices(width - start, chunk):
             neurons = slice(start + neurons.start, start + neurons.stop)
-            if not normalised:
-                # a lazy pass: its one chunk's factor phi'(z) is computed on demand
-                forward = coefficients.forward(X, W[neurons], a[neurons], activation, 1.0,
-                                               neurons.stop - neurons.start, output=False)
-                sums.add_elementwise(next(forward.derivative_factors())[1], a[neurons])
-                continue
             rows = buffer[:, :neurons.stop - neurons.start]
-            Z = torch.matmul(X_exponent, W[neurons].T, out=rows[:n])
-            if shift is not None:  # the online max-shift: M_i the largest exponent so far
+            Z = torch.matmul(X_input, W[neurons].T, out=rows[:n])
+            if shift is not None:  # M_i the largest exponent so far; earlier sums rescaled to it
                 new = torch.maximum(shift, Z.amax(1))
                 if bool((new > shift).any()):
-                    sums.rescale(torch.exp2(shift - new))
+                    sums.rescale(torch.exp((shift - new) / record.input_scale))
                     shift = new
                 Z -= shift[:, None]
-            sums.add_normalised(Z.exp2_(), a[neurons], rows)
+            E = record.fused(Z, False, True)[1]  # phi'(z); normalised: the numerator e^(z - M)
+            if record.normalised:
+                sums.add_normalised(E, a[neurons], rows)
+            else:
+                sums.add_elementwise(E, a[neurons])
         start = width
-        kernels.append(sums.kernel(X, width, normalised))
+        kernels.append(sums.kernel(X, width, record.normalised))
     return torch.stack(kernels)
-
-
-def _normalises(X, W, a, activation) -> bool:
-    """Whether the activation normalises over the neurons: its pass has a normaliser (lse)."""
-    return coefficients.forward(X[:1], W[:1], a[:1], activation, 1.0, 1, output=False).lse is not None
 
 
 class _RunningSums:
@@ -107,6 +100,8 @@ class _RunningSums:
     def add_normalised(self, E: torch.Tensor, a: torch.Tensor, rows: torch.Tensor) -> None:
         """E (n, c) the chunk's e_ir, the top of `rows` ((k + 1) n, c), whose other blocks become E a_l."""
         n = self.n
+        if E.data_ptr() != rows.data_ptr():  # a fused function that did not work in place
+            E = rows[:n].copy_(E)
         self.N += E.sum(1)
         self.P += E @ a
         for l in range(self.k):

@@ -16,14 +16,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .. import data, theory
+from .. import activations, data, theory
 from ..models import initial_weights
 from ..nested_ntk import width_profile
 from ..ntk import lambda_min
 from ..sweep import run_sweep
 from ..sweep.analysis import fit_power_law, thresholds, thresholds_from_rows
 from ..sweep.spec import DEFAULTS
-from .concentration import COLORS
 from .report import Figure, Section, Table, save_figure
 from .stats import power_law
 
@@ -223,7 +222,7 @@ def _figure(cfg, found, fits, estimates, lam, out) -> None:
                                 squeeze=False, sharey=True, constrained_layout=True)
     ns = np.array(cfg.threshold_ns, dtype=float)
     for axis, activation in zip(axes[0], cfg.activations):
-        color = COLORS.get(activation)
+        color = activations.resolve(activation).color
         for kind, marker, found_kind, largest in (("optimization", "o", optimisation, max(cfg.threshold_widths)),
                                                   ("kernel", "s", kernel, max(cfg.threshold_kernel_widths))):
             inside = [found_kind[activation, n] for n in cfg.threshold_ns if (activation, n) in found_kind
