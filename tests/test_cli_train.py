@@ -84,3 +84,5 @@ def test_divergence_exits_1_and_says_so(tmp_path, overparam):
     assert result.returncode == 1
     summary = json.loads(result.stdout)
     assert summary["status"] == "diverged" and "try lr" in summary["message"]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == f"overparam: training diverged: {summary['message']}"

@@ -37,6 +37,15 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
+class Failed(Exception):
+    """The command ran and printed its result, but that result is a failure (a diverged run, a failed
+    section) or was cut short: `run` prints `overparam: message` on stderr and exits with `code`."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def fail(message: str) -> None:
     """Stop the command with `overparam: error: message` on stderr and exit code 2 (see `run`)."""
     raise UserInputError(message)
@@ -99,7 +108,8 @@ def _one_line(error: BaseException) -> str:
 
 def run() -> None:
     """Console-script entry point, and the one place exceptions become exit codes: bad usage or
-    input (USER_ERRORS) -> 2 with one line on stderr, Ctrl-C -> 130, anything else is a bug and
+    input (USER_ERRORS) -> 2 with one line on stderr, a failed result (`Failed`) -> its code (1:
+    diverged or failed, 130: interrupted) with one line, Ctrl-C -> 130; anything else is a bug and
     keeps its traceback."""
     try:
         code = app(standalone_mode=False)
@@ -114,6 +124,9 @@ def run() -> None:
     except USER_ERRORS as error:
         typer.echo(f"overparam: error: {_one_line(error)}", err=True)
         sys.exit(EXIT_USAGE)
+    except Failed as failure:
+        typer.echo(f"overparam: {_one_line(failure)}", err=True)
+        sys.exit(failure.code)
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("overparam: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)

@@ -9,7 +9,7 @@ import typer
 
 from ..diffusion.experiment import DEFAULT_SAMPLER_STEPS, DiffusionConfig as Config
 from ..diffusion.training import TrainingConfig as Training
-from .common import app, fail, output_folder, parse_device, print_json, show_progress
+from .common import Failed, app, fail, output_folder, parse_device, print_json, show_progress
 
 
 @app.command()
@@ -75,9 +75,8 @@ def diffusion(
         _print_table(result.metrics, config, out)
     diverged = [name for name in config.activations if result.metrics[name]["training"]["status"] == "diverged"]
     if diverged:  # a diverged fit is never a success: its row is the best held-out W before it diverged
-        typer.echo(f"overparam: training diverged for {', '.join(diverged)} (its metrics are for the best "
-                   f"network before that); {result.metrics[diverged[0]]['training']['message']}", err=True)
-        raise typer.Exit(code=1)
+        raise Failed(f"training diverged for {', '.join(diverged)} (its metrics are for the best network before "
+                     f"that); {result.metrics[diverged[0]]['training']['message']}")
 
 
 def _cell(value, digits: int = 4) -> str:

@@ -9,7 +9,7 @@ import typer
 
 from ..study import preset as study_preset
 from ..study import run_study
-from .common import EXIT_INTERRUPTED, app, output_folder, parse_device, print_json, show_progress
+from .common import EXIT_INTERRUPTED, Failed, app, output_folder, parse_device, print_json, show_progress
 
 
 @app.command()
@@ -57,7 +57,7 @@ def study(
             typer.echo(f"  {section.title}: {section.status}" + (f" ({section.note})" if section.note else ""))
         typer.echo(f"report: {result.html} ({result.seconds:.0f} s; {result.reused} finished units reused)")
     if result.failures:
-        raise typer.Exit(code=1)
+        raise Failed(f"{len(result.failures)} section(s) failed, e.g. {result.failures[0]}")
 
 
 def _run(config, out, backend, device, on_section, on_tick):
@@ -66,5 +66,5 @@ def _run(config, out, backend, device, on_section, on_tick):
     except KeyboardInterrupt as interrupt:
         partial = interrupt.args[0] if interrupt.args else None
         where = f" {partial.html}" if partial is not None else ""
-        typer.echo(f"overparam: interrupted; partial report in{where}. Re-run the same command to resume.", err=True)
-        raise typer.Exit(code=EXIT_INTERRUPTED)
+        raise Failed(f"interrupted; partial report in{where}. Re-run the same command to resume.",
+                     EXIT_INTERRUPTED) from None

@@ -13,7 +13,7 @@ from .. import distributed
 from .. import plots
 from ..models import TwoLayerNet
 from ..train import train as train_network
-from .common import DATA_HELP, app, fail, output_folder, parse_device, print_json, show_progress
+from .common import DATA_HELP, Failed, app, fail, output_folder, parse_device, print_json, show_progress
 from .diagnostics import TheoryMonitor
 
 
@@ -99,7 +99,7 @@ def train(
         if monitor:
             monitor.print(summary)
     if history.status == "diverged":
-        raise typer.Exit(code=1)
+        raise Failed(f"training diverged: {history.message}")
 
 
 def _positive_float(text: str, flag: str) -> float:
