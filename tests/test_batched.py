@@ -4,13 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from overparam import TwoLayerNet, train
+from overparam import TwoLayerNet, initial_weights, train
 from overparam import batched
 from overparam.batched import train_batched, train_seeds
 from overparam.coefficients import forward
 from overparam.data import builtin, sphere
 from overparam.ntk import lambda_max, ntk
 from overparam.train import HISTORY_COLUMNS
+
+import plain_gd
 
 COMPARED = [c for c in HISTORY_COLUMNS if c != "wall_time"]
 
@@ -39,6 +41,31 @@ def test_lambda_max_of_a_batched_pass_is_each_seeds_top_eigenvalue(activation):
     assert isinstance(one, float) and one == pytest.approx(dense[1], rel=1e-9)
 
 
+@pytest.mark.parametrize("seeds", [[5], [0, 4, 7]])
+@pytest.mark.parametrize("activation,init", [("relu", "independent"), ("exp", "coupled"), ("softmax", "independent")])
+def test_a_long_batched_run_is_the_plain_gradient_descent_loop(activation, init, seeds):
+    """250 steps of every seed, each with its own step size, against W_s <- W_s - lr_s grad L_s with F
+    written out and autograd's gradient (tests/plain_gd.py): losses, movements, weights to 1e-10."""
+    data = sphere(10, 5, seed=4)
+    X, y = torch.from_numpy(data.X), torch.from_numpy(data.y)
+    W0, a = initial_weights(48, 5, 1, init, 1.0, seeds)
+    kappa = TwoLayerNet(5, 48, 1, activation).kappa
+    rates = [0.9 / plain_gd.top_eigenvalue(W0[j], a[j], X, activation, kappa) for j in range(len(seeds))]
+    W = W0.clone()
+    histories = train_batched(X, y, W, a, activation, kappa, lr=rates, steps=250, record_every=1,
+                              paired=init == "coupled")
+    weights, losses = plain_gd.descend(W0, a, X, y, activation, kappa, torch.tensor(rates, dtype=torch.float64)[:, None, None], 250)
+    assert weights.shape == (251, len(seeds), 48, 5)
+    assert (losses[-1] < 0.1 * losses[0]).all()
+    for j, history in enumerate(histories):
+        assert history.status == "max_steps" and history.lr == rates[j]
+        np.testing.assert_allclose(history.loss, losses[:, j].numpy(), rtol=1e-10, atol=0)
+        delta = weights[1:, j] - W0[j]
+        np.testing.assert_allclose(history.total_movement[1:], delta.flatten(1).norm(dim=1).numpy(), rtol=1e-10)
+        np.testing.assert_allclose(history.max_movement[1:], delta.norm(dim=2).amax(1).numpy(), rtol=1e-10)
+    torch.testing.assert_close(W, weights[-1], rtol=1e-10, atol=0)
+
+
 @pytest.mark.parametrize("activation,init,lr,tol", [
     ("relu", "independent", "auto", 0.1),
     ("relu", "coupled", "auto", 0.05),
@@ -62,12 +89,25 @@ def test_batched_equals_one_by_one(activation, init, lr, tol):
 
 def test_per_seed_stopping_mixes_converged_and_budget_runs():
     data = builtin("sphere", 8, 6, 1, seed=0)
-    seeds = [0, 3, 7, 1]
-    budgets = [40, 300, 150, 0]
-    histories = train_seeds("exp", 32, data.X, data.y, seeds, init="coupled", steps=budgets, tol=1e-2)
-    assert [h.status for h in histories] == ["max_steps", "converged", "max_steps", "max_steps"]
-    assert [h.steps for h in histories] == [40, 208, 150, 0]
-    assert histories[1].residual_norm[-1] <= 1e-2 < histories[1].residual_norm[-2]
+    X, y = torch.from_numpy(data.X), torch.from_numpy(data.y)
+    seeds, budgets, tol = [0, 3, 7, 1], [40, 300, 150, 0], 1e-2
+    W0, a = initial_weights(32, 6, 1, "coupled", 1.0, seeds)
+    kappa = TwoLayerNet(6, 32, 1, "exp").kappa
+    rates = [1 / plain_gd.top_eigenvalue(W0[j], a[j], X, "exp", kappa) for j in range(len(seeds))]
+    histories = train_seeds("exp", 32, X, y, seeds, init="coupled", lr=rates, steps=budgets, tol=tol)
+    # each seed's plain loop: converged at the first step with ||F - y||_2 <= tol, else at its budget
+    _, losses = plain_gd.descend(W0, a, X, y, "exp", kappa, torch.tensor(rates, dtype=torch.float64)[:, None, None],
+                                 max(budgets))
+    norms = (2 * losses).sqrt()
+    expected = []
+    for j, budget in enumerate(budgets):
+        below = torch.nonzero(norms[: budget + 1, j] <= tol)
+        expected.append(("converged", int(below[0])) if len(below) else ("max_steps", budget))
+    assert [(h.status, h.steps) for h in histories] == expected
+    assert {status for status, _ in expected} == {"converged", "max_steps"}  # the batch mixes both
+    for history, (status, steps) in zip(histories, expected):
+        if status == "converged":
+            assert history.residual_norm[-1] <= tol < history.residual_norm[-2]
 
 
 def test_per_seed_data_equals_one_by_one():
@@ -94,8 +134,8 @@ def test_divergence_is_per_seed_and_matches():
         assert_same_run(batched, single)
 
 
-@pytest.mark.parametrize("activation,safe,fast,diverged_at", [("relu", 0.3, 2.0, 12), ("exp", 3e-4, 0.005, 2)])
-def test_a_diverging_seed_ends_at_its_last_finite_weights_as_alone(activation, safe, fast, diverged_at):
+@pytest.mark.parametrize("activation,safe,fast", [("relu", 0.3, 2.0), ("exp", 3e-4, 0.005)])
+def test_a_diverging_seed_ends_at_its_last_finite_weights_as_alone(activation, safe, fast):
     """The single-run semantics per seed: W_s and the History end at step t - 1; other seeds go on."""
     data = sphere(12, 4, seed=2)  # the data of the divergence test in test_train.py
     X, y = torch.from_numpy(data.X), torch.from_numpy(data.y)
@@ -103,10 +143,14 @@ def test_a_diverging_seed_ends_at_its_last_finite_weights_as_alone(activation, s
     nets = [TwoLayerNet(4, 64, 1, activation, seed=s) for s in seeds]
     W = torch.stack([net.W for net in nets])
     a = torch.stack([net.a for net in nets])
+    weights, losses = plain_gd.descend(W[1], a[1], X, y, activation, nets[0].kappa, fast, 40)
+    diverged_at = len(losses) - 1  # the plain loop stops after the step at which it diverges
+    assert not (losses[-1] <= 1000 * losses[0]) and diverged_at < 40
     histories = train_batched(X, y, W, a, activation, nets[0].kappa, lr=rates, steps=40, record_every=5)
     assert [h.status for h in histories] == ["max_steps", "diverged", "max_steps"]
     assert histories[1].steps == diverged_at - 1
     assert histories[1].message.startswith(f"diverged at step {diverged_at} (")
+    torch.testing.assert_close(W[1], weights[diverged_at - 1], rtol=1e-10, atol=1e-12)
     singles = []
     for net, rate, batched, trained in zip(nets, rates, histories, W):
         singles.append(train(net, X, y, lr=rate, steps=40, record_every=5))

@@ -8,6 +8,8 @@ from overparam import TwoLayerNet, train
 from overparam.data import sphere
 from overparam.ntk import ntk
 
+import plain_gd
+
 
 @pytest.fixture
 def problem():
@@ -33,6 +35,25 @@ def test_gd_reaches_tol(activation, problem):
 
 def history_W0(net, activation):
     return TwoLayerNet(4, 512, 1, activation, init="coupled", seed=0).W
+
+
+@pytest.mark.parametrize("activation,init", [("relu", "coupled"), ("exp", "independent"), ("softmax", "coupled")])
+def test_a_long_run_is_the_plain_gradient_descent_loop(activation, init, problem):
+    """300 steps of train() against W <- W - lr grad L with F written out and autograd's gradient
+    (tests/plain_gd.py): every step's loss and movement, and the final weights, to 1e-10."""
+    X, y = problem
+    net = TwoLayerNet(4, 64, 1, activation, init=init, seed=3)
+    W0, a = net.W.clone(), net.a.clone()
+    lr = 0.9 / plain_gd.top_eigenvalue(W0, a, X, activation, net.kappa)
+    history = train(net, X, y, lr=lr, steps=300, record_every=1)
+    weights, losses = plain_gd.descend(W0, a, X, y, activation, net.kappa, lr, 300)
+    assert history.status == "max_steps" and len(weights) == 301
+    assert losses[-1] < 0.1 * losses[0]  # the run moves: this is no comparison of two standing networks
+    np.testing.assert_allclose(history.loss, losses.numpy(), rtol=1e-10, atol=0)
+    delta = weights - W0
+    np.testing.assert_allclose(history.total_movement[1:], delta[1:].flatten(1).norm(dim=1).numpy(), rtol=1e-10)
+    np.testing.assert_allclose(history.max_movement[1:], delta[1:].norm(dim=2).amax(1).numpy(), rtol=1e-10)
+    torch.testing.assert_close(net.W, weights[-1], rtol=1e-10, atol=0)
 
 
 def test_gd_step_is_w_minus_lr_grad(problem):
@@ -80,28 +101,32 @@ def test_exp_overflow_during_training_is_divergence(problem):
     assert "overflows" in history.message and np.all(np.isfinite(history.loss))
 
 
-@pytest.mark.parametrize("activation,lr,diverged_at", [
-    ("relu", 2.0, 12),  # loss over 1000x; step 11 is off the record_every grid
-    ("relu", 2.5, 6),  # step 5 is on the grid: recorded once
-    ("exp", 0.005, 2),  # exp overflows at step 2
+@pytest.mark.parametrize("activation,lr,case", [
+    ("relu", 2.0, "off the grid"),  # the loss goes over 1000x at a step t with t - 1 off the record_every grid
+    ("relu", 2.5, "on the grid"),  # t - 1 is on the grid: recorded once
+    ("exp", 0.005, "overflow"),  # exp overflows
 ])
-def test_divergence_leaves_the_last_finite_weights_and_their_record(activation, lr, diverged_at, problem):
+def test_divergence_leaves_the_last_finite_weights_and_their_record(activation, lr, case, problem):
     X, y = problem
     net = TwoLayerNet(4, 64, 1, activation, seed=0)
-    plain = net.copy()
     W0 = net.W.clone()
+    # the plain loop (tests/plain_gd.py) says where the run diverges and what W(t - 1) is
+    weights, losses = plain_gd.descend(W0, net.a, X, y, activation, net.kappa, lr, 200)
+    diverged_at = len(losses) - 1
+    assert not (losses[-1] <= 1000 * losses[0]) and diverged_at < 200
+    assert {"off the grid": (diverged_at - 1) % 5 != 0, "on the grid": (diverged_at - 1) % 5 == 0,
+            "overflow": not torch.isfinite(losses[-1])}[case]
     history = train(net, X, y, lr=lr, steps=200, record_every=5)
     assert history.status == "diverged"
     assert history.message.startswith(f"diverged at step {diverged_at} (") and "try lr <=" in history.message
     assert f"W is left at step {diverged_at - 1}" in history.message
+    assert ("overflows" in history.message) == (case == "overflow")
     np.testing.assert_array_equal(history.step, sorted({*range(0, diverged_at, 5), diverged_at - 1}))
     assert history.steps == diverged_at - 1
-    # net.W is W(t-1), the weights after t - 1 plain GD steps.
-    for _ in range(diverged_at - 1):
-        plain.W = plain.W - lr * plain.grad(X, y)
+    # net.W is W(t-1), the weights after t - 1 plain GD steps, and the last entry describes it.
     assert torch.isfinite(net.W).all()
-    torch.testing.assert_close(net.W, plain.W, rtol=1e-12, atol=1e-12)
-    # The last entry describes net.W.
+    torch.testing.assert_close(net.W, weights[diverged_at - 1], rtol=1e-10, atol=1e-12)
+    assert history.final_loss == pytest.approx(float(losses[diverged_at - 1]), rel=1e-10)
     residual = float((net(X) - y).norm())
     assert history.residual_norm[-1] == pytest.approx(residual, rel=1e-12)
     assert history.final_loss == pytest.approx(0.5 * residual**2, rel=1e-12)

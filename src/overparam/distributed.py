@@ -22,14 +22,12 @@ Two ways to run:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pickle
 import socket
 import traceback
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -37,7 +35,7 @@ import torch.multiprocessing as mp
 from . import coefficients
 from .models import TwoLayerNet, fits_in_memory, pairs_neurons
 from .ntk import pass_ntk
-from .train import History, TrainState
+from .train import History
 from .train import train as train_one_process
 from .validation import as_inputs, as_targets
 
@@ -108,18 +106,29 @@ class ShardedNet(TwoLayerNet):
         shard.total_width, shard.neurons, shard.reducer = net.width, neurons, reducer
         return shard
 
+    def movement(self, W: torch.Tensor, W0: torch.Tensor) -> tuple[list[float], list[float]]:
+        """(max_r ||w_r - w_r(0)||_2, ||W - W0||_F) of the whole network, for the blocks W, W0
+        (1, m_p, d): one all-gather of each block's (max, sum of squares), the MAX and the SUM in a
+        single round trip."""
+        norms = (W - W0).norm(dim=-1)
+        local = torch.stack([norms.max(), norms.square().sum()])
+        parts = [torch.empty_like(local) for _ in range(dist.get_world_size(self.reducer.group))]
+        dist.all_gather(parts, local, group=self.reducer.group)
+        largest, squares = torch.stack(parts).unbind(1)
+        return [float(largest.max())], [float(squares.sum().sqrt())]
+
     @property
     def paired(self) -> bool:
         return pairs_neurons(self.init, self.total_width)  # the full network's pairing
 
-    def forward_pass(self, X: torch.Tensor, keep: bool | None = None,
-                     workspace: torch.Tensor | None = None, output: bool = True) -> coefficients.Pass:
+    def forward_pass(self, X: torch.Tensor, keep: bool | None = None, workspace: torch.Tensor | None = None,
+                     output: bool = True, weights: torch.Tensor | None = None) -> coefficients.Pass:
         self.check_layers()
         X = as_inputs(X, self.in_dim, self.dtype, self.device)
         if keep is None:
             keep = fits_in_memory(X.shape[0], self.width, self.W)
         return coefficients.forward(
-            X, self.W, self.a, self.activation, self.kappa, self.chunk(X.shape[0]), keep=keep,
+            X, self.W if weights is None else weights, self.a, self.activation, self.kappa, self.chunk(X.shape[0]), keep=keep,
             paired=self.paired, total_width=self.total_width, reducer=self.reducer, workspace=workspace,
             output=output,
         )
@@ -169,44 +178,6 @@ def shard_network(net: TwoLayerNet, device: torch.device | str | None = None) ->
     return ShardedNet.from_network(net, neurons[dist.get_rank()], ProcessGroupReducer(), device)
 
 
-def global_movement(W: torch.Tensor, W0: torch.Tensor, group: dist.ProcessGroup | None = None) -> tuple[float, float]:
-    """(max_r ||w_r - w_r(0)||_2, ||W - W0||_F) over all blocks, from one all-gather of each
-    block's (max, sum of squares): the MAX and the SUM in a single round trip."""
-    norms = (W - W0).norm(dim=1)
-    local = torch.stack([norms.max(), norms.square().sum()])
-    parts = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(parts, local, group=group)
-    largest, squares = torch.stack(parts).unbind(1)
-    return float(largest.max()), float(squares.sum().sqrt())
-
-
-def train_shard(shard: ShardedNet, X, y, *, steps: int = 1000, record_every: int | None = None,
-                callbacks=(), **options) -> History:
-    """`overparam.train` on this process's block (collective: every process of the group calls it
-    with the same arguments). The recorded movements are those of the whole W."""
-    if record_every is None:
-        record_every = max(1, steps // 1000) if isinstance(steps, (int, float)) else 1  # train()'s default
-    moved: dict[int, tuple[float, float]] = {}
-    start: list[torch.Tensor] = []
-
-    def record_movement(state: TrainState) -> None:
-        # train() records step t before it calls the callbacks on the same W(t).
-        if not start:
-            start.append(state.W0)
-        if state.step % record_every == 0:
-            moved[state.step] = global_movement(state.net.W, state.W0, shard.reducer.group)
-
-    history = train_one_process(shard, X, y, steps=steps, record_every=record_every,
-                             callbacks=[record_movement, *callbacks], **options)
-    # The only row off the record_every grid is the last one (converged, budget or callback
-    # stop), which train() takes at the final W.
-    final = None
-    if int(history.step[-1]) not in moved:
-        final = global_movement(shard.W, start[0], shard.reducer.group)
-    columns = np.array([moved.get(int(step), final) for step in history.step], dtype=float)
-    return dataclasses.replace(history, max_movement=columns[:, 0], total_movement=columns[:, 1])
-
-
 def gather_weights(shard: ShardedNet) -> torch.Tensor:
     """The full W (m, d) on every process: all-gather of the blocks (padded to one size)."""
     bounds = shard_bounds(shard.total_width, dist.get_world_size(), shard.paired)
@@ -220,10 +191,10 @@ def gather_weights(shard: ShardedNet) -> torch.Tensor:
 
 def train_in_group(net: TwoLayerNet, X, y, device: torch.device | str | None = None,
                    **options) -> History:
-    """Collective: split `net` over the current group, train it (options as `overparam.train`)
-    and write the trained full W into net.W on every process."""
+    """Collective: split `net` over the current group, train it (options as `overparam.train`, which
+    runs on this process's block unchanged) and write the trained full W into net.W on every process."""
     shard = shard_network(net, device)
-    history = train_shard(shard, X, y, **options)
+    history = train_one_process(shard, X, y, **options)
     net.W = gather_weights(shard).to(net.device)
     return history
 

@@ -175,17 +175,19 @@ class TwoLayerNet:
         return default_chunk_for(n, self.out_dim, self.W)
 
     def forward_pass(self, X: torch.Tensor, keep: bool | None = None,
-                     workspace: torch.Tensor | None = None, output: bool = True) -> coefficients.Pass:
+                     workspace: torch.Tensor | None = None, output: bool = True,
+                     weights: torch.Tensor | None = None) -> coefficients.Pass:
         """Forward pass with Jacobian products (`Pass`); keep=None keeps the per-chunk
         derivative factors when they fit a quarter of free memory. workspace: the `workspace` of
         a Pass no longer needed, reused for the kept factors; output=False: elementwise activations skip F
-        where only Jacobian products are wanted (see `coefficients.forward`)."""
+        where only Jacobian products are wanted (see `coefficients.forward`). weights: the pass at
+        other first-layer weights of W's shape (e.g. W(0)) instead of W."""
         self.check_layers()
         X = as_inputs(X, self.in_dim, self.dtype, self.device)
         if keep is None:
             keep = fits_in_memory(X.shape[0], self.width, self.W)
         return coefficients.forward(
-            X, self.W, self.a, self.activation, self.kappa, self.chunk(X.shape[0]),
+            X, self.W if weights is None else weights, self.a, self.activation, self.kappa, self.chunk(X.shape[0]),
             keep=keep, paired=pairs_neurons(self.init, self.width), workspace=workspace, output=output,
         )
 

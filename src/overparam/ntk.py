@@ -48,25 +48,25 @@ def lambda_max(forward: Pass, iters: int = 100, rtol: float = 1e-4, seed: int = 
     most rtol (relative), or at which Theta v is zero or not finite; after `iters` iterations, the last.
     """
     shape = forward.out.shape
-    batch = shape[:-2]
     gen = torch.Generator(device="cpu").manual_seed(seed)
     v = torch.randn(shape[-2:], generator=gen, dtype=torch.float64).to(forward.out)
     v = (v / v.norm()).expand(shape).clone()
-    estimate = np.zeros(batch)
-    result = np.full(batch, np.nan)
+    seeds = math.prod(shape[:-2])
+    estimate, result = [0.0] * seeds, [None] * seeds
     for _ in range(iters):
         w = forward.kernel_vector(v)
-        new = (v * w).sum((-2, -1)).cpu().numpy()
         norm = w.norm(dim=(-2, -1))
-        degenerate = (~torch.isfinite(norm) | (norm == 0)).cpu().numpy()
-        settled = degenerate | (np.abs(new - estimate) <= rtol * np.abs(new))
-        result = np.where(settled & np.isnan(result), new, result)
-        if not np.isnan(result).any():
+        quotients, lengths = torch.stack([(v * w).sum((-2, -1)), norm]).reshape(2, seeds).tolist()  # one transfer
+        for s, (new, length) in enumerate(zip(quotients, lengths)):
+            if result[s] is None and (not math.isfinite(length) or length == 0
+                                      or abs(new - estimate[s]) <= rtol * abs(new)):
+                result[s] = new
+        if None not in result:
             break
-        v = w / torch.where(norm == 0, 1.0, norm)[..., None, None]
-        estimate = new
-    result = np.where(np.isnan(result), estimate, result)
-    return float(result) if not batch else result
+        v = w / norm[..., None, None]  # seeds with a zero or non-finite Theta v are settled: their v is unused
+        estimate = quotients
+    result = [e if r is None else r for r, e in zip(result, estimate)]
+    return result[0] if not shape[:-2] else np.array(result).reshape(shape[:-2])
 
 
 # ----------------------------------------------------------------------------- finite width

@@ -17,8 +17,8 @@ import torch
 
 from .. import __version__, data as datasets, ntk
 from ..activations import parse_scale
-from ..batched import seed_batches, train_batched
-from ..models import TwoLayerNet, initial_weights, pairs_neurons, resolve_device, resolve_dtype
+from ..batched import seed_batches, train_seeds
+from ..models import TwoLayerNet, resolve_device, resolve_dtype
 from ..train import History
 from .spec import Group, budget_multiple, theory_steps
 
@@ -85,7 +85,6 @@ def _run(group: Group, device: str) -> list[RunResult]:
     lam_of = (lambda j: spectra[j][0]) if per_seed else (lambda j: spectra[0][0])
     rounding_of = (lambda j: spectra[j][1]) if per_seed else (lambda j: spectra[0][1])
 
-    W, a = initial_weights(width, config["d"], k, config["init"], config["sigma"], seeds, dtype, where)
     X = torch.as_tensor(X_np, dtype=dtype, device=where)
     y = torch.as_tensor(y_np, dtype=dtype, device=where)
     multiple = budget_multiple(config["steps"])
@@ -96,16 +95,15 @@ def _run(group: Group, device: str) -> list[RunResult]:
             return config["steps"]
         return theory_steps(multiple, initial, config["tol"], lr, width, kappa, lam_of(j), config["max_steps"])
 
+    def budgets(rates: np.ndarray, initial: np.ndarray) -> list[int]:
+        return [budget(rate, residual, j) for j, (rate, residual) in enumerate(zip(rates, initial))]
+
     start = time.perf_counter()
-    outcomes, sizes = [], []
-    for part in seed_batches(len(seeds), config["n"], width, where):
-        index = range(len(seeds))[part]
-        rule = (lambda rates, initial, index=index: [budget(r, r0, j) for r, r0, j in zip(rates, initial, index)])
-        outcomes += train_batched(X[part] if per_seed else X, y[part] if per_seed else y, W[part], a[part],
-                                  activation, kappa, lr=config["lr"], steps=rule, tol=config["tol"],
-                                  record_every=config["record_every"],
-                                  paired=pairs_neurons(config["init"], width))
-        sizes += [len(index)] * len(index)
+    outcomes = train_seeds(activation, width, X, y, seeds, config["init"], config["sigma"], scale, lr=config["lr"],
+                           steps=budgets, tol=config["tol"], record_every=config["record_every"], dtype=dtype,
+                           device=where)
+    sizes = [part.stop - part.start for part in seed_batches(len(seeds), config["n"], width, where)
+             for _ in range(part.start, part.stop)]
     task_seconds = time.perf_counter() - start
 
     results = []

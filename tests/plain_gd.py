@@ -1,0 +1,49 @@
+"""An independent reference for gradient descent: F(W, x) written out with plain torch operations,
+its gradient by autograd and W <- W - lr grad L each step. Nothing here uses overparam's passes."""
+
+import math
+
+import torch
+
+
+def output(W, a, X, activation, kappa):
+    """F_l(W, x) = kappa sum_r a_rl phi_r(W, x) (SPEC §2), broadcasting over a leading seed dimension."""
+    Z = X @ W.transpose(-1, -2)
+    if activation == "relu":
+        phi = Z.clamp_min(0)
+    elif activation == "exp":
+        phi = Z.exp()
+    else:
+        phi = W.shape[-2] * torch.softmax(Z, dim=-1)
+    return kappa * phi @ a
+
+
+def losses(W, a, X, y, activation, kappa):
+    """L_s(W_s) = 1/2 sum_i ||F(W_s, x_i) - y_i||^2 per seed (a scalar without a seed dimension)."""
+    return 0.5 * (output(W, a, X, activation, kappa) - y).square().sum((-2, -1))
+
+
+def top_eigenvalue(W, a, X, activation, kappa):
+    """lambda_max(J J^T) of one network from its dense autograd Jacobian."""
+    J = torch.autograd.functional.jacobian(lambda V: output(V, a, X, activation, kappa).T.reshape(-1), W)
+    J = J.reshape(J.shape[0], -1)
+    return float(torch.linalg.eigvalsh(J @ J.T)[-1])
+
+
+def descend(W0, a, X, y, activation, kappa, lr, steps):
+    """Plain GD for `steps` steps: the weights at every step and the losses (per seed with a seed
+    dimension; lr then one number or a tensor (S, 1, 1)). Stops after the first step whose loss is not
+    finite or over 1000 times the initial loss (the divergence rule of SPEC §3), which it includes."""
+    W, weights, curve = W0.clone(), [W0.clone()], []
+    for step in range(steps + 1):
+        W.requires_grad_(True)
+        loss = losses(W, a, X, y, activation, kappa)
+        curve.append(loss.detach().clone())
+        values = loss.detach().reshape(-1).tolist()
+        if step == steps or any(not math.isfinite(v) or v > 1000 * max(v0, 1e-300)
+                                for v, v0 in zip(values, curve[0].reshape(-1).tolist())):
+            break
+        (gradient,) = torch.autograd.grad(loss.sum(), W)
+        W = W.detach() - lr * gradient
+        weights.append(W.detach().clone())
+    return torch.stack(weights), torch.stack(curve)
