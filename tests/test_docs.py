@@ -1,0 +1,210 @@
+"""The documentation site: it builds strictly (running the tutorial), its links and assets resolve
+offline, it documents every command and study section, and it renders in headless Chromium."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """`mkdocs build --strict`: a broken reference, link, page or tutorial cell fails it."""
+    out = tmp_path_factory.mktemp("site")
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
+def test_tutorial_is_stored_without_outputs():
+    notebook = json.loads((DOCS / "tutorial.ipynb").read_text())
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    assert code, "the tutorial has no code cells"
+    assert all(cell["outputs"] == [] and cell["execution_count"] is None for cell in code), \
+        "strip the tutorial's outputs: nbstripout docs/tutorial.ipynb"
+
+
+def _commands() -> dict:
+    import typer
+
+    from overparam.cli import app
+
+    return dict(typer.main.get_command(app).commands)
+
+
+def test_cli_page_documents_every_command_and_only_those():
+    page = (DOCS / "cli.md").read_text()
+    documented = re.findall(r"<!-- options: ([\w-]+) -->", page)
+    assert sorted(documented) == sorted(_commands())
+    headings = re.findall(r"^## `overparam ([\w-]+)`", page, re.M)
+    assert headings == documented
+
+
+def test_cli_page_tables_list_each_option(site):
+    page = (site / "cli.html").read_text()
+    for name, command in _commands().items():
+        for param in command.params:
+            if getattr(param, "hidden", False):
+                continue
+            for flag in param.opts if param.param_type_name == "option" else []:
+                assert f"<code>{flag}" in page, f"cli page lacks {flag} of overparam {name}"
+
+
+def test_reproducing_page_covers_every_study_section(site):
+    from overparam.study import SECTIONS
+
+    page = (site / "reproducing.html").read_text()
+    for key in SECTIONS:
+        assert f'id="{key}"' in page
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids, self.refs = set(), []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "a" and attrs.get("name"):
+            self.ids.add(attrs["name"])
+        for key in ("href", "src"):
+            if attrs.get(key) and not (tag == "a" and key == "src"):
+                self.refs.append((tag, attrs[key]))
+
+
+def _parse(path: Path) -> _Links:
+    parser = _Links()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+def test_links_and_assets_resolve_within_the_site(site):
+    """Every internal link reaches an existing page and anchor; scripts, styles and images are all local."""
+    # 404.html is served at any depth, so its links are absolute by design.
+    pages = {path: _parse(path) for path in site.rglob("*.html")
+             if "assets/mathjax" not in path.as_posix() and path.name != "404.html"}
+    broken, external = [], []
+    for path, links in pages.items():
+        for tag, ref in links.refs:
+            parts = urlsplit(ref)
+            if parts.scheme in ("http", "https") or ref.startswith("//"):
+                if tag != "a":
+                    external.append(f"{path.relative_to(site)}: <{tag}> {ref}")
+                continue
+            if parts.scheme or (not parts.path and not parts.fragment):
+                continue
+            target = (path.parent / unquote(parts.path)).resolve() if parts.path else path
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.is_file():
+                broken.append(f"{path.relative_to(site)}: {ref}")
+            elif parts.fragment and target.suffix == ".html" and target in pages \
+                    and unquote(parts.fragment) not in pages[target].ids:
+                broken.append(f"{path.relative_to(site)}: {ref} (no such anchor)")
+    assert broken == []
+    assert external == [], "the site must render offline"
+
+
+OBSERVER = """<script>
+window.__problems = [];
+window.addEventListener('error', function (e) {
+  var target = e.target || {};
+  window.__problems.push('error: ' + (e.message || target.src || target.href || 'resource'));
+}, true);
+var __consoleError = console.error;
+console.error = function () { window.__problems.push('console.error: ' + Array.from(arguments).join(' ')); };
+function __report() {
+  var images = Array.from(document.querySelectorAll('article img'));
+  var broken = images.filter(function (img) { return !(img.complete && img.naturalWidth > 0); })
+                     .map(function (img) { return (img.getAttribute('src') || '').slice(0, 80); });
+  var spans = Array.from(document.querySelectorAll('.arithmatex, .jp-MarkdownOutput'));
+  document.title = 'RESULT:' + JSON.stringify({
+    images: images.length, broken: broken, problems: window.__problems,
+    typeset: document.querySelectorAll('.MathJax, .MathJax_Display').length,
+    math_errors: document.querySelectorAll('.noError, .merror, .MathJax_Error').length,
+    raw_math: spans.filter(function (s) { return /\\\\\\(|\\$\\$/.test(s.textContent); }).length
+  });
+}
+window.addEventListener('load', function () {
+  if (window.MathJax && MathJax.Hub) { MathJax.Hub.Register.StartupHook('End', __report); } else { __report(); }
+});
+</script>"""
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.fixture(scope="module")
+def served(site):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield site, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _render(served, page: str, tmp_path) -> dict:
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Chromium is not installed here (.ci/run installs Debian's chromium package)")
+    site, url = served
+    source = site / page
+    check = source.with_name(source.stem + ".check.html")
+    check.write_text(source.read_text(encoding="utf-8").replace("<head>", "<head>" + OBSERVER, 1), encoding="utf-8")
+    result = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
+         "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+         "--virtual-time-budget=20000", "--dump-dom", f"{url}/{check.relative_to(site).as_posix()}"],
+        capture_output=True, text=True, timeout=180)
+    match = re.search(r"<title>RESULT:(.*?)</title>", result.stdout, re.S)
+    assert match, f"{page} did not finish loading: {result.stderr[-2000:]}"
+    return json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+def test_api_reference_renders_its_formulas(served, tmp_path):
+    report = _render(served, "api/kernels.html", tmp_path)
+    assert report["problems"] == [] and report["math_errors"] == 0
+    assert report["typeset"] > 0 and report["raw_math"] == 0
+
+
+def test_mathematics_page_renders_every_formula(served, tmp_path):
+    site, _ = served
+    formulas = (site / "mathematics.html").read_text().count('class="arithmatex"')
+    report = _render(served, "mathematics.html", tmp_path)
+    assert report["problems"] == [] and report["math_errors"] == 0 and report["raw_math"] == 0
+    assert report["typeset"] >= formulas > 20
+
+
+def test_tutorial_page_shows_its_figures(served, tmp_path):
+    site, _ = served
+    figures = (site / "tutorial.html").read_text().count("data:image/png;base64")
+    report = _render(served, "tutorial.html", tmp_path)
+    assert figures >= 4
+    assert report["images"] >= figures and report["broken"] == []
+    assert report["problems"] == [] and report["math_errors"] == 0 and report["typeset"] > 0
