@@ -31,6 +31,7 @@ MATHJAX_CONFIG = """MathJax.Hub.Config({
 });
 MathJax.Ajax.loadComplete("[MathJax]/config/local/overparam.js");
 """
+NOTEBOOK_PAGE_LINK = re.compile(r'href="((?![a-z]+:)[^"#]+)\.md(#[^"]*)?"')
 OPTIONS_MARKER = re.compile(r"<!-- options: ([\w-]+) -->")
 
 
@@ -45,7 +46,12 @@ def on_files(files, config):
 
 
 def on_post_page(output, page, config):
-    """Load MathJax on pages with formulas (the tutorial's notebook page loads it itself)."""
+    """Load MathJax on pages with formulas (the tutorial's notebook page loads it itself).
+
+    A notebook links to pages as page.md, which works in Jupyter; on the site they are page.html.
+    """
+    if page.file.src_uri.endswith(".ipynb"):
+        output = NOTEBOOK_PAGE_LINK.sub(r'href="\1.html\2"', output)
     if 'class="arithmatex"' not in output or "assets/mathjax/MathJax.js" in output:
         return output
     url = get_relative_url("assets/mathjax/MathJax.js", page.file.url) + MATHJAX_QUERY

@@ -156,10 +156,14 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture(scope="module")
 def served(site):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
-    handler.log_message = lambda *args: None
+    handler = functools.partial(_QuietHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -203,7 +207,7 @@ def test_mathematics_page_renders_every_formula(served, tmp_path):
 
 def test_tutorial_page_shows_its_figures(served, tmp_path):
     site, _ = served
-    figures = (site / "tutorial.html").read_text().count("data:image/png;base64")
+    figures = len(re.findall(r'<img[^>]*src="data:image/png;base64', (site / "tutorial.html").read_text()))
     report = _render(served, "tutorial.html", tmp_path)
     assert figures >= 4
     assert report["images"] >= figures and report["broken"] == []
