@@ -73,9 +73,9 @@ def lambda_max(forward: Pass, iters: int = 100, rtol: float = 1e-4, seed: int = 
 
 
 def ntk(net, X, normalized: bool = True, X2=None) -> torch.Tensor:
-    """Finite-width kernel Theta = (X X^T) (.) (C C^T) per output pair (SPEC §4), (nk, nk).
+    r"""Finite-width kernel $\Theta = (X X^\top) \odot (C C^\top)$ per output pair (SPEC §4), (nk, nk).
 
-    Output-major: row l*n + i is output l at x_i. normalized=True returns H = Theta / (m kappa^2).
+    Output-major: row l*n + i is output l at x_i. normalized=True returns $H = \Theta / (m \kappa^2)$.
     Built from the per-neuron coefficients chunk by chunk; no n x md Jacobian is formed.
     X2 (n2, d): the cross kernel Theta(X, X2) of shape (nk, n2 k) instead.
     """
