@@ -120,3 +120,20 @@ def test_overflowing_infinite_kernel_falls_back_to_the_initial_kernel():
     assert check.lambda_source == "H(W(0))"
     assert check.reference_lambda == pytest.approx(float(torch.linalg.eigvalsh(initial)[0]), rel=1e-12)
     assert "H*(exp) overflows float64 at sigma = 20" in check.notes[0]
+
+
+def test_a_rounding_lambda_is_never_the_reference_without_a_note():
+    """Two equal inputs make H* and H(W(0)) singular: their computed lambda_min is rounding (|value| far below
+    eps n lambda_max), so neither is taken as a measurement without saying so."""
+    X = torch.from_numpy(sphere(6, 3, seed=0).X)
+    X[5] = X[4]
+    net = TwoLayerNet(3, 64, 1, "relu", seed=0)
+    for kernel in (infinite_ntk("relu", X), ntk(net, X)):
+        values = torch.linalg.eigvalsh(kernel)
+        assert abs(float(values[0])) < np.finfo(float).eps * 6 * float(values[-1])
+    diagnostics = KernelDiagnostics(every=1)
+    history = train(net, X, torch.zeros(6), lr=1e-3, steps=2, callbacks=[diagnostics])
+    check = diagnostics.check(history)
+    assert check.lambda_source == "H(W(0))"
+    assert any("lambda_min(H*) = " in note and "below the rounding level" in note for note in check.notes)
+    assert any("lambda_min(H(W(0))) = " in note and "not a measurement" in note for note in check.notes)

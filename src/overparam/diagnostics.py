@@ -153,15 +153,20 @@ class KernelDiagnostics:
             except OverflowError as error:  # H* is infinite where a finite network is not
                 value = Eigenvalue(math.inf, False, "dense", math.nan, 0)
                 self.notes.append(str(error).split(";")[0])
-            if value.value > 0 and math.isfinite(value.value):
+            finite = math.isfinite(value.value)
+            if value.value > 0 and finite and not value.rounding:
                 self.reference_lambda, self.lambda_source = value.value, "H*"
                 if not value.converged:
                     self.notes.append(f"lambda_min(H*) did not converge (residual {value.residual:.2e})")
                 return
-            self.notes.append(f"lambda_min(H*) = {value.value:.3g} is not positive and finite; "
-                              "using lambda_min(H(W(0))) instead")
+            why = "is below the rounding level of its spectrum" if finite and value.rounding else \
+                "is not positive and finite"
+            self.notes.append(f"lambda_min(H*) = {value.value:.3g} {why}; using lambda_min(H(W(0))) instead")
         value = lambda_min(self._initial, dense_limit=self.dense_limit, tol=self.tol)
         self.reference_lambda, self.lambda_source = value.value, "H(W(0))"
+        if value.rounding:
+            self.notes.append(f"lambda_min(H(W(0))) = {value.value:.3g} is below the rounding level of its spectrum: "
+                              "the theory check's lambda is not a measurement")
 
     # --------------------------------------------------------------------- verdict
 
