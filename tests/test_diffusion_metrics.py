@@ -11,7 +11,7 @@ from scipy.stats import multivariate_normal
 
 from overparam.diffusion import isotropic_mixture
 from overparam.diffusion.metrics import (likelihood_time, median_bandwidth, mmd_rbf, negative_log_likelihood,
-                                         recovered_weights, wasserstein2, weight_error)
+                                         precision_recall, recovered_weights, wasserstein2, weight_error)
 
 
 def test_w2_equals_the_optimal_assignment():
@@ -80,3 +80,48 @@ def test_point_masses_are_scored_under_p_t0():
                        + 0.5 * multivariate_normal([-math.exp(-1e-2), 0], -math.expm1(-2e-2) * np.eye(2)).pdf([1, 0]))
     assert negative_log_likelihood(points, x, 1e-2) == pytest.approx(expected, rel=1e-10)
     assert negative_log_likelihood(points, np.array([[np.inf, 0.0]]), 1e-2) == math.inf
+
+
+T0 = 1e-3
+#: the components' standard deviation at t0: sqrt(alpha^2 0.3^2 + h)
+SD = math.sqrt(math.exp(-2 * T0) * 0.09 + 1 - math.exp(-2 * T0))
+
+
+def test_precision_and_recall_of_samples_on_every_mode():
+    mixture = isotropic_mixture(4, 2, radius=3.0, std=0.3)
+    means = mixture.means.numpy()
+    x = np.array([means[k] + SD * np.array([0.5, -1.0]) for k in range(4) for _ in range(25)])
+    assert precision_recall(mixture, x, T0) == (1.0, 1.0)
+
+
+def test_bridging_samples_lower_precision_and_empty_modes_lower_recall():
+    mixture = isotropic_mixture(4, 2, radius=3.0, std=0.3)
+    means = mixture.means.numpy()
+    midpoint = (means[0] + means[1]) / 2  # 2.1 from both means: 7 standard deviations
+    x = np.concatenate([np.repeat(means[:1], 50, 0), np.repeat(midpoint[None], 50, 0)])
+    assert precision_recall(mixture, x, T0) == (0.5, 0.25)
+
+
+def test_three_standard_deviations_is_the_boundary_in_each_components_metric():
+    covariances = torch.stack([torch.diag(torch.tensor([0.04, 1.0])), torch.diag(torch.tensor([1.0, 0.04]))])
+    from overparam.diffusion.mixtures import GaussianMixture
+
+    mixture = GaussianMixture(torch.tensor([0.5, 0.5]), torch.tensor([[-10.0, 0.0], [10.0, 0.0]]), covariances)
+    alpha, h = math.exp(-T0), 1 - math.exp(-2 * T0)
+    sd_narrow, sd_wide = math.sqrt(alpha**2 * 0.04 + h), math.sqrt(alpha**2 + h)
+    centre = np.array([-10.0 * alpha, 0.0])
+    inside = [centre + [2.99 * sd_narrow, 0], centre + [0, 2.99 * sd_wide]]
+    outside = [centre + [3.01 * sd_narrow, 0], centre + [0, 3.01 * sd_wide], [np.nan, 0.0]]
+    precision, recall = precision_recall(mixture, np.array(inside + outside), T0)
+    assert precision == pytest.approx(2 / 5) and recall == 0.5
+
+
+def test_recall_counts_a_component_from_half_its_expected_share():
+    from overparam.diffusion.mixtures import GaussianMixture
+
+    mixture = GaussianMixture(torch.tensor([0.5, 0.5]), torch.tensor([[-5.0, 0.0], [5.0, 0.0]]),
+                              0.01 * torch.eye(2).expand(2, 2, 2).clone())
+    centres = mixture.means.numpy() * math.exp(-T0)
+    for second, recall in ((26, 1.0), (25, 1.0), (24, 0.5)):
+        x = np.concatenate([np.repeat(centres[:1], 100 - second, 0), np.repeat(centres[1:], second, 0)])
+        assert precision_recall(mixture, x, T0) == (1.0, recall)

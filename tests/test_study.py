@@ -25,7 +25,8 @@ TINY = StudyConfig(
     threshold_kernel_widths=(8, 16, 32, 64, 128, 256, 512), lambda_ns=(4, 8, 16),
     delta=0.5, init_n=8, init_width=128, init_seeds=2,
     diffusion_n=256, diffusion_width=64, diffusion_steps=100, diffusion_sampler_steps=20, diffusion_samples=300,
-    diffusion_score_samples=2000,
+    diffusion_score_samples=2000, generalisation_n=12, generalisation_ns=(6, 12), generalisation_widths=(32, 128),
+    generalisation_steps=3000, generalisation_test=50, diffusion_widths=(32, 64), diffusion_ns=(128, 256),
 )
 #: Progress of the module's study: units each section announced, and the ticks it then gave.
 PROGRESS = {"announced": {}, "ticked": {}}
@@ -74,12 +75,14 @@ def test_every_section_ticks_once_per_announced_unit(study_dir):
     _, result = study_dir
     assert list(PROGRESS["announced"]) == list(TINY.sections)
     assert PROGRESS["ticked"] == PROGRESS["announced"]
-    assert PROGRESS["announced"]["diffusion"] == len(TINY.activations) + 1
+    from overparam.study.diffusion import curve_grid
     from overparam.study.thresholds import kernel_units, lambda_points
 
+    assert PROGRESS["announced"]["diffusion"] == len(TINY.activations) * len(curve_grid(TINY)) + 1
+    assert sorted(curve_grid(TINY)) == [(128, 64), (256, 32), (256, 64)]
     cached_thresholds = kernel_units(TINY) + len(TINY.activations) * len(lambda_points(TINY))
     assert result.computed == cached_thresholds + sum(PROGRESS["announced"][key] for key in (
-        "concentration", "training", "diffusion", "initialisation"))
+        "concentration", "training", "diffusion", "initialisation", "generalisation"))
 
 
 def test_diffusion_numbers_match_overparam_diffusion(study_dir):
@@ -96,7 +99,7 @@ def test_diffusion_numbers_match_overparam_diffusion(study_dir):
     result = run(replace(config, activations=("softmax",)))
     expected = {"softmax": result.metrics["softmax"], **result.metrics["baselines"]}
     columns = {"score error": "score_error", "± se": "score_error_stderr", "W2": "w2", "MMD^2": "mmd", "NLL": "nll",
-               "weights TV": "weight_error"}
+               "weights TV": "weight_error", "precision": "precision", "recall": "recall"}
     for name, metrics in expected.items():
         for column, key in columns.items():
             if metrics[key] is None:
@@ -447,3 +450,80 @@ def test_lambda_table_against_eigvalsh(study_dir):
             assert float(row["value"]) == pytest.approx(n**2 * np.log(n / TINY.delta) / lam**2, rel=1e-9)
         if row["work"] == "DZPS19":
             assert float(row["value"]) == pytest.approx(theory.dzps19_width(int(row["n"]), lam, TINY.delta), rel=1e-9)
+
+
+def test_generalisation_row_matches_solves_and_single_runs(study_dir):
+    """The H* predictor and the complexity by torch.linalg.solve; one row's networks trained alone by `train`,
+    their finite-kernel predictor and kernel-regime distance from autograd Jacobians."""
+    from overparam import train
+    from overparam.study.generalisation import split
+
+    out, _ = study_dir
+    activation, n, m = "softmax", TINY.generalisation_n, TINY.generalisation_widths[-1]
+    row = next(r for r in read_csv(out / "tables" / "generalisation.csv")
+               if r["activation"] == activation and int(r["n"]) == n and int(r["m"]) == m)
+    X, y, X_test, y_test = (torch.from_numpy(v) for v in split(n, TINY))
+    limit = infinite_ntk(activation, X)
+    kernel_prediction = infinite_ntk(activation, X_test, X2=X) @ torch.linalg.solve(limit, y)
+    assert float(row["kernel_test_mse"]) == pytest.approx(float((kernel_prediction - y_test).square().mean()), rel=1e-8)
+    assert float(row["complexity"]) == pytest.approx(
+        float(torch.sqrt(2 * y[:, 0] @ torch.linalg.solve(limit, y[:, 0]) / n)), rel=1e-8)
+    measured = {key: [] for key in ("test_mse", "finite_kernel_test_mse", "distance_to_kernel", "distance_travelled",
+                                    "predicted_distance")}
+    for seed in range(TINY.generalisation_seeds):
+        net = TwoLayerNet(TINY.d, m, 1, activation, init="coupled", sigma=TINY.sigma, seed=seed)
+        W0, a, kappa = net.W.clone(), net.a, net.kappa
+        train(net, X, y, lr="auto", steps=TINY.generalisation_steps, tol=TINY.tol)
+        both = torch.cat([X, X_test])
+        J = torch.autograd.functional.jacobian(lambda V: _direct_forward(activation, V, a, both, kappa)[:, 0], W0)
+        J = J.reshape(len(both), -1)
+        theta, cross = J[:n] @ J[:n].T, J[n:] @ J[:n].T
+        prediction = _direct_forward(activation, net.W, a, X_test, kappa)
+        measured["test_mse"].append(float((prediction - y_test).square().mean()))
+        measured["finite_kernel_test_mse"].append(
+            float((cross @ torch.linalg.solve(theta, y) - y_test).square().mean()))
+        measured["distance_to_kernel"].append(float((prediction - kernel_prediction).square().mean().sqrt()))
+        measured["distance_travelled"].append(float((net.W - W0).norm()))
+        measured["predicted_distance"].append(float(torch.sqrt(y[:, 0] @ torch.linalg.solve(theta, y[:, 0]))))
+    for key, values in measured.items():
+        assert float(row[key]) == pytest.approx(np.mean(values), rel=2e-3), key
+
+
+def test_diffusion_learning_curves_from_the_cached_units(study_dir):
+    """Each curve row's W2 by an optimal assignment on its own samples against its own reference draws (which
+    depend on n), its precision and recall counted here, and what ended its training from the step counts."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    from overparam.diffusion.datasets import parse_data
+    from overparam.diffusion.experiment import draw
+    from overparam.study.cache import UnitCache
+    from overparam.study.diffusion import config_at, diffusion_config, unit_key
+
+    out, _ = study_dir
+    rows = read_csv(out / "tables" / "diffusion_curves.csv")
+    assert {(r["activation"], int(r["n"]), int(r["m"])) for r in rows} == {
+        (a, n, m) for a in TINY.activations for n, m in ((128, 64), (256, 32), (256, 64))}
+    truth = parse_data(TINY.diffusion_data)
+    cache = UnitCache(out / "runs.db")
+    for row in rows:
+        if row["activation"] != "exp":
+            continue
+        config = config_at(diffusion_config(TINY), int(row["n"]), int(row["m"]))
+        unit = cache.get(unit_key("exp", config))
+        samples = torch.tensor(unit["samples"], dtype=torch.float64)
+        cost = cdist(samples.numpy(), draw(config).reference, "sqeuclidean")
+        matched = linear_sum_assignment(cost)
+        assert float(row["W2"]) == pytest.approx(np.sqrt(cost[matched].mean()), rel=1e-8)
+        alpha, h = np.exp(-config.t0), 1 - np.exp(-2 * config.t0)
+        sd = np.sqrt(alpha**2 * truth.covariances[0, 0, 0].item() + h)  # isotropic components
+        distance = torch.cdist(samples, alpha * truth.means) / sd
+        near = distance.min(1).values <= 3
+        counts = torch.bincount(distance.argmin(1)[near], minlength=len(truth.weights))
+        assert float(row["precision"]) == pytest.approx(float(near.double().mean()), abs=1e-12)
+        assert float(row["recall"]) == pytest.approx(
+            float((counts / len(samples) >= truth.weights / 2).double().mean()), abs=1e-12)
+        steps, kept = int(row["steps run"]), int(row["kept step"])
+        assert row["ended by"] == ("early stopping" if steps < TINY.diffusion_steps else
+                                   "budget, held-out loss still falling" if kept == steps else "budget")
+    cache.close()

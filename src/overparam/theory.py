@@ -158,3 +158,12 @@ def orders(n: int, lam: float, delta: float, epsilon: float = 1e-3, c: float = C
         Orders("SMX24", "softmax", "independent", smx24_width(n, delta, c), "as GMS23 (poly(n, d))",
                None, None, None, None, "k = d outputs; d-dependence not stated, none applied"),
     ]
+
+
+#: Where ADHLW19's generalisation bound (SPEC §9) is a theorem; for other kernels it is the same form.
+GENERALISATION_THEOREM = {"relu": "ADHLW19 Thm 5.1"}
+
+
+def complexity_source(activation: str) -> str:
+    """How to label sqrt(2 y^T H*^-1 y / n) for `activation`: the theorem, or its form applied to another H*."""
+    return GENERALISATION_THEOREM.get(activation, f"ADHLW19's form applied to {activation}'s H*, no theorem")

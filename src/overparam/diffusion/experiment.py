@@ -17,7 +17,7 @@ activation separately): `draw` (the shared draws from p_0), `fit_score` (train o
 `run_experiment(config, out_dir)` returns the metrics dict (the CLI's --json object):
 
     {"<activation>": {"score_error", "score_error_stderr", "w2", "mmd", "nll", "weights",
-                      "weight_error", "between": {metric: position}, "training": {...}},
+                      "weight_error", "precision", "recall", "between": {metric: position}, "training": {...}},
      "baselines": {"exact": {...}, "trivial": {...}, "p0": {...}}}
 
 between[metric] = (trivial - learned) / (trivial - exact): 1 means as good as the exact score,
@@ -206,14 +206,16 @@ def measure(score: Callable, config: DiffusionConfig, draws: Draws) -> ScoreMeas
 
 
 def sample_metrics(config: DiffusionConfig, draws: Draws, x: np.ndarray) -> dict:
-    """W2 and MMD of samples x (N, d) against draws.reference; NLL and recovered weights under the truth."""
+    """W2 and MMD of samples x (N, d) against draws.reference; NLL, recovered weights, precision and recall
+    under the truth."""
     out = {"w2": _finite(metrics.wasserstein2(x, draws.reference, seed=config.seed)),
            "mmd": _finite(metrics.mmd_rbf(x, draws.reference, draws.bandwidth, seed=config.seed)),
-           "nll": None, "weights": None, "weight_error": None}
+           "nll": None, "weights": None, "weight_error": None, "precision": None, "recall": None}
     if draws.truth is not None:
         weights = metrics.recovered_weights(draws.truth, x, config.t0)
+        precision, recall = metrics.precision_recall(draws.truth, x, config.t0)
         out.update(nll=_finite(metrics.negative_log_likelihood(draws.truth, x, config.t0)), weights=weights.tolist(),
-                   weight_error=metrics.weight_error(draws.truth, weights))
+                   weight_error=metrics.weight_error(draws.truth, weights), precision=precision, recall=recall)
     return out
 
 

@@ -11,6 +11,11 @@
   sampler in a run is scored with the same kernel.
 - NLL = -mean_i log p(x_i) under the true mixture: p_0 when it has a density, else p_{t0}
   (a mixture of points has no density; the samplers target p_{t0} anyway).
+- Precision: the share of samples within 3 standard deviations of some component of p_{t0}, in that
+  component's own metric (Mahalanobis, covariance alpha^2 Sigma_k + h I at t0); recall: the share of
+  components holding at least half their expected share pi_k of the samples, a sample counting for the
+  component nearest it in that metric when it is within 3 of it. Samples bridging two modes lower
+  precision; modes left empty lower recall.
 - Recovered weights: each sample goes to its most probable component under p_{t0}
   (argmax_k P(k | x, t0)); the weights are the fractions, the error is the total variation
   1/2 sum_k |pi_hat_k - pi_k|.
@@ -90,6 +95,18 @@ def negative_log_likelihood(mixture: GaussianMixture, x, t0: float) -> float:
     if not torch.isfinite(x).all():
         return float("inf")
     return float(-mixture.log_prob(x, likelihood_time(mixture, t0)).mean())
+
+
+def precision_recall(mixture: GaussianMixture, x, t0: float, radius: float = 3.0) -> tuple[float, float]:
+    """(precision, recall) of samples x (N, d) against the mixture's components at t0 (module docstring);
+    non-finite samples are near no component."""
+    x = torch.as_tensor(_numpy(x))
+    finite = torch.isfinite(x).all(1)
+    distance = mixture.mahalanobis(x[finite], t0)  # (N_finite, K)
+    nearest, component = distance.min(1)
+    near = nearest <= radius
+    share = torch.bincount(component[near], minlength=mixture.n_components).double() / len(x)
+    return float(near.sum()) / len(x), float((share >= mixture.weights / 2).double().mean())
 
 
 def recovered_weights(mixture: GaussianMixture, x, t0: float) -> np.ndarray:

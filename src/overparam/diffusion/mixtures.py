@@ -118,6 +118,12 @@ class GaussianMixture:
         joint, _, _ = self._components(x, t)
         return torch.logsumexp(joint, dim=1)
 
+    def mahalanobis(self, x: torch.Tensor, t) -> torch.Tensor:
+        """sqrt((x - alpha_t mu_k)^T C_k^{-1} (x - alpha_t mu_k)), C_k = alpha_t^2 Sigma_k + h_t I: the distance
+        from x to component k of p_t in that component's own metric, shape (n, K)."""
+        _, z, v = self._components(x, t)
+        return (z * z / v).sum(-1).sqrt()
+
     def posterior(self, x: torch.Tensor, t) -> torch.Tensor:
         """P(component k | x_t = x), shape (n, K)."""
         joint, _, _ = self._components(x, t)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from ..activations import PAPERS
-SECTIONS = ("concentration", "training", "laziness", "threshold", "initialisation", "diffusion")
+SECTIONS = ("concentration", "training", "laziness", "threshold", "initialisation", "diffusion", "generalisation")
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,18 @@ class StudyConfig:
     diffusion_sampler_steps: int = 100
     diffusion_samples: int = 1000
     diffusion_score_samples: int = 4096
+    # learning curves: every width at n = diffusion_n, every n at m = diffusion_width (one seed per point)
+    diffusion_widths: tuple[int, ...] = (64, 128, 256, 512)
+    diffusion_ns: tuple[int, ...] = (256, 512, 1024)
+    # (g) generalisation: a teacher on the sphere with label noise; widths at n = generalisation_n, then
+    # generalisation_ns at the largest width; each network trained to tol within generalisation_steps
+    generalisation_n: int = 64
+    generalisation_ns: tuple[int, ...] = (16, 32, 64)
+    generalisation_widths: tuple[int, ...] = (64, 256, 1024, 4096)
+    generalisation_seeds: int = 2
+    generalisation_steps: int = 20000
+    generalisation_noise: float = 0.1
+    generalisation_test: int = 1000
     sections: tuple[str, ...] = SECTIONS
     extra: dict = field(default_factory=dict)
 
@@ -74,6 +86,9 @@ PRESETS = {
         init_n=128, init_width=8192, init_seeds=8,
         diffusion_data="gmm:k=8,d=2", diffusion_n=8192, diffusion_width=8192, diffusion_steps=5000,
         diffusion_sampler_steps=200, diffusion_samples=5000, diffusion_score_samples=16384,
+        diffusion_widths=(512, 1024, 2048, 4096, 8192), diffusion_ns=(1024, 2048, 4096, 8192),
+        generalisation_n=256, generalisation_ns=(32, 64, 128, 256, 512), generalisation_widths=tuple(2**p for p in range(6, 16)),
+        generalisation_seeds=4, generalisation_steps=200000,
     ),
     "full": StudyConfig(
         preset="full", d=32, kernel_n=1024, kernel_widths=tuple(2**p for p in range(6, 21)), kernel_seeds=32,
@@ -84,6 +99,9 @@ PRESETS = {
         init_n=512, init_width=32768, init_seeds=16,
         diffusion_data="gmm:k=8,d=2", diffusion_n=32768, diffusion_width=65536, diffusion_steps=20000,
         diffusion_sampler_steps=500, diffusion_samples=5000, diffusion_score_samples=65536,
+        diffusion_widths=tuple(2**p for p in range(10, 17)), diffusion_ns=tuple(2**p for p in range(11, 16)),
+        generalisation_n=1024, generalisation_ns=(64, 128, 256, 512, 1024, 2048), generalisation_seeds=8,
+        generalisation_widths=tuple(2**p for p in range(6, 19)), generalisation_steps=1000000, generalisation_test=5000,
     ),
 }
 

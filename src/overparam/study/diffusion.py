@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from ..diffusion.experiment import DiffusionConfig
 from ..diffusion.mixtures import GaussianMixture
 from ..diffusion.score import ScoreErrorCurve
 from ..diffusion.training import TrainingConfig
+from ..sweep.analysis import fit_power_law
 from .report import Figure, Section, Table, save_figure
 
 KEY, TITLE = "diffusion", "(f) Diffusion: score estimation and sample quality"
@@ -31,7 +32,19 @@ METRICS = ("score_error", "w2", "mmd", "nll")
 
 
 def units(cfg) -> int:
-    return len(cfg.activations) + 1
+    return len(cfg.activations) * len(curve_grid(cfg)) + 1
+
+
+def curve_grid(cfg) -> list[tuple[int, int]]:
+    """(n, m) of the learning curves: the main point, every width at n = diffusion_n, every n at
+    m = diffusion_width."""
+    pairs = [(cfg.diffusion_n, cfg.diffusion_width)] + [(cfg.diffusion_n, m) for m in cfg.diffusion_widths]
+    return list(dict.fromkeys(pairs + [(n, cfg.diffusion_width) for n in cfg.diffusion_ns]))
+
+
+def config_at(config: DiffusionConfig, n: int, width: int) -> DiffusionConfig:
+    """The same run with n draws of p_0 and networks of width m."""
+    return replace(config, n=n, training=replace(config.training, width=width))
 
 
 def diffusion_config(cfg, device: str = "cpu") -> DiffusionConfig:
@@ -87,21 +100,25 @@ def baselines_unit(config: DiffusionConfig) -> dict:
             "p0": experiment.p0_row(config, draws), "reference": draws.reference.tolist()}
 
 
-def collect(cfg, ctx) -> tuple[DiffusionConfig, dict, dict]:
-    """(config, baselines unit, {activation: unit}), each unit cached in the study's runs.db."""
+def collect(cfg, ctx) -> tuple[DiffusionConfig, dict, dict, dict]:
+    """(config, baselines unit, {activation: unit at the main point}, {(activation, n, m): unit} over
+    `curve_grid`), each unit cached in the study's runs.db."""
     config = diffusion_config(cfg, ctx.device)
     base = ctx.cache.compute(unit_key(BASELINES, config), KEY, lambda: baselines_unit(config))
     ctx.tick()
-    learned = {}
+    curves = {}
     for activation in cfg.activations:
-        learned[activation] = ctx.cache.compute(unit_key(activation, config), KEY,
-                                                lambda: learned_unit(activation, config))
-        ctx.tick()
-    return config, base, learned
+        for n, width in curve_grid(cfg):
+            at = config_at(config, n, width)
+            curves[activation, n, width] = ctx.cache.compute(unit_key(activation, at), KEY,
+                                                             lambda: learned_unit(activation, at))
+            ctx.tick()
+    learned = {a: curves[a, cfg.diffusion_n, cfg.diffusion_width] for a in cfg.activations}
+    return config, base, learned, curves
 
 
 def run(cfg, ctx) -> Section:
-    config, base, learned = collect(cfg, ctx)
+    config, base, learned, curves = collect(cfg, ctx)
     section = Section(KEY, TITLE, command=ctx.command(KEY), config={
         "activations": list(cfg.activations), **{k: v for k, v in asdict(config).items() if k != "activations"}})
     metrics = experiment.metrics_dict({**{a: u["row"] for a, u in learned.items()}, **base["rows"]}, base["p0"],
@@ -112,13 +129,24 @@ def run(cfg, ctx) -> Section:
                                 f"{config.n_samples} fresh draws of p_0, and position between -x (0) and the exact "
                                 "score (1); exact = the sampler's discretisation floor, p0 = a second fresh sample "
                                 "of p_0 (the finite-sample floor)",
-                                ["score", "score error", "± se", "W2", "MMD^2", "NLL", "weights TV",
-                                 *(f"between: {m}" for m in METRICS)], _rows(metrics, cfg.activations)))
+                                ["score", "score error", "± se", "W2", "MMD^2", "NLL", "weights TV", "precision",
+                                 "recall", *(f"between: {m}" for m in METRICS)], _rows(metrics, cfg.activations)))
     section.tables.append(Table("diffusion_training", "Denoiser training (full-batch GD, lr = 1/lambda_max, "
                                 "early stopping on held-out pairs)",
                                 ["activation", "steps run", "kept step", "lr", "held-out loss", "exact denoiser",
                                  "excess", "seconds"], _training_rows(metrics, cfg.activations, bayes)))
     section.reading += _reading(metrics, base, learned, cfg.activations, config, bayes)
+    curve_rows = learning_curve_rows(curves, cfg)
+    slopes = curve_slopes(curve_rows, cfg)
+    save_figure(_curve_figure(curve_rows, slopes, base, cfg), ctx.out, "diffusion_curves")
+    section.figures.append(Figure("diffusion_curves", "Learning curves: score error, W2 and MMD^2 of each network "
+                                  f"against width m at n = {cfg.diffusion_n} (top) and against the number of draws n "
+                                  f"at m = {cfg.diffusion_width} (bottom), one seed per point; dashed: the exact "
+                                  "score's value (the sampler's floor), dotted: a fresh sample of p_0 (the "
+                                  "finite-sample floor), both at the main point."))
+    section.tables.append(Table("diffusion_curves", "Learning curves: each network at every (n, m) of the grid (one "
+                                "seed each), with what ended its training", CURVE_COLUMNS, curve_rows))
+    section.reading += _learning_curve_reading(curve_rows, slopes, metrics, cfg)
     section.status = "complete"
     return section
 
@@ -171,6 +199,7 @@ def _rows(metrics: dict, activations) -> list[list]:
         between = row.get("between", {})
         rows.append([name, _number(row["score_error"]), _number(row["score_error_stderr"]), _number(row["w2"]),
                      _number(row["mmd"]), _number(row["nll"]), _number(row["weight_error"]),
+                     _number(row.get("precision")), _number(row.get("recall")),
                      *(_number(between.get(m)) if between else float("nan") for m in METRICS)])
     return rows
 
@@ -295,4 +324,109 @@ def _training_reading(metrics: dict, activations, config: DiffusionConfig, bayes
                  f"the score error; the order by held-out loss ({', '.join(by_loss)}) "
                  + ("matches" if by_loss == by_error else "differs from")
                  + f" the order by measured score error ({', '.join(by_error)}).")
+    return text
+
+
+CURVE_COLUMNS = ["activation", "n", "m", "score error", "± se", "W2", "MMD^2", "precision", "recall", "held-out loss",
+                 "kept step", "steps run", "ended by"]
+CURVE_METRICS = {"score error": 3, "W2": 5, "MMD^2": 6}
+
+
+def ended_by(training: dict, budget: int) -> str:
+    """What ended a denoiser's training: early stopping, or the step budget (with the held-out loss still
+    falling when the kept step is the last one)."""
+    if training["steps"] < budget:
+        return "early stopping"
+    return "budget, held-out loss still falling" if training["best_step"] == budget else "budget"
+
+
+def learning_curve_rows(curves: dict, cfg) -> list[list]:
+    rows = []
+    for (activation, n, width), unit in curves.items():
+        row, summary = unit["row"], unit["summary"]
+        rows.append([activation, n, width, _number(row["score_error"]), _number(row["score_error_stderr"]),
+                     _number(row["w2"]), _number(row["mmd"]), _number(row.get("precision")),
+                     _number(row.get("recall")), summary["best_val_loss"], summary["best_step"], summary["steps"],
+                     ended_by(summary, cfg.diffusion_steps)])
+    return rows
+
+
+def _series(rows: list, activation: str, axis: str, cfg) -> list[list]:
+    """The rows of one curve: over m at n = diffusion_n (axis "m") or over n at m = diffusion_width (axis "n")."""
+    if axis == "m":
+        return sorted((r for r in rows if r[0] == activation and r[1] == cfg.diffusion_n and r[2] in
+                       cfg.diffusion_widths), key=lambda r: r[2])
+    return sorted((r for r in rows if r[0] == activation and r[2] == cfg.diffusion_width and r[1] in cfg.diffusion_ns),
+                  key=lambda r: r[1])
+
+
+def curve_slopes(rows: list, cfg) -> dict:
+    """Least-squares log-log slope of each metric against m and against n, per activation (NaN where fewer than
+    two points are positive; one seed per point, so no interval)."""
+    slopes = {}
+    for activation in cfg.activations:
+        for axis, column in (("m", 2), ("n", 1)):
+            series = _series(rows, activation, axis, cfg)
+            for name, index in CURVE_METRICS.items():
+                points = [(r[column], r[index]) for r in series if r[index] == r[index] and r[index] > 0]
+                slopes[activation, axis, name] = (fit_power_law(*zip(*points))[0] if len(points) > 1
+                                                  else float("nan"))
+    return slopes
+
+
+def _curve_figure(rows: list, slopes: dict, base: dict, cfg):
+    import matplotlib.pyplot as plt
+
+    from .concentration import COLORS
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
+    floors = {"W2": [(base["rows"].get("exact") or {}).get("w2"), base["p0"]["w2"]],
+              "MMD^2": [(base["rows"].get("exact") or {}).get("mmd"), base["p0"]["mmd"]]}
+    for row_axes, axis, column, label in ((axes[0], "m", 2, "width m"), (axes[1], "n", 1, "draws n")):
+        for ax, (name, index) in zip(row_axes, CURVE_METRICS.items()):
+            for activation in cfg.activations:
+                series = _series(rows, activation, axis, cfg)
+                ax.plot([r[column] for r in series], [r[index] for r in series], marker="o",
+                        color=COLORS.get(activation), label=f"{activation}: slope "
+                        f"{slopes[activation, axis, name]:+.2f}")
+            for value, style in zip(floors.get(name, []), ("--", ":")):
+                if value is not None and value > 0:
+                    ax.axhline(value, color="grey", ls=style, lw=1)
+            ax.set(xscale="log", yscale="log", xlabel=label, ylabel=name)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+    return fig
+
+
+def _learning_curve_reading(rows: list, slopes: dict, metrics: dict, cfg) -> list[str]:
+    text = []
+    for activation in cfg.activations:
+        by_m, by_n = _series(rows, activation, "m", cfg), _series(rows, activation, "n", cfg)
+        text.append(
+            f"{activation} learning curves (one seed per point): score error {by_m[0][3]:.3g} at m = {by_m[0][2]} "
+            f"to {by_m[-1][3]:.3g} at m = {by_m[-1][2]} (slope {slopes[activation, 'm', 'score error']:+.2f}), W2 "
+            f"slope {slopes[activation, 'm', 'W2']:+.2f}, MMD^2 slope {slopes[activation, 'm', 'MMD^2']:+.2f} in m; "
+            f"score error {by_n[0][3]:.3g} at n = {by_n[0][1]} to {by_n[-1][3]:.3g} at n = {by_n[-1][1]} (slope "
+            f"{slopes[activation, 'n', 'score error']:+.2f}), W2 slope {slopes[activation, 'n', 'W2']:+.2f}, MMD^2 "
+            f"slope {slopes[activation, 'n', 'MMD^2']:+.2f} in n. Training ended by: "
+            + ", ".join(f"{r[12]} at (n = {r[1]}, m = {r[2]}, step {r[11]})" for r in by_m + by_n) + ".")
+    widest = max(cfg.diffusion_widths + (cfg.diffusion_width,))
+    p0 = metrics["baselines"]["p0"]
+    exact = metrics["baselines"]["exact"]
+    if p0.get("precision") is None:
+        return text
+    floor = p0["precision"]
+    parts = []
+    for activation in cfg.activations:
+        row = next(r for r in rows if r[0] == activation and r[1] == cfg.diffusion_n and r[2] == widest)
+        separated = row[7] >= floor - 0.05 and row[8] == 1.0
+        verdict = ("separates the modes" if separated else
+                   f"bridges them: {1 - row[7]:.1%} of its samples lie more than 3 standard deviations from every "
+                   f"mode (fresh draws of p_0: {1 - floor:.1%}), recall {row[8]:.2f}; its training ended by "
+                   f"{row[12]} at step {row[11]} with held-out loss {row[9]:.4g}")
+        parts.append(f"{activation} precision {row[7]:.3f}, recall {row[8]:.2f}: {verdict}")
+    text.append(f"Mode separation by the widest networks (m = {widest}, n = {cfg.diffusion_n}), against fresh draws "
+                f"of p_0 (precision {floor:.3f}, recall {p0['recall']:.2f})"
+                + (f" and the exact score (precision {exact['precision']:.3f}, recall {exact['recall']:.2f})"
+                   if exact is not None else "") + ": " + "; ".join(parts) + ".")
     return text

@@ -31,6 +31,7 @@ MODULES = {
     "threshold": "thresholds",
     "initialisation": "initialisation",
     "diffusion": "diffusion",
+    "generalisation": "generalisation",
 }
 
 
