@@ -43,8 +43,8 @@ CHILD = """
 import sys, time
 from dataclasses import replace
 from overparam.study import concentration, config
-config.PRESETS["quick"] = replace(config.PRESETS["quick"], d=4, kernel_n=10, kernel_widths=(16, 32, 64, 128),
-                                  kernel_seeds=3)
+config.PRESETS["quick"] = replace(config.PRESETS["quick"], d=4, kernel_n=10, kernel_widths=(16, 32, 64),
+                                  kernel_seeds=2)
 measure = concentration.measure
 def slow(*args, **kwargs):
     time.sleep(0.2)
@@ -54,7 +54,7 @@ from overparam.cli import run
 sys.argv = ["overparam", "study", "--only", "concentration", "--out", sys.argv[1], "--json"]
 run()
 """
-UNITS = 3 * 4 * 3  # activations x widths x seeds
+UNITS = 3 * 3 * 2  # activations x widths x seeds
 
 
 def finished_units(path) -> int:
