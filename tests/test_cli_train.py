@@ -86,3 +86,27 @@ def test_divergence_exits_1_and_says_so(tmp_path, overparam):
     assert summary["status"] == "diverged" and "try lr" in summary["message"]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0] == f"overparam: training diverged: {summary['message']}"
+
+
+@pytest.mark.parametrize("error, code", [(ValueError("bad value\nsecond line"), 2), (FileNotFoundError("gone"), 2),
+                                         (FloatingPointError("overflow"), 2), (KeyboardInterrupt(), 130)])
+def test_exceptions_become_exit_codes_by_type(tmp_path, overparam, monkeypatch, error, code):
+    def raise_it(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("overparam.cli.train.train_network", raise_it)
+    result = overparam("train", "--width", "8", "--n", "4", "--out", str(tmp_path))
+    assert result.returncode == code
+    assert result.stderr.strip().splitlines() == [f"overparam: error: {str(error).splitlines()[0]}" if code == 2
+                                                  else "overparam: interrupted"]
+
+
+@pytest.mark.parametrize("bug", [KeyError("x"), RuntimeError("a bug"), TypeError("a bug")])
+def test_a_bug_keeps_its_traceback(tmp_path, overparam, monkeypatch, bug):
+    def raise_it(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr("overparam.cli.train.train_network", raise_it)
+    monkeypatch.setattr("sys.argv", ["overparam", "train", "--width", "8", "--n", "4", "--out", str(tmp_path)])
+    with pytest.raises(type(bug)):
+        run()

@@ -30,9 +30,9 @@ app = typer.Typer(
 #: --data's help: built-in specs (`overparam.data.SOURCES`) with their options, or a file.
 DATA_HELP = f"{', '.join(SOURCES)} (options after a colon, e.g. teacher:width=16), or a .npz (arrays X, y) " \
             "or .csv file (table.csv:labels=3,4)"
-#: Exceptions that mean the user gave bad input (UserInputError is a ValueError): one line, exit code 2.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, OverflowError, FloatingPointError,
-               KeyError)
+#: Exceptions that mean the user gave bad input (UserInputError is a ValueError; OverflowError and
+#: FloatingPointError: a sigma or scale beyond float64): one line, exit code 2. Others are bugs.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, OverflowError, FloatingPointError)
 #: Exit codes: success, a run that failed or diverged, bad input, interrupted (128 + SIGINT).
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -102,7 +102,7 @@ def main() -> None:
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error.args[0] if isinstance(error, KeyError) and error.args else error).strip().splitlines()
+    text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
 
 
@@ -128,6 +128,7 @@ def run() -> None:
         typer.echo(f"overparam: {_one_line(failure)}", err=True)
         sys.exit(failure.code)
     except (KeyboardInterrupt, typer.Abort):
+        code = EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED:  # typer turns a KeyboardInterrupt inside a command into this code
         typer.echo("overparam: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)
