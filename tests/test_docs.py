@@ -191,3 +191,31 @@ def test_tutorial_page_shows_its_figures(served, tmp_path):
     assert figures >= 4
     assert report["images"] >= figures and report["broken"] == []
     assert report["problems"] == [] and report["math_errors"] == 0 and report["typeset"] > 0
+
+
+FENCE = re.compile(r'^```(\w+)([^\n]*)\n(.*?)^```', re.M | re.S)
+
+
+def test_activation_page_code_runs(tmp_path, monkeypatch):
+    """docs/activations.md as a reader would use it: its module written to a file, its Python run in
+    order, its commands run by the CLI, each succeeding."""
+    from typer.testing import CliRunner
+
+    from overparam.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    namespace, commands = {}, 0
+    for language, info, code in FENCE.findall((DOCS / "activations.md").read_text()):
+        title = re.search(r'title="([^"]+)"', info)
+        if title:
+            (tmp_path / title.group(1)).write_text(code)
+        elif language == "python":
+            exec(compile(code, "activations.md", "exec"), namespace)
+        elif language == "bash":
+            for line in code.splitlines():
+                assert line.startswith("overparam "), line
+                result = CliRunner().invoke(app, line.split()[1:])
+                assert result.exit_code == 0, f"{line}\n{result.output}"
+                commands += 1
+    assert {"SINE", "SWISH", "H_star", "closed"} <= set(namespace) and commands >= 3
