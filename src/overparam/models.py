@@ -71,11 +71,11 @@ def pairs_neurons(init: str, width: int) -> bool:
 
 
 class TwoLayerNet:
-    """F_l(W, x) = kappa * sum_r a_{rl} phi_r(W, x) (SPEC §2, §11).
+    r"""$F_\ell(W, x) = \kappa \sum_r a_{r\ell}\, \phi_r(W, x)$ (SPEC §2, §11).
 
     activation: a name (`activations.BUILTIN`), 'module:attribute' or an `Activation`; kept as its
-    record. Elementwise: phi_r = phi(<w_r, x>); softmax: phi_r = m S_r(x), S = softmax over neurons
-    of (<w_r, x>)_r.
+    record. Elementwise: $\phi_r = \phi(\langle w_r, x\rangle)$; softmax: $\phi_r = m\, S_r(x)$, S = softmax
+    over neurons of $(\langle w_r, x\rangle)_r$.
 
     W (m, d) and a (m, k) may be read and replaced (checked on assignment, see `W` and `a`).
     `net(X)` maps (n, d) -> (n, k).

@@ -191,10 +191,10 @@ def monte_carlo_ntk(
 
 def infinite_ntk(activation: str | activations.Activation, X, sigma: float = 1.0, X2=None,
                  out_dim: int = 1) -> torch.Tensor:
-    """H*_{ij} = lim_{m->inf} H(W(0))_{ij} for w_r ~ N(0, sigma^2 I) (SPEC §4, §11), one output: (n, n).
+    r"""$H^*_{ij} = \lim_{m \to \infty} H(W(0))_{ij}$ for $w_r \sim N(0, \sigma^2 I)$ (SPEC §4, §11), one output: (n, n).
 
     The activation's `Activation.infinite_kernel`: a closed form (relu's arc-cosine kernel, exp's and
-    softmax's exponentials) or Gauss-Hermite quadrature of <x_i,x_j> E[phi'(u) phi'(v)].
+    softmax's exponentials) or Gauss-Hermite quadrature of $\langle x_i, x_j\rangle E[\phi'(u)\, \phi'(v)]$.
     With k outputs the limit is I_k (x) H* (cross-output blocks vanish): pass out_dim=k.
     X2 (n2, d): the cross kernel H*(X, X2) of shape (n, n2). Entries beyond float64 are inf
     (exp and softmax at large sigma); `kernel_operator` and the spectra raise OverflowError on them.

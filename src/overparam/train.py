@@ -137,7 +137,7 @@ def train(
     seed: int = 0,
     progress: Callable[[int, float], None] | None = None,
 ) -> History:
-    """Train net.W in place on L(W) = 1/2 sum_i ||F(W, x_i) - y_i||^2: `descend` with one seed.
+    r"""Train net.W in place on $L(W) = \frac12 \sum_i \|F(W, x_i) - y_i\|^2$: `descend` with one seed.
 
     lr: the plain step (W <- W - lr grad L) or "auto" (1 / lambda_max(Theta(W(0)))).
     tol: stop when ||F - y||_2 <= tol (status "converged"). batch_size: minibatches for
