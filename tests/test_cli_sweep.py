@@ -156,3 +156,27 @@ def test_every_bad_flag_of_sweep_threshold_and_results_names_itself(swept, overp
     assert not (tmp_path / "w.db").exists()  # no bad sweep created a store
     eight = json.loads(overparam("results", store, "--format", "json", "--where", "width=8").stdout)
     assert len(eight) == 8 and {r["width"] for r in eight} == {8}  # a typed value matches the integer column
+
+
+def test_rounding_lambda_is_flagged_in_the_store_and_the_results_table(tmp_path, overparam, monkeypatch):
+    """exp at sigma = 0.1 with 12 points on the circle: H* ~ X X^T (rank 2) + O(sigma^2) terms whose rank is
+    exhausted too, so its computed lambda_min is rounding; relu's arc-cosine kernel is well conditioned there."""
+    import numpy as np
+    import torch
+
+    from overparam.data import sphere
+    from overparam.ntk import infinite_ntk
+
+    store = tmp_path / "r.db"
+    result = overparam("sweep", "--store", store, "--activations", "exp,relu", "--widths", "8", "--n", "12",
+                       "--d", "2", "--seeds", "1", "--sigma", "0.1", "--steps", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {r["activation"]: r for r in json.loads(overparam("results", store, "--format", "json").stdout)}
+    X = torch.from_numpy(sphere(12, 2).X)
+    for activation, row in rows.items():
+        values = np.linalg.eigvalsh(infinite_ntk(activation, X, 0.1).numpy())
+        assert row["lambda_rounding"] == int(values[0] < np.finfo(float).eps * 12 * values[-1])
+    assert rows["exp"]["lambda_rounding"] == 1 and rows["relu"]["lambda_rounding"] == 0
+    monkeypatch.setenv("COLUMNS", "250")  # a terminal wide enough for every cell
+    exp_row, relu_row = [line for line in overparam("results", store).stdout.splitlines() if "coupled" in line]
+    assert "(rounding)" in exp_row and "(rounding)" not in relu_row

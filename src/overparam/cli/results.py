@@ -73,7 +73,10 @@ def _print_table(rows: list[dict], store: Path) -> None:
     for name in TABLE_COLUMNS:
         table.add_column(name, justify="right" if name not in ("activation", "init", "status") else "left")
     for row in rows:
-        table.add_row(*[_cell(row.get(name)) for name in TABLE_COLUMNS])
+        cells = {name: _cell(row.get(name)) for name in TABLE_COLUMNS}
+        if row.get("lambda_rounding"):  # lambda_min(H*) below its spectrum's rounding level: not a measurement
+            cells["lambda_min"] += " (rounding)"
+        table.add_row(*cells.values())
     Console().print(table)
 
 
