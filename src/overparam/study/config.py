@@ -51,13 +51,13 @@ class StudyConfig:
     diffusion_samples: int = 1000
     diffusion_score_samples: int = 4096
     # learning curves: every width at n = diffusion_n, every n at m = diffusion_width (one seed per point)
-    diffusion_widths: tuple[int, ...] = (64, 128, 256, 512)
+    diffusion_widths: tuple[int, ...] = (64, 256, 512)
     diffusion_ns: tuple[int, ...] = (256, 512, 1024)
     # (g) generalisation: a teacher on the sphere with label noise; widths at n = generalisation_n, then
     # generalisation_ns at the largest width; each network trained to tol within generalisation_steps
     generalisation_n: int = 64
     generalisation_ns: tuple[int, ...] = (16, 32, 64)
-    generalisation_widths: tuple[int, ...] = (64, 256, 1024, 4096)
+    generalisation_widths: tuple[int, ...] = (64, 256, 1024, 2048)
     generalisation_seeds: int = 2
     generalisation_steps: int = 20000
     generalisation_noise: float = 0.1

@@ -16,6 +16,7 @@ import math
 from dataclasses import asdict, replace
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from ..diffusion import experiment, figures
 from ..diffusion.datasets import parse_data
@@ -398,6 +399,17 @@ def _curve_figure(rows: list, slopes: dict, base: dict, cfg):
     return fig
 
 
+def _endings(rows: list) -> str:
+    """What ended the trainings of `rows`, each reason once with its count (the points named where few)."""
+    unique = {(r[1], r[2]): r for r in rows}
+    reasons = {}
+    for (n, m), r in unique.items():
+        reasons.setdefault(r[12], []).append(f"(n = {n}, m = {m})")
+    return "Training ended by: " + "; ".join(
+        f"{reason} at {len(points)} of {len(unique)} points" + (f" {', '.join(points)}" if len(points) <= 2 else "")
+        for reason, points in reasons.items()) + "."
+
+
 def _learning_curve_reading(rows: list, slopes: dict, metrics: dict, cfg) -> list[str]:
     text = []
     for activation in cfg.activations:
@@ -408,8 +420,7 @@ def _learning_curve_reading(rows: list, slopes: dict, metrics: dict, cfg) -> lis
             f"slope {slopes[activation, 'm', 'W2']:+.2f}, MMD^2 slope {slopes[activation, 'm', 'MMD^2']:+.2f} in m; "
             f"score error {by_n[0][3]:.3g} at n = {by_n[0][1]} to {by_n[-1][3]:.3g} at n = {by_n[-1][1]} (slope "
             f"{slopes[activation, 'n', 'score error']:+.2f}), W2 slope {slopes[activation, 'n', 'W2']:+.2f}, MMD^2 "
-            f"slope {slopes[activation, 'n', 'MMD^2']:+.2f} in n. Training ended by: "
-            + ", ".join(f"{r[12]} at (n = {r[1]}, m = {r[2]}, step {r[11]})" for r in by_m + by_n) + ".")
+            f"slope {slopes[activation, 'n', 'MMD^2']:+.2f} in n. " + _endings(by_m + by_n))
     widest = max(cfg.diffusion_widths + (cfg.diffusion_width,))
     p0 = metrics["baselines"]["p0"]
     exact = metrics["baselines"]["exact"]
@@ -425,6 +436,11 @@ def _learning_curve_reading(rows: list, slopes: dict, metrics: dict, cfg) -> lis
                    f"mode (fresh draws of p_0: {1 - floor:.1%}), recall {row[8]:.2f}; its training ended by "
                    f"{row[12]} at step {row[11]} with held-out loss {row[9]:.4g}")
         parts.append(f"{activation} precision {row[7]:.3f}, recall {row[8]:.2f}: {verdict}")
+    if len(rows) > 2:
+        rho = spearmanr([r[7] for r in rows], [r[9] for r in rows])[0]
+        text.append(f"Over all {len(rows)} learning-curve runs, precision and held-out loss had Spearman rank "
+                    f"correlation {rho:+.2f}" + (": the runs that fit the denoiser better put fewer samples between "
+                                                 "the modes." if rho < -0.5 else "."))
     text.append(f"Mode separation by the widest networks (m = {widest}, n = {cfg.diffusion_n}), against fresh draws "
                 f"of p_0 (precision {floor:.3f}, recall {p0['recall']:.2f})"
                 + (f" and the exact score (precision {exact['precision']:.3f}, recall {exact['recall']:.2f})"

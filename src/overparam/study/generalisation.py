@@ -284,6 +284,12 @@ def reading(results: dict, rows: list, fits: dict, cfg) -> list[str]:
                      f"{mine[-1][9]:.3g} at n = {mine[-1][1]} against a root test MSE of {math.sqrt(mine[0][3]):.3g} "
                      f"to {math.sqrt(mine[-1][3]):.3g}, above it at {above} of {len(mine)} n; test MSE against n "
                      f"slope {format_slope(fits[a]['test_n'])}")
+    by_kernel = sorted(cfg.activations, key=lambda a: at[a][4])
+    scale = [f"{a} and {b} share their interpolant but their complexities differ by a factor "
+             f"{max(at[a][9], at[b][9]) / min(at[a][9], at[b][9]):.3g}" for a, b in zip(by_kernel, by_kernel[1:])
+             if abs(at[a][4] - at[b][4]) <= 1e-9 * at[a][4] and at[a][9] > 0 and at[b][9] > 0]
     text.append("ADHLW19's complexity term sqrt(2 y^T H*^-1 y / n) (the leading term of a bound on a 1-Lipschitz "
-                "loss; compared here with the root test MSE): " + "; ".join(parts) + ".")
+                "loss; compared here with the root test MSE): " + "; ".join(parts) + "."
+                + (f" At n = {n0}, {'; '.join(scale)}: the term scales as the kernel's size^-1/2, the predictor does "
+                   "not." if scale else ""))
     return text
