@@ -4,8 +4,9 @@
   pages with formulas (pymdownx.arithmatex's \\( \\) and \\[ \\] spans) load it, with `MATHJAX_CONFIG`.
 - cli.md: each `<!-- options: COMMAND -->` becomes the table of that command's arguments and options, read
   from the click command behind `overparam COMMAND`, so the page cannot fall behind `--help`.
-- reproducing.md: every study section the page does not describe under a heading `{#KEY}` gets its
-  title and module docstring appended, so a new section is never missing from the site.
+- reproducing.md: a heading `## section: KEY` becomes the section's title as the report prints it;
+  every study section the page does not describe gets its title and module docstring appended, so a
+  new section is never missing from the site, and a described section that no longer exists fails.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ MATHJAX_CONFIG = """MathJax.Hub.Config({
 MathJax.Ajax.loadComplete("[MathJax]/config/local/overparam.js");
 """
 NOTEBOOK_PAGE_LINK = re.compile(r'href="((?![a-z]+:)[^"#]+)\.md(#[^"]*)?"')
+UNDESCRIBED_MARKER = "<!-- undescribed study sections -->"
+SECTION_HEADING = re.compile(r"^## section: (\w+)$", re.M)
 OPTIONS_MARKER = re.compile(r"<!-- options: ([\w-]+) -->")
 
 
@@ -62,7 +65,7 @@ def on_page_markdown(markdown, page, config, files):
     if page.file.src_uri == "cli.md":
         return OPTIONS_MARKER.sub(lambda match: options_table(match.group(1)), markdown)
     if page.file.src_uri == "reproducing.md":
-        return markdown + undescribed_sections(markdown)
+        return study_sections(markdown)
     return markdown
 
 
@@ -105,14 +108,23 @@ def _cell(text: str) -> str:
     return text
 
 
-def undescribed_sections(markdown: str) -> str:
+def study_sections(markdown: str) -> str:
     from overparam.study import SECTIONS
     from overparam.study.runner import section_module
 
-    missing = [key for key in SECTIONS if "{#" + key + "}" not in markdown]
-    parts = []
-    for key in missing:
-        module = section_module(key)
-        parts += [f"\n## {getattr(module, 'TITLE', key)} {{#{key}}}\n", (module.__doc__ or "").strip().replace("<", "&lt;"), "",
-                  f"Run it alone with `overparam study --only {key}`."]
-    return "\n".join(parts)
+    def title(key: str) -> str:
+        return getattr(section_module(key), "TITLE", key)
+
+    described = SECTION_HEADING.findall(markdown)
+    stale = [key for key in described if key not in SECTIONS]
+    if stale:
+        raise PluginError(f"reproducing.md describes study sections {stale} that do not exist: "
+                          f"the sections are {', '.join(SECTIONS)}")
+    markdown = SECTION_HEADING.sub(lambda match: f"## {title(match.group(1))} {{#{match.group(1)}}}", markdown)
+    generated = "".join(f"## {title(key)} {{#{key}}}\n\n"
+                        + (section_module(key).__doc__ or "").strip().replace("<", "&lt;")
+                        + f"\n\nRun it alone with `overparam study --only {key}`.\n\n"
+                        for key in SECTIONS if key not in described)
+    if UNDESCRIBED_MARKER not in markdown:
+        raise PluginError(f"reproducing.md needs the line {UNDESCRIBED_MARKER}: where undescribed sections go")
+    return markdown.replace(UNDESCRIBED_MARKER, generated)
