@@ -93,6 +93,27 @@ def test_sweep_from_flags_only(tmp_path, overparam):
     assert all(r["budget_rule"] == "theory:1" and r["budget"] <= 50 for r in runs)
 
 
+def test_sweep_on_digits_from_a_toml_spec(tmp_path, overparam):
+    import numpy as np
+
+    from overparam.data import digits
+
+    spec = tmp_path / "digits.toml"
+    spec.write_text('[sweep]\nactivations = ["relu"]\nwidths = [4, 8]\nn = [12]\nd = 64\nseeds = 2\n'
+                    'data = "digits:classes=3,5"\ntol = 1e-2\nsteps = 100\n')
+    result = overparam("sweep", spec, "--store", tmp_path / "runs.db", "--workers", "1", "--json")
+    assert result.returncode in (0, None), result.stderr
+    assert json.loads(result.stdout)["trained"] == 4
+    runs = json.loads(overparam("results", tmp_path / "runs.db", "--format", "json").stdout)
+    G = digits((3, 5), n=12).X @ digits((3, 5), n=12).X.T
+    H = G * (np.pi - np.arccos(np.clip(G - np.diag(np.diag(G) - 1), -1, 1))) / (2 * np.pi)  # relu's H* of the digits, written out
+    assert all(r["d"] == 64 and r["lambda_min"] == pytest.approx(np.linalg.eigvalsh(H)[0], rel=1e-9) for r in runs)
+    spec.write_text('[sweep]\nactivations = ["relu"]\nwidths = [4]\nn = [12]\ndata = "digits:classes=3,5"\n')
+    wrong = overparam("sweep", spec, "--store", tmp_path / "runs.db")
+    assert wrong.returncode == 2 and wrong.stderr.strip().splitlines() == [
+        "overparam: error: data = 'digits:classes=3,5' has its own shape: use d = 64 and k = 1"]
+
+
 @pytest.mark.parametrize("content,message", [
     ("[sweep]\nactivations = ['exp']\nwidths = [8]\nn = [4]\ncolour = 'red'\n", "unknown sweep key 'colour'"),
     ("[sweep]\nwidths = [8,\n", "not valid TOML"),

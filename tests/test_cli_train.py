@@ -110,3 +110,30 @@ def test_a_bug_keeps_its_traceback(tmp_path, overparam, monkeypatch, bug):
     monkeypatch.setattr("sys.argv", ["overparam", "train", "--width", "8", "--n", "4", "--out", str(tmp_path)])
     with pytest.raises(type(bug)):
         run()
+
+
+def test_train_on_digits(tmp_path, overparam):
+    from overparam.data import digits
+
+    result = overparam("train", "--data", "digits:classes=3,5", "--n", "20", "--activation", "relu", "--width", "128",
+                       "--steps", "3000", "--tol", "1e-3", "--out", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["n"], summary["d"], summary["k"], summary["data"]) == (20, 64, 1, "digits-3-5")
+    assert summary["status"] == "converged"
+    result = overparam("ntk", "--data", "digits:classes=3,5", "--n", "20", "--activation", "relu", "--infinite",
+                       "--out", str(tmp_path / "ntk"), "--json")
+    assert result.returncode == 0, result.stderr
+    X = digits((3, 5), n=20).X
+    G = X @ X.T
+    H = G * (np.pi - np.arccos(np.clip(G - np.diag(np.diag(G) - 1), -1, 1))) / (2 * np.pi)  # relu's H* on unit inputs (SPEC §4)
+    assert json.loads(result.stdout)["lambda_min"] == pytest.approx(np.linalg.eigvalsh(H)[0], rel=1e-9)
+
+
+def test_digits_without_scikit_learn_is_one_line_exit_2(tmp_path, overparam, without_sklearn):
+    for command in (["train", "--out", str(tmp_path)], ["ntk"], ["sweep", "--store", str(tmp_path / "runs.db"),
+                                                                 "--activations", "relu", "--widths", "4", "--d", "64"]):
+        result = overparam(*command, "--data", "digits:classes=3,5", "--n", "10")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("overparam: error: ")
+        assert lines[0].endswith("the digits data set needs scikit-learn: pip install 'overparam[data]'")

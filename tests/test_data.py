@@ -134,17 +134,7 @@ def test_digits_refuses_bad_classes_and_sizes(classes, n, message):
         data.digits(classes, n=n)
 
 
-def test_digits_without_scikit_learn_says_what_to_install(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_sklearn(name, *args, **kwargs):
-        if name.startswith("sklearn"):
-            raise ImportError(f"No module named {name!r}")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_sklearn)
+def test_digits_without_scikit_learn_says_what_to_install(without_sklearn):
     with pytest.raises(ValueError, match=r"pip install 'overparam\[data\]'"):
         data.digits((3, 5))
 
@@ -205,3 +195,9 @@ def test_binary_and_non_numeric_files_say_what_is_wrong(tmp_path):
     np.savez(tmp_path / "s.npz", X=np.array([["1.5", "2"]]), y=np.array([1.0]))
     with pytest.raises(ValueError, match="array X .* has dtype <U3"):
         data.load(tmp_path / "s.npz")
+
+
+def test_comma_separated_specs_keep_their_own_commas():
+    assert data.split_specs("sphere,digits:classes=3,5,teacher:width=4") == [
+        "sphere", "digits:classes=3,5", "teacher:width=4"]
+    assert data.split_specs("digits:classes=1,2,3") == ["digits:classes=1,2,3"]

@@ -27,6 +27,8 @@ TINY = StudyConfig(
     diffusion_n=256, diffusion_width=64, diffusion_steps=100, diffusion_sampler_steps=20, diffusion_samples=300,
     diffusion_score_samples=2000, generalisation_n=12, generalisation_ns=(6, 12), generalisation_widths=(32, 128),
     generalisation_steps=3000, generalisation_test=50, diffusion_widths=(32, 64), diffusion_ns=(128, 256),
+    real_ns=(12,), real_label_draws=2, real_train_n=12, real_width=16, real_steps=200, real_threshold_ns=(8,),
+    real_threshold_widths=(2, 4), real_threshold_seeds=2,
 )
 #: Progress of the module's study: units each section announced, and the ticks it then gave.
 PROGRESS = {"announced": {}, "ticked": {}}
@@ -81,8 +83,10 @@ def test_every_section_ticks_once_per_announced_unit(study_dir):
     assert PROGRESS["announced"]["diffusion"] == len(TINY.activations) * len(curve_grid(TINY)) + 1
     assert sorted(curve_grid(TINY)) == [(128, 64), (256, 32), (256, 64)]
     cached_thresholds = kernel_units(TINY) + len(TINY.activations) * len(lambda_points(TINY))
+    # real_data's cached units are its training and kernel units (its sweeps' runs live in the runs table)
     assert result.computed == cached_thresholds + sum(PROGRESS["announced"][key] for key in (
-        "concentration", "training", "diffusion", "initialisation", "generalisation"))
+        "concentration", "training", "diffusion", "initialisation", "generalisation")) + \
+        len(TINY.activations) * (1 + len(TINY.real_ns))
 
 
 def test_diffusion_numbers_match_overparam_diffusion(study_dir):
@@ -399,8 +403,9 @@ def test_threshold_table_against_the_raw_runs(study_dir):
     level = 1 - TINY.delta
     for activation in TINY.activations:
         for n in TINY.threshold_ns:
-            statuses = db.execute("SELECT width, status, lambda_min FROM runs WHERE activation = ? AND n = ?",
-                                  (activation, n)).fetchall()
+            # d: the store also holds the real-data section's sweeps (d = 64), which are not this section's runs
+            statuses = db.execute("SELECT width, status, lambda_min FROM runs WHERE activation = ? AND n = ? AND d = ?",
+                                  (activation, n, TINY.d)).fetchall()
             rates = [np.mean([s == "converged" for w, s, _ in statuses if w == width]) for width in TINY.threshold_widths]
             row = table["optimization", activation, n]
             assert row["successes"] == " ".join(f"{round(r * TINY.threshold_seeds)}/{TINY.threshold_seeds}"

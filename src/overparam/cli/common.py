@@ -28,7 +28,7 @@ app = typer.Typer(
 )
 
 #: --data's help: built-in specs (`overparam.data.SOURCES`) with their options, or a file.
-DATA_HELP = f"{', '.join(SOURCES)} (options after a colon, e.g. teacher:width=16), or a .npz (arrays X, y) " \
+DATA_HELP = f"{', '.join(SOURCES)} (options after a colon, e.g. teacher:width=16, digits:classes=3,5), or a .npz (arrays X, y) " \
             "or .csv file (table.csv:labels=3,4)"
 #: Exceptions that mean the user gave bad input (UserInputError is a ValueError; OverflowError and
 #: FloatingPointError: a sigma or scale beyond float64): one line, exit code 2. Others are bugs.

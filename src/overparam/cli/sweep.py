@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..data import split_specs
 from ..sweep import SweepProgress, SweepSpec, load_spec, run_sweep
 from ..sweep.spec import GRID_KEYS
 from .common import app, parse_device, print_json, show_progress
@@ -31,7 +32,7 @@ def sweep(
     init: Optional[str] = typer.Option(None, help="independent and/or coupled [coupled]"),
     scale: Optional[str] = typer.Option(None, help="kappa: default, 1, 1/sqrt(m), 1/m or a number"),
     sigma: Optional[str] = typer.Option(None, help="initial weight scale(s) [1.0]"),
-    data: Optional[str] = typer.Option(None, help="sphere, teacher, moons, circles [sphere]"),
+    data: Optional[str] = typer.Option(None, help="a dataset spec: sphere, teacher, moons, circles, digits:classes=3,5 [sphere]"),
     data_seed: Optional[str] = typer.Option(None, help="seed of the data set, or 'seed' for data per seed [0]"),
     lr: Optional[str] = typer.Option(None, help="'auto' (1/lambda_max(Theta(W(0)))) or step sizes [auto]"),
     tol: Optional[str] = typer.Option(None, help="target ||F - y||_2 [1e-3]"),
@@ -85,6 +86,8 @@ def sweep(
 
 def _split(key: str, text: str):
     """Comma-separated flag values become lists for the keys a sweep ranges over."""
+    if key == "data":
+        return split_specs(text)
     if key in GRID_KEYS or (key == "seeds" and "," in text):
         return [part.strip() for part in text.split(",") if part.strip()]
     return text

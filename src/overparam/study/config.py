@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from ..activations import PAPERS
-SECTIONS = ("concentration", "training", "laziness", "threshold", "initialisation", "diffusion", "generalisation")
+SECTIONS = ("concentration", "training", "laziness", "threshold", "initialisation", "diffusion", "generalisation",
+            "real_data")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,19 @@ class StudyConfig:
     generalisation_steps: int = 20000
     generalisation_noise: float = 0.1
     generalisation_test: int = 1000
+    # real data: scikit-learn's digits (d = 64), true against random labels (ADHLW19). Training at one width
+    # and n; the complexity term and lambda_min(H*) at real_ns; m*_opt at real_threshold_ns (with section (d)'s
+    # threshold_budget and threshold_max_steps)
+    real_classes: tuple[int, ...] = (3, 5)
+    real_ns: tuple[int, ...] = (32, 64, 128, 256)
+    real_label_draws: int = 5
+    real_train_n: int = 64
+    real_width: int = 256
+    real_seeds: int = 4
+    real_steps: int = 2000
+    real_threshold_ns: tuple[int, ...] = (32, 64)
+    real_threshold_widths: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128)
+    real_threshold_seeds: int = 4
     sections: tuple[str, ...] = SECTIONS
     extra: dict = field(default_factory=dict)
 

@@ -32,6 +32,7 @@ MODULES = {
     "initialisation": "initialisation",
     "diffusion": "diffusion",
     "generalisation": "generalisation",
+    "real_data": "real_data",
 }
 
 

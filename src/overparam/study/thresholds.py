@@ -142,11 +142,8 @@ def proven_widths(activation: str, n: int, lam: float, delta: float) -> list[tup
     return rows + [("kernel condition", "n^2 log(n/delta) / lambda^2", theory.kernel_width(n, lam, delta))]
 
 
-def run(cfg, ctx) -> Section:
-    table = sweep_table(cfg)
-    section = Section(KEY, TITLE, command=ctx.command(KEY), config={
-        "sweep": table, "delta": cfg.delta, "kernel_widths": list(cfg.threshold_kernel_widths),
-        "lambda_ns": list(cfg.lambda_ns)})
+def study_sweep(table: dict, ctx):
+    """run_sweep of a [sweep] table into the study's store, one tick per finished (or reused) run."""
     seen = [0]
 
     def progress(counts) -> None:
@@ -155,7 +152,15 @@ def run(cfg, ctx) -> Section:
             ctx.tick(finished - seen[0])
             seen[0] = finished
 
-    counts = run_sweep(table, ctx.store_path, backend=ctx.backend, device=ctx.device, progress=progress)
+    return run_sweep(table, ctx.store_path, backend=ctx.backend, device=ctx.device, progress=progress)
+
+
+def run(cfg, ctx) -> Section:
+    table = sweep_table(cfg)
+    section = Section(KEY, TITLE, command=ctx.command(KEY), config={
+        "sweep": table, "delta": cfg.delta, "kernel_widths": list(cfg.threshold_kernel_widths),
+        "lambda_ns": list(cfg.lambda_ns)})
+    counts = study_sweep(table, ctx)
     swept = thresholds(ctx.store_path, delta=cfg.delta, seed=cfg.seed, d=cfg.d, init=cfg.train_init)
     profiles = kernel_profiles(cfg, ctx)
     measured = thresholds_from_rows(kernel_rows(cfg, profiles), delta=cfg.delta, seed=cfg.seed, kinds=("kernel",))

@@ -7,7 +7,7 @@
     d = 8                                      # input dimension
     seeds = 8                                  # a count (seeds 0..7) or a list of seeds
     init = "coupled"                           # independent | coupled
-    data = "sphere"                            # sphere | teacher | moons | circles, options: "teacher:width=16"
+    data = "sphere"                            # sphere | teacher | moons | circles | digits, options: "digits:classes=3,5"
     lr = "auto"                                # "auto" (1 / lambda_max(Theta(W(0)))) or a number
     tol = 1e-3                                 # target ||F - y||_2 <= tol
     steps = 2000                               # a number, or "theory:c" (SPEC §7)
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..activations import parse_scale, resolve
-from ..data import check_spec, parse_spec
+from ..data import check_spec, fixed_shape
 from ..models import INITS
 
 if sys.version_info >= (3, 11):
@@ -48,7 +48,6 @@ DEFAULTS = {
     "max_steps": 100_000, "dtype": "float64", "record_every": None,
 }
 REQUIRED = ("activations", "widths", "n")
-TWO_D_DATA = ("moons", "circles")
 
 
 @dataclass(frozen=True)
@@ -121,8 +120,10 @@ class SweepSpec:
         grid["scale"] = [_scale(v) for v in grid["scale"]]
         if "coupled" in grid["init"] and any(w % 2 for w in grid["widths"]):
             raise ValueError(f"coupled init pairs neurons, so every width must be even; got {grid['widths']}")
-        if any(parse_spec(spec)[0] in TWO_D_DATA for spec in grid["data"]) and (grid["d"] != [2] or grid["k"] != [1]):
-            raise ValueError("moons and circles are 2-D with scalar labels: use d = 2 and k = 1")
+        for spec in grid["data"]:
+            shape = fixed_shape(spec)
+            if shape is not None and (grid["d"] != [shape[0]] or grid["k"] != [shape[1]]):
+                raise ValueError(f"data = {spec!r} has its own shape: use d = {shape[0]} and k = {shape[1]}")
         seeds = values["seeds"]
         if isinstance(seeds, (list, tuple)):
             seeds = [_nonnegative_int(s, "seeds") for s in seeds]
