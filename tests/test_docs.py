@@ -21,6 +21,8 @@ import headless_browser
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
+#: A fenced code block: language, the rest of the opening line (e.g. title="x.py"), the code.
+FENCE = re.compile(r'^```(\w+)([^\n]*)\n(.*?)^```', re.M | re.S)
 
 
 
@@ -58,6 +60,21 @@ def test_cli_page_documents_every_command_and_only_those():
     assert sorted(documented) == sorted(_commands())
     headings = re.findall(r"^## `overparam ([\w-]+)`", page, re.M)
     assert headings == documented
+
+
+def test_commands_on_every_page_use_real_options():
+    """Each `overparam COMMAND --flag` in the README and the pages names a command and flags it has."""
+    commands = _commands()
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        for _, _, code in FENCE.findall(page.read_text()):
+            for line in code.replace("\\\n", " ").splitlines():
+                words = line.split("#")[0].split()
+                if words[:1] != ["overparam"] or len(words) < 2:
+                    continue
+                assert words[1] in commands, f"{page.name}: {line}"
+                flags = {flag for param in commands[words[1]].params for flag in param.opts + param.secondary_opts}
+                used = {word.split("=")[0] for word in words[2:] if word.startswith("--")}
+                assert used <= flags, f"{page.name}: {line} uses {sorted(used - flags)}"
 
 
 def test_cli_page_tables_list_each_option(site):
@@ -191,9 +208,6 @@ def test_tutorial_page_shows_its_figures(served, tmp_path):
     assert figures >= 4
     assert report["images"] >= figures and report["broken"] == []
     assert report["problems"] == [] and report["math_errors"] == 0 and report["typeset"] > 0
-
-
-FENCE = re.compile(r'^```(\w+)([^\n]*)\n(.*?)^```', re.M | re.S)
 
 
 def test_activation_page_code_runs(tmp_path, monkeypatch):
