@@ -103,6 +103,9 @@ PRESETS = {
         diffusion_widths=(512, 1024, 2048, 4096, 8192), diffusion_ns=(1024, 2048, 4096, 8192),
         generalisation_n=256, generalisation_ns=(32, 64, 128, 256, 512), generalisation_widths=tuple(2**p for p in range(6, 16)),
         generalisation_seeds=4, generalisation_steps=200000,
+        real_ns=(32, 64, 128, 256, 365), real_label_draws=20, real_train_n=256, real_width=4096, real_seeds=8,
+        real_steps=20000, real_threshold_ns=(32, 64, 128, 256), real_threshold_widths=tuple(2**p for p in range(1, 12)),
+        real_threshold_seeds=8,
     ),
     "full": StudyConfig(
         preset="full", d=32, kernel_n=1024, kernel_widths=tuple(2**p for p in range(6, 21)), kernel_seeds=32,
@@ -116,6 +119,9 @@ PRESETS = {
         diffusion_widths=tuple(2**p for p in range(10, 17)), diffusion_ns=tuple(2**p for p in range(11, 16)),
         generalisation_n=1024, generalisation_ns=(64, 128, 256, 512, 1024, 2048), generalisation_seeds=8,
         generalisation_widths=tuple(2**p for p in range(6, 19)), generalisation_steps=1000000, generalisation_test=5000,
+        real_classes=tuple(range(10)), real_ns=(64, 128, 256, 512, 1024, 1797), real_label_draws=50, real_train_n=1024,
+        real_width=16384, real_seeds=16, real_steps=100000, real_threshold_ns=(64, 128, 256, 512, 1024),
+        real_threshold_widths=tuple(2**p for p in range(1, 16)), real_threshold_seeds=16,
     ),
 }
 

@@ -297,10 +297,9 @@ def _reading(training_rows, kernel_rows, threshold_rows, cfg) -> list[str]:
             if all(r[3] - 2 * r[4] > r[2] for r in mine):
                 separates.append(activation)
         for r in (r for r in threshold_rows if r[0] == activation):
-            smallest = min(cfg.real_threshold_widths)  # a threshold there means "at most the smallest width"
-            m_digits, m_sphere = (("<= " if r[i] == smallest else "") + _width(r[i]) for i in (2, 6))
-            text.append(f"{activation}, n = {r[1]}: m*_opt = {m_digits} [{_width(r[3])}, {_width(r[4])}] on the "
-                        f"digits (true labels) against {m_sphere} [{_width(r[7])}, {_width(r[8])}] on the sphere"
+            m_digits, m_sphere = (_threshold(r[i:i + 3], cfg.real_threshold_widths) for i in (2, 6))
+            text.append(f"{activation}, n = {r[1]}: m*_opt = {m_digits} on the digits (true labels) against "
+                        f"{m_sphere} on the sphere"
                         + _cut(r[5], "digits") + _cut(r[9], "sphere") + ".")
     compared = [r for r in threshold_rows if math.isfinite(r[2]) or math.isfinite(r[6])]
     if compared:
@@ -334,6 +333,14 @@ def _reading(training_rows, kernel_rows, threshold_rows, cfg) -> list[str]:
 def _cut(tally: str, name: str) -> str:
     cut, runs = map(int, tally.split("/"))
     return f"; {cut} of {runs} {name} runs stopped unconverged at the step cap, before their theory budget" if cut else ""
+
+
+def _threshold(values, widths) -> str:
+    """m* [low, high]; '<= w' at the smallest width w, 'beyond the grid (> w)' past the largest."""
+    m, low, high = values
+    if math.isinf(m):
+        return f"beyond the grid (> {max(widths)})"
+    return ("<= " if m == min(widths) else "") + f"{_width(m)} [{_width(low)}, {_width(high)}]"
 
 
 def _width(value: float) -> str:
