@@ -23,6 +23,7 @@ TINY = StudyConfig(
     train_n=8, train_widths=(64, 256), train_seeds=2, train_steps=400, tol=1e-2,
     threshold_ns=(4, 8), threshold_widths=(2, 4, 8, 16, 32), threshold_seeds=2, threshold_max_steps=400,
     threshold_kernel_widths=(8, 16, 32, 64, 128, 256, 512), lambda_ns=(4, 8, 16),
+    perturbation_radii=(1e-3, 1e-2, 1e-1, 1.0), perturbation_ascent_steps=3,
     delta=0.5, init_n=8, init_width=128, init_seeds=2,
     diffusion_n=256, diffusion_width=64, diffusion_steps=100, diffusion_sampler_steps=20, diffusion_samples=300,
     diffusion_score_samples=2000, generalisation_n=12, generalisation_ns=(6, 12), generalisation_widths=(32, 128),
@@ -85,7 +86,7 @@ def test_every_section_ticks_once_per_announced_unit(study_dir):
     cached_thresholds = kernel_units(TINY) + len(TINY.activations) * len(lambda_points(TINY))
     # real_data's cached units are its training and kernel units (its sweeps' runs live in the runs table)
     assert result.computed == cached_thresholds + sum(PROGRESS["announced"][key] for key in (
-        "concentration", "training", "diffusion", "initialisation", "generalisation")) + \
+        "concentration", "training", "perturbation", "diffusion", "initialisation", "generalisation")) + \
         len(TINY.activations) * (1 + len(TINY.real_ns))
 
 
@@ -532,3 +533,73 @@ def test_diffusion_learning_curves_from_the_cached_units(study_dir):
         assert row["ended by"] == ("early stopping" if steps < TINY.diffusion_steps else
                                    "budget, held-out loss still falling" if kept == steps else "budget")
     cache.close()
+
+
+def _perturbation_rows(out: Path) -> dict:
+    return {(r["activation"], int(r["m"]), r["direction"], float(r["R"])): r
+            for r in read_csv(out / "tables" / "perturbation.csv")}
+
+
+@pytest.mark.parametrize("activation", ["exp", "softmax"])
+def test_perturbation_gradient_row_against_dense_autograd_kernels(study_dir, activation):
+    """One row per activation recomputed with kernels J J^T / (m kappa^2) from autograd Jacobians of F written out,
+    the gradient direction from autograd of the loss, and lambda from eigvalsh of H*."""
+    from overparam.data import sphere
+
+    out, _ = study_dir
+    rows = _perturbation_rows(out)
+    width, radius = TINY.train_widths[0], TINY.perturbation_radii[len(TINY.perturbation_radii) // 2]
+    row = rows[activation, width, "gradient", radius]
+    data = sphere(TINY.train_n, TINY.d, seed=TINY.seed)
+    X, y = torch.from_numpy(data.X), torch.from_numpy(data.y)
+    net = TwoLayerNet(TINY.d, width, 1, activation, init=TINY.train_init, sigma=TINY.sigma, seed=0)
+    W0 = net.W.clone().requires_grad_(True)
+    loss = 0.5 * (_direct_forward(activation, W0, net.a, X, net.kappa) - y).square().sum()
+    (gradient,) = torch.autograd.grad(loss, W0)
+    U = radius * gradient / gradient.norm(dim=1, keepdim=True)
+    H0 = _autograd_kernel(activation, W0.detach(), net.a, X, net.kappa)
+    H = _autograd_kernel(activation, W0.detach() + U, net.a, X, net.kappa)
+    lam = float(np.linalg.eigvalsh(infinite_ntk(activation, X).numpy())[0])
+    assert float(row["change/lambda"]) == pytest.approx(float(np.abs(np.linalg.eigvalsh((H - H0).numpy())).max()) / lam,
+                                                        rel=1e-8)
+    assert float(row["lambda_min/lambda"]) == pytest.approx(float(np.linalg.eigvalsh(H.numpy())[0]) / lam, rel=1e-8)
+
+
+def test_softmax_kernel_is_exactly_shift_invariant_and_exp_becomes_DHD(study_dir):
+    """SPEC §10: a shared shift u leaves softmax's kernel unchanged (every row of z moves by one constant) and
+    turns exp's into D H D, D = diag(e^<u, x_i>); both to 1e-12, with kernels from autograd Jacobians."""
+    from overparam.data import sphere
+
+    out, _ = study_dir
+    shifts = [float(r["change/lambda"]) for key, r in _perturbation_rows(out).items() if key[0] == "softmax"
+              and key[2] == "shift"]
+    assert shifts and max(shifts) <= 1e-12
+    X = torch.from_numpy(sphere(TINY.train_n, TINY.d, seed=TINY.seed).X)
+    u = torch.tensor([0.3, -0.2, 0.5, 0.1], dtype=torch.float64)[:TINY.d]
+    for activation in ("softmax", "exp"):
+        net = TwoLayerNet(TINY.d, 64, 1, activation, seed=3)
+        H0 = _autograd_kernel(activation, net.W, net.a, X, net.kappa)
+        H = _autograd_kernel(activation, net.W + u, net.a, X, net.kappa)
+        expected = H0 if activation == "softmax" else torch.diag(torch.exp(X @ u)) @ H0 @ torch.diag(torch.exp(X @ u))
+        assert float((H - expected).abs().max()) <= 1e-12 * float(H0.abs().max())
+
+
+def test_perturbation_radius_table_interpolates_the_crossing(study_dir):
+    """R* of tables/perturbation_radius.csv lies where change/lambda crosses 1/4 in tables/perturbation.csv:
+    between the two grid radii around the first crossing, at the log-log interpolation of the two values."""
+    out, _ = study_dir
+    rows = _perturbation_rows(out)
+    radii = sorted(TINY.perturbation_radii)
+    for star in read_csv(out / "tables" / "perturbation_radius.csv"):
+        for direction in ("random", "shift", "gradient", "worst"):
+            changes = [float(rows[star["activation"], int(star["m"]), direction, r]["change/lambda"]) for r in radii]
+            cell = star[f"R* {direction}"]
+            crossing = next((i for i, c in enumerate(changes) if c >= 0.25), None)
+            if crossing is None:
+                assert cell.startswith(">")
+            elif crossing == 0:
+                assert cell.startswith("<=")
+            else:
+                (r0, c0), (r1, c1) = (radii[crossing - 1], changes[crossing - 1]), (radii[crossing], changes[crossing])
+                expected = r1 if c0 == 0 else np.exp(np.interp(np.log(0.25), np.log([c0, c1]), np.log([r0, r1])))
+                assert float(cell) == pytest.approx(expected, rel=1e-9)

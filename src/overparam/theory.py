@@ -120,6 +120,13 @@ def proven_widths(activation, init: str | None = None) -> list[tuple[str, str]]:
             if init is None or init in inits]
 
 
+def dzps19_perturbation_radius(n: float, lam: float, delta: float, c: float = C) -> float:
+    """DZPS19 Lemma 3.2: ||H(W) - H(W(0))||_2 < lambda/4 while every ||w_r - w_r(0)|| <= R, R of order
+    delta lambda / n^2 (relu); order of growth with constant c (SPEC §10)."""
+    _check(n, lam, delta)
+    return c * delta * lam / n**2
+
+
 @dataclass
 class Orders:
     """One work's predicted orders (None where the paper's abstract states none)."""

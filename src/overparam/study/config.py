@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from ..activations import PAPERS
-SECTIONS = ("concentration", "training", "laziness", "threshold", "initialisation", "diffusion", "generalisation",
-            "real_data")
+SECTIONS = ("concentration", "training", "laziness", "threshold", "perturbation", "initialisation", "diffusion",
+            "generalisation", "real_data")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,10 @@ class StudyConfig:
     # the kernel threshold by one nested pass per seed (SPEC §8), and lambda(n) = lambda_min(H*) up to large n
     threshold_kernel_widths: tuple[int, ...] = tuple(2**p for p in range(6, 23))
     lambda_ns: tuple[int, ...] = tuple(2**p for p in range(3, 12))
+    # perturbation of the kernel (SPEC §10) at the training section's n, widths and init: radii R of every
+    # neuron's move, projected-ascent steps of the worst direction
+    perturbation_radii: tuple[float, ...] = tuple(10 ** (k / 4) for k in range(-12, 1))
+    perturbation_ascent_steps: int = 10
     # (e) coupled vs independent initialisation
     init_n: int = 24
     init_width: int = 1024

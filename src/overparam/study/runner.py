@@ -29,6 +29,7 @@ MODULES = {
     "training": "training",
     "laziness": "laziness",
     "threshold": "thresholds",
+    "perturbation": "perturbation",
     "initialisation": "initialisation",
     "diffusion": "diffusion",
     "generalisation": "generalisation",

@@ -21,6 +21,7 @@ from ..models import initial_weights
 from ..nested_ntk import width_profile
 from ..ntk import lambda_min
 from ..sweep import run_sweep
+from ..sweep.executors import torch_threads
 from ..sweep.analysis import fit_power_law, thresholds, thresholds_from_rows
 from ..sweep.spec import DEFAULTS
 from .report import Figure, Section, Table, save_figure
@@ -71,12 +72,8 @@ def kernel_profiles(cfg, ctx) -> dict:
     W(0) at the largest width is drawn once and shared by every n and activation. One torch thread, as
     the sweep's tasks: at n <= 64 the GEMMs are small, and on 2 cores under load 8 a second thread made
     the passes 2-6x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _kernel_profiles(cfg, ctx)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _kernel_profiles(cfg, ctx) -> dict:

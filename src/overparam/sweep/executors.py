@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import socket
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable, Iterator, Sequence
 
@@ -29,12 +30,19 @@ OnStart = Callable[[Group], None]
 def run_in_process(groups: Sequence[Group], device: str, on_start: OnStart,
                    threads: int = 1) -> Iterator[list[RunResult]]:
     """Tasks one after another in this process, torch limited to `threads` threads meanwhile."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         for group in groups:
             on_start(group)
             yield run_group(group, device)
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch limited to `threads` intra-op threads inside the block, restored after it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
     finally:
         torch.set_num_threads(previous)
 
