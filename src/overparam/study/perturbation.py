@@ -255,8 +255,11 @@ def _reading(cfg, results, movement) -> list[str]:
         moved = movement[a, largest]
         lam = results[a, largest]["lambda"]
         dzps = theory.dzps19_perturbation_radius(cfg.train_n, lam, cfg.delta)
-        margin = ("" if not (math.isfinite(smallest) and smallest > 0 and moved > 0)
-                  else f", a margin of {smallest / moved:.3g}x")
+        margin = ""
+        if math.isfinite(smallest) and smallest > 0 and moved > 0:
+            margin = (f", {smallest / moved:.3g} times what GD moved" if smallest >= moved else
+                      f": GD moved {moved / smallest:.3g} times that far, so a move of its size changes the kernel "
+                      "by more than lambda/4 in the worst direction found (GD's own path need not take it)")
         text.append(f"{a}: GD moved its neurons by at most {moved:.3g} (mean over seeds, m = {largest}); the "
                     f"smallest R* over the directions was {_shown(smallest, cfg)}{margin}; "
                     f"DZPS19's radius delta lambda / n^2 is {dzps:.3g}.")
