@@ -120,3 +120,17 @@ def test_every_study_section_completes_on_the_gpu(tmp_path):
     result = run_study(tiny, tmp_path, device="cuda")
     assert result.failures == []
     assert [s.status for s in result.sections] == ["complete"] * len(result.sections)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("out_dim", [1, 2])
+def test_nested_kernel_pass_equals_the_cpu(activation, out_dim):
+    from overparam.models import initial_weights
+    from overparam.nested_ntk import nested_ntk
+
+    X, _ = inputs(30, 6)
+    W, a = initial_weights(4096, 6, out_dim, "coupled", 1.0, 2)
+    widths = [64, 256, 1000, 4096]
+    cpu = nested_ntk(X, W, a, activation, widths, chunk=700)
+    gpu = nested_ntk(X.cuda(), W.cuda(), a.cuda(), activation, widths)
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-11, atol=1e-11)

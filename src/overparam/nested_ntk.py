@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from . import activations, coefficients
-from .models import initial_weights, resolve_dtype
+from .models import initial_weights, resolve_device, resolve_dtype
 from .ntk import infinite_ntk
 from .validation import as_inputs
 
@@ -169,20 +169,23 @@ class WidthProfile:
 
 def width_profile(X, activation: str, widths, *, out_dim: int = 1, init: str = "independent", sigma: float = 1.0,
                   seed: int = 0, dtype: torch.dtype | str = torch.float64, chunk: int | None = None,
-                  weights: tuple[torch.Tensor, torch.Tensor] | None = None) -> WidthProfile:
+                  weights: tuple[torch.Tensor, torch.Tensor] | None = None,
+                  device: torch.device | str = "cpu") -> WidthProfile:
     """The kernel's distance from its limit and its smallest eigenvalue along a width grid, from one
-    initialisation of the largest width (`models.initial_weights` with `seed`; or `weights` = (W, a)
-    given, e.g. shared by several activations). Spectra are dense float64 eigvalsh (k n x k n)."""
+    initialisation of the largest width (`models.initial_weights` with `seed`, on `device`; or `weights` =
+    (W, a) given, e.g. shared by several activations; the pass runs on their device). Spectra are dense
+    float64 eigvalsh (k n x k n) on the CPU."""
     X = as_inputs(X, None, torch.float64, "cpu")
     widths = [int(m) for m in widths]
     if weights is None:
-        weights = initial_weights(max(widths), X.shape[1], out_dim, init, sigma, seed, resolve_dtype(dtype))
+        weights = initial_weights(max(widths), X.shape[1], out_dim, init, sigma, seed, resolve_dtype(dtype),
+                                  resolve_device(device))
     W, a = weights
     if init == "coupled" and any(m % 2 for m in widths):
         raise ValueError(f"with coupled init every width must be even (pairs), got {widths}")
     limit = infinite_ntk(activation, X, sigma, out_dim=a.shape[1])
     lam = float(torch.linalg.eigvalsh(limit)[0])
-    kernels = nested_ntk(X.to(W), W, a, activation, widths, chunk).double()
+    kernels = nested_ntk(X.to(W), W, a, activation, widths, chunk).double().cpu()
     distance = torch.linalg.eigvalsh(kernels - limit).abs().amax(-1)
     smallest = torch.linalg.eigvalsh(kernels)[:, 0]
     return WidthProfile(widths, [float(v) for v in distance], [float(v) for v in smallest], lam)

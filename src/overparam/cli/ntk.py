@@ -52,7 +52,8 @@ def ntk_command(
     X = torch.from_numpy(dataset.X)
     if widths is not None:
         grid = _parse_widths(widths)
-        profile = width_profile(X, activation, grid, out_dim=dataset.k, init=init, sigma=sigma, seed=seed, dtype=dtype)
+        profile = width_profile(X, activation, grid, out_dim=dataset.k, init=init, sigma=sigma, seed=seed, dtype=dtype,
+                                device=device)
         _print_profile({"activation": activation, "n": dataset.n, "d": dataset.d, "k": dataset.k,
                         "data": dataset.name, "init": init, "sigma": sigma, "seed": seed, "warnings": problems,
                         **profile.to_dict()}, json_output)

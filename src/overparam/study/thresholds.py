@@ -84,7 +84,7 @@ def _kernel_profiles(cfg, ctx) -> dict:
         def profile(activation, n, seed=seed):
             if not weights:
                 weights.append(initial_weights(max(cfg.threshold_kernel_widths), cfg.d, 1, cfg.train_init,
-                                               cfg.sigma, seed))
+                                               cfg.sigma, seed, device=ctx.device))
             return width_profile(sweep_inputs(cfg, n), activation, cfg.threshold_kernel_widths,
                                  init=cfg.train_init, sigma=cfg.sigma, weights=weights[0]).to_dict()
 
