@@ -237,19 +237,28 @@ def _reading(cfg, results, movement) -> list[str]:
     normalised = [a for a in cfg.activations if activations.resolve(a).normalised]
     others = [a for a in cfg.activations if a not in normalised]
     for a in normalised:
-        more = {d: [b for b in others if star[a, d] > star[b, d]] for d in DIRECTIONS}
-        less = {d: [b for b in others if star[a, d] < star[b, d]] for d in DIRECTIONS}
-        stable = [f"{d} (than {', '.join(more[d])})" for d in DIRECTIONS if more[d]]
-        unstable = [f"{d} (than {', '.join(less[d])})" for d in DIRECTIONS if less[d]]
-        text.append(f"{a}'s kernel was more stable (a larger R*) in the directions " + (", ".join(stable) or "none")
-                    + "; less stable in " + (", ".join(unstable) or "none") + ".")
+        def compared(d, wins):
+            return f"{d} ({', '.join(f'{_shown(star[a, d], cfg)} against {b} {_shown(star[b, d], cfg)}' for b in wins)})"
+
+        more = [compared(d, [b for b in others if star[a, d] > star[b, d]]) for d in DIRECTIONS
+                if any(star[a, d] > star[b, d] for b in others)]
+        less = [compared(d, [b for b in others if star[a, d] < star[b, d]]) for d in DIRECTIONS
+                if any(star[a, d] < star[b, d] for b in others)]
+        text.append(f"{a}'s kernel was more stable (a larger R*) in the directions " + ("; ".join(more) or "none")
+                    + ". It was less stable in " + ("; ".join(less) or "none") + ".")
         shift = max(max(results[a, m]["shift"]["change"]) for m in cfg.train_widths)
         text.append(f"Shift: the largest change/lambda of {a} over every R and width was {shift:.2g}, rounding: a "
                     "shared shift moves every <w_r, x_i> of one input by the same <u, x_i>, and a normalisation over "
-                    "the neurons ignores it (an exact invariance, tested at 1e-12). Without the normalisation the "
-                    "exponentials' kernel becomes D H D with D = diag(e^<u, x_i>), and relu's changes through its "
-                    "activation pattern: "
+                    "the neurons ignores it (an exact invariance, tested at 1e-12). An elementwise phi has no such "
+                    "invariance (for phi = e^z the kernel becomes D H D, D = diag(e^<u, x_i>), also tested): "
                     + ", ".join(f"{b} R* {_shown(star[b, 'shift'], cfg)}" for b in others) + ".")
+    flat = [a for a in cfg.activations if all(
+        results[a, m]["worst"]["change"][i] == max(results[a, m][d]["change"][i] for d in DIRECTIONS[:-1])
+        for m in cfg.train_widths for i in range(len(cfg.perturbation_radii)))]
+    if flat:
+        text.append(f"For {', '.join(flat)} the ascent never improved on its start (a kernel piecewise constant in W, "
+                    "as a 0/1 pattern 1{z > 0} makes it, has zero gradient): its 'worst' is only the largest of "
+                    "the three other directions, a weaker search than the others'.")
     for a in cfg.activations:
         smallest = min(star[a, d] for d in DIRECTIONS)
         moved = movement[a, largest]

@@ -240,7 +240,7 @@ def _figure(cfg, found, fits, estimates, lam, out) -> None:
                               mfc="white" if kind == "kernel" else color, label=f"{kind} m*")
             if beyond:
                 axis.scatter(beyond, [largest] * len(beyond), marker="^", facecolors="none", edgecolors=color,
-                             label=f"{kind}: beyond {largest:g}")
+                             label=f"{kind}: beyond {int(largest)}")
             fit = next((f for f in fits if f.kind == kind and f.family.get("activation") == activation), None)
             if fit is not None:
                 grid = np.geomspace(ns.min(), ns.max(), 20)
