@@ -107,16 +107,22 @@ def kernel_rows(cfg, profiles: dict) -> list[dict]:
     return rows
 
 
-def lambdas(cfg, ctx) -> dict:
-    """{(activation, n): lambda_min(H*)} on the sweep's data (dense eigvalsh, Lanczos above ntk.DENSE_LIMIT)."""
-    results = {}
+def lambdas(cfg, ctx) -> tuple[dict, dict]:
+    """({(activation, n): lambda_min(H*)}, {(activation, n): how it was found}) on the sweep's data: dense
+    eigvalsh, Lanczos above ntk.DENSE_LIMIT ("lanczos, not converged" where it missed its tolerance)."""
+    values, methods = {}, {}
     for activation in cfg.activations:
         for n in lambda_points(cfg):
-            results[activation, n] = ctx.cache.compute(
-                lambda_key(cfg, activation, n), KEY,
-                lambda a=activation, n=n: lambda_min(a, sweep_inputs(cfg, n), sigma=cfg.sigma).value)
+            unit = ctx.cache.compute(lambda_key(cfg, activation, n), KEY, lambda a=activation, n=n: _lambda(a, n, cfg))
+            values[activation, n] = unit["lambda"]
+            methods[activation, n] = unit["method"] + ("" if unit["converged"] else ", not converged")
             ctx.tick()
-    return results
+    return values, methods
+
+
+def _lambda(activation: str, n: int, cfg) -> dict:
+    found = lambda_min(activation, sweep_inputs(cfg, n), sigma=cfg.sigma)
+    return {"lambda": found.value, "method": found.method, "converged": found.converged}
 
 
 def extrapolated_width(widths, distances_per_width, lam: float, seed: int = 0) -> float:
@@ -163,7 +169,7 @@ def run(cfg, ctx) -> Section:
     measured = thresholds_from_rows(kernel_rows(cfg, profiles), delta=cfg.delta, seed=cfg.seed, kinds=("kernel",))
     found = [t for t in swept.thresholds if t.kind == "optimization"] + measured.thresholds
     fits = [f for f in swept.fits if f.kind == "optimization"] + measured.fits
-    lam = lambdas(cfg, ctx)
+    lam, methods = lambdas(cfg, ctx)
     estimates = {}
     for t in measured.thresholds:
         if not math.isfinite(t.width):
@@ -173,7 +179,10 @@ def run(cfg, ctx) -> Section:
             estimates[activation, n] = extrapolated_width(cfg.threshold_kernel_widths, per_width,
                                                           profiles[activation, n, 0]["lambda"], cfg.seed)
     points = lambda_points(cfg)
-    decay = {a: fit_power_law(*zip(*[(n, lam[a, n]) for n in points if lam[a, n] > 0])) for a in cfg.activations}
+    decay = {}
+    for a in cfg.activations:  # over every n, and over the last doubling (the decay need not be a power law)
+        positive = [(n, lam[a, n]) for n in points if lam[a, n] > 0]
+        decay[a] = (fit_power_law(*zip(*positive))[0], fit_power_law(*zip(*positive[-2:]))[0], positive[-2][0])
 
     _figure(cfg, found, fits, estimates, lam, ctx.out)
     section.figures.append(Figure("thresholds", f"Per activation: the smallest width m* at which at least "
@@ -194,11 +203,11 @@ def run(cfg, ctx) -> Section:
                                   "; ".join(f"{name} {order}" for name, order in f.theory)] for f in fits]))
     section.tables.append(Table("lambda", "lambda(n) = lambda_min(H*) on the sweep's data, and the proven widths "
                                 f"there (delta = {cfg.delta}; ORDERS OF GROWTH, every constant 1)",
-                                ["activation", "n", "lambda", "work", "width order", "value"],
-                                [[a, n, lam[a, n], work, formula, value] for a in cfg.activations
+                                ["activation", "n", "lambda", "method", "work", "width order", "value"],
+                                [[a, n, lam[a, n], methods[a, n], work, formula, value] for a in cfg.activations
                                  for n in lambda_points(cfg) for work, formula, value in
                                  proven_widths(a, n, lam[a, n], cfg.delta)]))
-    section.reading += _reading(cfg, counts, found, fits, estimates, decay)
+    section.reading += _reading(cfg, counts, found, fits, estimates, decay, methods)
     section.status = "complete" if counts.failed == 0 else "partial"
     if counts.failed:
         section.note = f"{counts.failed} run(s) failed; see `overparam results {ctx.store_path}`"
@@ -262,7 +271,7 @@ def _figure(cfg, found, fits, estimates, lam, out) -> None:
     save_figure(figure, out, "thresholds")
 
 
-def _reading(cfg, counts, found, fits, estimates, decay) -> list[str]:
+def _reading(cfg, counts, found, fits, estimates, decay, methods) -> list[str]:
     optimisation, kernel = _by(found, "optimization"), _by(found, "kernel")
     text = [f"{counts.total} GD runs ({counts.skipped} reused from earlier runs of this study), step budget "
             f"{cfg.threshold_budget} (a multiple of the predicted 2 log(||F(0) - y|| / eps) / (eta_eff lambda) steps, "
@@ -286,9 +295,16 @@ def _reading(cfg, counts, found, fits, estimates, decay) -> list[str]:
         if parts:
             text.append(f"{activation}: the proofs' kernel condition needed m*_ker / m*_opt = " + "; ".join(parts)
                         + " times the width GD needed (the measured ratio of the two thresholds).")
-        q, C = decay[activation]
+        q, last, start = decay[activation]
         text.append(f"{activation}: lambda(n) = lambda_min(H*) fell as n^{q:.2f} over n = {min(lambda_points(cfg))}.."
-                    f"{max(lambda_points(cfg))}; the proven widths (dashed, orders with constant 1) scale with it.")
+                    f"{max(lambda_points(cfg))} (fitted), and as n^{last:.2f} from n = {start} to "
+                    f"{max(lambda_points(cfg))}" + ("" if abs(last - q) < 0.25 else
+                                                    ": the decay is not one power law over this range")
+                    + "; the proven widths (dashed, orders with constant 1) scale with it.")
+    unresolved = [f"{a} n = {n}" for (a, n), method in methods.items() if method.endswith("not converged")]
+    if unresolved:
+        text.append(f"Lanczos did not reach its tolerance for lambda(n) at {', '.join(unresolved)}: those values are "
+                    "its best estimates.")
     beyond = [f"{a} n = {n}" for (a, n), t in kernel.items() if math.isinf(t.width)]
     if beyond:
         text.append(f"The kernel threshold lies beyond the largest width {max(cfg.threshold_kernel_widths)} at "
