@@ -106,6 +106,13 @@ def test_any_sweep_table_gives_a_spec_or_one_line(table):
         assert spec.size >= 1 and all(group.seeds for group in spec.groups())
 
 
+@FUZZ
+@given(spec=st.one_of(st.text(max_size=30),
+                      st.text(alphabet="spheretachmoonscirldigts:=,0123456789 -.xwidthnoisfa", max_size=30)))
+def test_any_data_spec_gives_a_dataset_or_one_line(spec):
+    check_dataset(loads_or_says_why(lambda: data.from_spec(spec, 5, 3)[0]))
+
+
 @pytest.mark.parametrize("spec", ["", ":", "a:b", "sphere:=1", "teacher:width=", "teacher:width=2.5",
                                   "moons:noise=1,noise=2", "x.csv:labels=a"])
 def test_malformed_data_specs_raise_one_line(spec):
