@@ -4,6 +4,7 @@ offline, it documents every command and study section, and it renders in headles
 from __future__ import annotations
 
 import functools
+import importlib.util
 import http.server
 import json
 import os
@@ -93,6 +94,26 @@ def test_reproducing_page_covers_every_study_section(site):
     page = (site / "reproducing.html").read_text()
     for key in SECTIONS:
         assert f'id="{key}"' in page
+
+
+def _hooks():
+    spec = importlib.util.spec_from_file_location("docs_hooks", DOCS / "hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reproducing_page_fails_on_a_section_that_no_longer_exists():
+    from mkdocs.exceptions import PluginError
+
+    from overparam.study import SECTIONS
+
+    hooks = _hooks()
+    page = (DOCS / "reproducing.md").read_text()
+    with pytest.raises(PluginError, match="no_such_section"):
+        hooks.study_sections(page + "\n## section: no_such_section\n")
+    removed = page.replace(f"## section: {SECTIONS[0]}\n", "")  # then generated from its module
+    assert f"{{#{SECTIONS[0]}}}" in hooks.study_sections(removed)
 
 
 class _Links(HTMLParser):
