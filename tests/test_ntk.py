@@ -12,12 +12,14 @@ from torch.func import jacrev
 import overparam
 from overparam import TwoLayerNet
 from overparam import ntk as ntk_module
+from overparam.activations import BUILTIN, PAPERS
 from overparam.data import sphere
 from overparam.ntk import (extreme_eigenvalue, infinite_ntk, kernel_operator, lambda_min, leading_eigenvalues,
                            monte_carlo_ntk, ntk, spectral_norm)
 from test_models import reference_output  # F(W, X) written directly from SPEC §2
 
-ACTIVATIONS = ("relu", "exp", "softmax")
+#: Every built-in activation (the papers' three, tanh, sigmoid, gelu).
+ACTIVATIONS = BUILTIN
 
 
 def jacobian_ntk(net, X):
@@ -78,9 +80,11 @@ def test_monte_carlo_mean_and_standard_error_are_the_sample_statistics():
     torch.testing.assert_close(estimate.standard_error, kernels.std(0) / math.sqrt(6), rtol=1e-10, atol=1e-13)
 
 
-@pytest.mark.parametrize("activation, sigma", [("relu", 1.0), ("relu", 2.5), ("exp", 1.0), ("exp", 0.7)])
+@pytest.mark.parametrize("activation, sigma", [("relu", 1.0), ("relu", 2.5), ("exp", 1.0), ("exp", 0.7),
+                                               ("tanh", 1.0), ("tanh", 2.0), ("sigmoid", 2.0), ("gelu", 1.0),
+                                               ("gelu", 2.5)])
 def test_unbiased_closed_forms_against_monte_carlo(activation, sigma):
-    """relu and exp: H(W(0)) is a mean of m i.i.d. neuron terms whose expectation is H*, so the
+    """Elementwise activations (relu, exp; tanh, sigmoid, gelu by quadrature): H(W(0)) is a mean of m i.i.d. neuron terms whose expectation is H*, so the
     Monte Carlo mean is unbiased and |mean - H*| <= 5 standard errors entrywise (t with 31 degrees
     of freedom; P(|t| > 5) ~ 2e-5 per entry). Inputs of norm 0.6 keep the log-normal exp terms
     (log-variance sigma^2 ||x_i + x_j||^2) near enough to normal at m = 4096."""
@@ -141,7 +145,7 @@ def test_operators_match_their_dense_matrices(activation):
     torch.testing.assert_close(blocks, infinite_ntk(activation, X) @ V[:11], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("activation", PAPERS)  # closed-form H*: quadrature at n = 150 would be slow
 def test_lanczos_matches_dense_lambda_min(activation):
     X = inputs(150, 6, seed=9)
     net = TwoLayerNet(6, 256, 2, activation, seed=10)

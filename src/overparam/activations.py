@@ -245,6 +245,8 @@ REGISTRY = {record.name: record for record in (RELU, EXP, SOFTMAX, TANH, SIGMOID
 BUILTIN = tuple(REGISTRY)
 #: The papers' three: the study's default activations.
 PAPERS = ("relu", "exp", "softmax")
+#: What an activation may be, in words (CLI help).
+CHOICES = f"{', '.join(BUILTIN)}, or module:attribute naming an overparam.Activation"
 
 
 def resolve(activation: "str | Activation") -> Activation:

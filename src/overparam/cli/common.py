@@ -15,12 +15,14 @@ try:  # typer >= 0.2x vendors click; older typer runs on click itself
 except ImportError:  # pragma: no cover
     from click import exceptions as click_errors
 
+from ..activations import PAPERS
 from ..data import SOURCES
 from ..validation import UserInputError
 
 app = typer.Typer(
     name="overparam",
-    help="Over-parameterized two-layer networks (relu, exp, softmax), trained as the theorems analyse them.",
+    help=f"Over-parameterized two-layer networks ({', '.join(PAPERS)} or your own activation), trained as the "
+         "theorems analyse them.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -98,7 +100,7 @@ def output_folder(out: Path) -> Path:
 
 @app.callback()
 def main() -> None:
-    """Over-parameterized two-layer networks (relu, exp, softmax), trained as the theorems analyse them."""
+    """Over-parameterized two-layer networks, trained as the theorems analyse them."""
 
 
 def _one_line(error: BaseException) -> str:

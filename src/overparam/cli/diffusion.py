@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..activations import CHOICES
 from ..diffusion.experiment import DEFAULT_SAMPLER_STEPS, DiffusionConfig as Config
 from ..diffusion.training import TrainingConfig as Training
 from .common import Failed, app, fail, output_folder, parse_device, print_json, show_progress
@@ -16,7 +17,7 @@ from .common import Failed, app, fail, output_folder, parse_device, print_json, 
 def diffusion(
     data: str = typer.Option(Config.data, help="gmm:k=8,d=2[,radius=3,std=0.3,weights=equal|random|0.2/0.8,seed=0], "
                              "points:k=..,d=.. (std 0), or 2-D sample-only moons, rings, swissroll[:noise=0.1]"),
-    activation: str = typer.Option(",".join(Config.activations), help="one or more of softmax, exp, relu, comma-separated"),
+    activation: str = typer.Option(",".join(Config.activations), help=f"comma-separated, each one of {CHOICES}"),
     width: int = typer.Option(Training.width, help="number of neurons m"),
     n: int = typer.Option(Config.n, help="samples x_0 of p_0 to learn from (a fraction is held out)"),
     sampler: str = typer.Option(Config.sampler, help="sde (reverse SDE, Euler-Maruyama) or ode (probability flow, Heun)"),

@@ -12,6 +12,7 @@ import typer
 
 from .. import data as datasets
 from .. import kernel_plots, theory
+from ..activations import CHOICES, RELU
 from ..kernel_comparison import compare_kernels
 from ..nested_ntk import width_profile
 from ..ntk import DENSE_LIMIT
@@ -20,12 +21,12 @@ from .common import DATA_HELP, app, fail, output_folder, parse_device, print_jso
 
 @app.command("ntk")
 def ntk_command(
-    activation: str = typer.Option("relu", help="relu, exp or softmax"),
+    activation: str = typer.Option(RELU.name, help=CHOICES),
     width: Optional[int] = typer.Option(None, help="neurons m of the finite kernel H(W(0)) [1024; none "
                                         "with --infinite alone]"),
     widths: Optional[str] = typer.Option(None, help="increasing widths, e.g. 64,128,256: ||H(m) - H*||_2 / lambda "
                                          "and lambda_min(H(m)) at each, from one pass over the neurons"),
-    infinite: bool = typer.Option(False, "--infinite", help="the infinite-width kernel H* (closed form)"),
+    infinite: bool = typer.Option(False, "--infinite", help="the infinite-width kernel H* (closed form or quadrature)"),
     monte_carlo: Optional[int] = typer.Option(None, "--monte-carlo", help="average H(W(0)) over this many "
                                               "initialisations (with standard errors)"),
     data: str = typer.Option("sphere", help=DATA_HELP),

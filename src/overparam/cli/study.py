@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..activations import CHOICES, PAPERS
 from ..study import preset as study_preset
 from ..study import run_study
 from .common import EXIT_INTERRUPTED, Failed, app, output_folder, parse_device, print_json, show_progress
@@ -19,6 +20,8 @@ def study(
     backend: str = typer.Option("local", help="local or ray (width sweeps)"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     only: Optional[str] = typer.Option(None, help="comma-separated sections to run, e.g. concentration,training"),
+    activations: Optional[str] = typer.Option(None, help=f"comma-separated activations every section runs for "
+                                              f"[{','.join(PAPERS)}], each one of {CHOICES}"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON object when done"),
 ) -> None:
     """Run the experiments the papers lack and write a report a researcher can use.
@@ -29,6 +32,8 @@ def study(
     parse_device(device)
     if only:
         config = config.only([part.strip() for part in only.split(",") if part.strip()])
+    if activations is not None:
+        config = config.with_activations(part.strip() for part in activations.split(",") if part.strip())
     output_folder(out)
     if show_progress(json_output):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \

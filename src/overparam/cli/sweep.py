@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..activations import CHOICES
 from ..data import split_specs
 from ..sweep import SweepProgress, SweepSpec, load_spec, run_sweep
 from ..sweep.spec import GRID_KEYS
@@ -23,7 +24,7 @@ def sweep(
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: a local Ray instance)"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     retry_failed: bool = typer.Option(False, help="redo runs recorded as failed"),
-    activations: Optional[str] = typer.Option(None, help="comma-separated: relu,exp,softmax"),
+    activations: Optional[str] = typer.Option(None, help=f"comma-separated, each one of {CHOICES}"),
     widths: Optional[str] = typer.Option(None, help="comma-separated widths m, e.g. 64,128,256"),
     n: Optional[str] = typer.Option(None, help="comma-separated numbers of points"),
     d: Optional[str] = typer.Option(None, help="input dimension(s) [8]"),

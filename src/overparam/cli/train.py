@@ -10,6 +10,7 @@ import typer
 
 from .. import data as datasets
 from .. import distributed
+from ..activations import CHOICES, EXP
 from .. import plots
 from ..models import TwoLayerNet
 from ..train import train as train_network
@@ -19,7 +20,7 @@ from .diagnostics import TheoryMonitor
 
 @app.command()
 def train(
-    activation: str = typer.Option("exp", help="relu, exp or softmax"),
+    activation: str = typer.Option(EXP.name, help=CHOICES),
     width: int = typer.Option(1024, help="number of neurons m"),
     data: str = typer.Option("sphere", help=DATA_HELP),
     n: int = typer.Option(64, help="number of points (built-in data)"),

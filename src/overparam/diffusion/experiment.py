@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..activations import resolve
+from ..activations import SOFTMAX, resolve
 from . import metrics
 from .datasets import SampleSet, parse_data
 from .mixtures import GaussianMixture
@@ -63,7 +63,7 @@ class DiffusionConfig:
     """
 
     data: str = "gmm:k=8,d=2"
-    activations: tuple[str, ...] = ("softmax",)
+    activations: tuple[str, ...] = (SOFTMAX.name,)
     n: int = 4096
     training: TrainingConfig = field(default_factory=TrainingConfig)
     sampler: str = "sde"

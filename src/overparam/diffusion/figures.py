@@ -20,7 +20,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-COLORS = {"exact": "black", "trivial": "tab:gray", "softmax": "tab:blue", "exp": "tab:orange", "relu": "tab:green"}
+from ..activations import resolve  # noqa: E402
+
+#: Colours of the baseline scores; a learned score takes its activation's colour.
+BASELINE_COLORS = {"exact": "black", "trivial": "tab:gray"}
+
+
+def color(name: str) -> str:
+    """The colour of a score: a baseline's, or the activation's (`Activation.color`)."""
+    return BASELINE_COLORS.get(name) or resolve(name).color
 
 
 def plot_limits(reference: np.ndarray) -> tuple[float, float, float, float]:
@@ -45,7 +53,7 @@ def plot_samples(reference: np.ndarray, samples: dict[str, np.ndarray], title: s
     x0, x1, y0, y1 = plot_limits(reference)
     for ax, (name, points) in zip(axes[0], panels.items()):
         finite = np.isfinite(points).all(1)
-        ax.scatter(points[finite, 0], points[finite, 1], s=2, alpha=0.4, color=COLORS.get(name, "tab:purple"))
+        ax.scatter(points[finite, 0], points[finite, 1], s=2, alpha=0.4, color=color(name))
         ax.set_title(name if finite.all() else f"{name} ({(~finite).sum()} non-finite)", fontsize=10)
         ax.set_xlim(x0, x1)
         ax.set_ylim(y0, y1)
@@ -95,7 +103,7 @@ def plot_score_field(points: np.ndarray, times, fields: dict[str, np.ndarray], t
             if truth is not None:
                 ax.quiver(gx, gy, truth[col][:, 0], truth[col][:, 1], color="black", alpha=0.45, scale=scale,
                           width=0.004)
-            ax.quiver(gx, gy, learned[:, 0], learned[:, 1], color=COLORS.get(name, "tab:purple"), scale=scale,
+            ax.quiver(gx, gy, learned[:, 0], learned[:, 1], color=color(name), scale=scale,
                       width=0.004)
             ax.set_title(f"{name}, t = {t:g}", fontsize=10)
             ax.set_aspect("equal")
@@ -130,7 +138,7 @@ def plot_score_error(curves: dict):
                 continue
             weight = h(torch.as_tensor(curve.times)).numpy() if weighted else 1.0
             value, stderr = curve.value * weight, curve.stderr * weight
-            color = COLORS.get(name, "tab:purple")
+            color = color(name)
             ax.loglog(curve.times, value, marker="o", ms=3, label=name, color=color)
             ax.fill_between(curve.times, np.maximum(value - 2 * stderr, value * 1e-3), value + 2 * stderr,
                             color=color, alpha=0.2)
@@ -154,7 +162,7 @@ def plot_training(records: dict[str, dict], bayes_val_loss: float | None):
     """
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     for name, record in records.items():
-        color = COLORS.get(name, "tab:purple")
+        color = color(name)
         ax.semilogy(record["step"], np.asarray(record["train_mse"], dtype=float), color=color, alpha=0.6,
                     label=f"{name} train")
         ax.semilogy(record["val_step"], np.asarray(record["val_loss"], dtype=float), color=color, ls="--",

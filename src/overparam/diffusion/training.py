@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..activations import SOFTMAX
 from ..models import TwoLayerNet
 from ..train import History, TrainState, train
 from . import process
@@ -30,7 +31,7 @@ from .process import Horizon
 class TrainingConfig:
     """How the denoiser network is built and trained (plain data)."""
 
-    activation: str = "softmax"
+    activation: str = SOFTMAX.name
     width: int = 8192
     init: str = "coupled"
     sigma: float = 1.0

@@ -11,13 +11,13 @@ import numpy as np
 import torch
 
 from .. import data
+from ..activations import resolve
 from ..models import TwoLayerNet
 from ..ntk import infinite_ntk, ntk, rounding_dominated
 from .report import Figure, Section, Table, save_figure
 from .stats import format_slope, mean_and_error, power_law
 
 KEY, TITLE = "concentration", "(a) NTK concentration at initialisation"
-COLORS = {"relu": "tab:blue", "exp": "tab:orange", "softmax": "tab:green"}
 
 
 def units(cfg) -> int:
@@ -61,11 +61,11 @@ def run(cfg, ctx) -> Section:
         fits[activation] = power_law(widths, rel, seed=cfg.seed)
         stats = [mean_and_error(v) for v in rel]
         left.errorbar(widths, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3,
-                      color=COLORS.get(activation), label=f"{activation}: slope {format_slope(fits[activation])}")
+                      color=resolve(activation).color, label=f"{activation}: slope {format_slope(fits[activation])}")
         lam_stats = [mean_and_error(v) for v in lam]
         right.errorbar(widths, [s[0] for s in lam_stats], yerr=[s[1] for s in lam_stats], marker="o", capsize=3,
-                       color=COLORS.get(activation), label=f"{activation}")
-        right.axhline(lam_inf, color=COLORS.get(activation), ls="--", lw=1)
+                       color=resolve(activation).color, label=f"{activation}")
+        right.axhline(lam_inf, color=resolve(activation).color, ls="--", lw=1)
         # a spectrum at the rounding level (ntk.rounding_dominated) never counts as the condition holding
         satisfied = [np.mean([r["distance"] <= r["lambda_inf"] / 4 and not r.get("rounding") for r in group])
                      for group in per_width]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from ..activations import PAPERS
+from ..activations import PAPERS, resolve
 SECTIONS = ("concentration", "training", "laziness", "threshold", "perturbation", "initialisation", "diffusion",
             "generalisation", "real_data")
 
@@ -85,6 +85,17 @@ class StudyConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def with_activations(self, activations) -> "StudyConfig":
+        """The same study, every section run for these activations (names or 'module:attribute')."""
+        activations = tuple(activations)
+        if not activations:
+            raise ValueError("give at least one activation")
+        for activation in activations:
+            resolve(activation)
+        if len(set(activations)) != len(activations):
+            raise ValueError(f"activations repeat: {', '.join(activations)}")
+        return replace(self, activations=activations)
 
     def only(self, sections) -> "StudyConfig":
         unknown = set(sections) - set(SECTIONS)

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from . import training
-from .concentration import COLORS
+from ..activations import resolve
 from .report import Figure, Section, Table, save_figure
 from .stats import mean_and_error
 
@@ -41,7 +41,7 @@ def run(cfg, ctx) -> Section:
         for init, style in zip(INITS, ("-", "--")):
             runs = [r for r in results[activation, init]["runs"] if r["status"] != "failed"]
             for i, r in enumerate(runs):
-                ax.semilogy(r["step"], r["loss2"], color=COLORS.get(activation), ls=style, lw=1.1,
+                ax.semilogy(r["step"], r["loss2"], color=resolve(activation).color, ls=style, lw=1.1,
                             label=init if i == 0 else None)
             if runs:
                 rows.append([activation, init, f"{sum(r['status'] == 'converged' for r in runs)}/{len(runs)}",

@@ -12,8 +12,9 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .. import theory
+from ..activations import resolve
 from . import training
-from .concentration import COLORS
 from .report import Figure, Section, Table, save_figure
 from .stats import format_slope, mean_and_error, power_law
 
@@ -33,7 +34,8 @@ def run(cfg, ctx) -> Section:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     rows = []
     for activation in cfg.activations:
-        color = COLORS.get(activation)
+        color = resolve(activation).color
+        dzps19 = any(work == "DZPS19" for work, _ in theory.proven_widths(activation, cfg.train_init))
         runs = [[r for r in results[activation, m]["runs"] if r["status"] != "failed"] for m in cfg.train_widths]
         movement = [[r["max_movement"] for r in group] for group in runs]
         drift = [[r["drift"] for r in group] for group in runs]
@@ -45,10 +47,10 @@ def run(cfg, ctx) -> Section:
         right.errorbar(widths, [s[0] for s in drift_stats], yerr=[s[1] for s in drift_stats], marker="o", capsize=3,
                        color=color, label=f"{activation}: slope {format_slope(drift_fit)}")
         right.axhline(lam / 4, color=color, ls="--", lw=1)
-        if activation == "relu" and all(group for group in runs):
+        if dzps19 and all(group for group in runs):
             radius = [math.sqrt(cfg.train_n) * np.mean([r["initial_residual"] for r in group]) / (math.sqrt(m) * lam)
                       for m, group in zip(cfg.train_widths, runs)]
-            left.plot(widths, radius, color=color, ls=":", label="relu: DZPS19 radius R'")
+            left.plot(widths, radius, color=color, ls=":", label=f"{activation}: DZPS19 radius R'")
         for m, group, ms, ds in zip(cfg.train_widths, runs, move_stats, drift_stats):
             within = np.mean([r["drift"] <= lam / 4 for r in group]) if group else float("nan")
             rows.append([activation, m, ms[0], ms[1], ds[0], ds[1], lam / 4, within,

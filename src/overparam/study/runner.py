@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from .. import __version__
+from ..activations import PAPERS
 from .cache import UnitCache
 from .config import StudyConfig
 from .report import Section, write_report
@@ -46,11 +47,13 @@ class StudyContext:
     backend: str
     tick: Callable[[int], None]
     preset: str
+    activations: tuple[str, ...] = PAPERS
 
     def command(self, section: str) -> str:
         extra = "" if self.device == "cpu" else f" --device {self.device}"
         backend = "" if self.backend == "local" else f" --backend {self.backend}"
-        return f"overparam study --preset {self.preset} --only {section} --out {self.out}{backend}{extra}"
+        chosen = "" if self.activations == PAPERS else f" --activations {','.join(self.activations)}"
+        return f"overparam study --preset {self.preset} --only {section} --out {self.out}{backend}{extra}{chosen}"
 
 
 @dataclass
@@ -88,7 +91,8 @@ def run_study(
     out.mkdir(parents=True, exist_ok=True)
     store_path = out / "runs.db"
     cache = UnitCache(store_path)
-    ctx = StudyContext(out, cache, store_path, device, backend, on_tick or (lambda k=1: None), config.preset)
+    ctx = StudyContext(out, cache, store_path, device, backend, on_tick or (lambda k=1: None), config.preset,
+                       config.activations)
     modules, broken = {}, {}
     for key in config.sections:
         try:
@@ -134,7 +138,7 @@ def _write(sections, config, ctx, start, interrupted):
     summary = (
         f"Preset '{config.preset}': {done} of {len(sections)} sections complete"
         + (" (interrupted: re-run the same command to resume)" if interrupted else "")
-        + f". Networks F(W, x) = kappa sum_r a_r phi_r(W, x) with relu, exp and softmax neurons, trained by "
+        + f". Networks F(W, x) = kappa sum_r a_r phi_r(W, x) with {', '.join(config.activations)} neurons, trained by "
         f"full-batch gradient descent as the convergence theorems analyse them. Every number below was measured "
         f"in this run ({seconds:.0f} s on {ctx.device}); the runs are in runs.db."
     )

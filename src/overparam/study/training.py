@@ -19,7 +19,7 @@ from .. import data
 from ..batched import train_batched
 from ..models import TwoLayerNet, initial_weights, pairs_neurons
 from ..ntk import infinite_ntk, ntk
-from .concentration import COLORS
+from ..activations import resolve
 from .report import Figure, Section, Table, save_figure
 from .stats import mean_and_error
 
@@ -145,7 +145,7 @@ def run(cfg, ctx) -> Section:
             runs = [r for r in unit["runs"] if r["status"] != "failed"]
             if not runs:
                 continue
-            color = plt.matplotlib.colors.to_rgba(COLORS.get(activation, "k"), shade)
+            color = plt.matplotlib.colors.to_rgba(resolve(activation).color, shade)
             for i, r in enumerate(runs):
                 ax.semilogy(r["step"], r["loss2"], color=color, lw=1.2,
                             label=f"m = {width}" if i == 0 else None)
