@@ -29,11 +29,11 @@ import torch
 #: factor's rounding is one more rounding of X: float32 relative errors of e^z were 1.67e-6 (max) and
 #: 7.9e-8 (mean), against 1.52e-6 and 7.5e-8 with exp, at n = 1024, d = 32, m = 65536.
 LOG2E = math.log2(math.e)
-#: Gauss-Hermite points per dimension at sigma ||x|| <= 1 (`gauss_hermite_kernel`): phi' = tanh's
-#: sech^2, the hardest of the built-ins (poles at +-i pi/2), is then accurate to 3e-9.
-QUADRATURE_POINTS = 64
-#: Most points per dimension (the rule grows as (sigma ||x||)^2, see `gauss_hermite_kernel`).
-MAX_QUADRATURE_POINTS = 256
+#: Gauss-Hermite points per dimension at sigma ||x|| <= 1 (`gauss_hermite_kernel`) for an activation
+#: that names none: tanh's, the hardest built-in phi' (sech^2, poles at +-i pi/2), is then accurate to 1e-8.
+QUADRATURE_POINTS = 96
+#: Most points per dimension (the rule grows as (sigma ||x||)^2; numpy's hermegauss overflows above 350).
+MAX_QUADRATURE_POINTS = 320
 #: Values of phi' one quadrature block may take (float64): 64 MiB.
 QUADRATURE_BLOCK = 1 << 23
 
@@ -49,7 +49,8 @@ class Activation:
     fused(Z, value, derivative) -> (phi, phi'): the two at Z = z * input_scale, either None where
     not asked for. It may overwrite Z, and writes phi' into Z's storage where it can (the kept
     chunks of `coefficients.forward` are views of one workspace).
-    kernel(X, X2, sigma): H* in closed form, (n, n2), or None: `gauss_hermite_kernel` of phi'.
+    kernel(X, X2, sigma): H* in closed form, (n, n2), or None: `gauss_hermite_kernel` of phi' with
+    quadrature_points per dimension at sigma ||x|| <= 1.
     proven_widths: (work, exponent p of m ~ n^p, inits it is proven for) per paper (SPEC §5).
     """
 
@@ -58,6 +59,7 @@ class Activation:
     default_scale: str = "1/sqrt(m)"
     input_scale: float = 1.0
     kernel: Kernel | None = field(default=None, repr=False)
+    quadrature_points: int = QUADRATURE_POINTS
     normalised: bool = False
     proven_widths: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
     color: str = "tab:olive"
@@ -65,9 +67,12 @@ class Activation:
     @classmethod
     def elementwise(cls, name: str, fn: Callable[[torch.Tensor], torch.Tensor],
                     derivative: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                    default_scale: str = "1/sqrt(m)", color: str = "tab:olive") -> "Activation":
+                    default_scale: str = "1/sqrt(m)", color: str = "tab:olive",
+                    quadrature_points: int = QUADRATURE_POINTS) -> "Activation":
         """A researcher's own phi: `fn` maps a tensor to phi of each entry (same shape); `derivative`
-        to phi' (None: by autograd through fn). H* comes from `gauss_hermite_kernel`.
+        to phi' (None: by autograd through fn). H* comes from `gauss_hermite_kernel` with
+        quadrature_points per dimension at sigma ||x|| <= 1 (enough for a phi' as hard as tanh's; fewer
+        serve smoother ones).
 
         Training in several processes (sharded or a process pool) pickles the record: fn and
         derivative must then be module-level functions (a lambda or a closure does not pickle).
@@ -77,7 +82,8 @@ class Activation:
         for label, function in (("fn", fn), ("derivative", derivative)):
             if function is not None and not callable(function):
                 raise ValueError(f"{label} of activation {name!r} must be callable, got {type(function).__name__}")
-        return cls(name, Elementwise(name, fn, derivative), default_scale, color=color)
+        return cls(name, Elementwise(name, fn, derivative), default_scale, color=color,
+                   quadrature_points=quadrature_points)
 
     def value(self, z: torch.Tensor) -> torch.Tensor:
         """phi(z) elementwise, natural units (softmax: its numerator e^z); may overwrite z."""
@@ -93,7 +99,7 @@ class Activation:
         X2 = X if X2 is None else torch.as_tensor(X2, dtype=torch.float64, device=X.device)
         if self.kernel is not None:
             return self.kernel(X, X2, sigma)
-        return gauss_hermite_kernel(self.derivative, X, X2, sigma)
+        return gauss_hermite_kernel(self.derivative, X, X2, sigma, base_points=self.quadrature_points)
 
     def _scaled(self, z: torch.Tensor) -> torch.Tensor:
         return z if self.input_scale == 1.0 else z.mul_(self.input_scale)
@@ -109,15 +115,16 @@ class Elementwise:
     derivative: Callable | None = None
 
     def __call__(self, Z: torch.Tensor, value: bool, derivative: bool) -> tuple:
+        if derivative and self.derivative is None:  # phi and phi' from one evaluation of fn
+            with torch.enable_grad():
+                z = Z.detach().requires_grad_(True)
+                phi = self._checked(self.fn(z), Z, "returns")
+                (slope,) = torch.autograd.grad(phi.sum(), z)
+            return phi.detach() if value else None, self._checked(slope, Z, "has a derivative (by autograd) that returns")
         phi = self._checked(self.fn(Z), Z, "returns") if value else None
         if not derivative:
             return phi, None
-        if self.derivative is not None:
-            return phi, self._checked(self.derivative(Z), Z, "has a derivative that returns")
-        with torch.enable_grad():
-            z = Z.detach().requires_grad_(True)
-            (slope,) = torch.autograd.grad(self.fn(z).sum(), z)
-        return phi, self._checked(slope, Z, "has a derivative (by autograd) that returns")
+        return phi, self._checked(self.derivative(Z), Z, "has a derivative that returns")
 
     def _checked(self, result, Z: torch.Tensor, what: str) -> torch.Tensor:
         if not isinstance(result, torch.Tensor) or result.shape != Z.shape:
@@ -132,23 +139,28 @@ class Elementwise:
 
 
 def gauss_hermite_kernel(derivative: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, X2: torch.Tensor,
-                         sigma: float, points: int | None = None) -> torch.Tensor:
+                         sigma: float, points: int | None = None, base_points: int = QUADRATURE_POINTS) -> torch.Tensor:
     """H*_ij = <x_i, x_j> E[phi'(u) phi'(v)] by the tensor Gauss-Hermite rule (SPEC §11):
 
         u = sigma |x_i| g_a,  v = sigma |x_j| (rho_ij g_a + sqrt(1 - rho_ij^2) g_b),
         E[phi'(u) phi'(v)] ~ sum_{a,b} w_a w_b phi'(u_a) phi'(v_ab),
 
     g, w the nodes and weights of `numpy.polynomial.hermite_e.hermegauss` (weight e^{-g^2/2}),
-    normalised to sum to 1. points (per dimension) defaults to QUADRATURE_POINTS (s / 1)^2 for
-    s = sigma max |x| >= 1, at most MAX_QUADRATURE_POINTS: phi'(s g) is analytic in a strip of
-    width proportional to 1/s, and the rule's error falls with sqrt(points) / s. Measured against
-    scipy's dblquad: tanh, sigmoid, gelu to 1e-8 at s <= 1.5. A phi' with a jump (relu's step)
-    converges only like 1/points: 1e-2 at 64 points (closed forms serve those).
+    normalised to sum to 1. points (per dimension) defaults to base_points max(1, s)^2 for
+    s = sigma max |x|, rounded up to even, at most MAX_QUADRATURE_POINTS: phi'(s g) is analytic in a
+    strip of width proportional to 1/s, and the rule's error falls with sqrt(points) / s. The points
+    tanh needs for 1e-8 on the diagonal (rho = 1, the hardest entry) were 86, 130, 180, 310 at s = 1,
+    1.25, 1.5, 2 (sigmoid 22 to 70, gelu 30 to 92): the built-ins' base_points (tanh 96, sigmoid 28,
+    gelu 36) keep them to 1e-8 up to s = 1.8 (tanh) and beyond 3 (sigmoid, gelu), checked against
+    scipy's dblquad. A phi' with a jump converges slowly:
+    relu's step is off by up to 3.9% of max |H*| at 64 points (at pairs with rho near 1), and the
+    error falls like points^(-1/2) (a closed form serves relu).
     """
     norms, norms2 = X.norm(dim=1), X2.norm(dim=1)
     if points is None:
         scale = sigma * float(torch.cat([norms, norms2]).max())
-        points = min(MAX_QUADRATURE_POINTS, math.ceil(QUADRATURE_POINTS * max(1.0, scale) ** 2))
+        points = min(MAX_QUADRATURE_POINTS, math.ceil(base_points * max(1.0, scale) ** 2))
+        points += points % 2  # even: no node at 0, where a phi' such as relu's jumps
     nodes, weights = np.polynomial.hermite_e.hermegauss(points)
     g = torch.as_tensor(nodes, dtype=torch.float64, device=X.device)
     w = torch.as_tensor(weights / weights.sum(), dtype=torch.float64, device=X.device)
@@ -236,9 +248,9 @@ EXP = Activation("exp", _exp, "1", LOG2E, _exp_kernel, color="tab:orange",
                  proven_widths=(("GMS23", "2+o(1)", ("independent", "coupled")),))
 SOFTMAX = Activation("softmax", _exp, "1", LOG2E, _softmax_kernel, normalised=True, color="tab:green",
                      proven_widths=(("SMX24", "2+o(1)", ("independent", "coupled")),))
-TANH = Activation("tanh", _tanh, color="tab:red")
-SIGMOID = Activation("sigmoid", _sigmoid, color="tab:purple")
-GELU = Activation("gelu", _gelu, color="tab:brown")
+TANH = Activation("tanh", _tanh, quadrature_points=96, color="tab:red")
+SIGMOID = Activation("sigmoid", _sigmoid, quadrature_points=28, color="tab:purple")
+GELU = Activation("gelu", _gelu, quadrature_points=36, color="tab:brown")
 
 REGISTRY = {record.name: record for record in (RELU, EXP, SOFTMAX, TANH, SIGMOID, GELU)}
 #: Names of every built-in activation.

@@ -22,11 +22,13 @@ import torch  # noqa: E402
 
 from ..activations import resolve  # noqa: E402
 
-#: Colours of the baseline scores; a learned score takes its activation's colour.
-BASELINE_COLORS = {"exact": "black", "trivial": "tab:gray"}
+#: The panel of p_0's own draws in `plot_samples`.
+REFERENCE = "p_0 (fresh draws)"
+#: Colours of the baselines; a learned score takes its activation's colour.
+BASELINE_COLORS = {"exact": "black", "trivial": "tab:gray", REFERENCE: "tab:purple"}
 
 
-def color(name: str) -> str:
+def score_color(name: str) -> str:
     """The colour of a score: a baseline's, or the activation's (`Activation.color`)."""
     return BASELINE_COLORS.get(name) or resolve(name).color
 
@@ -47,13 +49,13 @@ def _save(fig, path, dpi: int) -> Path:
 
 def plot_samples(reference: np.ndarray, samples: dict[str, np.ndarray], title: str = ""):
     """Scatter of p_0 draws, then each score's samples, one panel each, shared axes; returns the figure."""
-    panels = {"p_0 (fresh draws)": reference, **samples}
+    panels = {REFERENCE: reference, **samples}
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), sharex=True, sharey=True,
                              constrained_layout=True, squeeze=False)
     x0, x1, y0, y1 = plot_limits(reference)
     for ax, (name, points) in zip(axes[0], panels.items()):
         finite = np.isfinite(points).all(1)
-        ax.scatter(points[finite, 0], points[finite, 1], s=2, alpha=0.4, color=color(name))
+        ax.scatter(points[finite, 0], points[finite, 1], s=2, alpha=0.4, color=score_color(name))
         ax.set_title(name if finite.all() else f"{name} ({(~finite).sum()} non-finite)", fontsize=10)
         ax.set_xlim(x0, x1)
         ax.set_ylim(y0, y1)
@@ -103,7 +105,7 @@ def plot_score_field(points: np.ndarray, times, fields: dict[str, np.ndarray], t
             if truth is not None:
                 ax.quiver(gx, gy, truth[col][:, 0], truth[col][:, 1], color="black", alpha=0.45, scale=scale,
                           width=0.004)
-            ax.quiver(gx, gy, learned[:, 0], learned[:, 1], color=color(name), scale=scale,
+            ax.quiver(gx, gy, learned[:, 0], learned[:, 1], color=score_color(name), scale=scale,
                       width=0.004)
             ax.set_title(f"{name}, t = {t:g}", fontsize=10)
             ax.set_aspect("equal")
@@ -138,7 +140,7 @@ def plot_score_error(curves: dict):
                 continue
             weight = h(torch.as_tensor(curve.times)).numpy() if weighted else 1.0
             value, stderr = curve.value * weight, curve.stderr * weight
-            color = color(name)
+            color = score_color(name)
             ax.loglog(curve.times, value, marker="o", ms=3, label=name, color=color)
             ax.fill_between(curve.times, np.maximum(value - 2 * stderr, value * 1e-3), value + 2 * stderr,
                             color=color, alpha=0.2)
@@ -162,7 +164,7 @@ def plot_training(records: dict[str, dict], bayes_val_loss: float | None):
     """
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     for name, record in records.items():
-        color = color(name)
+        color = score_color(name)
         ax.semilogy(record["step"], np.asarray(record["train_mse"], dtype=float), color=color, alpha=0.6,
                     label=f"{name} train")
         ax.semilogy(record["val_step"], np.asarray(record["val_loss"], dtype=float), color=color, ls="--",
