@@ -8,7 +8,6 @@ import math
 import pickle
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,11 +15,10 @@ import torch
 from scipy import integrate, special
 from torch.func import jacrev
 
-import overparam
+import overparam as package
 from overparam import Activation, TwoLayerNet, distributed, train
 from overparam.activations import BUILTIN, PAPERS, gauss_hermite_kernel, resolve
 from overparam.batched import train_seeds
-from overparam.cli import run
 from overparam.data import sphere, unit_sphere
 from overparam.ntk import infinite_ntk, ntk
 from overparam.study import StudyConfig, run_study
@@ -28,6 +26,7 @@ from overparam.sweep import Store, run_sweep
 
 import activation_examples
 from activation_examples import LOG, NOT_ELEMENTWISE, SIN, SWISH
+from test_cli_train import overparam  # noqa: F401 (the fixture running the console entry point in-process)
 from test_distributed import assert_same_history
 from test_models import REFERENCE_PHI
 
@@ -49,15 +48,15 @@ def off_sphere(n, d, seed=0, radii=(0.6, 1.0, 1.4)):
 def test_registry_resolves_names_records_and_module_attributes():
     assert BUILTIN == ("relu", "exp", "softmax", "tanh", "sigmoid", "gelu") and PAPERS == BUILTIN[:3]
     assert all(resolve(name).name == name for name in BUILTIN)
-    assert resolve(SWISH) is SWISH and overparam.Activation is Activation
+    assert resolve(SWISH) is SWISH and package.Activation is Activation
     assert resolve("activation_examples:SWISH") is SWISH
     assert [name for name in BUILTIN if resolve(name).normalised] == ["softmax"]
     assert {name: resolve(name).default_scale for name in BUILTIN} == {
         "relu": "1/sqrt(m)", "exp": "1", "softmax": "1", "tanh": "1/sqrt(m)", "sigmoid": "1/sqrt(m)",
         "gelu": "1/sqrt(m)"}  # SPEC §2 and §11
     assert len({resolve(name).color for name in BUILTIN}) == len(BUILTIN)
-    assert overparam.theory.proven_widths("relu", "coupled") == [("DZPS19", "6"), ("SY19", "4"), ("MOSW22", "2")]
-    assert overparam.theory.proven_widths("gelu", "coupled") == []
+    assert package.theory.proven_widths("relu", "coupled") == [("DZPS19", "6"), ("SY19", "4"), ("MOSW22", "2")]
+    assert package.theory.proven_widths("gelu", "coupled") == []
     with pytest.raises(ValueError, match="unknown activation 'swish': choose one of relu, exp, softmax, tanh"):
         resolve("swish")
 
@@ -252,20 +251,6 @@ def test_bad_own_activations_raise_value_errors_at_the_data():
         Activation.elementwise("x", 3)
 
 
-@pytest.fixture
-def overparam_cli(capsys, monkeypatch):
-    """Run the console entry point in-process; returns returncode, stdout, stderr."""
-
-    def invoke(*args):
-        monkeypatch.setattr("sys.argv", ["overparam", *args])
-        with pytest.raises(SystemExit) as exit_info:
-            run()
-        captured = capsys.readouterr()
-        return SimpleNamespace(returncode=exit_info.value.code, stdout=captured.out, stderr=captured.err)
-
-    return invoke
-
-
 @pytest.mark.parametrize("args, fragment", [
     (["train", "--activation", "activation_examples:NOT_ELEMENTWISE"], "is not elementwise"),
     (["train", "--activation", "activation_examples:LOG"], "returns non-finite values"),
@@ -274,14 +259,14 @@ def overparam_cli(capsys, monkeypatch):
     (["study", "--activations", "relu,swish", "--only", "concentration"], "unknown activation 'swish'"),
     (["study", "--activations", "relu,relu"], "activations repeat"),
 ])
-def test_cli_bad_activations_exit_2_with_one_line(tmp_path, overparam_cli, args, fragment):
-    result = overparam_cli(*args, "--out", str(tmp_path / "out"))
+def test_cli_bad_activations_exit_2_with_one_line(tmp_path, overparam, args, fragment):
+    result = overparam(*args, "--out", str(tmp_path / "out"))
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
 
 
-def test_cli_trains_an_activation_named_module_attribute(tmp_path, overparam_cli):
-    result = overparam_cli("train", "--activation", "activation_examples:SWISH", "--width", "32", "--n", "6",
+def test_cli_trains_an_activation_named_module_attribute(tmp_path, overparam):
+    result = overparam("train", "--activation", "activation_examples:SWISH", "--width", "32", "--n", "6",
                            "--d", "4", "--steps", "30", "--init", "independent", "--json", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
