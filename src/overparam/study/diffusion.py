@@ -378,7 +378,7 @@ def curve_slopes(rows: list, cfg) -> dict:
 def _curve_figure(rows: list, slopes: dict, base: dict, cfg):
     import matplotlib.pyplot as plt
 
-    from .concentration import COLORS
+    from ..activations import resolve
 
     fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
     floors = {"W2": [(base["rows"].get("exact") or {}).get("w2"), base["p0"]["w2"]],
@@ -388,7 +388,7 @@ def _curve_figure(rows: list, slopes: dict, base: dict, cfg):
             for activation in cfg.activations:
                 series = _series(rows, activation, axis, cfg)
                 ax.plot([r[column] for r in series], [r[index] for r in series], marker="o",
-                        color=COLORS.get(activation), label=f"{activation}: slope "
+                        color=resolve(activation).color, label=f"{activation}: slope "
                         f"{slopes[activation, axis, name]:+.2f}")
             for value, style in zip(floors.get(name, []), ("--", ":")):
                 if value is not None and value > 0:

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 
 from .. import theory
+from ..activations import resolve
 from ..batched import train_batched
 from ..data import unit_sphere
 from ..kernel_regime import KernelRegime, complexity
 from ..models import TwoLayerNet
 from ..ntk import infinite_ntk
-from .concentration import COLORS
 from .report import Figure, Section, Table, save_figure
 from .stats import format_slope, mean_and_error, power_law
 
@@ -194,7 +194,7 @@ def _figure(results: dict, rows: list, fits: dict, cfg, out) -> Figure:
     largest = max(cfg.generalisation_widths)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
     for activation in cfg.activations:
-        color = COLORS.get(activation)
+        color = resolve(activation).color
         mine = [r for r in rows if r[0] == activation]
         by_m = sorted((r for r in mine if r[1] == cfg.generalisation_n), key=lambda r: r[2])
         by_n = sorted((r for r in mine if r[2] == largest), key=lambda r: r[1])
