@@ -136,4 +136,4 @@ def test_digits_without_scikit_learn_is_one_line_exit_2(tmp_path, overparam, wit
         result = overparam(*command, "--data", "digits:classes=3,5", "--n", "10")
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("overparam: error: ")
-        assert lines[0].endswith("the digits data set needs scikit-learn: pip install 'overparam[data]'")
+        assert lines[0].endswith("the digits data set needs scikit-learn: pip install scikit-learn")

@@ -132,7 +132,7 @@ def digits(classes=DIGITS_CLASSES, n: int | None = None, seed: int = 0) -> Datas
     n points (all when None) are the first n of a seeded permutation, so at one seed a smaller n is a
     subset of a larger one. Labels: two classes give y = +1 for classes[0], -1 for classes[1] (k = 1);
     more give one-hot rows over `classes` in the order given (k = len(classes)).
-    Needs scikit-learn (pip install 'overparam[data]').
+    Needs scikit-learn (a dependency of overparam; `pip install scikit-learn` where it was removed).
     """
     chosen = _digit_classes(classes)
     images = _digits_loader()()
@@ -155,7 +155,7 @@ def _digits_loader():
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise ValueError("the digits data set needs scikit-learn: pip install 'overparam[data]'") from None
+        raise ValueError("the digits data set needs scikit-learn: pip install scikit-learn") from None
     return load_digits
 
 
