@@ -135,7 +135,7 @@ def test_digits_refuses_bad_classes_and_sizes(classes, n, message):
 
 
 def test_digits_without_scikit_learn_says_what_to_install(without_sklearn):
-    with pytest.raises(ValueError, match=r"pip install 'overparam\[data\]'"):
+    with pytest.raises(ValueError, match=r"needs scikit-learn: pip install scikit-learn$"):
         data.digits((3, 5))
 
 
