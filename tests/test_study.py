@@ -603,3 +603,16 @@ def test_perturbation_radius_table_interpolates_the_crossing(study_dir):
                 (r0, c0), (r1, c1) = (radii[crossing - 1], changes[crossing - 1]), (radii[crossing], changes[crossing])
                 expected = r1 if c0 == 0 else np.exp(np.interp(np.log(0.25), np.log([c0, c1]), np.log([r0, r1])))
                 assert float(cell) == pytest.approx(expected, rel=1e-9)
+
+
+def test_generalisation_training_sets_are_nested_and_the_test_set_fixed():
+    from overparam.study.generalisation import split, teacher
+
+    small, large = split(6, TINY), split(12, TINY)
+    np.testing.assert_array_equal(small[0], large[0][:6])
+    np.testing.assert_array_equal(small[1], large[1][:6])
+    np.testing.assert_array_equal(small[2], large[2])
+    np.testing.assert_array_equal(small[3], large[3])
+    # labels are the teacher plus noise of the configured size: the residuals' spread is that noise
+    residual = large[3][:, 0] - teacher(large[2], TINY.seed)
+    assert 0.5 * TINY.generalisation_noise < residual.std() < 1.5 * TINY.generalisation_noise

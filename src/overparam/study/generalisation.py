@@ -58,12 +58,10 @@ def teacher(X: np.ndarray, seed: int) -> np.ndarray:
 
 
 def split(n: int, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(X (n, d), y (n, 1), X_test, y_test): the first n training points and the fixed test set."""
-    largest = max(cfg.generalisation_ns + (cfg.generalisation_n,))
-    if n > largest:
-        raise ValueError(f"n = {n} exceeds the largest training set of the grid ({largest})")
-    X = unit_sphere(largest, cfg.d, cfg.seed)[:n]
-    noise = np.random.default_rng(cfg.seed + 1).standard_normal(largest)[:n]
+    """(X (n, d), y (n, 1), X_test, y_test): n training points (the first n of every larger set: the draws
+    fill rows in order) and the fixed test set."""
+    X = unit_sphere(n, cfg.d, cfg.seed)
+    noise = np.random.default_rng(cfg.seed + 1).standard_normal(n)
     X_test = unit_sphere(cfg.generalisation_test, cfg.d, cfg.seed + 2)
     test_noise = np.random.default_rng(cfg.seed + 3).standard_normal(cfg.generalisation_test)
     y = teacher(X, cfg.seed) + cfg.generalisation_noise * noise
@@ -84,7 +82,7 @@ def units(cfg) -> int:
 
 def unit_key(activation: str, n: int, m: int, cfg) -> str:
     return (f"{KEY}:{activation}:n={n}:m={m}:d={cfg.d}:sigma={cfg.sigma}:data={cfg.seed}:"
-            f"noise={cfg.generalisation_noise}:test={cfg.generalisation_test}:ns={max(cfg.generalisation_ns + (cfg.generalisation_n,))}:"
+            f"noise={cfg.generalisation_noise}:test={cfg.generalisation_test}:"
             f"seeds={cfg.generalisation_seeds}:steps={cfg.generalisation_steps}:tol={cfg.tol}")
 
 
