@@ -20,7 +20,8 @@ import time
 import torch
 
 from overparam import TwoLayerNet
-from overparam.coefficients import LOG2E, chunk_slices, transposed_product
+from overparam.activations import LOG2E
+from overparam.chunks import chunk_slices, transposed_product
 
 
 def best_time(fn, repeats: int) -> float:

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from overparam import coefficients
+from overparam import chunks
 from overparam.data import sphere
 from overparam.models import initial_weights
 from overparam.nested_ntk import nested_ntk
@@ -39,7 +39,7 @@ def gemm_floor(X: torch.Tensor, W: torch.Tensor, chunk: int, rows: int) -> None:
     n = X.shape[0]
     gram = X.new_zeros(rows, n)
     left = X.new_empty(rows, chunk)
-    for neurons in coefficients.chunk_slices(W.shape[0], chunk):
+    for neurons in chunks.chunk_slices(W.shape[0], chunk):
         Z = X @ W[neurons].T
         width = Z.shape[1]
         gram.addmm_(left[:, :width], Z.T)
@@ -49,7 +49,7 @@ def compare(activation: str, n: int, d: int, log2m: int, repeats: int) -> dict:
     X = torch.from_numpy(sphere(n, d).X)
     W, a = initial_weights(2**log2m, d, 1, seed=0)
     widths = [2**p for p in range(6, log2m + 1)]
-    chunk = coefficients.default_chunk(n, 2, W.element_size(), W.device)
+    chunk = chunks.default_chunk(n, 2, W.element_size(), W.device)
     rows = n if activation != "softmax" else 2 * n
     nested_ntk(X, W[:4096], a[:4096], activation, [4096])  # warm-up
     pass_s = best_time(lambda: nested_ntk(X, W, a, activation, widths, chunk), repeats)

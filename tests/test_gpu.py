@@ -2,7 +2,7 @@
 
 Runs only where a CUDA GPU is present (never in CI, which has none); the same numbers are asserted
 on the CPU by the rest of the suite, so these tests check that the device path computes the same
-function: GPU chunking (coefficients.GPU_CHUNK_BYTES), cached factors and the reductions.
+function: GPU chunking (chunks.GPU_CHUNK_BYTES), cached factors and the reductions.
 """
 
 import pytest
@@ -10,7 +10,7 @@ import torch
 
 from overparam import TwoLayerNet, ntk, train
 from overparam.batched import train_batched
-from overparam.coefficients import default_chunk
+from overparam.chunks import default_chunk
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here (CI has none)")
 
@@ -42,7 +42,7 @@ def test_forward_gradient_and_kernel_equal_the_cpu(activation, chunk_size):
 
 @pytest.mark.parametrize("init", ("independent", "coupled"))
 def test_one_output_softmax_in_sign_ordered_chunks_equals_the_cpu(init):
-    """One output, random signs: chunks are index sets in the order of a (`coefficients.neuron_chunks`;
+    """One output, random signs: chunks are index sets in the order of a (`chunks.neuron_chunks`;
     for coupled init from the first step on, W(0) is summed by pairs), exponentials without a shift
     (none can overflow here), and the kept chunks in a reused workspace, as train() runs."""
     X, y = inputs(40, 6)

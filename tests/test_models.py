@@ -90,9 +90,9 @@ def test_reused_workspace_gives_the_same_pass_and_memory(activation, monkeypatch
     """A forward pass written into an earlier pass's workspace (as train() does step to step) equals a
     fresh one, uses that memory, and J^T V from its kept chunks (staged in the workspace's spare chunk,
     as for kept chunks larger than the cache) equals the recomputed one; `out` receives J^T V."""
-    from overparam import coefficients
+    from overparam import chunks
 
-    monkeypatch.setattr(coefficients, "CHUNK_BYTES", 1)  # the kept chunks count as larger than the cache
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 1)  # the kept chunks count as larger than the cache
     X = sample_inputs(9, 4, seed=4)
     V = torch.randn(9, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     net = TwoLayerNet(4, 50, 2, activation, seed=8, chunk_size=7)
@@ -115,7 +115,7 @@ def test_reused_workspace_gives_the_same_pass_and_memory(activation, monkeypatch
 
 @pytest.mark.parametrize("dtype,columns", [(torch.float32, 32), (torch.float32, 8), (torch.float64, 32)])
 def test_transposed_product_is_E_transpose_R_in_either_operand_order(dtype, columns):
-    from overparam.coefficients import transposed_product
+    from overparam.chunks import transposed_product
 
     gen = torch.Generator().manual_seed(0)
     E = torch.rand(64, 40, generator=gen, dtype=torch.float64)
@@ -130,7 +130,7 @@ def test_transposed_product_is_E_transpose_R_in_either_operand_order(dtype, colu
 
 @pytest.mark.parametrize("shape,k", [((64, 40), 1), ((64, 40), 2), ((3, 64, 40), 1), ((3, 64, 40), 5)])
 def test_thin_product_is_E_times_A_in_either_operand_order(shape, k):
-    from overparam.coefficients import thin_product
+    from overparam.chunks import thin_product
 
     gen = torch.Generator().manual_seed(1)
     E = torch.rand(*shape, generator=gen, dtype=torch.float64)
@@ -158,7 +158,7 @@ def test_softmax_chunks_in_the_order_of_a_give_the_same_products(keep, shift_dev
     value on each run of a chunk (two runs in one chunk) and J^T V takes d GEMM columns there. F, J^T V,
     J v and Theta equal the one-chunk pass (plain slices); an a with three values keeps slices."""
     from overparam import coefficients
-    from overparam.coefficients import chunk_width, neuron_chunks
+    from overparam.chunks import chunk_width, neuron_chunks
     from overparam.ntk import pass_ntk
 
     monkeypatch.setattr(coefficients, "BOUNDED_SHIFT_DEVICES", shift_devices)
@@ -195,7 +195,7 @@ def test_softmax_chunks_in_the_order_of_a_give_the_same_products(keep, shift_dev
 
 
 def test_paired_product_equals_the_plain_one_and_is_exactly_zero_on_equal_pairs():
-    from overparam.coefficients import paired_matmul
+    from overparam.chunks import paired_matmul
 
     gen = torch.Generator().manual_seed(2)
     P = torch.rand(3, 16, 40, generator=gen, dtype=torch.float64)
@@ -211,7 +211,7 @@ def test_paired_product_equals_the_plain_one_and_is_exactly_zero_on_equal_pairs(
 def test_coupled_network_sums_pairs_only_while_they_are_equal(activation, k):
     """A coupled init's pairs are summed while each is as the init made it (F(W(0)) exactly zero); after a
     GD step, or with other signs, the network is evaluated as any other, and matches autograd."""
-    from overparam.coefficients import coupled_pairs
+    from overparam.chunks import coupled_pairs
 
     net = TwoLayerNet(5, 24, k, activation, init="coupled", seed=3, chunk_size=10)
     X = sample_inputs(7, 5)

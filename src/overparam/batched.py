@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import coefficients
+from . import chunks, coefficients
 from .activations import parse_scale, resolve
 from .models import fits_in_memory, initial_weights, pairs_neurons, resolve_device, resolve_dtype
 from .train import BudgetRule, History, descend
@@ -74,7 +74,7 @@ def train_batched(
     for part in seed_batches(seeds, n, width, W.device):
         size = part.stop - part.start
         X_part = X[part] if X.dim() == 3 else X
-        chunk_part = chunk or coefficients.default_chunk(n * size, k, W.element_size(), W.device)
+        chunk_part = chunk or chunks.default_chunk(n * size, k, W.element_size(), W.device)
         keep = fits_in_memory(n * size, width, W)
         forward = _seeds_forward(X_part, a[part], activation, kappa, chunk_part, keep, paired)
         outcomes += descend(W[part], y[part], forward, lr=_part(lr, part, seeds, "lr"),

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import activations, coefficients
+from . import activations, chunks, coefficients
 from .validation import as_inputs, as_targets
 
 INITS = ("independent", "coupled")
@@ -258,9 +258,9 @@ def _as_weights(value, name: str, current: torch.Tensor, like: torch.Tensor | No
 
 
 def default_chunk_for(n: int, k: int, W: torch.Tensor) -> int:
-    return coefficients.default_chunk(n, k, W.element_size(), W.device)
+    return chunks.default_chunk(n, k, W.element_size(), W.device)
 
 
 def fits_in_memory(n: int, m: int, W: torch.Tensor) -> bool:
     """True when an n x m matrix of W's dtype takes at most a quarter of free memory."""
-    return n * m * W.element_size() * 4 <= coefficients.available_memory(W.device)
+    return n * m * W.element_size() * 4 <= chunks.available_memory(W.device)

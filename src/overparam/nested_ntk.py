@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import activations, coefficients
+from . import activations, chunks, coefficients
 from .models import initial_weights, resolve_device, resolve_dtype
 from .ntk import infinite_ntk
 from .validation import as_inputs
@@ -54,7 +54,7 @@ def nested_ntk(X, W: torch.Tensor, a: torch.Tensor, activation: str, widths, chu
         raise ValueError("the nested kernel uses a_r^2 = 1: a's entries must be +1 or -1")
     n, k = X.shape[0], a.shape[1]
     a = a.to(W)
-    chunk = chunk or coefficients.default_chunk(n, k + 1, W.element_size(), W.device)
+    chunk = chunk or chunks.default_chunk(n, k + 1, W.element_size(), W.device)
     sums = _RunningSums(n, k, W)
     record = activations.resolve(activation)
     X_input = coefficients.exponent_inputs(X, record)  # Z = X_input W^T is in the units of record.fused
@@ -65,7 +65,7 @@ def nested_ntk(X, W: torch.Tensor, a: torch.Tensor, activation: str, widths, chu
     kernels = []
     start = 0
     for width in widths:
-        for neurons in coefficients.chunk_slices(width - start, chunk):
+        for neurons in chunks.chunk_slices(width - start, chunk):
             neurons = slice(start + neurons.start, start + neurons.stop)
             rows = buffer[:, :neurons.stop - neurons.start]
             Z = torch.matmul(X_input, W[neurons].T, out=rows[:n])

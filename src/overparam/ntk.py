@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import activations, coefficients
+from . import activations, chunks
 from .coefficients import Pass
 from .validation import as_inputs
 
@@ -127,7 +127,7 @@ def _lower_gram_update(gram: torch.Tensor) -> Callable[[torch.Tensor], None] | N
     size = gram.shape[-1]
     if gram.dim() != 2 or gram.device.type != "cpu" or size < 2 * GRAM_ROW_BLOCK:
         return None
-    blocks = coefficients.chunk_slices(size, GRAM_ROW_BLOCK)
+    blocks = chunks.chunk_slices(size, GRAM_ROW_BLOCK)
 
     def update(C: torch.Tensor) -> None:
         for rows in blocks:
@@ -227,7 +227,7 @@ def infinite_ntk_vector(activation: str | activations.Activation, X, V: torch.Te
     n = X.shape[0]
     block = block or max(1, BLOCK_BYTES // (8 * 4 * n))
     out = torch.empty(n, V.shape[-1], dtype=V.dtype, device=V.device)
-    for rows in coefficients.chunk_slices(n, block):
+    for rows in chunks.chunk_slices(n, block):
         out[rows] = _finite_limit(infinite_ntk(activation, X[rows], sigma, X2=X), activation, sigma, X).to(V) @ V
     return out
 
@@ -313,7 +313,7 @@ def _infinite_operator(activation, X, sigma: float, out_dim: int,
     X = torch.as_tensor(X, dtype=torch.float64)
     n = X.shape[0]
     if cache is None:
-        cache = 4 * n * n * 8 <= coefficients.available_memory(X.device)
+        cache = 4 * n * n * 8 <= chunks.available_memory(X.device)
     blocks: list[tuple[slice, torch.Tensor]] = []
     block = max(1, BLOCK_BYTES // (8 * 4 * n))
 
@@ -322,7 +322,7 @@ def _infinite_operator(activation, X, sigma: float, out_dim: int,
             return infinite_ntk_vector(activation, X, V, sigma, block)
         if not blocks:
             blocks.extend((rows, _finite_limit(infinite_ntk(activation, X[rows], sigma, X2=X), activation, sigma, X))
-                          for rows in coefficients.chunk_slices(n, block))
+                          for rows in chunks.chunk_slices(n, block))
         out = torch.empty_like(V)
         for rows, rows_kernel in blocks:
             out[rows] = rows_kernel @ V
@@ -433,7 +433,7 @@ def leading_eigenvalues(kernel, X=None, count: int = 64, *, dense_limit: int = D
 
 def _lanczos(operator: KernelOperator, which: str, tol: float, maxiter: int | None, v0) -> Eigenvalue:
     """One eigenpair by Lanczos with growing bases (LANCZOS_BASES), `maxiter` restarts each."""
-    cap = max(16, coefficients.available_memory(torch.device("cpu")) // (4 * 8 * operator.size))
+    cap = max(16, chunks.available_memory(torch.device("cpu")) // (4 * 8 * operator.size))
     largest = min(operator.size, cap)
     total = 0
     for ncv in sorted({min(ncv, largest) for ncv in LANCZOS_BASES}):

@@ -129,8 +129,12 @@ class DiffusionResult:
             "mmd_bandwidth": self.mmd_bandwidth,
             "curves": {name: {"times": c.times.tolist(), "value": _finite(c.value), "stderr": _finite(c.stderr)}
                        for name, c in self.curves.items()},
-            "training": {name: training_record(fit) for name, fit in self.fits.items()},
+            "training": self.training_records(),
         }
+
+    def training_records(self) -> dict:
+        """name -> `training_record` of its fit."""
+        return {name: training_record(fit) for name, fit in self.fits.items()}
 
 
 @dataclass

@@ -180,12 +180,9 @@ def plot_training(records: dict[str, dict], bayes_val_loss: float | None):
     return fig
 
 
-def training_figure(fits: dict, bayes_val_loss: float | None, path) -> Path:
-    """`plot_training` of the fits (name -> `DenoiserFit`) written to path."""
-    from .experiment import training_record
-
-    return _save(plot_training({name: training_record(fit) for name, fit in fits.items()}, bayes_val_loss),
-                 path, dpi=120)
+def training_figure(records: dict, bayes_val_loss: float | None, path) -> Path:
+    """`plot_training` of the training records (name -> `experiment.training_record(fit)`) written to path."""
+    return _save(plot_training(records, bayes_val_loss), path, dpi=120)
 
 
 def all_figures(result, out_dir) -> list[Path]:
@@ -202,5 +199,5 @@ def all_figures(result, out_dir) -> list[Path]:
     if result.curves:
         written.append(score_error_figure(result.curves, out / "score_error.png"))
     if result.fits:
-        written.append(training_figure(result.fits, result.bayes_val_loss, out / "training.png"))
+        written.append(training_figure(result.training_records(), result.bayes_val_loss, out / "training.png"))
     return written
