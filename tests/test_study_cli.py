@@ -18,6 +18,8 @@ from test_sweep_resume import count_rows
     (["--only", "concentration,colours"], "unknown section(s) ['colours']: choose from concentration"),
     (["--backend", "slurm"], "unknown backend 'slurm': use local or ray"),
     (["--device", "tpu"], "unknown device 'tpu': use cpu, cuda or cuda:N"),
+    (["--activations", "relu,tanhh"], "unknown activation 'tanhh': choose one of relu, exp, softmax"),
+    (["--activations", "nosuch:thing"], "activation 'nosuch:thing' does not import"),
 ])
 def test_bad_study_options_exit_2_with_one_line(tmp_path, overparam, args, message):
     result = overparam("study", "--out", str(tmp_path / "study"), *args)
