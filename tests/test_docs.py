@@ -228,7 +228,8 @@ def test_page_renders_its_formulas_and_figures(served, tmp_path, page):
 
 def test_activation_page_code_runs(tmp_path, monkeypatch):
     """docs/activations.md as a reader would use it: its module written to a file, its Python run in
-    order, its commands run by the CLI, each succeeding."""
+    order, its commands run by the CLI, each succeeding (but `overparam study`, minutes long; its
+    flags are checked by test_commands_on_every_page_use_real_options)."""
     from typer.testing import CliRunner
 
     from overparam.cli import app
@@ -245,6 +246,8 @@ def test_activation_page_code_runs(tmp_path, monkeypatch):
         elif language == "bash":
             for line in code.splitlines():
                 assert line.startswith("overparam "), line
+                if line.startswith("overparam study "):
+                    continue
                 result = CliRunner().invoke(app, line.split()[1:])
                 assert result.exit_code == 0, f"{line}\n{result.output}"
                 commands += 1
