@@ -67,7 +67,10 @@ def test_bad_store_paths(tmp_path):
     with pytest.raises(ValueError, match="is a folder"):
         Store(tmp_path)
     with pytest.raises(ValueError, match="does not exist"):
-        Store(tmp_path / "missing" / "runs.db")
+        Store(tmp_path / "missing" / "runs.db", create=False)
+    assert not (tmp_path / "missing").exists()  # a reader makes nothing
+    Store(tmp_path / "new" / "runs.db").runs()  # a writer makes its folder
+    assert (tmp_path / "new" / "runs.db").is_file()
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ValueError, match="not a runs store"):

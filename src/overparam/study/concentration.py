@@ -113,7 +113,8 @@ def run(cfg, ctx) -> Section:
                 f"{activation}: lambda = lambda_min(H*) = {lam_inf:.3g}. The proofs' condition ||H(W(0)) - H*||_2 <= "
                 f"lambda/4 held for fewer than {1 - cfg.delta:.0%} of seeds at every width up to m = {largest}; "
                 f"extrapolating the fitted distance C m^p (p = {fit['p']:+.2f}) it would hold from m ≈ {needed:.3g} "
-                f"(n = {cfg.kernel_n}).")
+                f"(n = {cfg.kernel_n}); section (d) measures this width instead of extrapolating it, with one nested "
+                f"pass over widths up to m = {max(cfg.threshold_kernel_widths)}.")
         else:
             section.reading.append(
                 f"{activation}: lambda = lambda_min(H*) = {lam_inf:.3g}; ||H(W(0)) - H*||_2 <= lambda/4 held for at "

@@ -80,7 +80,9 @@ class Store:
         self.path = Path(path)
         if self.path.is_dir():
             raise ValueError(f"store {str(self.path)!r} is a folder; give a file name such as runs.db")
-        if not self.path.parent.exists():
+        if create:  # a writer makes its folder, as `--out` folders are made
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.path.parent.exists():
             raise ValueError(f"the folder of store {str(self.path)!r} does not exist")
         self.curves_dir = self.path.with_suffix(".curves")
         try:
