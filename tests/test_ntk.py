@@ -128,6 +128,14 @@ def test_closed_forms_by_hand():
         infinite_ntk("swish", x)
 
 
+def test_relu_diagonal_is_half_the_squared_norm():
+    """H*_ii = |x_i|^2 (pi - arccos 1) / (2 pi) = |x_i|^2 / 2, also where the computed cosine of x_i with
+    itself rounds below 1 (before the fix 49 of these 200 diagonals were off, by up to 9e-9 relative)."""
+    X = torch.randn(200, 7, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 1.3
+    squared = (X * X).sum(1).numpy()
+    np.testing.assert_allclose(infinite_ntk("relu", X).diagonal().numpy(), squared / 2, rtol=1e-15)
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_operators_match_their_dense_matrices(activation):
     X = inputs(11, 4, seed=7)

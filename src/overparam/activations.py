@@ -222,9 +222,14 @@ def _gelu(Z: torch.Tensor, value: bool, derivative: bool) -> tuple:
 
 
 def _relu_kernel(X: torch.Tensor, X2: torch.Tensor, sigma: float) -> torch.Tensor:
-    """<x_i,x_j> (pi - arccos rho_ij) / (2 pi): the arc-cosine kernel, independent of sigma."""
+    """<x_i,x_j> (pi - arccos rho_ij) / (2 pi): the arc-cosine kernel, independent of sigma.
+
+    With X2 = X, rho_ii is exactly 1: its computed value rounds a few ulps below 1, where arccos has
+    slope -1/sqrt(1 - rho^2), which made the diagonal |x|^2/2 wrong by up to 1e-8 relative."""
     inner = X @ X2.T
     rho = (inner / torch.outer(X.norm(dim=1), X2.norm(dim=1)).clamp_min(1e-300)).clamp(-1.0, 1.0)
+    if X2 is X:
+        rho.diagonal().fill_(1.0)
     return inner * (torch.pi - torch.arccos(rho)) / (2 * torch.pi)
 
 
