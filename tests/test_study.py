@@ -245,11 +245,11 @@ def _autograd_kernel(activation, W, a, X, kappa) -> torch.Tensor:
 
 
 def _relu_limit(X: torch.Tensor) -> torch.Tensor:
-    """relu's H*_ij = <x_i, x_j> (pi - arccos rho_ij) / (2 pi) (SPEC §4), written out."""
-    gram = X @ X.T
-    norms = X.norm(dim=1)
-    rho = (gram / (norms[:, None] * norms[None, :])).clamp(-1, 1)
-    return gram * (np.pi - torch.arccos(rho)) / (2 * np.pi)
+    """relu's H*_ij = <x_i, x_j> (pi - angle_ij) / (2 pi) (SPEC §4), written out with the angle between unit
+    vectors u, v as 2 atan2(|u - v|, |u + v|), which stays accurate near 0 (arccos of a cosine does not)."""
+    unit = X / X.norm(dim=1, keepdim=True)
+    angle = 2 * torch.atan2((unit[:, None] - unit[None]).norm(dim=-1), (unit[:, None] + unit[None]).norm(dim=-1))
+    return (X @ X.T) * (np.pi - angle) / (2 * np.pi)
 
 
 def _single_runs(activation: str, width: int):
