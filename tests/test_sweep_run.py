@@ -5,7 +5,6 @@ from unittest import mock
 
 import numpy as np
 import pytest
-import torch
 
 from overparam import TwoLayerNet, train
 from overparam.data import builtin

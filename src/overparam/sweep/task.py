@@ -74,7 +74,7 @@ def group_data(config: dict, seeds) -> tuple[np.ndarray, np.ndarray]:
 def _run(group: Group, device: str) -> list[RunResult]:
     config, seeds = group.config, list(group.seeds)
     dtype, where = resolve_dtype(config["dtype"]), resolve_device(device)
-    activation, width, k = config["activation"], config["width"], config["k"]
+    activation, width = config["activation"], config["width"]
     scale = None if config["scale"] == "default" else config["scale"]
     kappa = parse_scale(scale, activation, width)
     X_np, y_np = group_data(config, seeds)
