@@ -214,7 +214,7 @@ class KernelDiagnostics:
             kernel_above_half=lowest >= lam / 2, max_kernel_drift=drift, kernel_within_quarter=drift <= lam / 4,
             radius=radius,
             dzps19_radius=theory.dzps19_radius(state.X.shape[0], state.net.width, math.sqrt(residual2[0]), lam,
-                                               state.net.kappa) if dzps19 else None,
+                                               state.net.kappa) if dzps19 and lam > 0 else None,
             steps=int(steps[-1]), records=len(extra["kernel_step"]), notes=notes,
         )
 
