@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import html
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,27 +42,38 @@ class Section:
     figures: list[Figure] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     command: str = ""
-    config: dict = field(default_factory=dict)
+    config: str = ""  # the TOML that re-runs this section (its table and [study])
     note: str = ""
+    device: str = ""  # where its units were computed, e.g. "cpu" or "cuda (NVIDIA H100 80GB HBM3)"
 
 
 def save_figure(fig, out: Path, stem: str) -> None:
-    """Write figures/<stem>.png and figures/<stem>.svg and close the figure."""
+    """Write figures/<stem>.png and figures/<stem>.svg (each replaced atomically) and close the figure."""
     folder = Path(out) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
-    fig.savefig(folder / f"{stem}.png", dpi=110)
-    fig.savefig(folder / f"{stem}.svg")
+    for suffix, options in ((".png", {"dpi": 110}), (".svg", {})):
+        path = folder / f"{stem}{suffix}"
+        temporary = _temporary(path)
+        fig.savefig(temporary, format=suffix[1:], **options)
+        temporary.replace(path)
     plt.close(fig)
+
+
+def _temporary(path: Path) -> Path:
+    """A temporary name beside `path`, unique to this process (two studies may write one folder)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def write_table(table: Table, out: Path) -> Path:
     folder = Path(out) / "tables"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{table.stem}.csv"
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    temporary = _temporary(path)
+    with open(temporary, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(table.columns)
         writer.writerows(table.rows)
+    temporary.replace(path)
     return path
 
 
@@ -75,7 +86,7 @@ def _cell(value) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary = _temporary(path)
     temporary.write_text(text, encoding="utf-8")
     temporary.replace(path)
 
@@ -85,7 +96,8 @@ def write_markdown(sections: list[Section], meta: dict, out: Path) -> Path:
     if meta.get("key_figure"):
         lines += [f"![key figure](figures/{meta['key_figure']}.png)", ""]
     for section in sections:
-        lines += [f"## {section.title}", "", f"*Status: {section.status}*" + (f" — {section.note}" if section.note else ""), ""]
+        lines += [f"## {section.title}", "", f"*Status: {section.status}*" + (f" — {section.note}" if section.note else "")
+                  + (f" (computed on {section.device})" if section.device else ""), ""]
         for paragraph in section.reading:
             lines += [paragraph, ""]
         for figure in section.figures:
@@ -98,8 +110,8 @@ def write_markdown(sections: list[Section], meta: dict, out: Path) -> Path:
             lines.append("")
         if section.command:
             lines += ["Re-run this section:", "", "```bash", section.command, "```", "",
-                      "<details><summary>configuration</summary>", "", "```json",
-                      json.dumps(section.config, indent=2, default=str), "```", "", "</details>", ""]
+                      "<details><summary>configuration (TOML, for --config)</summary>", "", "```toml",
+                      section.config.rstrip(), "```", "", "</details>", ""]
     lines += ["---", meta["footer"], ""]
     path = Path(out) / "report.md"
     _atomic_write(path, "\n".join(lines))
@@ -137,7 +149,8 @@ def write_html(sections: list[Section], meta: dict, out: Path) -> Path:
         status_class = section.status.replace(" ", "-")
         parts.append(f'<section id="{section.key}"><h2>{esc(section.title)}</h2>')
         parts.append(f'<p class="status {status_class}">Status: {esc(section.status)}'
-                     + (f" — {esc(section.note)}" if section.note else "") + "</p>")
+                     + (f" — {esc(section.note)}" if section.note else "")
+                     + (f" (computed on {esc(section.device)})" if section.device else "") + "</p>")
         parts += [f"<p>{esc(paragraph)}</p>" for paragraph in section.reading]
         for figure in section.figures:
             parts.append(f'<figure><img src="figures/{figure.stem}.png" alt="{esc(figure.caption)}">'
@@ -150,8 +163,8 @@ def write_html(sections: list[Section], meta: dict, out: Path) -> Path:
                          f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         if section.command:
             parts.append(f"<p>Re-run this section:</p><pre>{esc(section.command)}</pre>"
-                         f"<details><summary>configuration</summary><pre>"
-                         f"{esc(json.dumps(section.config, indent=2, default=str))}</pre></details>")
+                         f"<details><summary>configuration (TOML, for --config)</summary><pre>"
+                         f"{esc(section.config)}</pre></details>")
         parts.append("</section>")
     parts.append(f"<hr><p class=\"status\">{esc(meta['footer'])}</p></body></html>")
     path = Path(out) / "report.html"
