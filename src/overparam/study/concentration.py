@@ -18,6 +18,7 @@ from ..activations import resolve
 from ..models import TwoLayerNet
 from ..ntk import infinite_ntk, ntk, rounding_dominated
 from .framework import Plot, Report, SectionConfig, StudySection, Unit, require_grid, require_positive, require_seeds, table
+from .report import Fact
 from .stats import format_slope, mean_and_error, power_law
 
 
@@ -115,6 +116,8 @@ class Concentration(StudySection):
         return Report(
             reading=reading(study, cfg, rows, fits, distance_fits),
             tables=[table("concentration", "Kernel at initialisation, per activation and width", rows, COLUMNS)],
+            facts=[Fact(a, "kernel error slope in m (-1/2: matrix Chernoff)", fits[a]["p"], fits[a]["low"],
+                        fits[a]["high"]) for a in study.activations],
             plots=[Plot("concentration", "Relative kernel error and smallest eigenvalue at initialisation against "
                         "width (mean ± standard error over seeds; dotted: the m^-1/2 rate).",
                         figure(study, cfg, rows, fits))])

@@ -22,7 +22,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, ClassVar, Mapping
 
-from .report import Table
+from .report import Fact, Table
 
 #: Bump to recompute every cached unit (a change of the record format shared by all sections).
 SCHEMA = 1
@@ -196,11 +196,13 @@ def table(stem: str, caption: str, records, columns) -> Table:
 
 @dataclass
 class Report:
-    """What a section shows: reading paragraphs, tables (`report.Table`) and plots."""
+    """What a section shows: reading paragraphs, tables (`report.Table`), plots, and the facts it adds to
+    the study's summary table (one row per activation, `report.Fact`)."""
 
     reading: list[str] = field(default_factory=list)
     tables: list = field(default_factory=list)
     plots: list[Plot] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)
 
 
 class StudySection:

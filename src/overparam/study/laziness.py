@@ -17,6 +17,7 @@ import numpy as np
 from .. import theory
 from ..activations import resolve
 from .framework import Plot, Report, StudySection, require_seeds, table
+from .report import Fact
 from .stats import format_slope, mean_and_error, power_law
 from .training import Config as TrainingConfig
 from .training import training_units
@@ -61,7 +62,7 @@ class Laziness(StudySection):
         found = {(u.activation, u.width): r for u, r in records.items()}
         widths = np.array(cfg.widths, dtype=float)
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-        rows, reading = [], []
+        rows, reading, facts = [], [], []
         for activation in study.activations:
             color = resolve(activation).color
             runs = [found[activation, m].ok for m in cfg.widths]
@@ -84,6 +85,7 @@ class Laziness(StudySection):
                 radius = [math.sqrt(cfg.n) * np.mean([r.initial_residual for r in group]) / (math.sqrt(m) * lam)
                           for m, group in zip(cfg.widths, runs)]
                 left.plot(widths, radius, color=color, ls=":", label=f"{activation}: DZPS19 radius R'")
+            facts.append(Fact(activation, "kernel drift slope in m", drift_fit["p"], drift_fit["low"], drift_fit["high"]))
             held = sum(r.within == 1.0 for r in mine)
             reading.append(
                 f"{activation}: the largest neuron moved as m^{format_slope(move_fit)} and the kernel drifted as "
@@ -98,7 +100,7 @@ class Laziness(StudySection):
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
         return Report(
-            reading=reading,
+            reading=reading, facts=facts,
             tables=[table("laziness", "Movement and kernel drift per activation and width", rows, COLUMNS)],
             plots=[Plot("laziness", "Largest neuron movement and kernel drift at the end of training against width "
                         "(mean ± standard error over seeds, fitted log-log slopes with 95% bootstrap intervals).", fig)])

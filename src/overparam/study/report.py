@@ -32,6 +32,42 @@ class Table:
 
 
 @dataclass
+class Fact:
+    """One cell of the summary table (the report's Table 1): `quantity` measured for `activation`, with its
+    interval [low, high] where it has one; `section` is filled in by the runner (the cell links to it)."""
+
+    activation: str
+    quantity: str
+    value: float | str
+    low: float = float("nan")
+    high: float = float("nan")
+    section: str = ""
+
+    @property
+    def text(self) -> str:
+        shown = _cell(self.value)
+        if isinstance(self.low, float) and self.low == self.low:
+            shown += f" [{_cell(self.low)}, {_cell(self.high)}]"
+        return shown
+
+
+SUMMARY = Table("summary", "Summary: one row per activation, each cell from the section it links to", [], [])
+
+
+def summary_table(facts: list[Fact]) -> Table:
+    """tables/summary.csv in long form: activation, quantity, value, low, high, section."""
+    return Table(SUMMARY.stem, SUMMARY.caption, ["activation", "quantity", "value", "low", "high", "section"],
+                 [[f.activation, f.quantity, f.value, f.low, f.high, f.section] for f in facts])
+
+
+def _wide(facts: list[Fact]) -> tuple[list[str], list[str], dict]:
+    """Activations (rows), quantities (columns) in order of first appearance, and {(activation, quantity): fact}."""
+    activations = list(dict.fromkeys(f.activation for f in facts))
+    quantities = list(dict.fromkeys(f.quantity for f in facts))
+    return activations, quantities, {(f.activation, f.quantity): f for f in facts}
+
+
+@dataclass
 class Section:
     """One experiment of the study. status: complete | partial | not run | failed."""
 
@@ -45,6 +81,7 @@ class Section:
     config: str = ""  # the TOML that re-runs this section (its table and [study])
     note: str = ""
     device: str = ""  # where its units were computed, e.g. "cpu" or "cuda (NVIDIA H100 80GB HBM3)"
+    facts: list[Fact] = field(default_factory=list)
 
 
 def save_figure(fig, out: Path, stem: str) -> None:
@@ -93,6 +130,14 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def write_markdown(sections: list[Section], meta: dict, out: Path) -> Path:
     lines = [f"# {meta['title']}", "", meta["summary"], ""]
+    facts = [f for s in sections for f in s.facts]
+    if facts:
+        activations, quantities, cells = _wide(facts)
+        lines += [f"**{SUMMARY.caption}** ([CSV](tables/{SUMMARY.stem}.csv))", "",
+                  "| activation | " + " | ".join(quantities) + " |", "|" + "---|" * (len(quantities) + 1)]
+        lines += ["| " + a + " | " + " | ".join(f"[{cells[a, q].text}](#{cells[a, q].section})" if (a, q) in cells
+                                                 else "–" for q in quantities) + " |" for a in activations]
+        lines.append("")
     if meta.get("key_figure"):
         lines += [f"![key figure](figures/{meta['key_figure']}.png)", ""]
     for section in sections:
@@ -139,6 +184,15 @@ def write_html(sections: list[Section], meta: dict, out: Path) -> Path:
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>{esc(meta['title'])}</title>", f"<style>{_STYLE}</style></head><body>",
              f"<h1>{esc(meta['title'])}</h1>", f"<p>{esc(meta['summary'])}</p>"]
+    facts = [f for s in sections for f in s.facts]
+    if facts:
+        activations, quantities, cells = _wide(facts)
+        head = "<th>activation</th>" + "".join(f"<th>{esc(q)}</th>" for q in quantities)
+        body = "".join("<tr><td>" + esc(a) + "</td>" + "".join(
+            f'<td><a href="#{cells[a, q].section}">{esc(cells[a, q].text)}</a></td>' if (a, q) in cells else "<td>–</td>"
+            for q in quantities) + "</tr>" for a in activations)
+        parts.append(f'<p><strong>{esc(SUMMARY.caption)}</strong> (<a href="tables/{SUMMARY.stem}.csv">CSV</a>)</p>'
+                     f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
     if meta.get("key_figure"):
         parts.append(f'<figure><img src="figures/{meta["key_figure"]}.png" alt="key figure">'
                      f"<figcaption>{esc(meta.get('key_caption', ''))}</figcaption></figure>")
@@ -179,4 +233,7 @@ def write_report(sections: list[Section], meta: dict, out: Path) -> tuple[Path, 
     for section in sections:
         for table in section.tables:
             write_table(table, out)
+    facts = [f for s in sections for f in s.facts]
+    if facts:
+        write_table(summary_table(facts), out)
     return write_markdown(sections, meta, out), write_html(sections, meta, out)

@@ -12,7 +12,7 @@ import os
 import platform
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -143,8 +143,10 @@ def run_section(spec: StudySection, config: StudyConfig, cfg, ctx: StudyContext,
     report: Report = spec.report(config, cfg, records)
     for plot in report.plots:
         save_figure(plot.figure, ctx.out, plot.stem)
+    facts = [replace(fact, section=spec.KEY) for fact in report.facts]
     return Section(spec.KEY, spec.TITLE, "complete", reading=report.reading, tables=report.tables,
-                   figures=[Figure(plot.stem, plot.caption) for plot in report.plots], command=ctx.command(spec.KEY))
+                   figures=[Figure(plot.stem, plot.caption) for plot in report.plots], command=ctx.command(spec.KEY),
+                   facts=facts)
 
 
 def _write_config(config: StudyConfig, out: Path) -> None:

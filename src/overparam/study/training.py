@@ -17,6 +17,7 @@ import numpy as np
 
 from ..activations import resolve
 from .framework import Plot, Report, SectionConfig, StudySection, require_even, require_grid, require_positive, table
+from .report import Fact
 from .stats import mean_and_error
 from .training_run import SeedRun, TrainingRecord, TrainingRun
 
@@ -115,6 +116,7 @@ class Training(StudySection):
         return Report(
             reading=reading(study, rows),
             tables=[table("training", "Training runs per activation and width (means over seeds)", rows, COLUMNS)],
+            facts=[Fact(r.activation, f"GD steps to tol at m = {r.width} (n = {cfg.n})", r.steps) for r in rows],
             plots=[Plot("training", "Squared residual against step for each width (solid: every seed; dashed: the "
                         "DZPS19 bound (1 - eta_eff lambda/2)^t ||F(0) - y||^2; dotted: the kernel-regime prediction "
                         "||(I - eta Theta(0))^t (F(0) - y)||^2; grey: tol^2).", figure(study, cfg, found))])
