@@ -14,8 +14,7 @@ import torch
 import headless_browser
 
 from overparam import TwoLayerNet
-from overparam.data import unit_sphere
-from overparam.ntk import infinite_ntk, ntk
+from overparam.ntk import infinite_ntk
 from overparam.study import StudyConfig, run_study
 from overparam.study.legacy import FlatConfig
 
@@ -140,40 +139,6 @@ def test_diffusion_numbers_match_overparam_diffusion(study_dir):
         rows["trivial"]["W2"])
 
 
-def test_concentration_numbers_match_a_direct_recomputation(study_dir):
-    out, _ = study_dir
-    rows = {(r["activation"], int(r["m"])): r for r in read_csv(out / "tables" / "concentration.csv")}
-    X = torch.from_numpy(unit_sphere(TINY.section("concentration").n, TINY.d, TINY.seed))
-    for activation in ("relu", "softmax"):
-        limit = infinite_ntk(activation, X)
-        top = float(torch.linalg.eigvalsh(limit)[-1])
-        errors = []
-        for seed in range(TINY.section("concentration").seeds):
-            H = ntk(TwoLayerNet(TINY.d, 128, 1, activation, seed=seed), X)
-            errors.append(float(torch.linalg.matrix_norm(H - limit, ord=2)) / top)
-        assert float(rows[activation, 128]["rel. error"]) == pytest.approx(np.mean(errors), rel=1e-10)
-        assert float(rows[activation, 128]["lambda_min(H*)"]) == pytest.approx(
-            float(torch.linalg.eigvalsh(limit)[0]), rel=1e-10)
-
-
-def test_training_table_agrees_with_a_single_run(study_dir):
-    out, _ = study_dir
-    from overparam import train
-    from overparam.data import sphere
-
-    row = next(r for r in read_csv(out / "tables" / "initialisation.csv")
-               if r["activation"] == "exp" and r["init"] == "independent")
-    data = sphere(TINY.section("initialisation").n, TINY.d, seed=TINY.seed)
-    finals, steps = [], []
-    for seed in range(TINY.section("initialisation").seeds):
-        history = train(TwoLayerNet(TINY.d, TINY.section("initialisation").width, 1, "exp", init="independent", seed=seed),
-                        data.X, data.y, lr="auto", steps=TINY.section("initialisation").steps, tol=TINY.tol)
-        finals.append(history.residual_norm[-1])
-        steps.append(history.steps)
-    assert float(row["steps"]) == pytest.approx(np.mean(steps), rel=1e-12)
-    assert float(row["final ||F - y||"]) == pytest.approx(np.mean(finals), rel=1e-6)
-
-
 def test_rerun_reuses_every_finished_unit(study_dir, tmp_path):
     out, first = study_dir
     copy = tmp_path / "again"
@@ -256,74 +221,6 @@ def _relu_limit(X: torch.Tensor) -> torch.Tensor:
     unit = X / X.norm(dim=1, keepdim=True)
     angle = 2 * torch.atan2((unit[:, None] - unit[None]).norm(dim=-1), (unit[:, None] + unit[None]).norm(dim=-1))
     return (X @ X.T) * (np.pi - angle) / (2 * np.pi)
-
-
-def _single_runs(activation: str, width: int):
-    """Each seed of a (b)/(c) unit trained alone by `train` (not the batched engine): (net at W(0), net, history)."""
-    from overparam import train
-    from overparam.data import sphere
-
-    data = sphere(TINY.section("training").n, TINY.d, seed=TINY.seed)
-    runs = []
-    for seed in range(TINY.section("training").seeds):
-        net = TwoLayerNet(TINY.d, width, 1, activation, init=TINY.init, sigma=TINY.sigma, seed=seed)
-        start = net.copy()
-        history = train(net, data.X, data.y, lr="auto", steps=TINY.section("training").steps, tol=TINY.tol)
-        runs.append((start, net, history))
-    return data, runs
-
-
-@pytest.mark.parametrize("activation", ["relu", "softmax"])
-def test_training_table_steps_and_rates_match_direct_train_calls(study_dir, activation):
-    from overparam.kernel_regime import KernelRegime
-
-    out, _ = study_dir
-    width = TINY.section("training").widths[-1]
-    row = next(r for r in read_csv(out / "tables" / "training.csv")
-               if r["activation"] == activation and int(r["m"]) == width)
-    data, runs = _single_runs(activation, width)
-    histories = [h for _, _, h in runs]
-    rates = [(h.residual_norm[-1] / h.residual_norm[0]) ** (2 / h.steps) for h in histories]
-    kappa = runs[0][0].kappa
-    assert row["converged"] == f"{sum(h.status == 'converged' for h in histories)}/{TINY.section('training').seeds}"
-    assert float(row["steps"]) == pytest.approx(np.mean([h.steps for h in histories]), abs=1)
-    assert float(row["lr"]) == pytest.approx(np.mean([h.lr for h in histories]), rel=1e-3)
-    assert float(row["eta_eff"]) == pytest.approx(np.mean([h.lr for h in histories]) * width * kappa**2, rel=1e-3)
-    assert float(row["observed rate"]) == pytest.approx(np.mean(rates), rel=1e-3)
-    assert float(row["final loss2"]) == pytest.approx(np.mean([h.residual_norm[-1] ** 2 for h in histories]), rel=2e-2)
-    # the kernel-regime steps by the closed-form linear dynamics of `KernelRegime`, not the section's eigh loop
-    predicted = [KernelRegime.of_network(start, data.X, data.y, h.lr).steps_to(TINY.tol) for start, _, h in runs]
-    assert float(row["kernel-pred. steps"]) == pytest.approx(np.mean(predicted), abs=1)
-    if activation == "relu":
-        X = torch.from_numpy(data.X)
-        lam = float(torch.linalg.eigvalsh(_relu_limit(X))[0])
-        assert float(row["lambda"]) == pytest.approx(lam, rel=1e-10)
-        assert float(row["bound rate 1-eta_eff*lambda/2"]) == pytest.approx(1 - float(row["eta_eff"]) * lam / 2,
-                                                                            rel=1e-10)
-
-
-@pytest.mark.parametrize("activation", ["relu", "softmax"])
-def test_laziness_movement_and_drift_match_weights_and_autograd_kernels(study_dir, activation):
-    out, _ = study_dir
-    width = TINY.section("training").widths[0]
-    row = next(r for r in read_csv(out / "tables" / "laziness.csv")
-               if r["activation"] == activation and int(r["m"]) == width)
-    data, runs = _single_runs(activation, width)
-    X = torch.from_numpy(data.X)
-    movement, drift = [], []
-    for start, net, _ in runs:
-        movement.append(float((net.W - start.W).norm(dim=1).max()))
-        H0 = _autograd_kernel(activation, start.W, start.a, X, start.kappa)
-        HT = _autograd_kernel(activation, net.W, net.a, X, net.kappa)
-        drift.append(float(torch.linalg.matrix_norm(HT - H0, ord=2)))
-    assert float(row["max movement"]) == pytest.approx(np.mean(movement), rel=2e-3)
-    assert float(row["kernel drift"]) == pytest.approx(np.mean(drift), rel=2e-3)
-    with open(out / "tables" / "laziness.csv", newline="", encoding="utf-8") as handle:
-        header, *table = list(csv.reader(handle))
-    cells = next(r for r in table if r[0] == activation and int(r[1]) == width)
-    assert header[2:6] == ["max movement", "± se", "kernel drift", "± se"]
-    assert float(cells[3]) == pytest.approx(np.std(movement, ddof=1) / np.sqrt(len(movement)), rel=2e-2)
-    assert float(cells[5]) == pytest.approx(np.std(drift, ddof=1) / np.sqrt(len(drift)), rel=2e-2)
 
 
 def _mixture_score(truth, x: np.ndarray, t: np.ndarray) -> np.ndarray:
