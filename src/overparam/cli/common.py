@@ -98,8 +98,19 @@ def output_folder(out: Path) -> Path:
     return out
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"overparam {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
     """Over-parameterized two-layer networks, trained as the theorems analyse them."""
 
 
