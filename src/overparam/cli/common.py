@@ -67,9 +67,14 @@ def _plain(value):
     return value
 
 
+def json_text(payload) -> str:
+    """`payload` as strict JSON (non-finite floats become null / "inf", numpy values plain)."""
+    return json.dumps(_plain(payload), allow_nan=False)
+
+
 def print_json(payload: dict) -> None:
-    """One JSON object on stdout (non-finite floats become null / "inf": strict JSON)."""
-    typer.echo(json.dumps(_plain(payload), allow_nan=False))
+    """One JSON object on stdout (see `json_text`)."""
+    typer.echo(json_text(payload))
 
 
 def show_progress(json_mode: bool) -> bool:
