@@ -48,16 +48,18 @@ def available_memory(device: torch.device) -> int:
         return 1 << 30
 
 
-def transposed_product(E: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-    """E^T R for E (..., n, chunk) and R (..., n, c), in the operand order the BLAS runs fastest.
+def transposed_product(E: torch.Tensor, R: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """E^T R for E (..., n, chunk) and R (..., n, c), in the operand order the BLAS runs fastest;
+    out: a (..., chunk, c) tensor to write it into.
 
     Measured with MKL on this CPU (n = 128..4096, cache-sized chunks): E^T R is 1.13-1.35x faster than
     (R^T E)^T in float32 with c >= 16 columns; with fewer columns, in float64 and in batches of seeds
     (R^T E)^T, which keeps E in its row-major layout, is 1.2-6x faster.
     """
     if E.device.type == "cpu" and E.dtype == torch.float32 and R.shape[-1] >= 16 and E.dim() == 2:
-        return E.transpose(-1, -2) @ R
-    return (R.transpose(-1, -2) @ E).transpose(-1, -2)
+        return torch.matmul(E.transpose(-1, -2), R, out=out) if out is not None else E.transpose(-1, -2) @ R
+    product = (R.transpose(-1, -2) @ E).transpose(-1, -2)
+    return product if out is None else out.copy_(product)
 
 
 def thin_product(E: torch.Tensor, A: torch.Tensor) -> torch.Tensor:

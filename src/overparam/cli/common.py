@@ -67,9 +67,14 @@ def _plain(value):
     return value
 
 
+def json_text(payload) -> str:
+    """`payload` as strict JSON (non-finite floats become null / "inf", numpy values plain)."""
+    return json.dumps(_plain(payload), allow_nan=False)
+
+
 def print_json(payload: dict) -> None:
-    """One JSON object on stdout (non-finite floats become null / "inf": strict JSON)."""
-    typer.echo(json.dumps(_plain(payload), allow_nan=False))
+    """One JSON object on stdout (see `json_text`)."""
+    typer.echo(json_text(payload))
 
 
 def show_progress(json_mode: bool) -> bool:
@@ -98,8 +103,19 @@ def output_folder(out: Path) -> Path:
     return out
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"overparam {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
     """Over-parameterized two-layer networks, trained as the theorems analyse them."""
 
 
