@@ -420,8 +420,18 @@ def validate(X, y) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def check_theory_assumptions(X: np.ndarray, atol: float = 1e-10, warn: bool = True) -> list[str]:
-    """Messages for norms > 1 and duplicate/parallel inputs, each also a TheoryAssumptionWarning when warn."""
+#: Bytes one tile of the parallel-inputs check may take: |cos| between two blocks of inputs.
+PARALLEL_TILE_BYTES = 1 << 25
+
+
+def check_theory_assumptions(X: np.ndarray, atol: float = 1e-10, warn: bool = True,
+                             block: int | None = None) -> list[str]:
+    """Messages for norms > 1 and duplicate/parallel inputs (|cos(x_i, x_j)| >= 1 - atol), each also
+    a TheoryAssumptionWarning when warn.
+
+    The pairs are compared block x block tile by tile over i < j (block: inputs per side of a tile,
+    default the most that fit PARALLEL_TILE_BYTES), so memory stays O(block^2 + n d) at any n.
+    """
     problems = []
     norms = np.linalg.norm(X, axis=1)
     if norms.max() > 1 + atol:
@@ -431,15 +441,7 @@ def check_theory_assumptions(X: np.ndarray, atol: float = 1e-10, warn: bool = Tr
     if np.any(norms == 0):
         problems.append("an input is zero: its NTK row vanishes and lambda = 0")
     else:
-        U = X / norms[:, None]
-        count, example = 0, None
-        for start in range(0, len(U), 2048):  # blocks keep memory at O(2048 n)
-            cosine = np.abs(U[start:start + 2048] @ U.T)
-            rows, cols = np.nonzero(cosine >= 1 - atol)
-            above = cols > rows + start
-            count += int(above.sum())
-            if example is None and above.any():
-                example = (rows[above][0] + start, cols[above][0])
+        count, example = _parallel_pairs(X / norms[:, None], atol, block or int((PARALLEL_TILE_BYTES / 8) ** 0.5))
         if count:
             problems.append(
                 f"{count} pair(s) of duplicate or parallel inputs (e.g. rows {example[0]} and {example[1]}): "
@@ -448,3 +450,20 @@ def check_theory_assumptions(X: np.ndarray, atol: float = 1e-10, warn: bool = Tr
     for message in problems if warn else ():
         warnings.warn(message, TheoryAssumptionWarning, stacklevel=2)
     return problems
+
+
+def _parallel_pairs(U: np.ndarray, atol: float, block: int) -> tuple[int, tuple[int, int] | None]:
+    """(number of pairs i < j with |<u_i, u_j>| >= 1 - atol, the first such (i, j)) for unit rows U."""
+    count, example = 0, None
+    n = len(U)
+    for top in range(0, n, block):
+        for left in range(top, n, block):
+            cosine = np.abs(U[top:top + block] @ U[left:left + block].T)
+            rows, cols = np.nonzero(cosine >= 1 - atol)
+            rows, cols = rows + top, cols + left
+            above = cols > rows
+            count += int(above.sum())
+            if above.any():
+                first = (int(rows[above][0]), int(cols[above][0]))  # row-major: the tile's first pair
+                example = first if example is None else min(example, first)
+    return count, example
