@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,8 @@ except ImportError:  # pragma: no cover
 
 from ..activations import PAPERS
 from ..data import SOURCES
+from ..models import resolve_device
+from ..resources import InsufficientMemory
 from ..validation import UserInputError
 
 app = typer.Typer(
@@ -35,8 +39,12 @@ DATA_HELP = f"{', '.join(SOURCES)} (options after a colon, e.g. teacher:width=16
 #: Exceptions that mean the user gave bad input (UserInputError is a ValueError; OverflowError and
 #: FloatingPointError: a sigma or scale beyond float64): one line, exit code 2. Others are bugs.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, OverflowError, FloatingPointError)
-#: Exit codes: success, a run that failed or diverged, bad input, interrupted (128 + SIGINT).
+#: Exit codes: success, a run that failed or diverged, bad input (also a size this machine cannot
+#: hold: the input asks too much of it), interrupted (128 + SIGINT).
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+#: What to change after an out-of-memory error that no check foresaw (see `memory_errors`).
+OUT_OF_MEMORY_ADVICE = "use a smaller --n or --width, a lower --dense-limit (the matrix-free eigensolver) or " \
+                       "another --device"
 
 
 class Failed(Exception):
@@ -87,15 +95,58 @@ def parse_device(device: str) -> str:
         kind = None
     if kind not in ("cpu", "cuda"):
         fail(f"unknown device {device!r}: use cpu, cuda or cuda:N")
+    resolve_device(device)  # a GPU that is not there is refused here, before any work
     return device
 
 
-def output_folder(out: Path) -> Path:
-    """Create the --out folder (and parents); a path that exists as a file is a one-line error."""
+def output_folder(out: Path, flag: str = "--out") -> Path:
+    """Create the --out folder (and parents) and make sure a file can be written in it; a path that
+    exists as a file, or one that cannot be created or written (`cannot_write`), is a one-line error."""
     if out.exists() and not out.is_dir():
-        fail(f"--out {str(out)!r} is a file; give a folder (it is created when missing)")
-    out.mkdir(parents=True, exist_ok=True)
+        fail(f"{flag} {str(out)!r} is a file; give a folder (it is created when missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as error:
+        cannot_write(out, flag, error)
     return out
+
+
+def output_file(path: Path, flag: str) -> Path:
+    """A file the command will write (a store, a figure): its folder is created and writable, and the
+    file itself, where it exists, is a writable file; otherwise a one-line error (`cannot_write`)."""
+    if path.is_dir():
+        cannot_write(path, flag, IsADirectoryError(errno.EISDIR, "is a directory"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            open(path, "ab").close()  # opened for appending and closed: the contents stay as they are
+        else:
+            tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as error:
+        cannot_write(path, flag, error)
+    return path
+
+
+#: Why a path cannot be written, in words, by errno (anything else: the system's own words).
+WRITE_ERRORS = {
+    errno.ENOENT: "its folder does not exist and cannot be created there",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "it is on a read-only file system",
+    errno.EISDIR: "it is a folder; give a file name",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EEXIST: "a part of the path is a file, not a folder",
+    errno.ENOSPC: "no space is left on the device",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.ENAMETOOLONG: "the name is too long",
+}
+
+
+def cannot_write(path: Path, flag: str, error: OSError) -> None:
+    """Stop with `cannot write --flag 'path': <the reason in words>` (exit code 2)."""
+    reason = WRITE_ERRORS.get(error.errno, (error.strerror or str(error) or type(error).__name__).lower())
+    fail(f"cannot write {flag} {str(path)!r}: {reason}")
 
 
 @app.callback()
@@ -108,11 +159,26 @@ def _one_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
+def memory_errors() -> tuple[type[BaseException], ...]:
+    """MemoryError (numpy's allocation errors, `InsufficientMemory`) and, once torch is loaded, its
+    out-of-memory error (a RuntimeError: torch.OutOfMemoryError, alias torch.cuda.OutOfMemoryError)."""
+    torch = sys.modules.get("torch")
+    out_of_memory = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    return (MemoryError,) + ((out_of_memory,) if out_of_memory is not None else ())
+
+
+def memory_line(error: BaseException) -> str:
+    """One line for an allocation that failed: `InsufficientMemory` already says what to change."""
+    if isinstance(error, InsufficientMemory):
+        return str(error)
+    return f"out of memory ({_one_line(error)}); {OUT_OF_MEMORY_ADVICE}"
+
+
 def run() -> None:
     """Console-script entry point, and the one place exceptions become exit codes: bad usage or
-    input (USER_ERRORS) -> 2 with one line on stderr, a failed result (`Failed`) -> its code (1:
-    diverged or failed, 130: interrupted) with one line, Ctrl-C -> 130; anything else is a bug and
-    keeps its traceback."""
+    input (USER_ERRORS) and memory the machine does not have (`memory_errors`) -> 2 with one line
+    on stderr, a failed result (`Failed`) -> its code (1: diverged or failed, 130: interrupted)
+    with one line, Ctrl-C -> 130; anything else is a bug and keeps its traceback."""
     try:
         code = app(standalone_mode=False)
     except click_errors.NoArgsIsHelpError as error:
@@ -125,6 +191,9 @@ def run() -> None:
         sys.exit(EXIT_USAGE)
     except USER_ERRORS as error:
         typer.echo(f"overparam: error: {_one_line(error)}", err=True)
+        sys.exit(EXIT_USAGE)
+    except memory_errors() as error:
+        typer.echo(f"overparam: error: {memory_line(error)}", err=True)
         sys.exit(EXIT_USAGE)
     except Failed as failure:
         typer.echo(f"overparam: {_one_line(failure)}", err=True)

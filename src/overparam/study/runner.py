@@ -21,6 +21,7 @@ import torch
 
 from .. import __version__
 from ..activations import PAPERS
+from ..models import resolve_device
 from .cache import UnitCache
 from .config import StudyConfig
 from .report import Section, write_report
@@ -87,6 +88,7 @@ def run_study(
     """
     if backend not in ("local", "ray"):
         raise ValueError(f"unknown backend {backend!r}: use local or ray")
+    resolve_device(device)  # ValueError for a GPU that is not there: no section silently runs elsewhere
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     store_path = out / "runs.db"
