@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import resources
 from .models import TwoLayerNet
 from .ntk import (DENSE_LIMIT, KernelOperator, extreme_eigenvalue, kernel_operator, leading_eigenvalues,
                   monte_carlo_ntk, ntk, rounding_dominated, spectral_norm)
@@ -121,6 +122,7 @@ def compare_kernels(activation, X, *, out_dim: int = 1, width: int | None = None
     n = X.shape[0]
     finite = width is not None or monte_carlo is not None or not infinite
     width = width or 1024
+    _require_memory(n, X.shape[1], out_dim, width if finite else 0, monte_carlo, dense_limit, device)
     result = KernelComparison("infinite", None, None)
     if finite:
         net = TwoLayerNet(X.shape[1], width, out_dim, activation, scale=scale, init=init, sigma=sigma, seed=seed,
@@ -147,6 +149,20 @@ def compare_kernels(activation, X, *, out_dim: int = 1, width: int | None = None
             if monte_carlo is not None:
                 result.monte_carlo["max_z"] = _max_z(finite_kernel, limit.dense(), estimate.standard_error)
     return result
+
+
+def _require_memory(n: int, d: int, k: int, width: int, monte_carlo: int | None, dense_limit: int, device) -> None:
+    """`resources.require` for the largest allocation: dense kernels (k n <= dense_limit, or a Monte
+    Carlo mean, whose mean, squares and draw are three more), else a network pass."""
+    side = n * k
+    if monte_carlo is not None or side <= dense_limit:
+        copies = resources.DENSE_KERNEL_COPIES + (3 if monte_carlo is not None else 0)
+        resources.require(resources.dense_kernel_bytes(side, copies), device, f"the dense {side} x {side} kernels",
+                          "use a smaller --n" + ("" if monte_carlo is not None else
+                                                 f", or --dense-limit below n k = {side} (matrix-free Lanczos)"))
+    else:
+        resources.require(resources.network_bytes(n, d, k, width, 8), device,
+                          f"the kernel of m = {width} neurons on n = {n} points", "use a smaller --n or --width")
 
 
 def _max_z(mean: torch.Tensor, limit: torch.Tensor, standard_error: torch.Tensor) -> float:

@@ -26,8 +26,8 @@ class InsufficientMemory(MemoryError):
     """An allocation that cannot fit, found before it was attempted; the message is one line."""
 
     def __init__(self, what: str, needed: int, available: int, device: str, advice: str) -> None:
-        super().__init__(f"{what} needs {size_text(needed)} of memory but the {device} has "
-                         f"{size_text(available)} available; {advice}")
+        super().__init__(f"not enough memory for {what}: {size_text(needed)} needed, {size_text(available)} "
+                         f"available on the {device}; {advice}")
         self.needed, self.available = needed, available
 
 

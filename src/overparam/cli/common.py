@@ -112,17 +112,22 @@ def output_folder(out: Path, flag: str = "--out") -> Path:
     return out
 
 
-def output_file(path: Path, flag: str) -> Path:
-    """A file the command will write (a store, a figure): its folder is created and writable, and the
-    file itself, where it exists, is a writable file; otherwise a one-line error (`cannot_write`)."""
-    if path.is_dir():
-        cannot_write(path, flag, IsADirectoryError(errno.EISDIR, "is a directory"))
+def output_file(path: Path, flag: str, make_folder: bool = False) -> Path:
+    """A file the command will write (a store, a figure), checked without writing anything: it is not a
+    folder, an existing file opens for appending, and its folder (with make_folder, the nearest folder
+    that exists: the writer creates the rest) takes a new file; otherwise a one-line error (`cannot_write`)."""
+    folder = path.parent
+    while make_folder and not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        if not folder.is_dir():
+            raise (NotADirectoryError(errno.ENOTDIR, "not a directory") if folder.exists()
+                   else FileNotFoundError(errno.ENOENT, "no such file or directory"))
         if path.exists():
             open(path, "ab").close()  # opened for appending and closed: the contents stay as they are
-        else:
-            tempfile.TemporaryFile(dir=path.parent).close()
+        tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
         cannot_write(path, flag, error)
     return path
@@ -130,7 +135,7 @@ def output_file(path: Path, flag: str) -> Path:
 
 #: Why a path cannot be written, in words, by errno (anything else: the system's own words).
 WRITE_ERRORS = {
-    errno.ENOENT: "its folder does not exist and cannot be created there",
+    errno.ENOENT: "its folder does not exist or takes no new files",
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
     errno.EROFS: "it is on a read-only file system",
