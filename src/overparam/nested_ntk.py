@@ -183,7 +183,7 @@ def width_profile(X, activation: str, widths, *, out_dim: int = 1, init: str = "
                       "use a smaller --n or fewer --widths")
     if weights is None:
         resources.require(4 * max(widths) * (X.shape[1] + out_dim) * resolve_dtype(dtype).itemsize, device,
-                          f"the weights of m = {max(widths)} neurons", "use smaller --widths")
+                          f"the weights of m = {max(widths)} neurons", "use a smaller largest width in --widths")
         weights = initial_weights(max(widths), X.shape[1], out_dim, init, sigma, seed, resolve_dtype(dtype),
                                   resolve_device(device))
     W, a = weights
