@@ -111,6 +111,11 @@ def test_exceptions_become_exit_codes_by_type(tmp_path, overparam, monkeypatch, 
     (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nGPU 0 has a total capacity of 8 GiB"),
      "out of memory (CUDA out of memory. Tried to allocate 20.00 GiB); use a smaller --n or --width, a lower "
      "--dense-limit (the matrix-free eigensolver) or another --device"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                  "tried to allocate 16000000000000000 bytes. Error code 12 (Cannot allocate memory)"),
+     "out of memory ([enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+     "tried to allocate 16000000000000000 bytes. Error code 12 (Cannot allocate memory)); use a smaller --n or "
+     "--width, a lower --dense-limit (the matrix-free eigensolver) or another --device"),
     (InsufficientMemory("the dense 9 x 9 kernels", 2**41, 2**30, "CPU", "use a smaller --n"),
      "not enough memory for the dense 9 x 9 kernels: 2 TiB needed, 1 GiB available on the CPU; use a smaller --n"),
 ])

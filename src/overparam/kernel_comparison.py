@@ -152,17 +152,20 @@ def compare_kernels(activation, X, *, out_dim: int = 1, width: int | None = None
 
 
 def _require_memory(n: int, d: int, k: int, width: int, monte_carlo: int | None, dense_limit: int, device) -> None:
-    """`resources.require` for the largest allocation: dense kernels (k n <= dense_limit, or a Monte
-    Carlo mean, whose mean, squares and draw are three more), else a network pass."""
+    """`resources.require` for the network pass of m = width neurons (none for H* alone: width 0) plus
+    the dense kernels (k n <= dense_limit, or a Monte Carlo mean, whose mean, squares and draw are three more)."""
     side = n * k
-    if monte_carlo is not None or side <= dense_limit:
+    dense = monte_carlo is not None or side <= dense_limit
+    needed = resources.network_bytes(n, d, k, width, 8) if width else 0
+    what = f"m = {width} neurons on n = {n} points" if width else ""
+    advice = "use a smaller --n" + (" or --width" if width else "")
+    if dense:
         copies = resources.DENSE_KERNEL_COPIES + (3 if monte_carlo is not None else 0)
-        resources.require(resources.dense_kernel_bytes(side, copies), device, f"the dense {side} x {side} kernels",
-                          "use a smaller --n" + ("" if monte_carlo is not None else
-                                                 f", or --dense-limit below n k = {side} (matrix-free Lanczos)"))
-    else:
-        resources.require(resources.network_bytes(n, d, k, width, 8), device,
-                          f"the kernel of m = {width} neurons on n = {n} points", "use a smaller --n or --width")
+        needed += resources.dense_kernel_bytes(side, copies)
+        what = f"the dense {side} x {side} kernels" + (f" of {what}" if what else "")
+        if monte_carlo is None:
+            advice += f", or --dense-limit below n k = {side} (matrix-free Lanczos)"
+    resources.require(needed, device, what, advice)
 
 
 def _max_z(mean: torch.Tensor, limit: torch.Tensor, standard_error: torch.Tensor) -> float:

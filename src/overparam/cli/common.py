@@ -42,7 +42,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, 
 #: Exit codes: success, a run that failed or diverged, bad input (also a size this machine cannot
 #: hold: the input asks too much of it), interrupted (128 + SIGINT).
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-#: What to change after an out-of-memory error that no check foresaw (see `memory_errors`).
+#: What to change after an out-of-memory error that no check foresaw (see `out_of_memory`).
 OUT_OF_MEMORY_ADVICE = "use a smaller --n or --width, a lower --dense-limit (the matrix-free eigensolver) or " \
                        "another --device"
 
@@ -164,12 +164,11 @@ def _one_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
-def memory_errors() -> tuple[type[BaseException], ...]:
-    """MemoryError (numpy's allocation errors, `InsufficientMemory`) and, once torch is loaded, its
-    out-of-memory error (a RuntimeError: torch.OutOfMemoryError, alias torch.cuda.OutOfMemoryError)."""
-    torch = sys.modules.get("torch")
-    out_of_memory = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
-    return (MemoryError,) + ((out_of_memory,) if out_of_memory is not None else ())
+def out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is an allocation that failed: a MemoryError (numpy's, `InsufficientMemory`),
+    torch's OutOfMemoryError (a GPU), or the RuntimeError torch's CPU allocator raises."""
+    return (isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
+            or (isinstance(error, RuntimeError) and "can't allocate memory" in str(error)))
 
 
 def memory_line(error: BaseException) -> str:
@@ -181,7 +180,7 @@ def memory_line(error: BaseException) -> str:
 
 def run() -> None:
     """Console-script entry point, and the one place exceptions become exit codes: bad usage or
-    input (USER_ERRORS) and memory the machine does not have (`memory_errors`) -> 2 with one line
+    input (USER_ERRORS) and memory the machine does not have (`out_of_memory`) -> 2 with one line
     on stderr, a failed result (`Failed`) -> its code (1: diverged or failed, 130: interrupted)
     with one line, Ctrl-C -> 130; anything else is a bug and keeps its traceback."""
     try:
@@ -197,14 +196,16 @@ def run() -> None:
     except USER_ERRORS as error:
         typer.echo(f"overparam: error: {_one_line(error)}", err=True)
         sys.exit(EXIT_USAGE)
-    except memory_errors() as error:
-        typer.echo(f"overparam: error: {memory_line(error)}", err=True)
-        sys.exit(EXIT_USAGE)
     except Failed as failure:
         typer.echo(f"overparam: {_one_line(failure)}", err=True)
         sys.exit(failure.code)
     except (KeyboardInterrupt, typer.Abort):
         code = EXIT_INTERRUPTED
+    except Exception as error:
+        if not out_of_memory(error):
+            raise  # a bug: its traceback is the report
+        typer.echo(f"overparam: error: {memory_line(error)}", err=True)
+        sys.exit(EXIT_USAGE)
     if code == EXIT_INTERRUPTED:  # typer turns a KeyboardInterrupt inside a command into this code
         typer.echo("overparam: interrupted", err=True)
     sys.exit(code if isinstance(code, int) else 0)
