@@ -102,9 +102,9 @@ def parse_device(device: str) -> str:
 def output_folder(out: Path, flag: str = "--out") -> Path:
     """Create the --out folder (and parents) and make sure a file can be written in it; a path that
     exists as a file, or one that cannot be created or written (`cannot_write`), is a one-line error."""
-    if out.exists() and not out.is_dir():
-        fail(f"{flag} {str(out)!r} is a file; give a folder (it is created when missing)")
     try:
+        if out.exists() and not out.is_dir():
+            fail(f"{flag} {str(out)!r} is a file; give a folder (it is created when missing)")
         out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()
     except OSError as error:
