@@ -196,7 +196,8 @@ def value(param, folder) -> st.SearchStrategy[str]:
     if kind(param) == "Path":
         (folder / "taken").write_text("a file")
         return st.sampled_from([str(folder / "out"), str(folder / "new" / "deeper"), str(folder / "taken"),
-                                str(folder / "taken" / "sub"), str(folder), "/proc/overparam", "", "x" * 300])
+                                str(folder / "taken" / "sub"), str(folder), "/proc/overparam", "", "x" * 300,
+                                "x" * 300 + "/f"])
     choices = tokens(param)
     numbers = st.lists(number_text(param), min_size=1, max_size=3).map(",".join)
     return st.one_of(st.sampled_from(choices) if choices else garbage, numbers, garbage,

@@ -117,9 +117,9 @@ def output_file(path: Path, flag: str, make_folder: bool = False) -> Path:
     folder, an existing file opens for appending, and its folder (with make_folder, the nearest folder
     that exists: the writer creates the rest) takes a new file; otherwise a one-line error (`cannot_write`)."""
     folder = path.parent
-    while make_folder and not folder.exists() and folder != folder.parent:
-        folder = folder.parent
     try:
+        while make_folder and not folder.exists() and folder != folder.parent:
+            folder = folder.parent
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, "is a directory")
         if not folder.is_dir():
