@@ -27,9 +27,11 @@ def test_require_says_needed_available_and_what_to_change(monkeypatch):
     with pytest.raises(MemoryError) as error:
         resources.require(3 * 2**30 + 1, "cpu", "the dense 10 x 10 kernels", "use a smaller --n")
     assert isinstance(error.value, resources.InsufficientMemory)
-    assert str(error.value) == ("not enough memory for the dense 10 x 10 kernels: 3 GiB needed, 3 GiB available on "
-                                "the CPU; use a smaller --n")
+    assert str(error.value) == ("not enough memory for the dense 10 x 10 kernels: 3.000000001 GiB needed, "
+                                "3 GiB available on the CPU; use a smaller --n")  # as many digits as tell them apart
     assert (error.value.needed, error.value.available) == (3 * 2**30 + 1, 3 * 2**30)
+    assert "14.93 GiB needed, 14.88 GiB available" in str(resources.InsufficientMemory(
+        "x", int(14.93 * 2**30), int(14.88 * 2**30), "CPU", "y"))
 
 
 def test_sizes_are_the_shapes_they_describe():

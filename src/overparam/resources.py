@@ -26,16 +26,18 @@ class InsufficientMemory(MemoryError):
     """An allocation that cannot fit, found before it was attempted; the message is one line."""
 
     def __init__(self, what: str, needed: int, available: int, device: str, advice: str) -> None:
-        super().__init__(f"not enough memory for {what}: {size_text(needed)} needed, {size_text(available)} "
-                         f"available on the {device}; {advice}")
+        digits = next(d for d in range(3, 20) if size_text(needed, d) != size_text(available, d))  # never "3 GiB, 3 GiB"
+        super().__init__(f"not enough memory for {what}: {size_text(needed, digits)} needed, "
+                         f"{size_text(available, digits)} available on the {device}; {advice}")
         self.needed, self.available = needed, available
 
 
-def size_text(size: float) -> str:
-    """Bytes as '1.5 TiB' (binary units, as numpy's own allocation errors print them)."""
+def size_text(size: float, digits: int = 3) -> str:
+    """Bytes as '1.5 TiB' (binary units, as numpy's own allocation errors print them), to `digits`
+    significant digits."""
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if abs(size) < 1024 or unit == "PiB":
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.3g} {unit}"
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.{digits}g} {unit}"
         size /= 1024
     raise AssertionError  # pragma: no cover
 
