@@ -167,7 +167,7 @@ def test_other_user_errors_exit_2(tmp_path, overparam):
     bad_where = overparam("results", store, "--where", "colour=red")
     assert bad_where.returncode == 2 and "column=value" in bad_where.stderr
     bad_figure = overparam("threshold", store, "--figure", tmp_path / "missing" / "f.png")
-    assert bad_figure.returncode == 2 and "folder of --figure" in bad_figure.stderr
+    assert bad_figure.returncode == 2 and "its folder does not exist" in bad_figure.stderr
     assert len(bad_figure.stderr.strip().splitlines()) == 1
 
 

@@ -93,6 +93,37 @@ def test_theory_warnings_for_parallel_inputs_and_large_norms():
     assert data.check_theory_assumptions(data.sphere(50, 3).X) == []
 
 
+def pairs_by_loop(X, atol=1e-10):
+    U = X / np.linalg.norm(X, axis=1)[:, None]
+    return [(i, j) for i in range(len(U)) for j in range(i + 1, len(U)) if abs(sum(U[i] * U[j])) >= 1 - atol]
+
+
+@pytest.mark.parametrize("d", [1, 4, 30])
+def test_parallel_inputs_found_as_by_a_plain_loop(d):
+    """The k-d tree counts the pairs |cos| >= 1 - atol and names the first one as a loop over i < j does."""
+    X = np.random.default_rng(3).standard_normal((23, d))
+    X[17] = -2.5 * X[5]  # antiparallel
+    X[20] = X[9]  # duplicate
+    X[22] = 0.3 * X[9]  # parallel to both
+    X[11] = X[2] + 1e-3  # close, not parallel
+    pairs = pairs_by_loop(X)
+    assert len(pairs) == (23 * 22 // 2 if d == 1 else 4)  # in one dimension every pair is parallel
+    assert data.parallel_pairs(X / np.linalg.norm(X, axis=1)[:, None]) == (len(pairs), pairs[0])
+    if d > 1:
+        assert data.check_theory_assumptions(X / np.abs(X).sum(1).max(), warn=False) == [
+            "4 pair(s) of duplicate or parallel inputs (e.g. rows 5 and 17): then lambda = 0 and the convergence "
+            "theorems do not apply"]
+
+
+def test_parallel_inputs_at_the_tolerance():
+    """1 - |cos| = atol / 2 is parallel, 2 atol is not, for either sign (angles 1e-5 and 2e-5 from +-u_0)."""
+    angles = np.array([0.0, 1e-5, np.pi + 3e-5, np.pi - 1e-5, 1.0, 1.0 + 2e-5])
+    X = np.stack([np.cos(angles), np.sin(angles)], 1)
+    pairs = pairs_by_loop(X)
+    assert pairs == [(0, 1), (0, 3)]  # 1 and 3 are 2e-5 from antiparallel
+    assert data.parallel_pairs(X) == (2, (0, 1))
+
+
 def test_digits_are_sklearns_images_centred_and_on_the_sphere():
     from sklearn.datasets import load_digits
 

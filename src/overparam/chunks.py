@@ -11,10 +11,11 @@ order of a (`neuron_chunks`); the kept chunks of a forward pass are views of one
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import torch
+
+from . import resources
 
 #: Bytes of working memory a single neuron chunk may take (n x chunk x (k + 2) values) on a CPU:
 #: about the size of a last-level cache.
@@ -36,16 +37,8 @@ def default_chunk(n: int, k: int, itemsize: int, device: torch.device | str = "c
 
 
 def available_memory(device: torch.device) -> int:
-    """Bytes free on `device`. GPU: cudaMemGetInfo plus what torch's caching allocator holds
-    unused (reserved by an earlier step, so not free to the driver, but free to torch);
-    CPU: the OS's available physical pages."""
-    if device.type == "cuda":
-        unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        return torch.cuda.mem_get_info(device)[0] + unused
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 1 << 30
+    """Bytes free on `device` (`resources.available`)."""
+    return resources.available(device)
 
 
 def transposed_product(E: torch.Tensor, R: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

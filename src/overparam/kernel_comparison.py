@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import resources
 from .models import TwoLayerNet
 from .ntk import (DENSE_LIMIT, KernelOperator, extreme_eigenvalue, kernel_operator, leading_eigenvalues,
                   monte_carlo_ntk, ntk, rounding_dominated, spectral_norm)
@@ -121,6 +122,7 @@ def compare_kernels(activation, X, *, out_dim: int = 1, width: int | None = None
     n = X.shape[0]
     finite = width is not None or monte_carlo is not None or not infinite
     width = width or 1024
+    _require_memory(n, X.shape[1], out_dim, width if finite else 0, monte_carlo, dense_limit, device)
     result = KernelComparison("infinite", None, None)
     if finite:
         net = TwoLayerNet(X.shape[1], width, out_dim, activation, scale=scale, init=init, sigma=sigma, seed=seed,
@@ -147,6 +149,23 @@ def compare_kernels(activation, X, *, out_dim: int = 1, width: int | None = None
             if monte_carlo is not None:
                 result.monte_carlo["max_z"] = _max_z(finite_kernel, limit.dense(), estimate.standard_error)
     return result
+
+
+def _require_memory(n: int, d: int, k: int, width: int, monte_carlo: int | None, dense_limit: int, device) -> None:
+    """`resources.require` for the network pass of m = width neurons (none for H* alone: width 0) plus
+    the dense kernels (k n <= dense_limit, or a Monte Carlo mean, whose mean, squares and draw are three more)."""
+    side = n * k
+    dense = monte_carlo is not None or side <= dense_limit
+    needed = resources.network_bytes(n, d, k, width, 8) if width else 0
+    what = f"m = {width} neurons on n = {n} points" if width else ""
+    advice = "use a smaller --n" + (" or --width" if width else "")
+    if dense:
+        copies = resources.DENSE_KERNEL_COPIES + (3 if monte_carlo is not None else 0)
+        needed += resources.dense_kernel_bytes(side, copies)
+        what = f"the dense {side} x {side} kernels" + (f" of {what}" if what else "")
+        if monte_carlo is None:
+            advice += f", or --dense-limit below n k = {side} (matrix-free Lanczos)"
+    resources.require(needed, device, what, advice)
 
 
 def _max_z(mean: torch.Tensor, limit: torch.Tensor, standard_error: torch.Tensor) -> float:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import activations, chunks, coefficients
+from . import activations, chunks, coefficients, resources
 from .models import initial_weights, resolve_device, resolve_dtype
 from .ntk import infinite_ntk
 from .validation import as_inputs
@@ -177,7 +177,13 @@ def width_profile(X, activation: str, widths, *, out_dim: int = 1, init: str = "
     float64 eigvalsh (k n x k n) on the CPU."""
     X = as_inputs(X, None, torch.float64, "cpu")
     widths = [int(m) for m in widths]
+    side = X.shape[0] * out_dim  # the kernels at every width, their differences from H*, and eigvalsh's work
+    resources.require(resources.dense_kernel_bytes(side, 2 * len(widths) + resources.DENSE_KERNEL_COPIES), "cpu",
+                      f"the {len(widths)} dense {side} x {side} kernels of the width grid",
+                      "use a smaller --n or fewer --widths")
     if weights is None:
+        resources.require(4 * max(widths) * (X.shape[1] + out_dim) * resolve_dtype(dtype).itemsize, device,
+                          f"the weights of m = {max(widths)} neurons", "use a smaller largest width in --widths")
         weights = initial_weights(max(widths), X.shape[1], out_dim, init, sigma, seed, resolve_dtype(dtype),
                                   resolve_device(device))
     W, a = weights

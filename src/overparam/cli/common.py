@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,8 @@ except ImportError:  # pragma: no cover
 
 from ..activations import PAPERS
 from ..data import SOURCES
+from ..models import resolve_device
+from ..resources import InsufficientMemory
 from ..validation import UserInputError
 
 app = typer.Typer(
@@ -35,8 +39,12 @@ DATA_HELP = f"{', '.join(SOURCES)} (options after a colon, e.g. teacher:width=16
 #: Exceptions that mean the user gave bad input (UserInputError is a ValueError; OverflowError and
 #: FloatingPointError: a sigma or scale beyond float64): one line, exit code 2. Others are bugs.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, OverflowError, FloatingPointError)
-#: Exit codes: success, a run that failed or diverged, bad input, interrupted (128 + SIGINT).
+#: Exit codes: success, a run that failed or diverged, bad input (also a size this machine cannot
+#: hold: the input asks too much of it), interrupted (128 + SIGINT).
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+#: What to change after an out-of-memory error that no check foresaw (see `out_of_memory`).
+OUT_OF_MEMORY_ADVICE = "use a smaller --n or --width, a lower --dense-limit (the matrix-free eigensolver) or " \
+                       "another --device"
 
 
 class Failed(Exception):
@@ -92,14 +100,20 @@ def parse_device(device: str) -> str:
         kind = None
     if kind not in ("cpu", "cuda"):
         fail(f"unknown device {device!r}: use cpu, cuda or cuda:N")
+    resolve_device(device)  # a GPU that is not there is refused here, before any work
     return device
 
 
-def output_folder(out: Path) -> Path:
-    """Create the --out folder (and parents); a path that exists as a file is a one-line error."""
-    if out.exists() and not out.is_dir():
-        fail(f"--out {str(out)!r} is a file; give a folder (it is created when missing)")
-    out.mkdir(parents=True, exist_ok=True)
+def output_folder(out: Path, flag: str = "--out") -> Path:
+    """Create the --out folder (and parents) and make sure a file can be written in it; a path that
+    exists as a file, or one that cannot be created or written (`cannot_write`), is a one-line error."""
+    try:
+        if out.exists() and not out.is_dir():
+            fail(f"{flag} {str(out)!r} is a file; give a folder (it is created when missing)")
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as error:
+        cannot_write(out, flag, error)
     return out
 
 
@@ -109,6 +123,48 @@ def _print_version(value: bool) -> None:
 
         typer.echo(f"overparam {__version__}")
         raise typer.Exit()
+
+
+def output_file(path: Path, flag: str, make_folder: bool = False) -> Path:
+    """A file the command will write (a store, a figure), checked without writing anything: it is not a
+    folder, an existing file opens for appending, and its folder (with make_folder, the nearest folder
+    that exists: the writer creates the rest) takes a new file; otherwise a one-line error (`cannot_write`)."""
+    folder = path.parent
+    try:
+        while make_folder and not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        if not folder.is_dir():
+            raise (NotADirectoryError(errno.ENOTDIR, "not a directory") if folder.exists()
+                   else FileNotFoundError(errno.ENOENT, "no such file or directory"))
+        if path.exists():
+            open(path, "ab").close()  # opened for appending and closed: the contents stay as they are
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        cannot_write(path, flag, error)
+    return path
+
+
+#: Why a path cannot be written, in words, by errno (anything else: the system's own words).
+WRITE_ERRORS = {
+    errno.ENOENT: "its folder does not exist or takes no new files",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "it is on a read-only file system",
+    errno.EISDIR: "it is a folder; give a file name",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EEXIST: "a part of the path is a file, not a folder",
+    errno.ENOSPC: "no space is left on the device",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.ENAMETOOLONG: "the name is too long",
+}
+
+
+def cannot_write(path: Path, flag: str, error: OSError) -> None:
+    """Stop with `cannot write --flag 'path': <the reason in words>` (exit code 2)."""
+    reason = WRITE_ERRORS.get(error.errno, (error.strerror or str(error) or type(error).__name__).lower())
+    fail(f"cannot write {flag} {str(path)!r}: {reason}")
 
 
 @app.callback()
@@ -124,11 +180,25 @@ def _one_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is an allocation that failed: a MemoryError (numpy's, `InsufficientMemory`),
+    torch's OutOfMemoryError (a GPU), or the RuntimeError torch's CPU allocator raises."""
+    return (isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
+            or (isinstance(error, RuntimeError) and "can't allocate memory" in str(error)))
+
+
+def memory_line(error: BaseException) -> str:
+    """One line for an allocation that failed: `InsufficientMemory` already says what to change."""
+    if isinstance(error, InsufficientMemory):
+        return str(error)
+    return f"out of memory ({_one_line(error)}); {OUT_OF_MEMORY_ADVICE}"
+
+
 def run() -> None:
     """Console-script entry point, and the one place exceptions become exit codes: bad usage or
-    input (USER_ERRORS) -> 2 with one line on stderr, a failed result (`Failed`) -> its code (1:
-    diverged or failed, 130: interrupted) with one line, Ctrl-C -> 130; anything else is a bug and
-    keeps its traceback."""
+    input (USER_ERRORS) and memory the machine does not have (`out_of_memory`) -> 2 with one line
+    on stderr, a failed result (`Failed`) -> its code (1: diverged or failed, 130: interrupted)
+    with one line, Ctrl-C -> 130; anything else is a bug and keeps its traceback."""
     try:
         code = app(standalone_mode=False)
     except click_errors.NoArgsIsHelpError as error:
@@ -147,6 +217,11 @@ def run() -> None:
         sys.exit(failure.code)
     except (KeyboardInterrupt, typer.Abort):
         code = EXIT_INTERRUPTED
+    except Exception as error:
+        if not out_of_memory(error):
+            raise  # a bug: its traceback is the report
+        typer.echo(f"overparam: error: {memory_line(error)}", err=True)
+        sys.exit(EXIT_USAGE)
     if code == EXIT_INTERRUPTED:  # typer turns a KeyboardInterrupt inside a command into this code
         typer.echo("overparam: interrupted", err=True)
     sys.exit(code if isinstance(code, int) else 0)

@@ -11,7 +11,7 @@ from ..activations import CHOICES
 from ..data import split_specs
 from ..sweep import SweepProgress, SweepSpec, load_spec, run_sweep
 from ..sweep.spec import GRID_KEYS
-from .common import app, parse_device, print_json, show_progress
+from .common import app, output_file, parse_device, print_json, show_progress
 
 
 @app.command()
@@ -50,6 +50,7 @@ def sweep(
     overrides = {key: _split(key, value) for key, value in flags.items() if value is not None}
     plan = load_spec(spec, overrides) if spec is not None else SweepSpec.from_dict(overrides)
     device = parse_device(device)
+    output_file(store, "--store", make_folder=True)
 
     def launch(progress=None):
         return run_sweep(plan, store, backend=backend, workers=workers, threads=threads, device=device,

@@ -11,8 +11,8 @@ import typer
 from .. import data as datasets
 from .. import distributed
 from ..activations import CHOICES, EXP
-from .. import plots
-from ..models import TwoLayerNet
+from .. import plots, resources
+from ..models import TwoLayerNet, resolve_dtype
 from ..train import train as train_network
 from .common import DATA_HELP, Failed, app, fail, output_folder, parse_device, print_json, show_progress
 from .diagnostics import TheoryMonitor
@@ -52,6 +52,9 @@ def train(
     parse_device(device)
     dataset, problems = datasets.from_spec(data, n, d, k, seed, label_columns=label_columns, normalize=normalize)
     learning_rate = lr if lr == "auto" else _positive_float(lr, "--lr")
+    resources.require(resources.network_bytes(dataset.n, dataset.d, dataset.k, width, resolve_dtype(dtype).itemsize),
+                      device, f"training m = {width} neurons on n = {dataset.n} points",
+                      "use a smaller --n or --width, or another --device")
     net = TwoLayerNet(dataset.d, width, dataset.k, activation, scale=scale, init=init, sigma=sigma,
                       seed=seed, dtype=dtype, device=device)
     output_folder(out)

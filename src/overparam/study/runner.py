@@ -21,6 +21,7 @@ import torch
 
 from .. import __version__
 from ..activations import PAPERS
+from ..models import resolve_device
 from . import registry
 from .cache import UnitCache
 from .config import StudyConfig
@@ -82,8 +83,7 @@ def run_study(
     """
     if backend not in ("local", "ray"):
         raise ValueError(f"unknown backend {backend!r}: use local or ray")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+    resolve_device(device)  # ValueError for a GPU that is not there: no section silently runs elsewhere
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     store_path = out / "runs.db"
