@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import math
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import typer
@@ -72,9 +75,55 @@ def print_json(payload: dict) -> None:
     typer.echo(json.dumps(_plain(payload), allow_nan=False))
 
 
-def show_progress(json_mode: bool) -> bool:
-    """Progress bars only for a person at a terminal, never with --json."""
-    return not json_mode and sys.stderr.isatty()
+def show_progress(json_mode: bool, quiet: bool = False) -> bool:
+    """Progress bars only for a person at a terminal (stdout and stderr), never with --json or --quiet."""
+    return not (json_mode or quiet) and sys.stdout.isatty() and sys.stderr.isatty()
+
+
+@contextmanager
+def stage_bars(enabled: bool) -> Iterator[Callable | None]:
+    """A library progress callback `progress(stage, done, total)` drawn as one rich bar per stage on stderr,
+    with its elapsed time and an estimate of the time left (a pulsing bar where total is None: one LAPACK
+    call of unknown progress); None when not `enabled`. Bars stay after their stage ends."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+               TextColumn("left"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bars:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: float, total: float | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def interruptible(work: Callable):
+    """work() in a daemon thread while this (main) thread waits: Ctrl-C then stops the command at once,
+    also inside one long native call (a Cholesky factorisation of minutes) that would otherwise hold the
+    KeyboardInterrupt until it returns; the abandoned thread ends with the process."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as error:  # handed to the main thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def parse_device(device: str) -> str:
