@@ -161,7 +161,7 @@ def smallest(operator, choice: Choice, *, high: float | None = None, tol: float 
         result = lanczos(operator, "SA", tol, maxiter, v0, progress)
     if high is not None and result.method != "dense" and math.isfinite(result.value):
         result.rounding = rounding_dominated(result.value, high, operator.size, operator.dtype)
-    result.reason = choice.reason
+    result.reason = choice.reason + (f"; {result.reason}" if result.reason else "")
     return result
 
 

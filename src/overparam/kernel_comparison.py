@@ -25,7 +25,7 @@ class Spectrum:
 
     method "dense": all eigenvalues from one eigvalsh (`eigenvalues` holds them, descending);
     "cholesky", "lanczos" or "lobpcg": lambda_min by that solver (`eigensolvers`), `eigenvalues` the
-    leading 64; method_reason: why that solver. rounding: lambda_min is below the spectrum's rounding
+    leading 64 (cholesky: lambda_max alone); method_reason: why that solver. rounding: lambda_min is below the spectrum's rounding
     level (`eigensolvers.rounding_dominated`), so neither it nor the condition number can be trusted
     (lambda_min NaN: a Cholesky factorisation broke down, which shows it without a value).
     """
@@ -61,16 +61,18 @@ def spectrum(operator: KernelOperator, dense_limit: int = DENSE_LIMIT, solver: s
         low, high = float(values[-1]), float(values[0])
         rounding = rounding_dominated(low, high, operator.size, operator.dtype)
         return Spectrum(low, high, "dense", math.isfinite(low), 0.0, rounding, values, choice.reason)
-    if choice.method == "cholesky":  # formed once: the leading eigenvalues from dense products
+    if choice.method == "cholesky":  # formed once; lambda_max alone (the leading 64 took ~5 min at n = 20,000)
         operator = kernel_operator(operator.dense(progress=progress).to(torch.float64))
-    values = leading_eigenvalues(operator, dense_limit=0, progress=progress)
+        values = np.array([eigensolvers.largest_of_matrix(operator.dense(), progress).value])
+    else:
+        values = leading_eigenvalues(operator, dense_limit=0, progress=progress)
     high = float(values[0])
     smallest = eigensolvers.smallest(operator, choice, high=high, progress=progress)
     low = smallest.value
     rounding = smallest.rounding or rounding_dominated(low, high, operator.size, operator.dtype)
     return Spectrum(low, high, smallest.method, smallest.converged and math.isfinite(low), smallest.residual,
-                    rounding, values, choice.reason if smallest.method == choice.method else
-                    f"{choice.reason}; ARPACK returned nothing, so LOBPCG's best estimate")
+                    rounding, values, smallest.reason if smallest.method == choice.method else
+                    f"{smallest.reason}; ARPACK returned nothing, so LOBPCG's best estimate")
 
 
 @dataclass

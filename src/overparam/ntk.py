@@ -222,6 +222,16 @@ def _finite_limit(kernel: torch.Tensor, activation, sigma: float, X: torch.Tenso
     return kernel
 
 
+def _kernel_rows(activation, X: torch.Tensor, rows: slice, sigma: float) -> torch.Tensor:
+    """Rows `rows` of H*(X, X), finite (`_finite_limit`), with the diagonal of H*(X[rows]) itself: a cross
+    kernel does not know which of its entries pair a point with itself (relu's arc-cosine kernel rounds
+    them up to 1e-8 relative off, `activations._relu_kernel`)."""
+    block = _finite_limit(infinite_ntk(activation, X[rows], sigma, X2=X), activation, sigma, X)
+    square = infinite_ntk(activation, X[rows], sigma)
+    block[:, rows].diagonal().copy_(square.diagonal())
+    return block
+
+
 def infinite_ntk_vector(activation: str | activations.Activation, X, V: torch.Tensor, sigma: float = 1.0,
                         block: int | None = None) -> torch.Tensor:
     """H* V for V of shape (n, c), by row blocks of H*: O(n^2 d) work, O(block * n) memory."""
@@ -230,7 +240,7 @@ def infinite_ntk_vector(activation: str | activations.Activation, X, V: torch.Te
     block = block or max(1, BLOCK_BYTES // (8 * 4 * n))
     out = torch.empty(n, V.shape[-1], dtype=V.dtype, device=V.device)
     for rows in chunks.chunk_slices(n, block):
-        out[rows] = _finite_limit(infinite_ntk(activation, X[rows], sigma, X2=X), activation, sigma, X).to(V) @ V
+        out[rows] = _kernel_rows(activation, X, rows, sigma).to(V) @ V
     return out
 
 
@@ -325,7 +335,7 @@ def _infinite_operator(activation, X, sigma: float, out_dim: int,
         if not cache:
             return infinite_ntk_vector(activation, X, V, sigma, block)
         if not blocks:
-            blocks.extend((rows, _finite_limit(infinite_ntk(activation, X[rows], sigma, X2=X), activation, sigma, X))
+            blocks.extend((rows, _kernel_rows(activation, X, rows, sigma))
                           for rows in chunks.chunk_slices(n, block))
         out = torch.empty_like(V)
         for rows, rows_kernel in blocks:
@@ -342,7 +352,7 @@ def _infinite_operator(activation, X, sigma: float, out_dim: int,
         kernel = X.new_empty(n, n)
         stage = f"kernel H*({activation.name}), side {n}"
         for rows in chunks.chunk_slices(n, block):
-            kernel[rows] = _finite_limit(infinite_ntk(activation, X[rows], sigma, X2=X), activation, sigma, X)
+            kernel[rows] = _kernel_rows(activation, X, rows, sigma)
             progress(stage, rows.stop, n)
         return kernel if out_dim == 1 else torch.kron(torch.eye(out_dim, dtype=kernel.dtype), kernel)
 

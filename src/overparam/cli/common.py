@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import threading
 from contextlib import contextmanager
@@ -105,22 +106,29 @@ def stage_bars(enabled: bool) -> Iterator[Callable | None]:
         yield update
 
 
+#: Completion events of `interruptible` workers (one per call).
+_WORKERS: list[threading.Event] = []
+
+
 def interruptible(work: Callable):
     """work() in a daemon thread while this (main) thread waits: Ctrl-C then stops the command at once,
     also inside one long native call (a Cholesky factorisation of minutes) that would otherwise hold the
     KeyboardInterrupt until it returns; the abandoned thread ends with the process."""
     outcome: dict = {}
+    finished = threading.Event()  # not Thread.is_alive: Python 3.11 reports False after an interrupted join
+    _WORKERS.append(finished)
 
     def target() -> None:
         try:
             outcome["value"] = work()
         except BaseException as error:  # handed to the main thread
             outcome["error"] = error
+        finally:
+            finished.set()
 
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(0.2)
+    threading.Thread(target=target, daemon=True).start()
+    while not finished.wait(0.2):
+        pass
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
@@ -182,4 +190,8 @@ def run() -> None:
         code = EXIT_INTERRUPTED
     if code == EXIT_INTERRUPTED:  # typer turns a KeyboardInterrupt inside a command into this code
         typer.echo("overparam: interrupted", err=True)
+        if not all(finished.is_set() for finished in _WORKERS):
+            sys.stdout.flush()  # an `interruptible` worker still inside native code: finalising the
+            sys.stderr.flush()  # interpreter under it can abort the process (SIGABRT), so skip that
+            os._exit(code)
     sys.exit(code if isinstance(code, int) else 0)
