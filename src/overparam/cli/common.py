@@ -90,20 +90,27 @@ def stage_bars(enabled: bool) -> Iterator[Callable | None]:
         yield None
         return
     from rich.console import Console
-    from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn,
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
-    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("left"), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True)) as bars:
         tasks: dict[str, int] = {}
 
+        def finish_open_stages() -> None:  # a stage ends when the next begins: stop its pulsing or its clock
+            for task in bars.tasks:
+                if not task.finished:
+                    bars.update(task.id, total=task.completed or 1, completed=task.completed or 1)
+
         def update(stage: str, done: float, total: float | None) -> None:
             if stage not in tasks:
+                finish_open_stages()
                 tasks[stage] = bars.add_task(stage, total=total)
             bars.update(tasks[stage], completed=done, total=total)
 
         yield update
+        finish_open_stages()
 
 
 #: Completion events of `interruptible` workers (one per call).
