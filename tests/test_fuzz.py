@@ -252,16 +252,22 @@ def runs_store(tmp_path_factory):
 @pytest.fixture
 def instant_study_sections(monkeypatch):
     """Study sections that finish at once: the fuzz checks the command's door, not the experiments."""
-    from types import SimpleNamespace
+    from overparam.study import registry, runner
+    from overparam.study.framework import Report, StudySection
 
-    from overparam.study import runner
-    from overparam.study.report import Section
+    real = registry.section
 
-    def section_module(key):
-        return SimpleNamespace(TITLE=key, units=lambda config: 1,
-                               run=lambda config, ctx: Section(key, key, status="complete"))
+    class Instant(StudySection):
+        def __init__(self, key):
+            self.KEY, self.TITLE, self.Config = key, key, real(key).Config
 
-    monkeypatch.setattr(runner, "section_module", section_module)
+        def units(self, study, cfg):
+            return []
+
+        def report(self, study, cfg, records):
+            return Report(reading=["instant"])
+
+    monkeypatch.setattr(runner.registry, "section", Instant)
 
 
 @pytest.mark.parametrize("command", sorted(OPTIONS))

@@ -5,9 +5,13 @@ from __future__ import annotations
 import errno
 import json
 import math
+import os
 import sys
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import typer
@@ -85,9 +89,69 @@ def print_json(payload: dict) -> None:
     typer.echo(json_text(payload))
 
 
-def show_progress(json_mode: bool) -> bool:
-    """Progress bars only for a person at a terminal, never with --json."""
-    return not json_mode and sys.stderr.isatty()
+def show_progress(json_mode: bool, quiet: bool = False) -> bool:
+    """Progress bars only for a person at a terminal (stdout and stderr), never with --json or --quiet."""
+    return not (json_mode or quiet) and sys.stdout.isatty() and sys.stderr.isatty()
+
+
+@contextmanager
+def stage_bars(enabled: bool) -> Iterator[Callable | None]:
+    """A library progress callback `progress(stage, done, total)` drawn as one rich bar per stage on stderr,
+    with its elapsed time and an estimate of the time left (a pulsing bar where total is None: one LAPACK
+    call of unknown progress); None when not `enabled`. Bars stay after their stage ends."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("left"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bars:
+        tasks: dict[str, int] = {}
+
+        def finish_open_stages() -> None:  # a stage ends when the next begins: stop its pulsing or its clock
+            for task in bars.tasks:
+                if not task.finished:
+                    bars.update(task.id, total=task.completed or 1, completed=task.completed or 1)
+
+        def update(stage: str, done: float, total: float | None) -> None:
+            if stage not in tasks:
+                finish_open_stages()
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+
+        yield update
+        finish_open_stages()
+
+
+#: Completion events of `interruptible` workers (one per call).
+_WORKERS: list[threading.Event] = []
+
+
+def interruptible(work: Callable):
+    """work() in a daemon thread while this (main) thread waits: Ctrl-C then stops the command at once,
+    also inside one long native call (a Cholesky factorisation of minutes) that would otherwise hold the
+    KeyboardInterrupt until it returns; the abandoned thread ends with the process."""
+    outcome: dict = {}
+    finished = threading.Event()  # not Thread.is_alive: Python 3.11 reports False after an interrupted join
+    _WORKERS.append(finished)
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as error:  # handed to the main thread
+            outcome["error"] = error
+        finally:
+            finished.set()
+
+    threading.Thread(target=target, daemon=True).start()
+    while not finished.wait(0.2):
+        pass
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def parse_device(device: str) -> str:
@@ -224,4 +288,8 @@ def run() -> None:
         sys.exit(EXIT_USAGE)
     if code == EXIT_INTERRUPTED:  # typer turns a KeyboardInterrupt inside a command into this code
         typer.echo("overparam: interrupted", err=True)
+        if not all(finished.is_set() for finished in _WORKERS):
+            sys.stdout.flush()  # an `interruptible` worker still inside native code: finalising the
+            sys.stderr.flush()  # interpreter under it can abort the process (SIGABRT), so skip that
+            os._exit(code)
     sys.exit(code if isinstance(code, int) else 0)

@@ -42,6 +42,7 @@ def sweep(
     dtype: Optional[str] = typer.Option(None, help="float64 or float32 [float64]"),
     record_every: Optional[str] = typer.Option(None, help="curve resolution in steps [budget // 1000]"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON summary object"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
 ) -> None:
     """Train every (activation, width, n, d, ...) x seed of a sweep; re-running resumes it."""
     flags = {"activations": activations, "widths": widths, "n": n, "d": d, "k": k, "seeds": seeds,
@@ -56,7 +57,7 @@ def sweep(
         return run_sweep(plan, store, backend=backend, workers=workers, threads=threads, device=device,
                          ray_address=ray_address, retry_failed=retry_failed, progress=progress)
 
-    if show_progress(json_output):
+    if show_progress(json_output, quiet):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         columns = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(),

@@ -47,6 +47,7 @@ def train(
     diagnostics_every: Optional[int] = typer.Option(None, min=1, help="K for --diagnostics [steps / 50]"),
     out: Path = typer.Option(Path("out/train"), help="folder for history, figure and summary"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON object instead of tables"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
 ) -> None:
     """Train a two-layer network and write history.parquet, loss.png and summary.json to --out."""
     parse_device(device)
@@ -72,7 +73,7 @@ def train(
                              optimizer=optimizer, batch_size=batch_size, seed=seed, progress=progress,
                              callbacks=monitor.callbacks if monitor else ())
 
-    if show_progress(json_output) and distributed.is_main_process():
+    if show_progress(json_output, quiet) and distributed.is_main_process():
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         with Progress(TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
