@@ -182,14 +182,23 @@ def extrapolated_width(widths, distances_per_width, lam: float, seed: int = 0) -
     return (lam / 4 / fit["C"]) ** (1 / fit["p"])
 
 
-def proven_widths(activation: str, n: int, lam: float, delta: float) -> list[tuple[str, str, float]]:
-    """(work, formula, width) of the works proven for this activation and the kernel condition's own order, at
-    constant 1 (orders of growth, theory.py); none where lambda is not positive (then no order is defined)."""
+@dataclass
+class ProvenWidth:
+    """A proven width at n, lambda and delta: an order of growth with every constant 1 (theory.py)."""
+
+    work: str
+    formula: str
+    width: float
+
+
+def proven_widths(activation: str, n: int, lam: float, delta: float) -> list[ProvenWidth]:
+    """The works proven for this activation and the kernel condition's own order, at constant 1 (orders of
+    growth, docs/mathematics.md#predictions); none where lambda is not positive (then no order is defined)."""
     if not (lam > 0 and math.isfinite(lam)):
         return []
-    rows = [(row.work, row.width_formula, row.width) for row in theory.orders(n, lam, delta)
+    rows = [ProvenWidth(row.work, row.width_formula, row.width) for row in theory.orders(n, lam, delta)
             if row.activation == activation]
-    return rows + [("kernel condition", "n^2 log(n/delta) / lambda^2", theory.kernel_width(n, lam, delta))]
+    return rows + [ProvenWidth("kernel condition", "n^2 log(n/delta) / lambda^2", theory.kernel_width(n, lam, delta))]
 
 
 def kernel_rows(study, profiles: dict) -> list[dict]:
@@ -255,9 +264,9 @@ class ThresholdSection(StudySection):
             positive = [(n, lam[a, n].lam) for n in lambda_points(cfg) if lam[a, n].lam > 0]
             decay[a] = Decay(fit_power_law(*zip(*positive))[0], fit_power_law(*zip(*positive[-2:]))[0],
                              positive[-2][0])
-        lambda_rows = [LambdaRow(a, n, lam[a, n].lam, lam[a, n].how, work, formula, value)
+        lambda_rows = [LambdaRow(a, n, lam[a, n].lam, lam[a, n].how, proven.work, proven.formula, proven.width)
                        for a in study.activations for n in lambda_points(cfg)
-                       for work, formula, value in proven_widths(a, n, lam[a, n].lam, study.delta)]
+                       for proven in proven_widths(a, n, lam[a, n].lam, study.delta)]
         runs = [run for r in sweeps for run in r.runs]
         return Report(
             reading=_reading(study, cfg, runs, found, fits, estimates, decay, lam),
@@ -334,9 +343,9 @@ def _figure(study, cfg, found, fits, estimates, lam):
             axis.scatter(*zip(*guesses), marker="x", color=color, label="kernel m*: extrapolated estimate")
         proven = [proven_widths(activation, n, lam[activation, n].lam, study.delta) for n in cfg.ns]
         if all(proven):
-            for index, (work, _, _) in enumerate(proven[0]):
-                axis.plot(ns, [row[index][2] for row in proven], ls="--", lw=0.9, color=str(0.2 + 0.15 * index),
-                          label=f"{work} (order, c = 1)")
+            for index, first in enumerate(proven[0]):
+                axis.plot(ns, [row[index].width for row in proven], ls="--", lw=0.9, color=str(0.2 + 0.15 * index),
+                          label=f"{first.work} (order, c = 1)")
         axis.set(xscale="log", yscale="log", xlabel="n (points)", title=activation)
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=6)
