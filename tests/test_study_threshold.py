@@ -1,6 +1,6 @@
 """The threshold study section (d): every column of its three tables and its summary facts recomputed here
 from the raw runs (sqlite), a bootstrap and isotonic fit written as plain loops, numpy's eigvalsh of H*
-written out in numpy (docs/mathematics.md#ntk) and the proven widths' formulas written out."""
+written out in numpy (docs/mathematics.md#ntk), autograd kernels, and the proven widths' formulas written out."""
 
 import csv
 import json
@@ -9,8 +9,10 @@ import sqlite3
 
 import numpy as np
 import pytest
+import torch
 
 from overparam.data import sphere
+from overparam.models import initial_weights
 from overparam.study import StudyConfig, run_study
 from overparam.study.thresholds import KernelProfiles
 from plain_thresholds import bootstrap, isotonic_threshold, percentiles
@@ -199,3 +201,42 @@ def test_facts_follow_the_recomputed_numbers(section, expected):
     for (kind, a), row in exponents.items():
         fact = facts[a, {"optimization": "m*_opt ~ n^p: p", "kernel": "m*_ker ~ n^p: p"}[kind]]
         assert (fact.value, fact.low, fact.high) == (float(row["p"]), float(row["low"]), float(row["high"]))
+
+
+def autograd_kernel(activation: str, W: torch.Tensor, a: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """H(W) = J J^T / m with J = dF/dW of F(W, X) written out (docs/mathematics.md#networks, kappa = 1:
+    the normalised kernel does not depend on kappa), by autograd."""
+
+    def forward(V):
+        Z = X @ V.T
+        if activation == "relu":
+            return (torch.relu(Z) @ a)[:, 0]
+        if activation == "exp":
+            return (torch.exp(Z) @ a)[:, 0]
+        return (V.shape[0] * torch.softmax(Z, dim=1) @ a)[:, 0]
+
+    J = torch.autograd.functional.jacobian(forward, W).reshape(X.shape[0], -1)
+    return J @ J.T / W.shape[0]
+
+
+def test_kernel_distances_against_autograd_kernels_of_the_seeds_first_neurons(section):
+    """The stored ||H(W(0)) - H*||_2 that decide the kernel threshold, for every activation at the largest n
+    and three widths: H of the first m neurons of seed 0's draw at the largest width (the nested widths share
+    their first rows) by autograd, H* written out in numpy, the norm by eigvalsh."""
+    out, _ = section
+    key = KernelProfiles(TINY.activations, CFG.ns, TINY.d, TINY.sigma, TINY.init, CFG.kernel_widths, 0).key
+    db = sqlite3.connect(out / "runs.db")
+    (value,) = db.execute("SELECT value FROM study_units WHERE key = ?", (key,)).fetchone()
+    db.close()
+    n = max(CFG.ns)
+    stored = {p["activation"]: p["distance"] for p in json.loads(value)["profiles"] if p["n"] == n}
+    X = sphere(n, TINY.d, 1, 0).X
+    W, a = initial_weights(max(CFG.kernel_widths), TINY.d, 1, TINY.init, TINY.sigma, 0)
+    for activation in TINY.activations:
+        limit = limit_kernel(activation, X)
+        for index in (0, len(CFG.kernel_widths) // 2, len(CFG.kernel_widths) - 1):
+            m = CFG.kernel_widths[index]
+            H = autograd_kernel(activation, W[:m], a[:m], torch.from_numpy(X)).numpy()
+            distance = np.abs(np.linalg.eigvalsh(H - limit)).max()
+            # the same matrices summed in another order: ~1e-15 of entries of order 1-10
+            assert stored[activation][index] == pytest.approx(distance, rel=1e-10, abs=1e-13)
