@@ -1,7 +1,6 @@
 """overparam study: a tiny study end to end; numbers against direct recomputation; resume; the browser."""
 
 import csv
-import json
 import re
 import shutil
 from dataclasses import replace
