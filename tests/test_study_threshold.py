@@ -194,12 +194,13 @@ def test_facts_follow_the_recomputed_numbers(section, expected):
     points = sorted(set(CFG.lambda_ns) | set(CFG.ns))
     for a in TINY.activations:
         q = np.polyfit(np.log(points), np.log([lam(a, n) for n in points]), 1)[0]
-        assert facts[a, "lambda(n) ~ n^q: q"].value == pytest.approx(q, rel=1e-9)
-        assert facts[a, "proven widths (orders)"].value == {
+        assert facts[a, "lambda(n) decay exponent q (lambda ~ n^q)"].value == pytest.approx(q, rel=1e-9)
+        assert facts[a, "proven widths (orders of growth)"].value == {
             "relu": "DZPS19 n^6; SY19 n^4; MOSW22 n^2", "exp": "GMS23 n^2+o(1)", "softmax": "SMX24 n^2+o(1)"}[a]
     exponents = {(r["kind"], r["activation"]): r for r in read(section[0], "threshold_exponents")}
     for (kind, a), row in exponents.items():
-        fact = facts[a, {"optimization": "m*_opt ~ n^p: p", "kernel": "m*_ker ~ n^p: p"}[kind]]
+        fact = facts[a, {"optimization": "m*_opt exponent p (m* ~ C n^p)",
+                           "kernel": "m*_ker exponent p (m* ~ C n^p)"}[kind]]
         assert (fact.value, fact.low, fact.high) == (float(row["p"]), float(row["low"]), float(row["high"]))
 
 

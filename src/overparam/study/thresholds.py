@@ -292,10 +292,10 @@ def _facts(study, fits: list[PowerLaw], decay: dict) -> list[Fact]:
         for kind, name in (("optimization", "m*_opt"), ("kernel", "m*_ker")):
             fit = next((f for f in fits if f.kind == kind and f.family.get("activation") == a), None)
             if fit is not None:
-                facts.append(Fact(a, f"{name} ~ n^p: p", fit.p, fit.p_low, fit.p_high))
-        facts.append(Fact(a, "lambda(n) ~ n^q: q", decay[a].q))
+                facts.append(Fact(a, f"{name} exponent p (m* ~ C n^p)", fit.p, fit.p_low, fit.p_high))
+        facts.append(Fact(a, "lambda(n) decay exponent q (lambda ~ n^q)", decay[a].q))
         proven = theory.proven_widths(a, study.init)
-        facts.append(Fact(a, "proven widths (orders)",
+        facts.append(Fact(a, "proven widths (orders of growth)",
                           "; ".join(f"{work} n^{power}" for work, power in proven) or "none proven"))
     return facts
 
