@@ -1,7 +1,6 @@
 """overparam study: a tiny study end to end; numbers against direct recomputation; resume; the browser."""
 
 import csv
-import json
 import re
 import shutil
 from dataclasses import replace
@@ -81,16 +80,15 @@ def test_every_section_ticks_once_per_announced_unit(study_dir):
     assert list(PROGRESS["announced"]) == list(TINY.sections)
     assert PROGRESS["ticked"] == PROGRESS["announced"]
     from overparam.study.diffusion import curve_grid
-    from overparam.study.thresholds import kernel_units, lambda_points
 
     flat = FlatConfig(TINY)
     assert PROGRESS["announced"]["diffusion"] == len(TINY.activations) * len(curve_grid(flat)) + 1
     assert sorted(curve_grid(flat)) == [(128, 64), (256, 32), (256, 64)]
-    cached_thresholds = kernel_units(flat) + len(TINY.activations) * len(lambda_points(flat))
-    # real_data's cached units are its training and kernel units (its sweeps' runs live in the runs table)
-    assert result.computed == cached_thresholds + sum(PROGRESS["announced"][key] for key in (
-        "concentration", "training", "perturbation", "diffusion", "initialisation", "generalisation")) + \
-        len(TINY.activations) * (1 + len(TINY.section("real_data").ns))
+    # every announced unit is computed once, except laziness's training runs, which the training section
+    # computed first (the threshold and real_data sweeps are units too: one per slice of the sweep)
+    assert result.computed == sum(PROGRESS["announced"][key] for key in (
+        "concentration", "training", "perturbation", "diffusion", "initialisation", "generalisation", "threshold",
+        "real_data"))
 
 
 def test_diffusion_numbers_match_overparam_diffusion(study_dir):
@@ -283,82 +281,6 @@ def test_diffusion_w2_and_score_error_by_independent_routes(study_dir):
     mine, my_error = weighted.mean(), weighted.std(ddof=1) / np.sqrt(count)
     table, table_error = float(rows[activation]["score error"]), float(rows[activation]["± se"])
     assert abs(mine - table) < 4 * np.hypot(my_error, table_error)
-
-
-def first_width_reaching(widths, rates, level):
-    """Smallest width whose isotonic (non-decreasing least-squares, equal weights) fit of `rates` is >= level,
-    by the min-max formula fit_j = max_{i <= j} min_{k >= j} mean(rates[i..k]); inf where none is."""
-    rates = np.asarray(rates, dtype=float)
-    for j, width in enumerate(widths):
-        fit = max(min(rates[i:k + 1].mean() for k in range(j, len(rates))) for i in range(j + 1))
-        if fit >= level - 1e-12:
-            return float(width)
-    return float("inf")
-
-
-def test_threshold_table_against_the_raw_runs(study_dir):
-    """Both kinds of rows of tables/thresholds.csv recomputed from runs.db with sqlite and numpy: the sweep's
-    runs (converged or not) and the nested pass's stored distances (distance <= lambda/4)."""
-    import sqlite3
-
-    out, _ = study_dir
-    table = {(r["kind"], r["activation"], int(r["n"])): r for r in read_csv(out / "tables" / "thresholds.csv")}
-    db = sqlite3.connect(out / "runs.db")
-    level = 1 - TINY.delta
-    for activation in TINY.activations:
-        for n in TINY.section("threshold").ns:
-            # d: the store also holds the real-data section's sweeps (d = 64), which are not this section's runs
-            statuses = db.execute("SELECT width, status, lambda_min FROM runs WHERE activation = ? AND n = ? AND d = ?",
-                                  (activation, n, TINY.d)).fetchall()
-            rates = [np.mean([s == "converged" for w, s, _ in statuses if w == width]) for width in TINY.section("threshold").widths]
-            row = table["optimization", activation, n]
-            assert row["successes"] == " ".join(f"{round(r * TINY.section('threshold').seeds)}/{TINY.section('threshold').seeds}"
-                                                for r in rates)
-            expected = first_width_reaching(TINY.section("threshold").widths, rates, level)
-            assert row["m*"] == ("beyond grid" if np.isinf(expected) else f"{expected:g}")
-            units = [json.loads(value) for (value,) in db.execute(
-                "SELECT value FROM study_units WHERE key LIKE ?", (f"threshold:kernel:{activation}:n={n}:%",))]
-            assert len(units) == TINY.section("threshold").seeds
-            # the kernel was measured on the sweep's own data: the same lambda = lambda_min(H*)
-            assert all(u["lambda"] == pytest.approx(statuses[0][2], rel=1e-12) for u in units)
-            passed = np.array([[d <= u["lambda"] / 4 for d in u["distance"]] for u in units])  # (seeds, widths)
-            row = table["kernel", activation, n]
-            assert row["successes"] == " ".join(f"{k}/{len(units)}" for k in passed.sum(0))
-            expected = first_width_reaching(TINY.section("threshold").kernel_widths, passed.mean(0), level)
-            assert row["m*"] == ("beyond grid" if np.isinf(expected) else f"{expected:g}")
-    db.close()
-
-
-def test_threshold_exponents_against_numpy_polyfit(study_dir):
-    out, _ = study_dir
-    rows = read_csv(out / "tables" / "thresholds.csv")
-    fits = read_csv(out / "tables" / "threshold_exponents.csv")
-    assert fits
-    for fit in fits:
-        points = [(int(r["n"]), float(r["m*"])) for r in rows if r["kind"] == fit["kind"]
-                  and r["activation"] == fit["activation"] and r["m*"] != "beyond grid"
-                  and float(r["m*"]) > min(TINY.section("threshold").widths if fit["kind"] == "optimization"
-                                           else TINY.section("threshold").kernel_widths)]
-        slope, _ = np.polyfit(np.log([n for n, _ in points]), np.log([m for _, m in points]), 1)
-        assert int(fit["points"]) == len(points)
-        assert float(fit["p"]) == pytest.approx(slope, abs=1e-12)
-
-
-def test_lambda_table_against_eigvalsh(study_dir):
-    from overparam import theory
-    from overparam.data import sphere
-
-    out, _ = study_dir
-    rows = read_csv(out / "tables" / "lambda.csv")
-    for row in rows:
-        X = torch.from_numpy(sphere(int(row["n"]), TINY.d, 1, 0).X)
-        lam = float(np.linalg.eigvalsh(infinite_ntk(row["activation"], X).numpy())[0])
-        assert float(row["lambda"]) == pytest.approx(lam, rel=1e-9) and row["method"] == "dense"
-        if row["work"] == "kernel condition":
-            n = int(row["n"])
-            assert float(row["value"]) == pytest.approx(n**2 * np.log(n / TINY.delta) / lam**2, rel=1e-9)
-        if row["work"] == "DZPS19":
-            assert float(row["value"]) == pytest.approx(theory.dzps19_width(int(row["n"]), lam, TINY.delta), rel=1e-9)
 
 
 def test_generalisation_row_matches_solves_and_single_runs(study_dir):

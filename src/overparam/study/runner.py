@@ -135,7 +135,8 @@ def run_section(spec: StudySection, config: StudyConfig, cfg, ctx: StudyContext,
     units = list(dict.fromkeys(spec.units(config, cfg)))
     if on_section is not None:
         on_section(spec.KEY, spec.TITLE, len(units))
-    unit_context = UnitContext(ctx.device, lambda unit: ctx.cache.compute_unit(unit, unit_context))
+    unit_context = UnitContext(ctx.device, lambda unit: ctx.cache.compute_unit(unit, unit_context), ctx.store_path,
+                               ctx.backend)
     records = {}
     for unit in units:
         records[unit] = ctx.cache.compute_unit(unit, unit_context)
