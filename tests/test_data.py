@@ -28,6 +28,37 @@ def test_teacher_labels_are_a_network_of_the_inputs():
     assert abs(dataset.y.mean()) < 1e-12
 
 
+def test_cosine_teacher_is_a_sum_of_frequency_two_ridges_of_unit_spread():
+    """Each ridge cos(2 <u_j, x> + b_j) with |u_j| = 1 has Laplacian -4 times itself in R^d, so the sum does:
+    checked by central second differences (step h: error of order h^2 (2^4) / 12 per ridge, about 1e-5 at
+    most here); and c normalises the spread over its 20000 fixed points of the sphere to one."""
+    d, seed, h = 5, 7, 1e-3
+    X = data.unit_sphere(30, d, seed=11)
+    f = data.cosine_teacher(X, seed)
+    laplacian = sum(data.cosine_teacher(X + h * e, seed) - 2 * f + data.cosine_teacher(X - h * e, seed)
+                    for e in np.eye(d)) / h**2
+    np.testing.assert_allclose(laplacian, -4 * f, atol=1e-5)
+    assert np.abs(laplacian + 4 * f).max() > 0  # the difference is rounding and truncation, not a copy
+    assert data.cosine_teacher(data.unit_sphere(20000, d, seed + 3_000_023), seed).std() == pytest.approx(1, rel=1e-12)
+
+
+def test_teacher_split_is_nested_with_a_fixed_test_set_and_the_noise_of_its_seed():
+    small, large = data.teacher_split(6, 4, 50, 0.1, seed=2), data.teacher_split(12, 4, 50, 0.1, seed=2)
+    np.testing.assert_array_equal(small.X, large.X[:6])
+    np.testing.assert_array_equal(small.y, large.y[:6])
+    np.testing.assert_array_equal(small.X_test, large.X_test)
+    np.testing.assert_array_equal(small.y_test, large.y_test)
+    assert large.X.shape == (12, 4) and large.y.shape == (12, 1) and large.y_test.shape == (50, 1)
+    np.testing.assert_array_equal(large.X, data.unit_sphere(12, 4, 2))
+    np.testing.assert_array_equal(large.X_test, data.unit_sphere(50, 4, 4))
+    # the labels are the teacher plus exactly the noise drawn from the split's seeds (seed + 1, seed + 3), up to
+    # the rounding of that one sum (|f*| <= 4: 1e-15)
+    np.testing.assert_allclose(large.y[:, 0] - data.cosine_teacher(large.X, 2),
+                               0.1 * np.random.default_rng(3).standard_normal(12), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(large.y_test[:, 0] - data.cosine_teacher(large.X_test, 2),
+                               0.1 * np.random.default_rng(5).standard_normal(50), rtol=0, atol=1e-15)
+
+
 def test_projection_modes():
     X = np.array([[3.0, 4.0], [0.0, 1.0]])
     np.testing.assert_allclose(data.project_to_ball(X, "ball"), X / 5)

@@ -13,7 +13,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -96,6 +96,46 @@ def teacher(n: int, d: int, k: int = 1, seed: int = 0, width: int = 8,
     y -= y.mean(0)
     y /= np.sqrt(np.mean(y**2)) + 1e-300
     return Dataset(X, y, f"teacher-{activation.name}")
+
+
+#: Ridges J of `cosine_teacher`.
+TEACHER_RIDGES = 4
+
+
+def cosine_teacher(X: np.ndarray, seed: int = 0) -> np.ndarray:
+    """f*(x) = c sum_j cos(2 <u_j, x> + b_j), j = 1..J (`TEACHER_RIDGES`), u_j uniform on S^{d-1},
+    b_j ~ U[0, 2 pi) drawn from `seed`; c makes the standard deviation of f* one over 20000 fixed points of
+    the sphere. Shape (n,). Smooth enough that kernel regression learns it from tens of points in d = 8
+    (docs/mathematics.md#generalisation)."""
+    rng = _rng(seed + 3_000_017)
+    U = unit_sphere(TEACHER_RIDGES, X.shape[1], seed + 3_000_019)
+    b = rng.uniform(0, 2 * np.pi, TEACHER_RIDGES)
+
+    def ridges(points: np.ndarray) -> np.ndarray:
+        return np.cos(2 * points @ U.T + b).sum(1)
+
+    return ridges(X) / ridges(unit_sphere(20000, X.shape[1], seed + 3_000_023)).std()
+
+
+class Split(NamedTuple):
+    """Training inputs X (n, d) and labels y (n, 1); test inputs X_test and labels y_test."""
+
+    X: np.ndarray
+    y: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+
+
+def teacher_split(n: int, d: int, test: int, noise: float, seed: int = 0) -> Split:
+    """Noisy `cosine_teacher` labels y = f*(x) + noise * N(0, 1) on x uniform on S^{d-1}: n training
+    points (`unit_sphere(n, d, seed)` with noise from `seed + 1`, so every n is the first n rows of a larger
+    draw: training sets are nested) and `test` held-out points (seeds `seed + 2`, `seed + 3`), the same for
+    every n, so a test MSE of noise^2 is the floor."""
+    X = unit_sphere(n, d, seed)
+    X_test = unit_sphere(test, d, seed + 2)
+    y = cosine_teacher(X, seed) + noise * _rng(seed + 1).standard_normal(n)
+    y_test = cosine_teacher(X_test, seed) + noise * _rng(seed + 3).standard_normal(test)
+    return Split(X, y[:, None], X_test, y_test[:, None])
 
 
 def moons(n: int, noise: float = 0.05, seed: int = 0) -> Dataset:
