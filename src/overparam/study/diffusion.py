@@ -400,8 +400,9 @@ def facts(scores: list[ScoreRow], slopes: dict, study, cfg) -> list[Fact]:
     """Per activation: the score error at the main point (95% Monte Carlo interval, ± 1.96 se), the samples'
     precision and recall there, and the score error's slope in m."""
     at = f"n = {cfg.n}, m = {cfg.width}"
+    named = {r.score: r for r in scores}
     out = []
-    for row in scores[:len(study.activations)]:
+    for row in (named[a] for a in study.activations):
         if row.score_error == row.score_error:
             half = 1.96 * row.score_error_se
             out.append(Fact(row.score, f"diffusion score error ({at})", row.score_error, row.score_error - half,
