@@ -79,62 +79,12 @@ def test_every_section_ticks_once_per_announced_unit(study_dir):
     _, result = study_dir
     assert list(PROGRESS["announced"]) == list(TINY.sections)
     assert PROGRESS["ticked"] == PROGRESS["announced"]
-    from overparam.study.diffusion import curve_grid
-
-    flat = FlatConfig(TINY)
-    assert PROGRESS["announced"]["diffusion"] == len(TINY.activations) * len(curve_grid(flat)) + 1
-    assert sorted(curve_grid(flat)) == [(128, 64), (256, 32), (256, 64)]
     # every announced unit is computed once, except laziness's training runs, which the training section
     # computed first (the threshold and real_data sweeps are units too: one per slice of the sweep)
-    assert result.computed == sum(PROGRESS["announced"][key] for key in (
-        "concentration", "training", "perturbation", "diffusion", "initialisation", "generalisation", "threshold",
-        "real_data"))
+    assert result.computed == sum(count for key, count in PROGRESS["announced"].items() if key != "laziness")
+    assert result.reused == PROGRESS["announced"]["laziness"]
 
 
-def test_diffusion_numbers_match_overparam_diffusion(study_dir):
-    """The section's table equals `overparam diffusion` run alone with the same settings (softmax only:
-    each activation is its own unit, so the rows must not depend on which other networks ran)."""
-    from overparam.diffusion.experiment import run
-    from overparam.study.cache import UnitCache
-    from overparam.study.diffusion import diffusion_config, unit_key
-
-    out, _ = study_dir
-    rows = {r["score"]: r for r in read_csv(out / "tables" / "diffusion.csv")}
-    assert list(rows) == [*TINY.activations, "exact", "trivial", "p0"]
-    config = diffusion_config(FlatConfig(TINY))
-    result = run(replace(config, activations=("softmax",)))
-    expected = {"softmax": result.metrics["softmax"], **result.metrics["baselines"]}
-    columns = {"score error": "score_error", "± se": "score_error_stderr", "W2": "w2", "MMD^2": "mmd", "NLL": "nll",
-               "weights TV": "weight_error", "precision": "precision", "recall": "recall"}
-    for name, metrics in expected.items():
-        for column, key in columns.items():
-            if metrics[key] is None:
-                assert rows[name][column] == "nan"
-            else:
-                assert float(rows[name][column]) == pytest.approx(metrics[key], rel=1e-10, abs=1e-14)
-    for metric, position in result.metrics["softmax"]["between"].items():
-        assert float(rows["softmax"][f"between: {metric}"]) == pytest.approx(position, rel=1e-10)
-    training = {r["activation"]: r for r in read_csv(out / "tables" / "diffusion_training.csv")}
-    assert float(training["softmax"]["held-out loss"]) == pytest.approx(
-        result.metrics["softmax"]["training"]["best_val_loss"], rel=1e-10)
-    assert float(training["softmax"]["exact denoiser"]) == pytest.approx(result.bayes_val_loss, rel=1e-10)
-    # the cached units hold the very samples `run` draws (same seeds, same draws, same networks)
-    cache = UnitCache(out / "runs.db")
-    softmax, baselines = cache.get(unit_key("softmax", config)), cache.get(unit_key("baselines", config))
-    cache.close()
-    np.testing.assert_array_equal(np.array(softmax["samples"]), result.samples["softmax"])
-    for name in ("exact", "trivial"):
-        np.testing.assert_array_equal(np.array(baselines["samples"][name]), result.samples[name])
-    np.testing.assert_array_equal(np.array(baselines["reference"]), result.reference)
-    # every network learned a score clearly better than -x, and W2 sits between the floors and -x
-    trivial = float(rows["trivial"]["score error"])
-    for activation in TINY.activations:
-        error, stderr = float(rows[activation]["score error"]), float(rows[activation]["± se"])
-        assert error < trivial - 5 * (stderr + float(rows["trivial"]["± se"]))
-        assert 0 < float(rows[activation]["between: score_error"]) < 1
-    assert float(rows["exact"]["score error"]) == 0.0
-    assert float(rows["p0"]["W2"]) < float(rows["trivial"]["W2"]) and float(rows["exact"]["W2"]) < float(
-        rows["trivial"]["W2"])
 
 
 def test_rerun_reuses_every_finished_unit(study_dir, tmp_path):
@@ -221,66 +171,6 @@ def _relu_limit(X: torch.Tensor) -> torch.Tensor:
     return (X @ X.T) * (np.pi - angle) / (2 * np.pi)
 
 
-def _mixture_score(truth, x: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """grad log p_t(x) for p_t = sum_k pi_k N(alpha mu_k, alpha^2 Sigma_k + h I) (SPEC §6), in numpy."""
-    alpha, h = np.exp(-t), 1 - np.exp(-2 * t)
-    weights, means, covs = (v.numpy() for v in (truth.weights, truth.means, truth.covariances))
-    d = x.shape[1]
-    logs, grads = [], []
-    for pi, mu, cov in zip(weights, means, covs):
-        C = alpha[:, None, None] ** 2 * cov + h[:, None, None] * np.eye(d)
-        diff = x - alpha[:, None] * mu
-        solved = np.linalg.solve(C, diff[:, :, None])[:, :, 0]
-        logs.append(np.log(pi) - 0.5 * (diff * solved).sum(1) - 0.5 * np.linalg.slogdet(C)[1])
-        grads.append(-solved)
-    logs = np.stack(logs, 1)
-    post = np.exp(logs - logs.max(1, keepdims=True))
-    post /= post.sum(1, keepdims=True)
-    return np.einsum("nk,knd->nd", post, np.stack(grads))
-
-
-def test_diffusion_w2_and_score_error_by_independent_routes(study_dir):
-    """W2 by an optimal assignment on the cached samples (equal sizes, uniform weights: a permutation is
-    optimal), and the score error of a denoiser trained alone by `fit_denoiser`, by a Monte Carlo written here."""
-    from scipy.optimize import linear_sum_assignment
-    from scipy.spatial.distance import cdist
-
-    from overparam.diffusion.experiment import draw
-    from overparam.diffusion.training import fit_denoiser
-    from overparam.study.cache import UnitCache
-    from overparam.study.diffusion import diffusion_config, unit_key
-
-    out, _ = study_dir
-    rows = {r["score"]: r for r in read_csv(out / "tables" / "diffusion.csv")}
-    config = diffusion_config(FlatConfig(TINY))
-    cache = UnitCache(out / "runs.db")
-    units = {a: cache.get(unit_key(a, config)) for a in TINY.activations}
-    reference = np.array(cache.get(unit_key("baselines", config))["reference"])
-    cache.close()
-    for activation, unit in units.items():
-        cost = cdist(np.array(unit["samples"]), reference, "sqeuclidean")
-        rows_, cols = linear_sum_assignment(cost)
-        assert float(rows[activation]["W2"]) == pytest.approx(np.sqrt(cost[rows_, cols].mean()), rel=1e-8)
-
-    activation = "softmax"
-    draws = draw(config)
-    fit = fit_denoiser(draws.x0, config.horizon, config.training_for(activation), seed=config.seed)
-    rng = np.random.default_rng(7)
-    count = 4000
-    components = rng.choice(len(draws.truth.weights), size=count, p=draws.truth.weights.numpy())
-    chol = np.linalg.cholesky(draws.truth.covariances.numpy() + 1e-300 * np.eye(draws.truth.dim))
-    x0 = draws.truth.means.numpy()[components] + np.einsum(
-        "nij,nj->ni", chol[components], rng.standard_normal((count, draws.truth.dim)))
-    t = rng.uniform(config.t0, config.T, count)
-    alpha, h = np.exp(-t), 1 - np.exp(-2 * t)
-    xt = alpha[:, None] * x0 + np.sqrt(h)[:, None] * rng.standard_normal(x0.shape)
-    xt_, t_ = torch.from_numpy(xt), torch.from_numpy(t)
-    denoised = fit.net(fit.embedding(xt_, t_)).detach().numpy()
-    learned = (alpha[:, None] * denoised - xt) / h[:, None]
-    weighted = h * ((learned - _mixture_score(draws.truth, xt, t)) ** 2).sum(1)
-    mine, my_error = weighted.mean(), weighted.std(ddof=1) / np.sqrt(count)
-    table, table_error = float(rows[activation]["score error"]), float(rows[activation]["± se"])
-    assert abs(mine - table) < 4 * np.hypot(my_error, table_error)
 
 
 def test_generalisation_row_matches_solves_and_single_runs(study_dir):
@@ -318,46 +208,6 @@ def test_generalisation_row_matches_solves_and_single_runs(study_dir):
         measured["predicted_distance"].append(float(torch.sqrt(y[:, 0] @ torch.linalg.solve(theta, y[:, 0]))))
     for key, values in measured.items():
         assert float(row[key]) == pytest.approx(np.mean(values), rel=2e-3), key
-
-
-def test_diffusion_learning_curves_from_the_cached_units(study_dir):
-    """Each curve row's W2 by an optimal assignment on its own samples against its own reference draws (which
-    depend on n), its precision and recall counted here, and what ended its training from the step counts."""
-    from scipy.optimize import linear_sum_assignment
-    from scipy.spatial.distance import cdist
-
-    from overparam.diffusion.datasets import parse_data
-    from overparam.diffusion.experiment import draw
-    from overparam.study.cache import UnitCache
-    from overparam.study.diffusion import config_at, diffusion_config, unit_key
-
-    out, _ = study_dir
-    rows = read_csv(out / "tables" / "diffusion_curves.csv")
-    assert {(r["activation"], int(r["n"]), int(r["m"])) for r in rows} == {
-        (a, n, m) for a in TINY.activations for n, m in ((128, 64), (256, 32), (256, 64))}
-    truth = parse_data(TINY.section("diffusion").data)
-    cache = UnitCache(out / "runs.db")
-    for row in rows:
-        if row["activation"] != "exp":
-            continue
-        config = config_at(diffusion_config(FlatConfig(TINY)), int(row["n"]), int(row["m"]))
-        unit = cache.get(unit_key("exp", config))
-        samples = torch.tensor(unit["samples"], dtype=torch.float64)
-        cost = cdist(samples.numpy(), draw(config).reference, "sqeuclidean")
-        matched = linear_sum_assignment(cost)
-        assert float(row["W2"]) == pytest.approx(np.sqrt(cost[matched].mean()), rel=1e-8)
-        alpha, h = np.exp(-config.t0), 1 - np.exp(-2 * config.t0)
-        sd = np.sqrt(alpha**2 * truth.covariances[0, 0, 0].item() + h)  # isotropic components
-        distance = torch.cdist(samples, alpha * truth.means) / sd
-        near = distance.min(1).values <= 3
-        counts = torch.bincount(distance.argmin(1)[near], minlength=len(truth.weights))
-        assert float(row["precision"]) == pytest.approx(float(near.double().mean()), abs=1e-12)
-        assert float(row["recall"]) == pytest.approx(
-            float((counts / len(samples) >= truth.weights / 2).double().mean()), abs=1e-12)
-        steps, kept = int(row["steps run"]), int(row["kept step"])
-        assert row["ended by"] == ("early stopping" if steps < TINY.section("diffusion").steps else
-                                   "budget, held-out loss still falling" if kept == steps else "budget")
-    cache.close()
 
 
 def _perturbation_rows(out: Path) -> dict:
