@@ -124,16 +124,33 @@ def test_concurrent_writers(tmp_path):
 
 
 def test_study_units_are_a_table_of_the_same_store(tmp_path):
+    from dataclasses import dataclass
+
     from overparam.study.cache import UnitCache
+    from overparam.study.framework import Unit, UnitContext
+
+    calls = []
+
+    @dataclass
+    class Value:
+        x: list[float]
+
+    @dataclass(frozen=True)
+    class Twice(Unit):
+        RECORD = Value
+        x: float
+
+        def compute(self, ctx):
+            calls.append(self.x)
+            return Value([self.x, 2 * self.x])
 
     cache = UnitCache(tmp_path / "runs.db")
-    calls = []
-    value = cache.compute("a:1", "section", lambda: calls.append(1) or {"x": [1.5, 2]})
-    again = cache.compute("a:1", "section", lambda: calls.append(1) or {"x": "never"})
+    value = cache.compute_unit(Twice(1.5), UnitContext("cpu", None))
+    again = cache.compute_unit(Twice(1.5), UnitContext("cpu", None))
     cache.close()
-    assert value == again == {"x": [1.5, 2]} and calls == [1] and (cache.computed, cache.reused) == (1, 1)
+    assert value == again == Value([1.5, 3.0]) and calls == [1.5] and (cache.computed, cache.reused) == (1, 1)
     with Store(tmp_path / "runs.db", create=False) as store:  # a runs store that also holds the unit
-        assert store.unit("a:1") == {"x": [1.5, 2]} and store.unit("b") is None and store.runs() == []
+        assert store.unit(Twice(1.5).key) == {"x": [1.5, 3.0]} and store.unit("b") is None and store.runs() == []
 
 
 def test_a_store_from_before_a_column_gains_it_and_keeps_its_rows(tmp_path):

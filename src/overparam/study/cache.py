@@ -5,14 +5,13 @@ study loses at most the unit in flight."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 from ..sweep.store import Store
 from .framework import from_json, to_json
 
 
 class UnitCache:
-    """`compute(key, section, work)` through the store at `path`, counting reused and computed units."""
+    """`compute_unit(unit, ctx)` through the store at `path`, counting reused and computed units."""
 
     def __init__(self, path: str | Path) -> None:
         self.store = Store(path)
@@ -21,17 +20,6 @@ class UnitCache:
 
     def get(self, key: str):
         return self.store.unit(key)
-
-    def compute(self, key: str, section: str, work: Callable[[], object]):
-        """The cached value of `key`, or work() stored under it."""
-        value = self.store.unit(key)
-        if value is not None:
-            self.reused += 1
-            return value
-        value = work()
-        self.store.save_unit(key, section, value)
-        self.computed += 1
-        return value
 
     def compute_unit(self, unit, ctx):
         """The record of `unit` (a `framework.Unit`): stored under its derived key, or computed and stored."""

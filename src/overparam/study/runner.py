@@ -20,13 +20,11 @@ from typing import Callable
 import torch
 
 from .. import __version__
-from ..activations import PAPERS
 from ..models import resolve_device
 from . import registry
 from .cache import UnitCache
 from .config import StudyConfig
 from .framework import Report, StudySection, UnitContext
-from .legacy import FlatConfig, LegacySection
 from .report import Figure, Section, save_figure, write_report
 
 CONFIG_FILE = "study.toml"
@@ -40,8 +38,6 @@ class StudyContext:
     device: str
     backend: str
     tick: Callable[[int], None]
-    preset: str
-    activations: tuple[str, ...] = PAPERS
 
     def command(self, section: str) -> str:
         extra = "" if self.device == "cpu" else f" --device {self.device}"
@@ -88,8 +84,7 @@ def run_study(
     out.mkdir(parents=True, exist_ok=True)
     store_path = out / "runs.db"
     cache = UnitCache(store_path)
-    ctx = StudyContext(out, cache, store_path, device, backend, on_tick or (lambda k=1: None), config.preset,
-                       config.activations)
+    ctx = StudyContext(out, cache, store_path, device, backend, on_tick or (lambda k=1: None))
     _write_config(config, out)
     sections = [Section(key, key) for key in config.sections]
     start = time.perf_counter()
@@ -101,13 +96,7 @@ def run_study(
                 spec = registry.section(key)
                 sections[index].title = spec.TITLE
                 cfg = config.section(key)
-                if isinstance(spec, LegacySection):
-                    flat = FlatConfig(config)
-                    if on_section is not None:
-                        on_section(key, spec.TITLE, spec.module.units(flat))
-                    section = spec.module.run(flat, ctx)
-                else:
-                    section = run_section(spec, config, cfg, ctx, on_section)
+                section = run_section(spec, config, cfg, ctx, on_section)
                 section.config, section.device = config.to_toml([key]), device_name(device)
                 sections[index] = section
             except KeyboardInterrupt:
