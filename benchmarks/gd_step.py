@@ -9,7 +9,8 @@ Default shapes (issue 2/7): exp, n = 1024, d = 32, m = 65536, float32. In the sa
 overparam's step is timed as train() takes it, reusing the memory of the kept chunks and of the
 gradient. Prints times and the ratios autograd / overparam and overparam / floor.
 
-    python benchmarks/gd_step.py [--activation exp] [--n 1024] [--d 32] [--m 65536] [--quick]
+    python benchmarks/gd_step.py [--activation exp] [--n 1024] [--d 32] [--m 65536] [--threads T]
+    python benchmarks/gd_step.py --training [--activation exp] [--repeats 3]   # 20 steps of train()
 """
 
 from __future__ import annotations
@@ -199,6 +200,13 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
                      "ratio": r["gemm_floor_s"] / r["overparam_s"], "time_s": r["overparam_s"],
                      "baseline_s": r["gemm_floor_s"], "goal": ">= 0.5" if gpu else "",
                      "step_tflops": flops / r["overparam_s"] / 1e12, "gemm_tflops": flops / r["gemm_floor_s"] / 1e12})
+    if not quick and not gpu:  # the issue's comparison: 20 steps of train(), about a minute per activation
+        for activation in ("exp", "relu", "softmax"):
+            r = measure_training(activation, repeats=3)
+            rows.append({"benchmark": f"train() {r['steps']} steps {activation} n={r['n']} d={r['d']} m={r['m']} "
+                                      f"{r['dtype']} {r['device']}",
+                         "baseline": "autograd + SGD loop", "ratio": r["autograd_s"] / r["overparam_s"],
+                         "time_s": r["overparam_s"], "baseline_s": r["autograd_s"], "goal": ">= 4x faster"})
     return rows
 
 
@@ -211,7 +219,20 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--training", action="store_true",
+                        help="the issue's comparison instead: 20 steps of train() against 20 autograd steps")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.training:
+        r = measure_training(args.activation, args.n, args.d, args.m, getattr(torch, args.dtype),
+                             repeats=args.repeats, device=args.device)
+        print(f"{r['steps']} GD steps, {r['activation']}, n={r['n']} d={r['d']} m={r['m']} {r['dtype']} on "
+              f"{r['device']} ({torch.get_num_threads()} threads): train() {1e3 * r['overparam_s'] / r['steps']:.1f} "
+              f"ms a step, autograd {1e3 * r['autograd_s'] / r['steps']:.1f} ms a step, "
+              f"autograd / train() = {r['autograd_s'] / r['overparam_s']:.2f}x (goal >= 4x)")
+        return
     r = measure(args.activation, args.n, args.d, args.m, getattr(torch, args.dtype), args.repeats, args.device)
     print(f"GD step, {r['activation']}, n={r['n']} d={r['d']} m={r['m']} {r['dtype']} on {r['device']} "
           f"({torch.get_num_threads()} threads, chunk {r['chunk']})")

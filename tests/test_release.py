@@ -12,7 +12,7 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-from test_cli_train import overparam as cli  # noqa: F401  (the in-process CLI fixture)
+from test_cli_train import overparam as cli  # noqa: F401,F811  (the in-process CLI fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ def test_version_comes_from_pyproject():
     assert overparam.__version__ == declared
 
 
-def test_cli_version(cli):
+def test_cli_version(cli):  # noqa: F811
     result = cli("--version")
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"overparam {overparam.__version__}\n"

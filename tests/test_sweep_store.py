@@ -259,3 +259,13 @@ def test_missing_pandas_names_the_extra(tmp_path, monkeypatch):
                 method()
             assert str(error.value) == "pandas is not installed; install it with: pip install 'overparam[pandas]'"
         assert store.runs_table().num_rows == 13  # Arrow and Parquet need no pandas
+
+
+def test_a_config_key_of_several_types_becomes_text(tmp_path):
+    first, second = SPEC.groups()[:2]
+    with Store(tmp_path / "runs.db") as store:
+        store.save([RunResult({**first.config, "note": 3}, first.config_hash, 0, "converged"),
+                    RunResult({**second.config, "note": "three"}, second.config_hash, 0, "converged"),
+                    RunResult({**second.config, "note": [1, 2]}, second.config_hash, 1, "converged")])
+        notes = {(row["config_hash"], row["seed"]): row["config.note"] for row in store.runs_table().to_pylist()}
+    assert notes == {(first.config_hash, 0): "3", (second.config_hash, 0): "three", (second.config_hash, 1): "[1, 2]"}
