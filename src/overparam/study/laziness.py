@@ -19,12 +19,11 @@ from ..activations import resolve
 from .framework import Plot, Report, StudySection, require_seeds, table
 from .report import Fact
 from .stats import format_slope, mean_and_error, power_law
-from .training import Config as TrainingConfig
-from .training import training_units
+from .training_run import TrainingSettings, training_units
 
 
 @dataclass(frozen=True)
-class Config(TrainingConfig):
+class Config(TrainingSettings):
     """The training runs to measure (n, widths, seeds, steps); seeds >= 2 for the slopes' intervals."""
 
     def check(self) -> None:

@@ -16,35 +16,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..activations import resolve
-from .framework import Plot, Report, SectionConfig, StudySection, require_even, require_grid, require_positive, table
+from .framework import Plot, Report, StudySection, table
 from .report import Fact
 from .stats import mean_and_error
-from .training_run import SeedRun, TrainingRecord, TrainingRun
+from .training_run import SeedRun, TrainingRecord, TrainingRun, TrainingSettings, training_units
 
 
 @dataclass(frozen=True)
-class Config(SectionConfig):
+class Config(TrainingSettings):
     """n points on the sphere, widths m, seeds per width, GD step budget (training ends sooner at tol)."""
-
-    n: int = 24
-    widths: tuple[int, ...] = (128, 512, 2048)
-    seeds: int = 4
-    steps: int = 3000
-
-    def check(self) -> None:
-        require_positive("n", self.n)
-        require_grid("widths", self.widths)
-        require_positive("seeds", self.seeds)
-        require_positive("steps", self.steps)
-
-    def check_with(self, core) -> None:
-        require_even("widths", self.widths, core.init)
-
-
-def training_units(study, cfg) -> list[TrainingRun]:
-    """The shared training runs of a section with fields n, widths, seeds and steps."""
-    return [TrainingRun(a, m, study.init, cfg.n, study.d, study.sigma, study.seed, cfg.seeds, cfg.steps, study.tol)
-            for a in study.activations for m in cfg.widths]
 
 
 @dataclass

@@ -17,7 +17,7 @@ from ..batched import train_batched
 from ..kernel_regime import KernelRegime
 from ..models import TwoLayerNet, initial_weights, pairs_neurons
 from ..ntk import infinite_ntk, ntk
-from .framework import Unit
+from .framework import SectionConfig, Unit, require_even, require_grid, require_positive
 
 CURVE_POINTS = 1000
 
@@ -126,6 +126,32 @@ class TrainingRun(Unit):
                 initial_residual=float(history.residual_norm[0]), final_residual=float(history.residual_norm[-1]),
                 wall_seconds=float(history.wall_time[-1])))
         return TrainingRecord(lam, kappa, self.n, self.width, runs)
+
+
+@dataclass(frozen=True)
+class TrainingSettings(SectionConfig):
+    """The settings of a section made of shared training runs: n points on the sphere, widths m, seeds per
+    width, GD step budget (training ends sooner at tol)."""
+
+    n: int = 24
+    widths: tuple[int, ...] = (128, 512, 2048)
+    seeds: int = 4
+    steps: int = 3000
+
+    def check(self) -> None:
+        require_positive("n", self.n)
+        require_grid("widths", self.widths)
+        require_positive("seeds", self.seeds)
+        require_positive("steps", self.steps)
+
+    def check_with(self, core) -> None:
+        require_even("widths", self.widths, core.init)
+
+
+def training_units(study, cfg: TrainingSettings) -> list[TrainingRun]:
+    """The shared training runs of a section with `TrainingSettings`, for every activation and width."""
+    return [TrainingRun(a, m, study.init, cfg.n, study.d, study.sigma, study.seed, cfg.seeds, cfg.steps, study.tol)
+            for a in study.activations for m in cfg.widths]
 
 
 def _at(net: TwoLayerNet, W: torch.Tensor, a: torch.Tensor | None = None) -> TwoLayerNet:
