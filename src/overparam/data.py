@@ -94,6 +94,24 @@ def teacher(n: int, d: int, k: int = 1, seed: int = 0, width: int = 8,
     return Dataset(X, y, f"teacher-{activation.name}")
 
 
+#: Ridges of `ridge_teacher`.
+TEACHER_RIDGES = 4
+
+
+def ridge_teacher(X: np.ndarray, seed: int) -> np.ndarray:
+    """f*(x) = c sum_j cos(2 <u_j, x> + b_j), u_j uniform on S^{d-1}, b_j ~ U[0, 2 pi), j = 1..TEACHER_RIDGES,
+    shape (n,): a smooth target that kernel regression learns from tens of points in d = 8 (the study's
+    generalisation teacher); c makes the variance of f* one over 20000 fixed draws of the sphere."""
+    rng = _rng(seed + 3_000_017)
+    U = unit_sphere(TEACHER_RIDGES, X.shape[1], seed + 3_000_019)
+    b = rng.uniform(0, 2 * np.pi, TEACHER_RIDGES)
+
+    def ridges(points: np.ndarray) -> np.ndarray:
+        return np.cos(2 * points @ U.T + b).sum(1)
+
+    return ridges(X) / ridges(unit_sphere(20000, X.shape[1], seed + 3_000_023)).std()
+
+
 def moons(n: int, noise: float = 0.05, seed: int = 0) -> Dataset:
     """Two interleaved half circles in 2-D, labels +-1, scaled into the unit ball."""
     _check_size(n, 2)

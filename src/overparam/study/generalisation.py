@@ -31,6 +31,7 @@ import torch
 from .. import theory
 from ..activations import resolve
 from ..batched import train_batched
+from ..data import ridge_teacher as teacher
 from ..data import unit_sphere
 from ..kernel_regime import KernelRegime, complexity
 from ..models import TwoLayerNet
@@ -39,22 +40,8 @@ from .report import Figure, Section, Table, save_figure
 from .stats import format_slope, mean_and_error, power_law
 
 KEY, TITLE = "generalisation", "(g) Generalisation: test error against width and data, beside the kernel predictors"
-TEACHER_RIDGES = 4
 COLUMNS = ["activation", "n", "m", "test_mse", "kernel_test_mse", "finite_kernel_test_mse", "distance_to_kernel",
            "distance_travelled", "predicted_distance", "complexity"]
-
-
-def teacher(X: np.ndarray, seed: int) -> np.ndarray:
-    """f*(x) = c sum_j cos(2 <u_j, x> + b_j), u_j uniform on S^{d-1}, b_j ~ U[0, 2 pi), j = 1..J, shape (n,);
-    c makes the variance of f* one over 20000 fixed draws of the sphere."""
-    rng = np.random.default_rng(seed + 3_000_017)
-    U = unit_sphere(TEACHER_RIDGES, X.shape[1], seed + 3_000_019)
-    b = rng.uniform(0, 2 * math.pi, TEACHER_RIDGES)
-
-    def ridges(points: np.ndarray) -> np.ndarray:
-        return np.cos(2 * points @ U.T + b).sum(1)
-
-    return ridges(X) / ridges(unit_sphere(20000, X.shape[1], seed + 3_000_023)).std()
 
 
 def split(n: int, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
