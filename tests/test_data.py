@@ -1,6 +1,7 @@
 """overparam.data: generators, projection, file loading and the theory-assumption checks."""
 
 import math
+
 import numpy as np
 import pytest
 
