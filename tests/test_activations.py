@@ -280,12 +280,13 @@ def test_cli_trains_an_activation_named_module_attribute(tmp_path, overparam):
 def test_study_runs_its_sections_for_the_listed_activations(tmp_path):
     """A study for relu and gelu: the concentration table's gelu rows against ntk and H* recomputed here, the
     training table has a row per listed activation, and each section's command repeats --activations."""
-    config = StudyConfig(preset="quick", d=4, kernel_n=10, kernel_widths=(32, 128), kernel_seeds=2, train_n=6,
-                         train_widths=(64,), train_seeds=2, train_steps=100, tol=1e-2,
-                         sections=("concentration", "training")).with_activations(["relu", "gelu"])
+    config = StudyConfig(d=4, tol=1e-2, sections=("concentration", "training"), settings={
+        "concentration": {"n": 10, "widths": (32, 128), "seeds": 2},
+        "training": {"n": 6, "widths": (64,), "seeds": 2, "steps": 100}}).with_activations(["relu", "gelu"])
     result = run_study(config, tmp_path)
     assert [s.status for s in result.sections] == ["complete", "complete"]
-    assert all(s.command.endswith("--activations relu,gelu") for s in result.sections)
+    assert all(f"--config {tmp_path / 'study.toml'} --only {s.key}" in s.command for s in result.sections)
+    assert StudyConfig.from_toml(tmp_path / "study.toml").activations == ("relu", "gelu")
     with open(tmp_path / "tables" / "concentration.csv", newline="", encoding="utf-8") as handle:
         rows = {(r["activation"], int(r["m"])): r for r in csv.DictReader(handle)}
     X = torch.from_numpy(unit_sphere(10, 4, config.seed))

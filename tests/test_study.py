@@ -17,20 +17,22 @@ from overparam import TwoLayerNet
 from overparam.data import unit_sphere
 from overparam.ntk import infinite_ntk, ntk
 from overparam.study import StudyConfig, run_study
+from overparam.study.legacy import FlatConfig
 
-TINY = StudyConfig(
-    preset="quick", d=4, kernel_n=12, kernel_widths=(32, 128, 512), kernel_seeds=3,
-    train_n=8, train_widths=(64, 256), train_seeds=2, train_steps=400, tol=1e-2,
-    threshold_ns=(4, 8), threshold_widths=(2, 4, 8, 16, 32), threshold_seeds=2, threshold_max_steps=400,
-    threshold_kernel_widths=(8, 16, 32, 64, 128, 256, 512), lambda_ns=(4, 8, 16),
-    perturbation_radii=(1e-3, 1e-2, 1e-1, 1.0), perturbation_ascent_steps=3,
-    delta=0.5, init_n=8, init_width=128, init_seeds=2,
-    diffusion_n=256, diffusion_width=64, diffusion_steps=100, diffusion_sampler_steps=20, diffusion_samples=300,
-    diffusion_score_samples=2000, generalisation_n=12, generalisation_ns=(6, 12), generalisation_widths=(32, 128),
-    generalisation_steps=3000, generalisation_test=50, diffusion_widths=(32, 64), diffusion_ns=(128, 256),
-    real_ns=(12,), real_label_draws=2, real_train_n=12, real_width=16, real_steps=200, real_threshold_ns=(8,),
-    real_threshold_widths=(2, 4), real_threshold_seeds=2,
-)
+TINY = StudyConfig(d=4, tol=1e-2, delta=0.5, settings={
+    "concentration": {"n": 12, "widths": (32, 128, 512), "seeds": 3},
+    "training": {"n": 8, "widths": (64, 256), "seeds": 2, "steps": 400},
+    "laziness": {"n": 8, "widths": (64, 256), "seeds": 2, "steps": 400},
+    "threshold": {"ns": (4, 8), "widths": (2, 4, 8, 16, 32), "seeds": 2, "max_steps": 400,
+                  "kernel_widths": (8, 16, 32, 64, 128, 256, 512), "lambda_ns": (4, 8, 16)},
+    "perturbation": {"n": 8, "widths": (64, 256), "radii": (1e-3, 1e-2, 1e-1, 1.0), "ascent_steps": 3},
+    "initialisation": {"n": 8, "width": 128, "seeds": 2, "steps": 400},
+    "diffusion": {"n": 256, "width": 64, "steps": 100, "sampler_steps": 20, "samples": 300, "score_samples": 2000,
+                  "widths": (32, 64), "ns": (128, 256)},
+    "generalisation": {"n": 12, "ns": (6, 12), "widths": (32, 128), "steps": 3000, "test": 50},
+    "real_data": {"ns": (12,), "label_draws": 2, "train_n": 12, "width": 16, "steps": 200, "threshold_ns": (8,),
+                  "threshold_widths": (2, 4), "threshold_seeds": 2, "max_steps": 400},
+}).validate()
 #: Progress of the module's study: units each section announced, and the ticks it then gave.
 PROGRESS = {"announced": {}, "ticked": {}}
 
@@ -62,7 +64,8 @@ def test_every_section_completes_with_figures_and_tables(study_dir):
     assert [s.status for s in result.sections] == ["complete"] * len(TINY.sections)
     assert result.failures == []
     for section in result.sections:
-        assert section.reading and section.command.startswith("overparam study --preset quick --only")
+        assert section.reading and section.command == (f"overparam study --config {out / 'study.toml'} "
+                                                       f"--only {section.key} --out {out}")
         for figure in section.figures:
             assert (out / "figures" / f"{figure.stem}.png").read_bytes()[:4] == b"\x89PNG"
             assert b"<svg" in (out / "figures" / f"{figure.stem}.svg").read_bytes()[:400]
@@ -81,13 +84,14 @@ def test_every_section_ticks_once_per_announced_unit(study_dir):
     from overparam.study.diffusion import curve_grid
     from overparam.study.thresholds import kernel_units, lambda_points
 
-    assert PROGRESS["announced"]["diffusion"] == len(TINY.activations) * len(curve_grid(TINY)) + 1
-    assert sorted(curve_grid(TINY)) == [(128, 64), (256, 32), (256, 64)]
-    cached_thresholds = kernel_units(TINY) + len(TINY.activations) * len(lambda_points(TINY))
+    flat = FlatConfig(TINY)
+    assert PROGRESS["announced"]["diffusion"] == len(TINY.activations) * len(curve_grid(flat)) + 1
+    assert sorted(curve_grid(flat)) == [(128, 64), (256, 32), (256, 64)]
+    cached_thresholds = kernel_units(flat) + len(TINY.activations) * len(lambda_points(flat))
     # real_data's cached units are its training and kernel units (its sweeps' runs live in the runs table)
     assert result.computed == cached_thresholds + sum(PROGRESS["announced"][key] for key in (
         "concentration", "training", "perturbation", "diffusion", "initialisation", "generalisation")) + \
-        len(TINY.activations) * (1 + len(TINY.real_ns))
+        len(TINY.activations) * (1 + len(TINY.section("real_data").ns))
 
 
 def test_diffusion_numbers_match_overparam_diffusion(study_dir):
@@ -100,7 +104,7 @@ def test_diffusion_numbers_match_overparam_diffusion(study_dir):
     out, _ = study_dir
     rows = {r["score"]: r for r in read_csv(out / "tables" / "diffusion.csv")}
     assert list(rows) == [*TINY.activations, "exact", "trivial", "p0"]
-    config = diffusion_config(TINY)
+    config = diffusion_config(FlatConfig(TINY))
     result = run(replace(config, activations=("softmax",)))
     expected = {"softmax": result.metrics["softmax"], **result.metrics["baselines"]}
     columns = {"score error": "score_error", "± se": "score_error_stderr", "W2": "w2", "MMD^2": "mmd", "NLL": "nll",
@@ -139,12 +143,12 @@ def test_diffusion_numbers_match_overparam_diffusion(study_dir):
 def test_concentration_numbers_match_a_direct_recomputation(study_dir):
     out, _ = study_dir
     rows = {(r["activation"], int(r["m"])): r for r in read_csv(out / "tables" / "concentration.csv")}
-    X = torch.from_numpy(unit_sphere(TINY.kernel_n, TINY.d, TINY.seed))
+    X = torch.from_numpy(unit_sphere(TINY.section("concentration").n, TINY.d, TINY.seed))
     for activation in ("relu", "softmax"):
         limit = infinite_ntk(activation, X)
         top = float(torch.linalg.eigvalsh(limit)[-1])
         errors = []
-        for seed in range(TINY.kernel_seeds):
+        for seed in range(TINY.section("concentration").seeds):
             H = ntk(TwoLayerNet(TINY.d, 128, 1, activation, seed=seed), X)
             errors.append(float(torch.linalg.matrix_norm(H - limit, ord=2)) / top)
         assert float(rows[activation, 128]["rel. error"]) == pytest.approx(np.mean(errors), rel=1e-10)
@@ -159,11 +163,11 @@ def test_training_table_agrees_with_a_single_run(study_dir):
 
     row = next(r for r in read_csv(out / "tables" / "initialisation.csv")
                if r["activation"] == "exp" and r["init"] == "independent")
-    data = sphere(TINY.init_n, TINY.d, seed=TINY.seed)
+    data = sphere(TINY.section("initialisation").n, TINY.d, seed=TINY.seed)
     finals, steps = [], []
-    for seed in range(TINY.init_seeds):
-        history = train(TwoLayerNet(TINY.d, TINY.init_width, 1, "exp", init="independent", seed=seed),
-                        data.X, data.y, lr="auto", steps=TINY.train_steps, tol=TINY.tol)
+    for seed in range(TINY.section("initialisation").seeds):
+        history = train(TwoLayerNet(TINY.d, TINY.section("initialisation").width, 1, "exp", init="independent", seed=seed),
+                        data.X, data.y, lr="auto", steps=TINY.section("initialisation").steps, tol=TINY.tol)
         finals.append(history.residual_norm[-1])
         steps.append(history.steps)
     assert float(row["steps"]) == pytest.approx(np.mean(steps), rel=1e-12)
@@ -198,17 +202,19 @@ def test_interrupt_leaves_a_valid_partial_report_and_resumes(tmp_path):
 
 
 def test_a_section_that_cannot_be_imported_fails_alone(tmp_path, monkeypatch):
-    from overparam.study import runner
+    from overparam.study import registry
 
-    monkeypatch.setitem(runner.MODULES, "initialisation", "no_such_section")
-    config = replace(TINY, sections=("concentration", "initialisation"), kernel_widths=(32,), kernel_seeds=1)
+    config = replace(TINY, sections=("concentration", "initialisation")).with_settings(
+        "concentration", widths=(32, 64), seeds=2)
+    monkeypatch.setitem(registry.MODULES, "initialisation", "no_such_section")
     result = run_study(config, tmp_path)
     assert [s.status for s in result.sections] == ["complete", "failed"]
     assert len(result.failures) == 1 and result.failures[0].startswith("initialisation: ModuleNotFoundError")
-    assert result.computed == len(TINY.activations)  # one kernel per activation at one width and seed
+    assert result.computed == len(TINY.activations) * 2 * 2  # a kernel per activation, width and seed
     assert "Status: failed — ModuleNotFoundError" in (tmp_path / "report.html").read_text()
     rows = read_csv(tmp_path / "tables" / "concentration.csv")
-    assert [r["activation"] for r in rows] == list(TINY.activations) and all(float(r["rel. error"]) > 0 for r in rows)
+    assert [r["activation"] for r in rows] == [a for a in TINY.activations for _ in range(2)]
+    assert all(float(r["rel. error"]) > 0 for r in rows)
 
 
 REPORT_IMAGES = """(function () {
@@ -257,12 +263,12 @@ def _single_runs(activation: str, width: int):
     from overparam import train
     from overparam.data import sphere
 
-    data = sphere(TINY.train_n, TINY.d, seed=TINY.seed)
+    data = sphere(TINY.section("training").n, TINY.d, seed=TINY.seed)
     runs = []
-    for seed in range(TINY.train_seeds):
-        net = TwoLayerNet(TINY.d, width, 1, activation, init=TINY.train_init, sigma=TINY.sigma, seed=seed)
+    for seed in range(TINY.section("training").seeds):
+        net = TwoLayerNet(TINY.d, width, 1, activation, init=TINY.init, sigma=TINY.sigma, seed=seed)
         start = net.copy()
-        history = train(net, data.X, data.y, lr="auto", steps=TINY.train_steps, tol=TINY.tol)
+        history = train(net, data.X, data.y, lr="auto", steps=TINY.section("training").steps, tol=TINY.tol)
         runs.append((start, net, history))
     return data, runs
 
@@ -272,14 +278,14 @@ def test_training_table_steps_and_rates_match_direct_train_calls(study_dir, acti
     from overparam.kernel_regime import KernelRegime
 
     out, _ = study_dir
-    width = TINY.train_widths[-1]
+    width = TINY.section("training").widths[-1]
     row = next(r for r in read_csv(out / "tables" / "training.csv")
                if r["activation"] == activation and int(r["m"]) == width)
     data, runs = _single_runs(activation, width)
     histories = [h for _, _, h in runs]
     rates = [(h.residual_norm[-1] / h.residual_norm[0]) ** (2 / h.steps) for h in histories]
     kappa = runs[0][0].kappa
-    assert row["converged"] == f"{sum(h.status == 'converged' for h in histories)}/{TINY.train_seeds}"
+    assert row["converged"] == f"{sum(h.status == 'converged' for h in histories)}/{TINY.section('training').seeds}"
     assert float(row["steps"]) == pytest.approx(np.mean([h.steps for h in histories]), abs=1)
     assert float(row["lr"]) == pytest.approx(np.mean([h.lr for h in histories]), rel=1e-3)
     assert float(row["eta_eff"]) == pytest.approx(np.mean([h.lr for h in histories]) * width * kappa**2, rel=1e-3)
@@ -299,7 +305,7 @@ def test_training_table_steps_and_rates_match_direct_train_calls(study_dir, acti
 @pytest.mark.parametrize("activation", ["relu", "softmax"])
 def test_laziness_movement_and_drift_match_weights_and_autograd_kernels(study_dir, activation):
     out, _ = study_dir
-    width = TINY.train_widths[0]
+    width = TINY.section("training").widths[0]
     row = next(r for r in read_csv(out / "tables" / "laziness.csv")
                if r["activation"] == activation and int(r["m"]) == width)
     data, runs = _single_runs(activation, width)
@@ -351,7 +357,7 @@ def test_diffusion_w2_and_score_error_by_independent_routes(study_dir):
 
     out, _ = study_dir
     rows = {r["score"]: r for r in read_csv(out / "tables" / "diffusion.csv")}
-    config = diffusion_config(TINY)
+    config = diffusion_config(FlatConfig(TINY))
     cache = UnitCache(out / "runs.db")
     units = {a: cache.get(unit_key(a, config)) for a in TINY.activations}
     reference = np.array(cache.get(unit_key("baselines", config))["reference"])
@@ -403,25 +409,25 @@ def test_threshold_table_against_the_raw_runs(study_dir):
     db = sqlite3.connect(out / "runs.db")
     level = 1 - TINY.delta
     for activation in TINY.activations:
-        for n in TINY.threshold_ns:
+        for n in TINY.section("threshold").ns:
             # d: the store also holds the real-data section's sweeps (d = 64), which are not this section's runs
             statuses = db.execute("SELECT width, status, lambda_min FROM runs WHERE activation = ? AND n = ? AND d = ?",
                                   (activation, n, TINY.d)).fetchall()
-            rates = [np.mean([s == "converged" for w, s, _ in statuses if w == width]) for width in TINY.threshold_widths]
+            rates = [np.mean([s == "converged" for w, s, _ in statuses if w == width]) for width in TINY.section("threshold").widths]
             row = table["optimization", activation, n]
-            assert row["successes"] == " ".join(f"{round(r * TINY.threshold_seeds)}/{TINY.threshold_seeds}"
+            assert row["successes"] == " ".join(f"{round(r * TINY.section('threshold').seeds)}/{TINY.section('threshold').seeds}"
                                                 for r in rates)
-            expected = first_width_reaching(TINY.threshold_widths, rates, level)
+            expected = first_width_reaching(TINY.section("threshold").widths, rates, level)
             assert row["m*"] == ("beyond grid" if np.isinf(expected) else f"{expected:g}")
             units = [json.loads(value) for (value,) in db.execute(
                 "SELECT value FROM study_units WHERE key LIKE ?", (f"threshold:kernel:{activation}:n={n}:%",))]
-            assert len(units) == TINY.threshold_seeds
+            assert len(units) == TINY.section("threshold").seeds
             # the kernel was measured on the sweep's own data: the same lambda = lambda_min(H*)
             assert all(u["lambda"] == pytest.approx(statuses[0][2], rel=1e-12) for u in units)
             passed = np.array([[d <= u["lambda"] / 4 for d in u["distance"]] for u in units])  # (seeds, widths)
             row = table["kernel", activation, n]
             assert row["successes"] == " ".join(f"{k}/{len(units)}" for k in passed.sum(0))
-            expected = first_width_reaching(TINY.threshold_kernel_widths, passed.mean(0), level)
+            expected = first_width_reaching(TINY.section("threshold").kernel_widths, passed.mean(0), level)
             assert row["m*"] == ("beyond grid" if np.isinf(expected) else f"{expected:g}")
     db.close()
 
@@ -434,8 +440,8 @@ def test_threshold_exponents_against_numpy_polyfit(study_dir):
     for fit in fits:
         points = [(int(r["n"]), float(r["m*"])) for r in rows if r["kind"] == fit["kind"]
                   and r["activation"] == fit["activation"] and r["m*"] != "beyond grid"
-                  and float(r["m*"]) > min(TINY.threshold_widths if fit["kind"] == "optimization"
-                                           else TINY.threshold_kernel_widths)]
+                  and float(r["m*"]) > min(TINY.section("threshold").widths if fit["kind"] == "optimization"
+                                           else TINY.section("threshold").kernel_widths)]
         slope, _ = np.polyfit(np.log([n for n, _ in points]), np.log([m for _, m in points]), 1)
         assert int(fit["points"]) == len(points)
         assert float(fit["p"]) == pytest.approx(slope, abs=1e-12)
@@ -465,10 +471,10 @@ def test_generalisation_row_matches_solves_and_single_runs(study_dir):
     from overparam.study.generalisation import split
 
     out, _ = study_dir
-    activation, n, m = "softmax", TINY.generalisation_n, TINY.generalisation_widths[-1]
+    activation, n, m = "softmax", TINY.section("generalisation").n, TINY.section("generalisation").widths[-1]
     row = next(r for r in read_csv(out / "tables" / "generalisation.csv")
                if r["activation"] == activation and int(r["n"]) == n and int(r["m"]) == m)
-    X, y, X_test, y_test = (torch.from_numpy(v) for v in split(n, TINY))
+    X, y, X_test, y_test = (torch.from_numpy(v) for v in split(n, FlatConfig(TINY)))
     limit = infinite_ntk(activation, X)
     kernel_prediction = infinite_ntk(activation, X_test, X2=X) @ torch.linalg.solve(limit, y)
     assert float(row["kernel_test_mse"]) == pytest.approx(float((kernel_prediction - y_test).square().mean()), rel=1e-8)
@@ -476,10 +482,10 @@ def test_generalisation_row_matches_solves_and_single_runs(study_dir):
         float(torch.sqrt(2 * y[:, 0] @ torch.linalg.solve(limit, y[:, 0]) / n)), rel=1e-8)
     measured = {key: [] for key in ("test_mse", "finite_kernel_test_mse", "distance_to_kernel", "distance_travelled",
                                     "predicted_distance")}
-    for seed in range(TINY.generalisation_seeds):
+    for seed in range(TINY.section("generalisation").seeds):
         net = TwoLayerNet(TINY.d, m, 1, activation, init="coupled", sigma=TINY.sigma, seed=seed)
         W0, a, kappa = net.W.clone(), net.a, net.kappa
-        train(net, X, y, lr="auto", steps=TINY.generalisation_steps, tol=TINY.tol)
+        train(net, X, y, lr="auto", steps=TINY.section("generalisation").steps, tol=TINY.tol)
         both = torch.cat([X, X_test])
         J = torch.autograd.functional.jacobian(lambda V: _direct_forward(activation, V, a, both, kappa)[:, 0], W0)
         J = J.reshape(len(both), -1)
@@ -510,12 +516,12 @@ def test_diffusion_learning_curves_from_the_cached_units(study_dir):
     rows = read_csv(out / "tables" / "diffusion_curves.csv")
     assert {(r["activation"], int(r["n"]), int(r["m"])) for r in rows} == {
         (a, n, m) for a in TINY.activations for n, m in ((128, 64), (256, 32), (256, 64))}
-    truth = parse_data(TINY.diffusion_data)
+    truth = parse_data(TINY.section("diffusion").data)
     cache = UnitCache(out / "runs.db")
     for row in rows:
         if row["activation"] != "exp":
             continue
-        config = config_at(diffusion_config(TINY), int(row["n"]), int(row["m"]))
+        config = config_at(diffusion_config(FlatConfig(TINY)), int(row["n"]), int(row["m"]))
         unit = cache.get(unit_key("exp", config))
         samples = torch.tensor(unit["samples"], dtype=torch.float64)
         cost = cdist(samples.numpy(), draw(config).reference, "sqeuclidean")
@@ -530,7 +536,7 @@ def test_diffusion_learning_curves_from_the_cached_units(study_dir):
         assert float(row["recall"]) == pytest.approx(
             float((counts / len(samples) >= truth.weights / 2).double().mean()), abs=1e-12)
         steps, kept = int(row["steps run"]), int(row["kept step"])
-        assert row["ended by"] == ("early stopping" if steps < TINY.diffusion_steps else
+        assert row["ended by"] == ("early stopping" if steps < TINY.section("diffusion").steps else
                                    "budget, held-out loss still falling" if kept == steps else "budget")
     cache.close()
 
@@ -548,11 +554,11 @@ def test_perturbation_gradient_row_against_dense_autograd_kernels(study_dir, act
 
     out, _ = study_dir
     rows = _perturbation_rows(out)
-    width, radius = TINY.train_widths[0], TINY.perturbation_radii[len(TINY.perturbation_radii) // 2]
+    width, radius = TINY.section("training").widths[0], TINY.section("perturbation").radii[len(TINY.section("perturbation").radii) // 2]
     row = rows[activation, width, "gradient", radius]
-    data = sphere(TINY.train_n, TINY.d, seed=TINY.seed)
+    data = sphere(TINY.section("training").n, TINY.d, seed=TINY.seed)
     X, y = torch.from_numpy(data.X), torch.from_numpy(data.y)
-    net = TwoLayerNet(TINY.d, width, 1, activation, init=TINY.train_init, sigma=TINY.sigma, seed=0)
+    net = TwoLayerNet(TINY.d, width, 1, activation, init=TINY.init, sigma=TINY.sigma, seed=0)
     W0 = net.W.clone().requires_grad_(True)
     loss = 0.5 * (_direct_forward(activation, W0, net.a, X, net.kappa) - y).square().sum()
     (gradient,) = torch.autograd.grad(loss, W0)
@@ -574,7 +580,7 @@ def test_softmax_kernel_is_exactly_shift_invariant_and_exp_becomes_DHD(study_dir
     shifts = [float(r["change/lambda"]) for key, r in _perturbation_rows(out).items() if key[0] == "softmax"
               and key[2] == "shift"]
     assert shifts and max(shifts) <= 1e-12
-    X = torch.from_numpy(sphere(TINY.train_n, TINY.d, seed=TINY.seed).X)
+    X = torch.from_numpy(sphere(TINY.section("training").n, TINY.d, seed=TINY.seed).X)
     u = torch.tensor([0.3, -0.2, 0.5, 0.1], dtype=torch.float64)[:TINY.d]
     for activation in ("softmax", "exp"):
         net = TwoLayerNet(TINY.d, 64, 1, activation, seed=3)
@@ -589,7 +595,7 @@ def test_perturbation_radius_table_interpolates_the_crossing(study_dir):
     between the two grid radii around the first crossing, at the log-log interpolation of the two values."""
     out, _ = study_dir
     rows = _perturbation_rows(out)
-    radii = sorted(TINY.perturbation_radii)
+    radii = sorted(TINY.section("perturbation").radii)
     for star in read_csv(out / "tables" / "perturbation_radius.csv"):
         for direction in ("random", "shift", "gradient", "worst"):
             changes = [float(rows[star["activation"], int(star["m"]), direction, r]["change/lambda"]) for r in radii]
@@ -608,11 +614,11 @@ def test_perturbation_radius_table_interpolates_the_crossing(study_dir):
 def test_generalisation_training_sets_are_nested_and_the_test_set_fixed():
     from overparam.study.generalisation import split, teacher
 
-    small, large = split(6, TINY), split(12, TINY)
+    small, large = split(6, FlatConfig(TINY)), split(12, FlatConfig(TINY))
     np.testing.assert_array_equal(small[0], large[0][:6])
     np.testing.assert_array_equal(small[1], large[1][:6])
     np.testing.assert_array_equal(small[2], large[2])
     np.testing.assert_array_equal(small[3], large[3])
     # labels are the teacher plus noise of the configured size: the residuals' spread is that noise
     residual = large[3][:, 0] - teacher(large[2], TINY.seed)
-    assert 0.5 * TINY.generalisation_noise < residual.std() < 1.5 * TINY.generalisation_noise
+    assert 0.5 * TINY.section("generalisation").noise < residual.std() < 1.5 * TINY.section("generalisation").noise

@@ -43,15 +43,14 @@ def test_study_out_that_is_a_file_exits_2_and_keeps_the_file(tmp_path, overparam
 #: take at least 0.2 s, so that the interrupt lands while the section is still running.
 CHILD = """
 import sys, time
-from dataclasses import replace
 from overparam.study import concentration, config
-config.PRESETS["quick"] = replace(config.PRESETS["quick"], d=4, kernel_n=10, kernel_widths=(16, 32, 64),
-                                  kernel_seeds=2)
-measure = concentration.measure
-def slow(*args, **kwargs):
+config.PRESETS["quick"] = {"study": {"preset": "quick", "d": 4},
+                           "concentration": {"n": 10, "widths": [16, 32, 64], "seeds": 2}}
+compute = concentration.KernelDraw.compute
+def slow(self, ctx):
     time.sleep(0.2)
-    return measure(*args, **kwargs)
-concentration.measure = slow
+    return compute(self, ctx)
+concentration.KernelDraw.compute = slow
 from overparam.cli import run
 sys.argv = ["overparam", "study", "--only", "concentration", "--out", sys.argv[1], "--json"]
 run()

@@ -13,12 +13,10 @@ from overparam.data import digits, unit_sphere
 from overparam.study import StudyConfig, run_study
 from overparam.sweep import Store
 
-TINY = StudyConfig(
-    preset="quick", activations=("relu", "exp", "softmax"), tol=1e-2, delta=0.5, threshold_budget="theory:3",
-    threshold_max_steps=300,
-    real_ns=(12, 24), real_label_draws=3, real_train_n=16, real_width=32, real_seeds=2, real_steps=300,
-    real_threshold_ns=(8, 16), real_threshold_widths=(2, 4, 8), real_threshold_seeds=2, sections=("real_data",),
-)
+TINY = StudyConfig(activations=("relu", "exp", "softmax"), tol=1e-2, delta=0.5, sections=("real_data",), settings={
+    "real_data": {"budget": "theory:3", "max_steps": 300, "ns": (12, 24), "label_draws": 3, "train_n": 16, "width": 32,
+                  "seeds": 2, "steps": 300, "threshold_ns": (8, 16), "threshold_widths": (2, 4, 8),
+                  "threshold_seeds": 2}}).validate()
 
 
 @pytest.fixture(scope="module")
@@ -52,26 +50,26 @@ def test_section_completes_with_its_figures_and_tables(section):
     assert result.status == "complete" and result.reading
     for stem in ("real_data_training", "real_data_kernels"):
         assert (out / "figures" / f"{stem}.png").stat().st_size > 0 and (out / "figures" / f"{stem}.svg").exists()
-    assert len(table(out, "real_data_complexity")) == len(TINY.activations) * len(TINY.real_ns)
+    assert len(table(out, "real_data_complexity")) == len(TINY.activations) * len(TINY.section("real_data").ns)
 
 
 def test_training_rows_match_direct_train_calls(section):
     out, _ = section
     rows = {(r["activation"], r["labels"]): r for r in table(out, "real_data_training")}
-    dataset = digits(TINY.real_classes, n=TINY.real_train_n, seed=TINY.seed)
+    dataset = digits(TINY.section("real_data").classes, n=TINY.section("real_data").train_n, seed=TINY.seed)
     # random labels: +-1, each uniform, from the generator seeded [seed, draw 0]
     labels = {"true": dataset.y,
               "random": np.array([-1.0, 1.0])[np.random.default_rng([TINY.seed, 0]).integers(2, size=(16, 1))]}
     for name, y in labels.items():
         steps, finals, converged = [], [], 0
-        for seed in range(TINY.real_seeds):
-            net = TwoLayerNet(64, TINY.real_width, 1, "softmax", init="coupled", seed=seed)
-            history = train(net, dataset.X, y, lr="auto", steps=TINY.real_steps, tol=TINY.tol)
+        for seed in range(TINY.section("real_data").seeds):
+            net = TwoLayerNet(64, TINY.section("real_data").width, 1, "softmax", init="coupled", seed=seed)
+            history = train(net, dataset.X, y, lr="auto", steps=TINY.section("real_data").steps, tol=TINY.tol)
             steps.append(history.steps)
             finals.append(history.residual_norm[-1])
             converged += history.status == "converged"
         row = rows["softmax", name]
-        assert row["converged"] == f"{converged}/{TINY.real_seeds}"
+        assert row["converged"] == f"{converged}/{TINY.section('real_data').seeds}"
         assert float(row["steps"]) == pytest.approx(np.mean(steps), abs=0.5)
         assert float(row["final ||F - y||"]) == pytest.approx(np.mean(finals), rel=1e-6)
 
@@ -80,11 +78,11 @@ def test_complexity_and_lambda_rows_match_numpy(section):
     out, _ = section
     for row in table(out, "real_data_complexity"):
         activation, n = row["activation"], int(row["n"])
-        dataset = digits(TINY.real_classes, n=n, seed=TINY.seed)
+        dataset = digits(TINY.section("real_data").classes, n=n, seed=TINY.seed)
         H = limit_kernel(activation, dataset.X)
         term = [np.sqrt(2 * y[:, 0] @ np.linalg.solve(H, y[:, 0]) / n) for y in [dataset.y] + [
             np.array([-1.0, 1.0])[np.random.default_rng([TINY.seed, j]).integers(2, size=(n, 1))]
-            for j in range(TINY.real_label_draws)]]
+            for j in range(TINY.section("real_data").label_draws)]]
         # 1e-8: ntk.infinite_ntk's relu diagonal is off by up to ~3e-9 (arccos of a rho rounded below 1)
         assert float(row["complexity true"]) == pytest.approx(term[0], rel=1e-8)
         assert float(row["complexity random"]) == pytest.approx(np.mean(term[1:]), rel=1e-8)
@@ -99,22 +97,22 @@ def test_threshold_rows_match_an_isotonic_fit_of_the_raw_runs(section):
 
     out, _ = section
     with Store(out / "runs.db", create=False) as store:
-        runs = [r for r in store.runs(d=64) if r["width"] in TINY.real_threshold_widths]
+        runs = [r for r in store.runs(d=64) if r["width"] in TINY.section("real_data").threshold_widths]
     checked = 0
     for row in table(out, "real_data_thresholds"):
         for data, column in (("digits:classes=3,5", "m* digits"), ("sphere", "m* sphere")):
             mine = [r for r in runs if r["config"]["data"] == data and r["activation"] == row["activation"]
                     and r["n"] == int(row["n"])]
             widths = sorted({r["width"] for r in mine})
-            assert widths == list(TINY.real_threshold_widths)
+            assert widths == list(TINY.section("real_data").threshold_widths)
             rates = [np.mean([r["status"] == "converged" for r in mine if r["width"] == w]) for w in widths]
             fitted = IsotonicRegression().fit_transform(np.log(widths), rates)
             reached = [w for w, f in zip(widths, fitted) if f >= 1 - TINY.delta - 1e-12]
             assert float(row[column]) == (reached[0] if reached else math.inf)
-            cut = sum(r["status"] == "max_steps" and r["steps"] == TINY.threshold_max_steps for r in mine)
+            cut = sum(r["status"] == "max_steps" and r["steps"] == TINY.section("real_data").max_steps for r in mine)
             assert row[column.replace("m*", "cut")] == f"{cut}/{len(mine)}"
             checked += 1
-    assert checked == 2 * len(TINY.activations) * len(TINY.real_threshold_ns)
+    assert checked == 2 * len(TINY.activations) * len(TINY.section("real_data").threshold_ns)
 
 
 def test_the_verdict_follows_the_tables(section):

@@ -11,6 +11,9 @@ of `overparam.diffusion.experiment` on the same draws and seeds, so the rows are
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+
 import json
 import math
 from dataclasses import asdict, replace
@@ -25,11 +28,41 @@ from ..diffusion.mixtures import GaussianMixture
 from ..diffusion.score import ScoreErrorCurve
 from ..diffusion.training import TrainingConfig
 from ..sweep.analysis import fit_power_law
+from .framework import SectionConfig, require_grid, require_positive
+from .legacy import LegacySection
 from .report import Figure, Section, Table, save_figure
 
 KEY, TITLE = "diffusion", "(f) Diffusion: score estimation and sample quality"
 BASELINES = "baselines"
 METRICS = ("score_error", "w2", "mmd", "nll")
+
+@dataclass(frozen=True)
+class Config(SectionConfig):
+    """data: p_0's spec; n draws of it to learn from; width m; GD step budget (early stopping may end
+    sooner); sampler and its steps; samples per score (W2, MMD, NLL); score-error Monte Carlo draws; the
+    learning curves: every width at n, every n at m (one seed per point)."""
+
+    data: str = "gmm:k=4,d=2"
+    n: int = 1024
+    width: int = 512
+    steps: int = 1500
+    sampler: str = "sde"
+    sampler_steps: int = 100
+    samples: int = 1000
+    score_samples: int = 4096
+    widths: tuple[int, ...] = (64, 256, 512)
+    ns: tuple[int, ...] = (256, 512, 1024)
+
+    def check(self) -> None:
+        for name in ("n", "width", "steps", "sampler_steps", "samples", "score_samples"):
+            require_positive(name, getattr(self, name))
+        require_grid("widths", self.widths)
+        require_grid("ns", self.ns)
+        if self.sampler not in ("sde", "ode"):
+            raise ValueError(f"sampler must be sde or ode, got {self.sampler!r}")
+
+
+SECTION = LegacySection(sys.modules[__name__])
 
 
 def units(cfg) -> int:

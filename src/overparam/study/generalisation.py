@@ -22,6 +22,9 @@ of GD from coupled init) and ADHLW19's complexity sqrt(2 y^T H*^{-1} y / n).
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+
 import math
 
 import matplotlib.pyplot as plt
@@ -36,12 +39,43 @@ from ..data import unit_sphere
 from ..kernel_regime import KernelRegime, complexity
 from ..models import TwoLayerNet
 from ..ntk import infinite_ntk
+from .framework import SectionConfig, require_even, require_grid, require_positive, require_seeds
+from .legacy import LegacySection
 from .report import Figure, Section, Table, save_figure
 from .stats import format_slope, mean_and_error, power_law
 
 KEY, TITLE = "generalisation", "(g) Generalisation: test error against width and data, beside the kernel predictors"
 COLUMNS = ["activation", "n", "m", "test_mse", "kernel_test_mse", "finite_kernel_test_mse", "distance_to_kernel",
            "distance_travelled", "predicted_distance", "complexity"]
+
+@dataclass(frozen=True)
+class Config(SectionConfig):
+    """A teacher on the sphere with label noise of sd `noise`: widths at n, then ns at the largest width;
+    each network trained to tol within `steps`; `test` held-out points."""
+
+    n: int = 64
+    ns: tuple[int, ...] = (16, 32, 64)
+    widths: tuple[int, ...] = (64, 256, 1024, 2048)
+    seeds: int = 2
+    steps: int = 20000
+    noise: float = 0.1
+    test: int = 1000
+
+    def check(self) -> None:
+        require_positive("n", self.n)
+        require_grid("ns", self.ns)
+        require_grid("widths", self.widths, minimum=2)
+        require_seeds("seeds", self.seeds)
+        require_positive("steps", self.steps)
+        require_positive("test", self.test)
+        if not self.noise >= 0:
+            raise ValueError(f"noise must be >= 0, got {self.noise!r}")
+
+    def check_with(self, core) -> None:
+        require_even("widths", self.widths, "coupled")
+
+
+SECTION = LegacySection(sys.modules[__name__])
 
 
 def split(n: int, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

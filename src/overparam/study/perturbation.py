@@ -10,6 +10,9 @@ beside the movement GD actually made (section (c)) and DZPS19's radius delta lam
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+
 import math
 
 import matplotlib.pyplot as plt
@@ -20,7 +23,9 @@ from .. import activations, data, theory
 from ..models import TwoLayerNet
 from ..ntk import infinite_ntk, ntk
 from ..sweep.executors import torch_threads
-from . import training
+from .training_run import TrainingRun
+from .framework import UnitContext, SectionConfig, require_even, require_grid, require_positive
+from .legacy import LegacySection
 from .report import Figure, Section, Table, save_figure
 
 KEY, TITLE = "perturbation", "The kernel under perturbation: how far may the neurons move?"
@@ -28,6 +33,27 @@ DIRECTIONS = ("random", "shift", "gradient", "worst")
 #: change / lambda at which the proofs' condition ||H(W) - H(W(0))||_2 <= lambda / 4 fails.
 LIMIT = 0.25
 STYLE = {"random": "tab:gray", "shift": "tab:purple", "gradient": "tab:red", "worst": "black"}
+
+@dataclass(frozen=True)
+class Config(SectionConfig):
+    """n points, widths m, radii R of every neuron's move, projected-ascent steps of the worst direction."""
+
+    n: int = 24
+    widths: tuple[int, ...] = (128, 512, 2048)
+    radii: tuple[float, ...] = tuple(10 ** (k / 4) for k in range(-12, 1))
+    ascent_steps: int = 10
+
+    def check(self) -> None:
+        require_positive("n", self.n)
+        require_grid("widths", self.widths)
+        require_grid("radii", self.radii, minimum=2)
+        require_positive("ascent_steps", self.ascent_steps)
+
+    def check_with(self, core) -> None:
+        require_even("widths", self.widths, core.init)
+
+
+SECTION = LegacySection(sys.modules[__name__])
 
 
 def units(cfg) -> int:
@@ -159,9 +185,11 @@ def run(cfg, ctx) -> Section:
                 results[activation, width] = ctx.cache.compute(unit_key(activation, width, cfg), KEY,
                                                                lambda a=activation, m=width: perturb(a, m, cfg))
                 ctx.tick()
-    trained = training.collect(cfg, ctx, tick=False)
-    movement = {key: float(np.mean([r["max_movement"] for r in unit["runs"] if r["status"] != "failed"] or [np.nan]))
-                for key, unit in trained.items()}
+    unit_context = UnitContext(ctx.device, None)
+    trained = {(a, m): ctx.cache.compute_unit(TrainingRun(a, m, cfg.train_init, cfg.train_n, cfg.d, cfg.sigma, cfg.seed,
+                                                          cfg.train_seeds, cfg.train_steps, cfg.tol), unit_context)
+               for a in cfg.activations for m in cfg.train_widths}
+    movement = {key: float(np.mean([r.max_movement for r in unit.ok] or [np.nan])) for key, unit in trained.items()}
     rows, stars = [], []
     for (activation, width), unit in results.items():
         for direction in DIRECTIONS:

@@ -14,6 +14,9 @@ For exp and softmax the complexity term is the same form applied to their kernel
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+
 import math
 
 import matplotlib.pyplot as plt
@@ -28,6 +31,8 @@ from ..ntk import infinite_ntk
 from ..sweep.analysis import thresholds_from_rows
 from ..sweep.spec import SweepSpec
 from ..sweep.store import Store
+from .framework import SectionConfig, require_grid, require_positive
+from .legacy import LegacySection
 from .report import Figure, Section, Table, save_figure
 from .stats import mean_and_error
 from .thresholds import study_sweep
@@ -36,6 +41,36 @@ KEY, TITLE = "real_data", "(h) Real data: handwritten digits, true against rando
 LABELS = ("true", "random")
 DIGITS_D = 64
 CURVE_POINTS = 1000
+
+@dataclass(frozen=True)
+class Config(SectionConfig):
+    """scikit-learn's digits of `classes`, true against random labels (ADHLW19): training at one width
+    and n; the complexity term and lambda_min(H*) at ns; m*_opt at threshold_ns with its own budget rule."""
+
+    classes: tuple[int, ...] = (3, 5)
+    ns: tuple[int, ...] = (32, 64, 128, 256)
+    label_draws: int = 5
+    train_n: int = 64
+    width: int = 256
+    seeds: int = 4
+    steps: int = 2000
+    threshold_ns: tuple[int, ...] = (32, 64)
+    threshold_widths: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128)
+    threshold_seeds: int = 4
+    budget: str = "theory:3"
+    max_steps: int = 4000
+
+    def check(self) -> None:
+        if len(set(self.classes)) < 2 or any(not 0 <= c <= 9 for c in self.classes):
+            raise ValueError(f"classes must be at least two distinct digits 0-9, got {list(self.classes)}")
+        require_grid("ns", self.ns)
+        require_grid("threshold_ns", self.threshold_ns)
+        require_grid("threshold_widths", self.threshold_widths)
+        for name in ("label_draws", "train_n", "width", "seeds", "steps", "threshold_seeds", "max_steps"):
+            require_positive(name, getattr(self, name))
+
+
+SECTION = LegacySection(sys.modules[__name__])
 
 
 def units(cfg) -> int:
@@ -109,8 +144,8 @@ def sweep_tables(cfg) -> dict[str, dict]:
     k = 1 if len(cfg.real_classes) == 2 else len(cfg.real_classes)
     common = {"activations": list(cfg.activations), "widths": list(cfg.real_threshold_widths),
               "n": list(cfg.real_threshold_ns), "d": DIGITS_D, "k": k, "seeds": cfg.real_threshold_seeds,
-              "init": cfg.train_init, "lr": "auto", "tol": cfg.tol, "steps": cfg.threshold_budget,
-              "max_steps": cfg.threshold_max_steps, "sigma": cfg.sigma, "data_seed": cfg.seed}
+              "init": cfg.train_init, "lr": "auto", "tol": cfg.tol, "steps": cfg.real_budget,
+              "max_steps": cfg.real_max_steps, "sigma": cfg.sigma, "data_seed": cfg.seed}
     return {"digits": {**common, "data": digits_spec(cfg)}, "sphere": {**common, "data": "sphere"}}
 
 
@@ -126,7 +161,7 @@ def threshold_unit(cfg, ctx) -> dict:
         found[name] = thresholds_from_rows(rows, cfg.delta, seed=cfg.seed, kinds=("optimization",)).thresholds
         for row in rows:
             tally = cut.setdefault((name, row["activation"], row["n"]), [0, 0])
-            tally[0] += row["status"] == "max_steps" and row["budget"] >= cfg.threshold_max_steps
+            tally[0] += row["status"] == "max_steps" and row["budget"] >= cfg.real_max_steps
             tally[1] += 1
     return {"thresholds": found, "cut": cut, "failed": failed}
 
@@ -172,7 +207,7 @@ def run(cfg, ctx) -> Section:
                                                        "lambda_min sphere", "sphere / digits"], kernel_rows),
         Table("real_data_thresholds", f"Optimisation threshold m*_opt (rate >= {1 - cfg.delta:g}, bootstrap "
               f"95% interval) on the digits and on the sphere, d = 64, widths {list(cfg.real_threshold_widths)}; "
-              f"cut: runs that reached the step cap {cfg.threshold_max_steps} unconverged / runs",
+              f"cut: runs that reached the step cap {cfg.real_max_steps} unconverged / runs",
               ["activation", "n", "m* digits", "low", "high", "cut digits", "m* sphere", "low", "high",
                "cut sphere"], threshold_rows)]
     section.reading += _reading(training_rows, kernel_rows, threshold_rows, cfg)
@@ -308,7 +343,7 @@ def _reading(training_rows, kernel_rows, threshold_rows, cfg) -> list[str]:
         text.append(f"m*_opt on the digits was below the sphere's at {below}, equal at {len(compared) - below - above} "
                     f"and above at {above} of {len(compared)} (activation, n)"
                     + ("; runs cut by the step cap count as failures, so where they occur m* depends on the cap "
-                       f"{cfg.threshold_max_steps} as well as on the width." if any(
+                       f"{cfg.real_max_steps} as well as on the width." if any(
                            _cut(r[5], "") or _cut(r[9], "") for r in compared) else "."))
     ratios = {a: [r[5] for r in kernel_rows if r[0] == a] for a in cfg.activations}
     for i, first in enumerate(cfg.activations):

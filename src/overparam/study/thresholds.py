@@ -10,6 +10,9 @@ of growth) evaluated at the measured lambda(n), delta and n, drawn on the same a
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+
 import math
 
 import matplotlib.pyplot as plt
@@ -24,10 +27,41 @@ from ..sweep import run_sweep
 from ..sweep.executors import torch_threads
 from ..sweep.analysis import fit_power_law, thresholds, thresholds_from_rows
 from ..sweep.spec import DEFAULTS
+from .framework import SectionConfig, require_even, require_grid, require_positive, require_seeds
+from .legacy import LegacySection
 from .report import Figure, Section, Table, save_figure
 from .stats import power_law
 
 KEY, TITLE = "threshold", "(d) The width GD needs and the width the proofs need: m*(n)"
+
+@dataclass(frozen=True)
+class Config(SectionConfig):
+    """ns: the n of the thresholds; widths: the sweep's widths; seeds per point; budget: the step budget rule
+    (`theory:c` = c times the predicted steps) capped at max_steps; kernel_widths: the nested pass's widths;
+    lambda_ns: where lambda(n) = lambda_min(H*) is measured."""
+
+    ns: tuple[int, ...] = (8, 16, 32, 64)
+    widths: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+    seeds: int = 8
+    budget: str = "theory:3"
+    max_steps: int = 4000
+    kernel_widths: tuple[int, ...] = tuple(2**p for p in range(6, 23))
+    lambda_ns: tuple[int, ...] = tuple(2**p for p in range(3, 12))
+
+    def check(self) -> None:
+        require_grid("ns", self.ns, minimum=2)
+        require_grid("widths", self.widths)
+        require_grid("kernel_widths", self.kernel_widths)
+        require_grid("lambda_ns", self.lambda_ns)
+        require_seeds("seeds", self.seeds)
+        require_positive("max_steps", self.max_steps)
+
+    def check_with(self, core) -> None:
+        require_even("widths", self.widths, core.init)
+        require_even("kernel_widths", self.kernel_widths, core.init)
+
+
+SECTION = LegacySection(sys.modules[__name__])
 
 
 def units(cfg) -> int:
