@@ -32,6 +32,7 @@ TINY = StudyConfig(d=4, tol=1e-2, delta=0.5, settings={
     "generalisation": {"n": 12, "ns": (6, 12), "widths": (32, 128), "steps": 3000, "test": 50},
     "real_data": {"ns": (12,), "label_draws": 2, "train_n": 12, "width": 16, "steps": 200, "threshold_ns": (8,),
                   "threshold_widths": (2, 4), "threshold_seeds": 2, "max_steps": 400},
+    "lazy_rich": {"n": 8, "widths": (16, 32), "alphas": (0.1, 1.0, 10.0), "seeds": 2, "steps": 300, "test": 20},
 }).validate()
 #: Progress of the module's study: units each section announced, and the ticks it then gave.
 PROGRESS = {"announced": {}, "ticked": {}}
@@ -90,7 +91,8 @@ def test_every_section_ticks_once_per_announced_unit(study_dir):
     cached_thresholds = kernel_units(flat) + len(TINY.activations) * len(lambda_points(flat))
     # real_data's cached units are its training and kernel units (its sweeps' runs live in the runs table)
     assert result.computed == cached_thresholds + sum(PROGRESS["announced"][key] for key in (
-        "concentration", "training", "perturbation", "diffusion", "initialisation", "generalisation")) + \
+        "concentration", "training", "perturbation", "diffusion", "initialisation", "generalisation",
+        "lazy_rich")) + \
         len(TINY.activations) * (1 + len(TINY.section("real_data").ns))
 
 

@@ -10,9 +10,11 @@ import torch
 
 from overparam import TwoLayerNet, train
 from overparam.study import lazy_rich
+from overparam.study import StudyConfig
 from overparam.study.lazy_rich import (
     MEAN_FIELD,
-    LazyRichConfig,
+    SECTION,
+    Config,
     LazyRichRecord,
     LazyRichRun,
     compute_run,
@@ -21,20 +23,21 @@ from overparam.study.lazy_rich import (
     drift_slope,
     problem,
     reading,
-    units,
+    runs,
     width_exponent,
 )
 
 PHI = {"relu": lambda Z: Z.clamp_min(0), "exp": torch.exp,
        "softmax": lambda Z: Z.shape[-1] * torch.softmax(Z, dim=-1)}
 #: A grid small enough for a test: widths 16 ... 64, alpha 10^-2 ... 10^2, n = 12 points in d = 4.
-TINY = LazyRichConfig(widths=(16, 32, 64), alphas=tuple(10.0 ** k for k in range(-2, 3)), seeds=2, n=12, d=4,
-                      test=50, steps=500, halvings=4)
+STUDY = StudyConfig(d=4, tol=1e-3)
+TINY = Config(widths=(16, 32, 64), alphas=tuple(10.0 ** k for k in range(-2, 3)), seeds=2, n=12, test=50, steps=500,
+              halvings=4)
 
 
 @pytest.fixture(scope="module")
 def tiny_records():
-    return [compute_run(run) for run in units(TINY)]
+    return [compute_run(run) for run in runs(STUDY, TINY)]
 
 
 def plain_F(W, a, X, activation, kappa):
@@ -99,7 +102,7 @@ def test_the_crossover_is_numpy_interp_on_the_tables_own_points(tiny_records):
     """Each seed's alpha* is numpy.interp of log alpha at log level on its (log drift, log alpha) points where
     the drift falls monotonically; alpha* is their geometric mean, [low, high] their range."""
     found = crossovers(tiny_records, TINY.level)
-    assert len(found) == len(TINY.activations) * len(TINY.widths)
+    assert len(found) == len(STUDY.activations) * len(TINY.widths)
     checked = 0
     for crossover in found:
         mine = [r for r in tiny_records if r.activation == crossover.activation and r.m == crossover.m]
@@ -135,7 +138,7 @@ def test_the_width_exponent_is_the_least_squares_slope(tiny_records):
     [low, high] the range of the seeds' own slopes."""
     found = crossovers(tiny_records, TINY.level)
     fitted = 0
-    for activation in TINY.activations:
+    for activation in STUDY.activations:
         mine = [c for c in found if c.activation == activation and math.isfinite(c.alpha_star)]
         if len(mine) < 2:
             continue
@@ -151,7 +154,7 @@ def test_the_width_exponent_is_the_least_squares_slope(tiny_records):
 
 
 def test_the_drift_slope_is_the_least_squares_slope_on_the_lazy_side(tiny_records):
-    for activation in TINY.activations:
+    for activation in STUDY.activations:
         mine = [r for r in tiny_records if r.activation == activation and r.m == 64 and r.status != "diverged"]
         alphas = sorted({r.alpha for r in mine})
         means = [math.exp(np.mean([math.log(r.drift) for r in mine if r.alpha == a])) for a in alphas]
@@ -180,16 +183,16 @@ def test_mean_field_rows_are_relu_at_kappa_one_over_m(tiny_records):
     field = [r for r in tiny_records if r.activation == MEAN_FIELD]
     assert sorted((r.m, r.seed) for r in field) == sorted((m, s) for m in TINY.widths for s in range(TINY.seeds))
     row = next(r for r in field if r.m == 16 and r.seed == 1)
-    twin = compute_run(LazyRichRun("relu", 16, 16 ** -0.5, 1, False, n=TINY.n, d=TINY.d, sigma=1.0, data_seed=0,
-                                   noise=TINY.noise, test=TINY.test, tol=TINY.tol, steps=TINY.steps, halvings=4))
+    twin = compute_run(LazyRichRun("relu", 16, 16 ** -0.5, 1, False, n=TINY.n, d=STUDY.d, sigma=1.0, data_seed=0,
+                                   noise=TINY.noise, test=TINY.test, tol=STUDY.tol, steps=TINY.steps, halvings=4))
     assert row.steps == twin.steps
     assert row.drift == pytest.approx(twin.drift, rel=1e-8) and row.movement == pytest.approx(twin.movement, rel=1e-8)
 
 
 @pytest.mark.parametrize("change,match", [
-    ({"widths": (16, 33)}, "even"), ({"widths": (16,)}, "at least two"), ({"seeds": 1}, "at least 2 seeds"),
-    ({"alphas": (1.0, 0.1)}, "increasing"), ({"activations": ("swish",)}, "unknown activation"),
-    ({"tol": 0.0}, "tol > 0"),
+    ({"widths": (16, 33)}, "even under coupled init"), ({"widths": (16,)}, "at least 2 values"),
+    ({"seeds": 1}, "at least 2"), ({"alphas": (1.0, 0.1)}, "strictly increasing"), ({"alphas": (0.0, 1.0)}, "positive"),
+    ({"halvings": -1}, "halvings must be >= 0"),
 ])
 def test_a_bad_configuration_is_one_clear_error(change, match):
     with pytest.raises(ValueError, match=match):
@@ -203,7 +206,7 @@ def _record(activation, m, alpha, seed, drift, test_mse=0.1):
 def test_the_reading_states_what_the_numbers_say():
     """Synthetic records: relu crosses at alpha* = 1 / sqrt(10) at m = 64, exp and softmax far lower, rich
     relu generalises worse; the reading names relu first out of the kernel regime and says it hurts."""
-    cfg = replace(TINY, mean_field=False, widths=(16, 64))
+    cfg, study = replace(TINY, mean_field=False, widths=(16, 64)), STUDY
     records = []
     for activation, shift in (("relu", 1.0), ("exp", 0.3), ("softmax", 0.1)):
         for m in cfg.widths:
@@ -216,7 +219,56 @@ def test_the_reading_states_what_the_numbers_say():
     relu = next(c for c in found if c.activation == "relu" and c.m == 64)
     assert relu.alpha_star == pytest.approx(10 ** -0.5, rel=1e-12)
     assert width_exponent([c for c in found if c.activation == "relu"])["p"] == pytest.approx(-0.5, rel=1e-12)
-    text = " ".join(reading(records, found, [lazy_rich.KernelBaseline(a, 0.1) for a in cfg.activations], cfg))
+    text = " ".join(reading(records, found, [lazy_rich.KernelBaseline(a, 0.1) for a in study.activations], study, cfg))
     assert "m = 64, relu leaves the kernel regime first (largest alpha*), then exp, softmax" in text
     assert "relu: 0.305 ± 0.005 at alpha = 0.01 against 0.105 ± 0.005 at alpha = 100" in text
     assert "leaving the kernel regime hurts" in text and "relu -1.00 to -1.00 (predicted -1)" in text
+
+
+@pytest.mark.parametrize("activation", ("relu", "exp", "softmax"))
+def test_the_kernel_baseline_is_the_h_star_interpolant(activation):
+    """KernelBaselineUnit's test MSE against H*(X_test, X) H*(X, X)^-1 y solved directly (1e-10)."""
+    from overparam.ntk import infinite_ntk
+    from overparam.study.lazy_rich import KernelBaselineUnit
+
+    record = KernelBaselineUnit(activation, 12, 4, 1.0, 0, 0.1, 50).compute(None)
+    X, y, X_test, y_test = problem(12, 4, 50, 0.1, 0)
+    prediction = infinite_ntk(activation, X_test, 1.0, X2=X) @ torch.linalg.solve(infinite_ntk(activation, X, 1.0), y)
+    assert record.kernel_test_mse == pytest.approx(float((prediction - y_test).square().mean()), rel=1e-10)
+
+
+def test_the_section_runs_in_a_study_and_its_tables_are_its_records(tmp_path):
+    """run_study with lazy_rich alone: lazy_rich.csv has one row per unit, equal to compute_run of that
+    unit; lazy_rich_crossover.csv is `crossovers` of those rows; the summary gains the alpha* exponent."""
+    import csv
+
+    from overparam.study import run_study
+
+    settings = {"widths": (16, 32), "alphas": (0.1, 1.0, 10.0), "seeds": 2, "n": 8, "test": 20, "steps": 300}
+    study = StudyConfig(activations=("relu", "softmax"), d=4, tol=1e-3, sections=("lazy_rich",),
+                        settings={"lazy_rich": settings})
+    result = run_study(study, tmp_path)
+    assert [s.status for s in result.sections] == ["complete"]
+    with open(tmp_path / "tables" / "lazy_rich.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    cfg = study.section("lazy_rich")
+    grid = runs(study, cfg)
+    assert len(rows) == len(grid) == 2 * 2 * 3 * 2 + 2 * 2
+    assert list(rows[0]) == list(lazy_rich.TABLE_COLUMNS)
+    row, unit = rows[5], grid[5]
+    record = compute_run(unit)
+    assert (row["activation"], int(row["m"]), float(row["alpha"]), int(row["seed"])) == \
+        (unit.label, unit.width, unit.alpha, unit.seed)
+    for name in ("drift", "movement", "alignment_0", "alignment_T", "test_mse"):
+        assert float(row[name]) == pytest.approx(getattr(record, name), rel=1e-12)
+    records = [LazyRichRecord(r["activation"], int(r["m"]), float(r["alpha"]), int(r["seed"]), float(r["drift"]),
+                              0.0, 0, 0.0, 0.0, 0.0, r["status"], 0.0, 0, 0.0) for r in rows]
+    with open(tmp_path / "tables" / "lazy_rich_crossover.csv", newline="") as handle:
+        found = list(csv.DictReader(handle))
+    expected = crossovers(records, cfg.level)
+    assert [(r["activation"], int(r["m"])) for r in found] == [(c.activation, c.m) for c in expected]
+    for r, c in zip(found, expected):
+        for name in ("alpha_star", "low", "high"):
+            assert float(r[name]) == pytest.approx(getattr(c, name), rel=1e-9, nan_ok=True)
+    summary = (tmp_path / "tables" / "summary.csv").read_text()
+    assert "alpha* exponent in m (lazy_rich)" in summary

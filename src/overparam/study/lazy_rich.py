@@ -23,20 +23,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..activations import PAPERS, resolve
+from ..activations import resolve
 from ..data import ridge_teacher, unit_sphere
 from ..kernel_regime import KernelRegime
 from ..models import TwoLayerNet
 from ..ntk import ntk
 from ..train import train
+from .framework import (Plot, Report, SectionConfig, StudySection, Unit, require_even, require_grid, require_positive,
+                        require_seeds, table)
+from .report import Fact
 
 KEY = "lazy_rich"
-TITLE = "Where the kernel regime ends: the lazy-to-rich transition in the output scale alpha"
+TITLE = "(i) Where the kernel regime ends: the lazy-to-rich transition in the output scale alpha"
 #: The drift level that defines alpha*(m).
 LEVEL = 0.1
 #: The label of the mean-field reference rows (relu at kappa = 1/m, alpha = 1).
@@ -53,84 +56,36 @@ CROSSOVER_COLUMNS = ("activation", "m", "alpha_star", "low", "high")
 
 
 @dataclass(frozen=True)
-class LazyRichConfig:
-    """The grid: activations x widths x alphas x seeds (plus mean-field relu at every width and seed).
+class Config(SectionConfig):
+    """The grid: the study's activations x widths x alphas x seeds, plus mean-field relu at every width and
+    seed (mean_field). alphas: the output scales, a log grid wide enough that every activation crosses
+    `level`; n training points and `test` test points on S^{d-1}, labels with noise of sd `noise`; steps:
+    the budget per run; halvings: how often a diverging run is restarted at half the step. The networks
+    always start from coupled initialisation (F(W(0)) = 0 at every alpha), whatever the study's init."""
 
-    alphas: the output scales, a log grid wide enough that every activation crosses `level`;
-    seeds: networks per grid point (>= 2: alpha* gets an interval over seeds); n, d: training points on
-    S^{d-1}; test: test points; noise: label noise sd (train and test); tol: ||alpha F - y||_2 target;
-    steps: budget per run; halvings: how often a diverging run is restarted at half the step.
-    """
-
-    activations: tuple[str, ...] = PAPERS
     widths: tuple[int, ...] = (256, 1024, 4096)
     alphas: tuple[float, ...] = tuple(10 ** (k / 2) for k in range(-6, 3))
     seeds: int = 3
     n: int = 32
-    d: int = 8
-    sigma: float = 1.0
-    data_seed: int = 0
-    noise: float = 0.1
     test: int = 500
-    tol: float = 1e-3
+    noise: float = 0.1
     steps: int = 3000
     halvings: int = 6
     level: float = LEVEL
     mean_field: bool = True
 
-    def __post_init__(self) -> None:
-        for name in self.activations:
-            resolve(name)
-        if not self.activations:
-            raise ValueError("lazy_rich needs at least one activation")
-        if len(self.widths) < 2 or any(int(m) != m or m < 2 or m % 2 for m in self.widths):
-            raise ValueError(f"lazy_rich widths must be at least two even integers (coupled init pairs neurons), "
-                             f"got {self.widths}")
-        alphas = list(self.alphas)
-        if len(alphas) < 2 or not all(a > 0 and math.isfinite(a) for a in alphas) or alphas != sorted(set(alphas)):
-            raise ValueError(f"lazy_rich alphas must be at least two increasing positive numbers, got {self.alphas}")
-        if self.seeds < 2:
-            raise ValueError(f"lazy_rich needs at least 2 seeds for an interval over seeds, got {self.seeds}")
-        for name in ("n", "d", "test", "steps"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
-                raise ValueError(f"lazy_rich {name} must be a positive integer, got {getattr(self, name)!r}")
-        if not (self.tol > 0 and self.noise >= 0 and self.sigma > 0 and 0 < self.level and self.halvings >= 0):
-            raise ValueError("lazy_rich needs tol > 0, noise >= 0, sigma > 0, level > 0 and halvings >= 0")
+    def check(self) -> None:
+        require_grid("widths", self.widths, minimum=2)
+        require_even("widths", self.widths, "coupled")
+        require_grid("alphas", self.alphas, minimum=2)
+        require_seeds("seeds", self.seeds)
+        for name in ("n", "test", "steps", "level"):
+            require_positive(name, getattr(self, name))
+        if self.noise < 0 or self.halvings < 0:
+            raise ValueError(f"noise and halvings must be >= 0, got {self.noise!r} and {self.halvings!r}")
 
 
-#: The quick preset's grid (about a minute of one CPU core: 56 s measured) and the paper preset's, wider in
-#: width and alpha, at quarter decades, with more seeds and a larger budget.
-QUICK = LazyRichConfig()
-PAPER = LazyRichConfig(widths=(256, 1024, 4096, 16384), alphas=tuple(10 ** (k / 4) for k in range(-14, 7)), seeds=5,
-                       steps=20000, test=2000)
-
-
-@dataclass(frozen=True)
-class LazyRichRun:
-    """One unit of work: one network (activation, width, alpha, seed) trained and measured.
-    mean_field: kappa = 1/m instead of the activation's default scale."""
-
-    activation: str
-    width: int
-    alpha: float
-    seed: int
-    mean_field: bool
-    n: int
-    d: int
-    sigma: float
-    data_seed: int
-    noise: float
-    test: int
-    tol: float
-    steps: int
-    halvings: int
-
-    @property
-    def label(self) -> str:
-        return MEAN_FIELD if self.mean_field else self.activation
-
-
-@dataclass(frozen=True)
+@dataclass
 class LazyRichRecord:
     """What one run measured (module docstring). status: converged | max_steps | diverged (after every
     halving); lr: the step the run used, after `halvings` halvings of 1 / lambda_max(Theta(W(0)))."""
@@ -152,6 +107,36 @@ class LazyRichRecord:
 
 
 @dataclass(frozen=True)
+class LazyRichRun(Unit):
+    """One unit of work: one network (activation, width, alpha, seed) trained and measured.
+    mean_field: kappa = 1/m instead of the activation's default scale."""
+
+    RECORD = LazyRichRecord
+
+    activation: str
+    width: int
+    alpha: float
+    seed: int
+    mean_field: bool
+    n: int
+    d: int
+    sigma: float
+    data_seed: int
+    noise: float
+    test: int
+    tol: float
+    steps: int
+    halvings: int
+
+    @property
+    def label(self) -> str:
+        return MEAN_FIELD if self.mean_field else self.activation
+
+    def compute(self, ctx) -> LazyRichRecord:
+        return compute_run(self, ctx.device)
+
+
+@dataclass
 class KernelBaseline:
     """Kernel regression with H* on the same data: the interpolant H*(x, X) H*(X, X)^-1 y."""
 
@@ -160,6 +145,26 @@ class KernelBaseline:
 
 
 @dataclass(frozen=True)
+class KernelBaselineUnit(Unit):
+    """The H* interpolant's test MSE on the runs' data (what GD approaches as alpha, m -> infinity)."""
+
+    RECORD = KernelBaseline
+
+    activation: str
+    n: int
+    d: int
+    sigma: float
+    data_seed: int
+    noise: float
+    test: int
+
+    def compute(self, ctx) -> KernelBaseline:
+        X, y, X_test, y_test = problem(self.n, self.d, self.test, self.noise, self.data_seed)
+        prediction = KernelRegime.infinite(self.activation, X, y, eta_eff=1.0, sigma=self.sigma).predict(X_test)
+        return KernelBaseline(self.activation, float((prediction - y_test).square().mean()))
+
+
+@dataclass
 class Crossover:
     """alpha*(m) of one activation and width: the geometric mean of the seeds' crossings, with their range
     [low, high]; NaN where a seed's drift does not cross `level` on the grid."""
@@ -172,15 +177,16 @@ class Crossover:
     per_seed: tuple[float, ...]
 
 
-def units(cfg: LazyRichConfig) -> list[LazyRichRun]:
+def runs(study, cfg: Config) -> list[LazyRichRun]:
     """Every run of the grid, then the mean-field reference runs (relu, alpha = 1)."""
-    shared = dict(n=cfg.n, d=cfg.d, sigma=cfg.sigma, data_seed=cfg.data_seed, noise=cfg.noise, test=cfg.test,
-                  tol=cfg.tol, steps=cfg.steps, halvings=cfg.halvings)
-    runs = [LazyRichRun(activation, m, float(alpha), seed, False, **shared)
-            for activation in cfg.activations for m in cfg.widths for alpha in cfg.alphas for seed in range(cfg.seeds)]
+    shared = dict(n=cfg.n, d=study.d, sigma=study.sigma, data_seed=study.seed, noise=cfg.noise, test=cfg.test,
+                  tol=study.tol, steps=cfg.steps, halvings=cfg.halvings)
+    grid = [LazyRichRun(activation, m, float(alpha), seed, False, **shared)
+            for activation in study.activations for m in cfg.widths for alpha in cfg.alphas
+            for seed in range(cfg.seeds)]
     if cfg.mean_field:
-        runs += [LazyRichRun("relu", m, 1.0, seed, True, **shared) for m in cfg.widths for seed in range(cfg.seeds)]
-    return runs
+        grid += [LazyRichRun("relu", m, 1.0, seed, True, **shared) for m in cfg.widths for seed in range(cfg.seeds)]
+    return grid
 
 
 def problem(n: int, d: int, test: int, noise: float, seed: int) -> tuple[torch.Tensor, ...]:
@@ -204,13 +210,13 @@ def alignment(kernel: torch.Tensor, y: torch.Tensor) -> float:
     return float(y @ kernel @ y / (torch.linalg.matrix_norm(kernel) * y.dot(y)))
 
 
-def compute_run(run: LazyRichRun) -> LazyRichRecord:
+def compute_run(run: LazyRichRun, device: str = "cpu") -> LazyRichRecord:
     """Train the run's network on L_alpha (module docstring) and measure it at the end."""
     X, y, X_test, y_test = problem(run.n, run.d, run.test, run.noise, run.data_seed)
     lr: float | str = "auto"
     for halvings in range(run.halvings + 1):
         net = TwoLayerNet(run.d, run.width, 1, run.activation, scale="1/m" if run.mean_field else None,
-                          init="coupled", sigma=run.sigma, seed=run.seed)
+                          init="coupled", sigma=run.sigma, seed=run.seed, device=device)
         W0 = net.W.clone()
         history = train(net, X, y, lr=lr, steps=run.steps, tol=run.tol, record_every=run.steps,
                         output_scale=run.alpha)
@@ -218,33 +224,17 @@ def compute_run(run: LazyRichRun) -> LazyRichRecord:
             break
         lr = history.lr / 2
     final, movement = ntk(net, X, normalized=False), float((net.W - W0).norm() / W0.norm())
-    prediction = run.alpha * net(X_test)
+    prediction = run.alpha * net(X_test).cpu()
     net.W = W0
     initial = ntk(net, X, normalized=False)
     return LazyRichRecord(
         activation=run.label, m=run.width, alpha=run.alpha, seed=run.seed,
         drift=relative_drift(initial, final), movement=movement,
         steps=history.steps, alignment_0=alignment(initial, y), alignment_T=alignment(final, y),
-        test_mse=float((prediction - y_test).square().mean()), status=history.status, lr=history.lr, halvings=halvings,
+        test_mse=float((prediction - y_test).square().mean()), status=history.status, lr=float(history.lr),
+        halvings=halvings,
         final_residual=float(history.residual_norm[-1]),
     )
-
-
-def kernel_baseline(activation: str, cfg: LazyRichConfig) -> KernelBaseline:
-    """Test MSE of kernel regression with H* on the runs' data (what GD approaches as alpha, m -> infinity)."""
-    X, y, X_test, y_test = problem(cfg.n, cfg.d, cfg.test, cfg.noise, cfg.data_seed)
-    prediction = KernelRegime.infinite(activation, X, y, eta_eff=1.0, sigma=cfg.sigma).predict(X_test)
-    return KernelBaseline(activation, float((prediction - y_test).square().mean()))
-
-
-def run_grid(cfg: LazyRichConfig, progress: Callable[[LazyRichRun], None] | None = None) -> list[LazyRichRecord]:
-    """compute_run for every unit of the grid, in order (progress(run) after each)."""
-    records = []
-    for run in units(cfg):
-        records.append(compute_run(run))
-        if progress is not None:
-            progress(run)
-    return records
 
 
 # ----------------------------------------------------------------------------- the crossover and its fits
@@ -319,11 +309,6 @@ def predicted_drift_slope(activation: str) -> float:
     return PREDICTED_DRIFT_SLOPE.get(activation, SMOOTH_DRIFT_SLOPE)
 
 
-def table_rows(items: Sequence, columns: Sequence[str]) -> list[list]:
-    """Rows of the named fields of records (dataclasses)."""
-    return [[getattr(item, name) for name in columns] for item in items]
-
-
 # ----------------------------------------------------------------------------- figures and reading
 
 
@@ -332,16 +317,16 @@ def _geometric(values) -> float:
     return float(np.exp(np.log(values).mean())) if len(values) else float("nan")
 
 
-def drift_figure(records: Sequence[LazyRichRecord], cfg: LazyRichConfig):
+def drift_figure(records: Sequence[LazyRichRecord], study, cfg: Config):
     """One panel per activation: drift against alpha, one line per width (geometric mean over seeds, bars
     the seeds' range); the level that defines alpha*, alpha = 1 (the papers' scaling) and, on relu's panel,
     the mean-field runs at their equivalent alpha = m^(-1/2)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(cfg.activations), figsize=(4.6 * len(cfg.activations), 4), squeeze=False,
+    fig, axes = plt.subplots(1, len(study.activations), figsize=(4.6 * len(study.activations), 4), squeeze=False,
                              constrained_layout=True)
     shades = plt.get_cmap("viridis")(np.linspace(0.1, 0.85, len(cfg.widths)))
-    for ax, activation in zip(axes[0], cfg.activations):
+    for ax, activation in zip(axes[0], study.activations):
         for shade, m in zip(shades, cfg.widths):
             mine = [r for r in records if r.activation == activation and r.m == m and r.status != "diverged"]
             alphas = sorted({r.alpha for r in mine})
@@ -368,13 +353,13 @@ DRIFT_CAPTION = ("Relative kernel drift ||Theta(W(T)) - Theta(W(0))||_2 / ||Thet
                  "relu's panel: mean-field relu (kappa = 1/m) at its equivalent alpha = m^(-1/2).")
 
 
-def crossover_figure(found: Sequence[Crossover], cfg: LazyRichConfig):
+def crossover_figure(found: Sequence[Crossover], study, cfg: Config):
     """alpha*(m) per activation with the seeds' range, GSJW's m^(-1/2) through relu's smallest width, and
     alpha = 1."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4.2), constrained_layout=True)
-    for activation in cfg.activations:
+    for activation in study.activations:
         mine = [c for c in found if c.activation == activation and math.isfinite(c.alpha_star)]
         if not mine:
             continue
@@ -407,7 +392,7 @@ def _mean_and_error(values) -> tuple[float, float]:
 
 
 def reading(records: Sequence[LazyRichRecord], found: Sequence[Crossover], baselines: Sequence[KernelBaseline],
-            cfg: LazyRichConfig) -> list[str]:
+            study, cfg: Config) -> list[str]:
     """The section's reading, every statement derived from the records."""
     text = []
     grid = [r for r in records if r.activation != MEAN_FIELD]
@@ -419,9 +404,9 @@ def reading(records: Sequence[LazyRichRecord], found: Sequence[Crossover], basel
     diverged = [r for r in records if r.status == "diverged"]
     halved = [r for r in records if r.halvings and r.status != "diverged"]
     text.append(
-        f"{len(records)} networks (n = {cfg.n}, d = {cfg.d}, coupled init, {cfg.seeds} seeds; alpha from "
+        f"{len(records)} networks (n = {cfg.n}, d = {study.d}, coupled init, {cfg.seeds} seeds; alpha from "
         f"{min(cfg.alphas):.3g} to {max(cfg.alphas):.3g}), each trained by GD on L_alpha to ||alpha F - y|| <= "
-        f"{cfg.tol:g} within {cfg.steps} steps: {len(records) - len(budget) - len(diverged)} converged."
+        f"{study.tol:g} within {cfg.steps} steps: {len(records) - len(budget) - len(diverged)} converged."
         + (f" {len(budget)} spent the budget first ({where(budget)}): their rows are measured where it ended."
            if budget else "")
         + (f" {len(halved)} diverged at lr = 1/lambda_max(Theta(W(0))) and converged or ran out of budget at a "
@@ -432,7 +417,7 @@ def reading(records: Sequence[LazyRichRecord], found: Sequence[Crossover], basel
     largest = max(cfg.widths)
     stars = {(c.activation, c.m): c for c in found}
     parts = []
-    for activation in cfg.activations:
+    for activation in study.activations:
         mine = [stars[activation, m] for m in cfg.widths if (activation, m) in stars]
         fit = width_exponent(mine)
         values = ", ".join(f"m = {c.m}: {c.alpha_star:.3g} [{c.low:.3g}, {c.high:.3g}]" for c in mine)
@@ -445,7 +430,7 @@ def reading(records: Sequence[LazyRichRecord], found: Sequence[Crossover], basel
     text.append(f"alpha*(m), where the drift crosses {level:g} (geometric mean over seeds [seeds' range]): "
                 + "; ".join(parts) + ".")
     positions = []
-    for activation in cfg.activations:
+    for activation in study.activations:
         ratios = [1.0 / stars[activation, m].alpha_star for m in cfg.widths
                   if (activation, m) in stars and math.isfinite(stars[activation, m].alpha_star)]
         if ratios:
@@ -453,14 +438,14 @@ def reading(records: Sequence[LazyRichRecord], found: Sequence[Crossover], basel
                      else "rich at the small widths and lazy at the large")
             positions.append(f"{activation} {min(ratios):.3g}x to {max(ratios):.3g}x alpha* ({where})")
     text.append("The papers' scaling alpha = 1 sits at " + "; ".join(positions) + " on this grid.")
-    at_largest = [(stars[a, largest].alpha_star, a) for a in cfg.activations
+    at_largest = [(stars[a, largest].alpha_star, a) for a in study.activations
                   if (a, largest) in stars and math.isfinite(stars[a, largest].alpha_star)]
     if at_largest:
         order = [a for _, a in sorted(at_largest, reverse=True)]
         text.append(f"Lowering alpha at m = {largest}, {order[0]} leaves the kernel regime first (largest alpha*), "
                     + (f"then {', '.join(order[1:])}." if len(order) > 1 else "alone on this grid."))
     slopes = []
-    for activation in cfg.activations:
+    for activation in study.activations:
         values = [drift_slope(grid, activation, m, level) for m in cfg.widths]
         finite = [v for v in values if math.isfinite(v)]
         if finite:
@@ -470,7 +455,7 @@ def reading(records: Sequence[LazyRichRecord], found: Sequence[Crossover], basel
                 + "; ".join(slopes) + ".")
     kernel = {b.activation: b.kernel_test_mse for b in baselines}
     verdicts = []
-    for activation in cfg.activations:
+    for activation in study.activations:
         mine = [r for r in grid if r.activation == activation and r.m == largest]
         done = sorted({r.alpha for r in mine if all(s.status == "converged" for s in mine if s.alpha == r.alpha)})
         if len(done) < 2:
@@ -484,9 +469,10 @@ def reading(records: Sequence[LazyRichRecord], found: Sequence[Crossover], basel
                         f"{kernel.get(activation, float('nan')):.3g}): leaving the kernel regime {verdict}")
     if verdicts:
         text.append(f"Test MSE at m = {largest} (mean ± standard error over seeds; noise floor "
-                    f"{cfg.noise ** 2:.3g}), the smallest alpha at which every seed converged against the largest: " + "; ".join(verdicts) + ".")
+                    f"{cfg.noise ** 2:.3g}), the smallest alpha at which every seed converged against the largest: "
+                    + "; ".join(verdicts) + ".")
     aligned = []
-    for activation in cfg.activations:
+    for activation in study.activations:
         mine = [r for r in grid if r.activation == activation and r.m == largest and r.status != "diverged"]
         smallest = min(r.alpha for r in mine)
         rich = [r for r in mine if r.alpha == smallest]
@@ -502,3 +488,38 @@ def reading(records: Sequence[LazyRichRecord], found: Sequence[Crossover], basel
                     + f"; {'above' if min(v for _, v in by_width) >= level else 'not everywhere above'} the level "
                     f"{level:g}, the rich reference.")
     return text
+
+
+class LazyRich(StudySection):
+    KEY, TITLE, Config = KEY, TITLE, Config
+
+    def units(self, study, cfg):
+        baselines = [KernelBaselineUnit(a, cfg.n, study.d, study.sigma, study.seed, cfg.noise, cfg.test)
+                     for a in study.activations]
+        return runs(study, cfg) + baselines
+
+    def report(self, study, cfg, records) -> Report:
+        measured = [r for u, r in records.items() if isinstance(u, LazyRichRun)]
+        baselines = [r for u, r in records.items() if isinstance(u, KernelBaselineUnit)]
+        found = crossovers(measured, cfg.level)
+        facts = []
+        for activation in study.activations:
+            fit = width_exponent([c for c in found if c.activation == activation])
+            facts.append(Fact(activation, "alpha* exponent in m (lazy_rich)", fit["p"], fit["low"], fit["high"]))
+        columns = [(name, name) for name in TABLE_COLUMNS]
+        return Report(
+            reading=reading(measured, found, baselines, study, cfg), facts=facts,
+            tables=[
+                table("lazy_rich", f"One row per network trained on L_alpha to ||alpha F - y|| <= {study.tol:g} "
+                      "(coupled init): relative kernel drift, relative movement ||W(T) - W(0)||_F / ||W(0)||_F, "
+                      "steps, kernel-target alignment at W(0) and W(T), test MSE of alpha F; mean-field relu "
+                      f"rows ({MEAN_FIELD}) at alpha = 1", measured, columns),
+                table("lazy_rich_crossover", f"alpha*(m), where the drift crosses {cfg.level:g}: geometric mean "
+                      "over seeds of the log-log interpolation, [low, high] the seeds' range", found,
+                      [(name, name) for name in CROSSOVER_COLUMNS]),
+            ],
+            plots=[Plot("lazy_rich_drift", DRIFT_CAPTION, drift_figure(measured, study, cfg)),
+                   Plot("lazy_rich_crossover", CROSSOVER_CAPTION, crossover_figure(found, study, cfg))])
+
+
+SECTION = LazyRich()
