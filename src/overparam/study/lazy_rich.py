@@ -223,10 +223,10 @@ def compute_run(run: LazyRichRun, device: str = "cpu") -> LazyRichRecord:
         if history.status != "diverged":
             break
         lr = history.lr / 2
-    final, movement = ntk(net, X, normalized=False), float((net.W - W0).norm() / W0.norm())
+    final, movement = ntk(net, X, normalized=False).cpu(), float((net.W - W0).norm() / W0.norm())
     prediction = run.alpha * net(X_test).cpu()
     net.W = W0
-    initial = ntk(net, X, normalized=False)
+    initial = ntk(net, X, normalized=False).cpu()
     return LazyRichRecord(
         activation=run.label, m=run.width, alpha=run.alpha, seed=run.seed,
         drift=relative_drift(initial, final), movement=movement,
