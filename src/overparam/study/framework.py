@@ -20,6 +20,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
 from .report import Fact, Table
@@ -93,10 +94,13 @@ class Unit:
 
 @dataclass
 class UnitContext:
-    """What a unit's compute may use besides its own fields."""
+    """What a unit's compute may use besides its own fields: the device, other units (`request`), and for
+    units that run width sweeps (`sweeps.SweepSlice`) the study's runs store and the sweep backend."""
 
     device: str
     request: Callable[[Unit], Any]
+    store_path: Path | None = None
+    backend: str = "local"
 
 
 # ------------------------------------------------------------------------------------ config

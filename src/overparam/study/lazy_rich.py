@@ -9,8 +9,8 @@ budget ends. Measured at the end, W(T):
   same for alpha F's kernel alpha^2 Theta);
 - movement = ||W(T) - W(0)||_F / ||W(0)||_F;
 - kernel-target alignment A(Theta) = y^T Theta y / (||Theta||_F ||y||^2) at W(0) and W(T);
-- test MSE of alpha F(W(T), .) on the smooth ridge teacher (`data.ridge_teacher`, noisy labels as in the
-  generalisation section), beside kernel regression with H* (the m -> infinity, alpha -> infinity limit).
+- test MSE of alpha F(W(T), .) on the smooth ridge teacher (`data.cosine_teacher`, noisy labels as in the
+  generalisation section, `data.teacher_split`), beside kernel regression with H* (the m -> infinity, alpha -> infinity limit).
 
 alpha*(m) is where the drift crosses `level` (0.1), interpolated linearly in (log alpha, log drift) between the
 grid points around the crossing; its exponent in m is compared with Geiger-Spigler-Jacot-Wyart's m^(-1/2)
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..activations import resolve
-from ..data import ridge_teacher, unit_sphere
+from ..data import teacher_split
 from ..kernel_regime import KernelRegime
 from ..models import TwoLayerNet
 from ..ntk import ntk
@@ -190,13 +190,8 @@ def runs(study, cfg: Config) -> list[LazyRichRun]:
 
 
 def problem(n: int, d: int, test: int, noise: float, seed: int) -> tuple[torch.Tensor, ...]:
-    """(X (n, d), y (n, 1), X_test (test, d), y_test (test, 1)), float64: points uniform on S^{d-1}, labels
-    `data.ridge_teacher` plus Gaussian noise of sd `noise` (the test labels too, so noise^2 is the floor)."""
-    X = unit_sphere(n, d, seed)
-    X_test = unit_sphere(test, d, seed + 2)
-    y = ridge_teacher(X, seed) + noise * np.random.default_rng(seed + 1).standard_normal(n)
-    y_test = ridge_teacher(X_test, seed) + noise * np.random.default_rng(seed + 3).standard_normal(test)
-    return tuple(torch.from_numpy(v) for v in (X, y[:, None], X_test, y_test[:, None]))
+    """`data.teacher_split` as float64 tensors: X (n, d), y (n, 1), X_test (test, d), y_test (test, 1)."""
+    return tuple(torch.from_numpy(v) for v in teacher_split(n, d, test, noise, seed))
 
 
 def relative_drift(initial: torch.Tensor, final: torch.Tensor) -> float:

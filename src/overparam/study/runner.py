@@ -21,6 +21,7 @@ import torch
 
 from .. import __version__
 from ..activations import PAPERS
+from ..models import resolve_device
 from . import registry
 from .cache import UnitCache
 from .config import StudyConfig
@@ -82,8 +83,7 @@ def run_study(
     """
     if backend not in ("local", "ray"):
         raise ValueError(f"unknown backend {backend!r}: use local or ray")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+    resolve_device(device)  # ValueError for a GPU that is not there: no section silently runs elsewhere
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     store_path = out / "runs.db"
@@ -135,7 +135,8 @@ def run_section(spec: StudySection, config: StudyConfig, cfg, ctx: StudyContext,
     units = list(dict.fromkeys(spec.units(config, cfg)))
     if on_section is not None:
         on_section(spec.KEY, spec.TITLE, len(units))
-    unit_context = UnitContext(ctx.device, lambda unit: ctx.cache.compute_unit(unit, unit_context))
+    unit_context = UnitContext(ctx.device, lambda unit: ctx.cache.compute_unit(unit, unit_context), ctx.store_path,
+                               ctx.backend)
     records = {}
     for unit in units:
         records[unit] = ctx.cache.compute_unit(unit, unit_context)
