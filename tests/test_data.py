@@ -1,7 +1,5 @@
 """overparam.data: generators, projection, file loading and the theory-assumption checks."""
 
-import math
-
 import numpy as np
 import pytest
 
@@ -265,4 +263,3 @@ def test_comma_separated_specs_keep_their_own_commas():
     assert data.split_specs("sphere,digits:classes=3,5,teacher:width=4") == [
         "sphere", "digits:classes=3,5", "teacher:width=4"]
     assert data.split_specs("digits:classes=1,2,3") == ["digits:classes=1,2,3"]
-
