@@ -222,7 +222,7 @@ def test_the_reading_states_what_the_numbers_say():
     text = " ".join(reading(records, found, [lazy_rich.KernelBaseline(a, 0.1) for a in study.activations], study, cfg))
     assert "m = 64, relu leaves the kernel regime first (largest alpha*), then exp, softmax" in text
     assert "relu: 0.305 ± 0.005 at alpha = 0.01 against 0.105 ± 0.005 at alpha = 100" in text
-    assert "leaving the kernel regime hurts" in text and "relu -1.00 to -1.00 (predicted -1)" in text
+    assert "leaving the kernel regime hurts (+190%, +28.3 combined standard errors)" in text and "relu -1.00 to -1.00 (predicted -1)" in text
 
 
 @pytest.mark.parametrize("activation", ("relu", "exp", "softmax"))

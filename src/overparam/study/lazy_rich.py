@@ -461,7 +461,8 @@ def reading(records: Sequence[LazyRichRecord], found: Sequence[Crossover], basel
         verdict = "helps" if gap <= -2 else "hurts" if gap >= 2 else "makes no measurable difference"
         verdicts.append(f"{activation}: {rich_mean:.3g} ± {rich_se:.2g} at alpha = {done[0]:.3g} against "
                         f"{lazy_mean:.3g} ± {lazy_se:.2g} at alpha = {done[-1]:.3g} (H* regression "
-                        f"{kernel.get(activation, float('nan')):.3g}): leaving the kernel regime {verdict}")
+                        f"{kernel.get(activation, float('nan')):.3g}): leaving the kernel regime {verdict} "
+                        f"({(rich_mean - lazy_mean) / lazy_mean:+.0%}, {gap:+.1f} combined standard errors)")
     if verdicts:
         text.append(f"Test MSE at m = {largest} (mean ± standard error over seeds; noise floor "
                     f"{cfg.noise ** 2:.3g}), the smallest alpha at which every seed converged against the largest: "
