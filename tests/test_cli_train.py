@@ -39,6 +39,27 @@ def test_train_json_converges_and_writes_outputs(tmp_path, overparam):
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == summary["steps"]
 
 
+def test_train_at_an_output_scale_is_the_library_run_on_the_scaled_loss(tmp_path, overparam):
+    """--output-scale 0.1 trains 0.1 F on L(0.1 F) / 0.1^2: the summary is that of train(output_scale=0.1)."""
+    import torch
+
+    from overparam import TwoLayerNet, train
+    from overparam.data import sphere
+
+    result = overparam("train", "--activation", "relu", "--width", "64", "--n", "12", "--d", "4", "--steps", "300",
+                       "--tol", "0", "--output-scale", "0.1", "--out", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    data = sphere(12, 4, seed=0)
+    net = TwoLayerNet(4, 64, 1, "relu", init="coupled", seed=0)
+    history = train(net, torch.from_numpy(data.X), torch.from_numpy(data.y), steps=300, output_scale=0.1)
+    assert summary["output_scale"] == 0.1 and summary["steps"] == 300
+    assert summary["final_loss"] == pytest.approx(history.final_loss, rel=1e-12)
+    residual = 0.1 * net(torch.from_numpy(data.X)) - torch.from_numpy(data.y)
+    assert summary["residual_norm"] == pytest.approx(float(residual.norm()), rel=1e-12)
+    assert summary["final_loss"] == pytest.approx(float(residual.square().sum()) / (2 * 0.1**2), rel=1e-12)
+
+
 def test_train_user_file(tmp_path, overparam):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((10, 3))
@@ -59,6 +80,8 @@ def test_train_user_file(tmp_path, overparam):
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--sigma", "1000", "--init", "independent", "--lr", "0.1"], "initial network cannot be evaluated"),
     (["--device", "cuda:x"], "unknown device 'cuda:x'"),
+    (["--output-scale", "0"], "--output-scale must be a positive finite number"),
+    (["--output-scale", "2", "--diagnostics"], "drop --output-scale or --diagnostics"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, args, fragment, overparam, monkeypatch):
     if fragment == "no CUDA GPU":  # as on a machine without a GPU, also where there is one

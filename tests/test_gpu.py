@@ -108,6 +108,27 @@ def test_study_training_unit_on_the_gpu_equals_the_cpu():
             assert getattr(gpu_run, key) == pytest.approx(getattr(cpu_run, key), rel=1e-7, abs=1e-12)
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("alpha", (0.2, 20.0))
+def test_training_at_an_output_scale_on_the_gpu_equals_the_cpu(activation, alpha):
+    X, y = inputs(16, 6)
+    cpu, gpu = pair(activation, init="coupled")
+    runs = [train(net, X, y, lr="auto", steps=200, record_every=1, output_scale=alpha) for net in (cpu, gpu)]
+    torch.testing.assert_close(torch.from_numpy(runs[1].loss), torch.from_numpy(runs[0].loss), rtol=1e-9, atol=0)
+    torch.testing.assert_close(gpu.W.cpu(), cpu.W, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation,alpha", [("relu", 0.1), ("exp", 0.03), ("softmax", 1.0)])
+def test_a_lazy_rich_unit_on_the_gpu_equals_the_cpu(activation, alpha):
+    from overparam.study.lazy_rich import LazyRichRun, compute_run
+
+    run = LazyRichRun(activation, 256, alpha, 0, False, 16, 6, 1.0, 0, 0.1, 50, 1e-3, 2000, 6)
+    on_cpu, on_gpu = compute_run(run, "cpu"), compute_run(run, "cuda")
+    assert (on_gpu.status, on_gpu.steps, on_gpu.halvings) == (on_cpu.status, on_cpu.steps, on_cpu.halvings)
+    for key in ("drift", "movement", "alignment_0", "alignment_T", "test_mse"):
+        assert getattr(on_gpu, key) == pytest.approx(getattr(on_cpu, key), rel=1e-7)
+
+
 def test_every_study_section_completes_on_the_gpu(tmp_path):
     from overparam.study import StudyConfig, run_study
 
@@ -118,7 +139,8 @@ def test_every_study_section_completes_on_the_gpu(tmp_path):
         "perturbation": {"n": 8, "widths": (64, 256)},
         "threshold": {"ns": (4, 8), "widths": (2, 8, 32), "seeds": 2, "max_steps": 200},
         "initialisation": {"n": 8, "width": 64, "seeds": 2},
-        "diffusion": {"n": 256, "width": 64, "steps": 60, "sampler_steps": 20, "samples": 200, "score_samples": 1000}})
+        "diffusion": {"n": 256, "width": 64, "steps": 60, "sampler_steps": 20, "samples": 200, "score_samples": 1000},
+        "lazy_rich": {"n": 8, "widths": (16, 32), "alphas": (0.1, 1.0, 10.0), "seeds": 2, "steps": 200, "test": 20}})
     result = run_study(tiny, tmp_path, device="cuda")
     assert result.failures == []
     assert [s.status for s in result.sections] == ["complete"] * len(result.sections)

@@ -25,6 +25,7 @@ TINY = StudyConfig(d=4, tol=1e-2, delta=0.5, settings={
     "generalisation": {"n": 12, "ns": (6, 12), "widths": (32, 128), "steps": 3000, "test": 50},
     "real_data": {"ns": (12,), "label_draws": 2, "train_n": 12, "width": 16, "steps": 200, "threshold_ns": (8,),
                   "threshold_widths": (2, 4), "threshold_seeds": 2, "max_steps": 400},
+    "lazy_rich": {"n": 8, "widths": (16, 32), "alphas": (0.1, 1.0, 10.0), "seeds": 2, "steps": 300, "test": 20},
 }).validate()
 #: Progress of the module's study: units each section announced, and the ticks it then gave.
 PROGRESS = {"announced": {}, "ticked": {}}

@@ -52,6 +52,7 @@ def train_batched(
     record_every: int | Sequence[int] | None = None,
     paired: bool = False,
     chunk: int | None = None,
+    output_scale: float = 1.0,
 ) -> list[History | Exception]:
     """Full-batch GD on S seeds, in sub-batches (`seed_batches`); W (S, m, d) is trained in place,
     a (S, m, k) is fixed.
@@ -59,6 +60,7 @@ def train_batched(
     X (n, d) or (S, n, d), y (n, k) or (S, n, k), tensors of W's dtype and device. lr, steps (also a
     rule steps(lr, initial_residual) over all S seeds), tol, record_every: as `train.descend`.
     paired: the networks' neurons come in coupled pairs (`models.pairs_neurons`).
+    output_scale: alpha, GD on L_alpha = ||alpha F - y||^2 / (2 alpha^2) (as `train.descend`).
     Returns one History per seed, the same as `overparam.train` gives that seed alone (up to
     rounding), or the exception `train` would raise for it. wall_time counts from the start of
     the seed's sub-batch.
@@ -79,7 +81,8 @@ def train_batched(
         forward = _seeds_forward(X_part, a[part], activation, kappa, chunk_part, keep, paired)
         outcomes += descend(W[part], y[part], forward, lr=_part(lr, part, seeds, "lr"),
                             steps=_part(steps, part, seeds, "steps"), tol=tol,
-                            record_every=_part(record_every, part, seeds, "record_every"))
+                            record_every=_part(record_every, part, seeds, "record_every"),
+                            output_scale=output_scale)
     return outcomes
 
 
@@ -98,9 +101,11 @@ def train_seeds(
     record_every: int | Sequence[int] | None = None,
     dtype: torch.dtype | str = torch.float64,
     device: torch.device | str = "cpu",
+    output_scale: float = 1.0,
 ) -> list[History | Exception]:
     """Train TwoLayerNet(d, width, k, activation, scale, init, sigma, seed=s) for every s in seeds
-    in batches (`seed_batches`); the same histories as `overparam.train` on each network alone.
+    in batches (`seed_batches`); the same histories as `overparam.train` on each network alone
+    (output_scale alpha: on L_alpha, as `train`).
 
     X (n, d) or (len(seeds), n, d), y (n,), (n, k) or (len(seeds), n, k); arrays or tensors.
     """
@@ -121,7 +126,8 @@ def train_seeds(
             raise ValueError(f"{name} has non-finite values (NaN or inf); remove or impute them")
     W, a = initial_weights(width, X.shape[-1], y.shape[-1], init, sigma, list(seeds), dtype, device)
     return train_batched(X, y, W, a, activation, parse_scale(scale, activation, width), lr=lr, steps=steps,
-                         tol=tol, record_every=record_every, paired=pairs_neurons(init, width))
+                         tol=tol, record_every=record_every, paired=pairs_neurons(init, width),
+                         output_scale=output_scale)
 
 
 def _seeds_forward(X, a, activation, kappa, chunk, keep, paired):

@@ -136,6 +136,7 @@ def train(
     callbacks: list[Callback] | tuple[Callback, ...] = (),
     seed: int = 0,
     progress: Callable[[int, float], None] | None = None,
+    output_scale: float = 1.0,
 ) -> History:
     r"""Train net.W in place on $L(W) = \frac12 \sum_i \|F(W, x_i) - y_i\|^2$: `descend` with one seed.
 
@@ -143,6 +144,10 @@ def train(
     tol: stop when ||F - y||_2 <= tol (status "converged"). batch_size: minibatches for
     "sgd"/"adam" (None = full batch). A callback returning True stops the run.
     progress(step, residual_norm) is called every recorded step.
+    output_scale: alpha, to train on $L_\alpha(W) = \frac{1}{2\alpha^2} \sum_i \|\alpha F(W, x_i) - y_i\|^2$
+    (docs/mathematics.md#output-scale); the History's loss is L_alpha, residual_norm and tol are
+    ||alpha F - y||_2, and the trained model is alpha net(X). lr="auto" stays 1 / lambda_max(Theta(W(0)))
+    of the unscaled F, the kernel that moves u = alpha F under L_alpha.
 
     Divergence at step t (a non-finite loss, an overflowing forward pass, or the loss over
     DIVERGENCE_FACTOR x its initial value) gives status "diverged": net.W is set back to W(t-1)
@@ -177,10 +182,11 @@ def train(
         state = TrainState(step, net, X, y, residual, W0, rate, extra)
         return any(callback(state) is True for callback in callbacks)
 
-    update = None if optimizer == "gd" else _optimiser_step(net, X, y, optimizer, batch_size, seed)
+    update = None if optimizer == "gd" else _optimiser_step(net, X, y, optimizer, batch_size, seed, output_scale)
     [outcome] = descend(W, y[None], forward, lr=lr, steps=steps, tol=tol, record_every=record_every,
                         update=update, watch=watch if callbacks else None, progress=progress,
-                        movement=getattr(net, "movement", None), W0=W0[None])  # a ShardedNet's: of all blocks
+                        movement=getattr(net, "movement", None), W0=W0[None],  # a ShardedNet's: of all blocks
+                        output_scale=output_scale)
     if isinstance(outcome, Exception):
         raise outcome
     outcome.optimizer = optimizer
@@ -205,6 +211,7 @@ def descend(
     progress: Callable[[int, float], None] | None = None,
     movement: Callable[[torch.Tensor, torch.Tensor], tuple[list, list]] | None = None,
     W0: torch.Tensor | None = None,
+    output_scale: float = 1.0,
 ) -> list[History | Exception]:
     """Full-batch GD W_s(t+1) = W_s(t) - lr_s grad L_s(W_s(t)) on the S seeds of W (S, m, d), in place:
     the one loop behind `train`, `batched.train_batched` and sharded training (SPEC §3).
@@ -222,6 +229,9 @@ def descend(
     watch(step, residual, lr): one seed's callbacks after each step's record; True stops the run.
     progress(step, residual_norm): at every recorded step. movement(W, W0): per seed
     (max_r ||w_r - w_r(0)||_2, ||W - W(0)||_F) where W does not hold the whole network (sharding).
+    output_scale: alpha, GD on L_alpha = ||alpha F - y||^2 / (2 alpha^2), whose gradient is
+    J^T (alpha F - y) / alpha (docs/mathematics.md#output-scale): the residual, its norm (and tol) are
+    alpha F - y's, the loss is L_alpha, and lr "auto" is still 1 / lambda_max(Theta) of F. alpha = 1 is L.
 
     Divergence at step t (a non-finite loss, an overflowing forward pass, or the loss over
     DIVERGENCE_FACTOR x its initial value) ends the seed at W_s(t-1), written back to W[s], with its
@@ -231,6 +241,8 @@ def descend(
     """
     if not (tol >= 0):
         raise ValueError(f"tol must be >= 0, got {tol!r}")
+    if not (output_scale > 0 and math.isfinite(output_scale)):
+        raise ValueError(f"output_scale must be a positive finite number, got {output_scale!r}")
     seeds = W.shape[0]
     everyone = list(range(seeds))
     budget = every = None
@@ -255,7 +267,7 @@ def descend(
         if not all(r > 0 and math.isfinite(r) for r in rates):
             raise ValueError(f"lr must be positive finite numbers or 'auto', got {lr!r}")
 
-    step_sizes = W.new_tensor(rates)[:, None, None]
+    step_sizes = W.new_tensor([rate / output_scale for rate in rates])[:, None, None]  # grad L_alpha's 1/alpha
     batch = _Batch(W, W0, [s for s in everyone if outcomes[s] is None], y, step_sizes, movement)
     rows: list[list[tuple]] = [[] for _ in everyone]
     status = ["max_steps"] * seeds
@@ -298,7 +310,7 @@ def descend(
                 diverge(s, str(error).split(";")[0])
             batch.compact()
             continue
-        residual = current.out - batch.target
+        residual = (current.out if output_scale == 1 else current.out * output_scale) - batch.target
         norms = residual.norm(dim=(-2, -1)).reshape(-1).tolist()
         if budget is None:
             initial = np.full(seeds, np.nan)
@@ -307,7 +319,7 @@ def descend(
                                      only=batch.seeds)
         recording = []
         for s, norm in zip(batch.seeds, norms):
-            loss = 0.5 * norm * norm
+            loss = 0.5 * norm * norm / output_scale**2
             if step == 0:
                 initial_loss[s] = loss
             cause = divergence_cause(loss, initial_loss[s])
@@ -375,8 +387,10 @@ def initial_network_error(cause: str) -> FloatingPointError:
                               "inputs with ||x|| <= 1 (--normalize), a smaller scale or float64")
 
 
-def _optimiser_step(net: TwoLayerNet, X, y, optimizer: str, batch_size: int | None, seed: int):
-    """`descend`'s update for SGD and Adam on net.W (full batch, or minibatches drawn from `seed`)."""
+def _optimiser_step(net: TwoLayerNet, X, y, optimizer: str, batch_size: int | None, seed: int,
+                    output_scale: float = 1.0):
+    """`descend`'s update for SGD and Adam on net.W (full batch, or minibatches drawn from `seed`), on
+    the gradient of L_alpha, J^T (alpha F - y) / alpha."""
     cls = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
     gen = torch.Generator().manual_seed(seed)
     optimisers = []
@@ -384,18 +398,20 @@ def _optimiser_step(net: TwoLayerNet, X, y, optimizer: str, batch_size: int | No
     def step(forward: Pass, residual: torch.Tensor, lr: float) -> None:
         if not optimisers:
             optimisers.append(cls([net.W], lr=lr))
-        net.W.grad = _minibatch_grad(net, X, y, batch_size, gen, forward, residual)
+        net.W.grad = _minibatch_grad(net, X, y, batch_size, gen, forward, residual, output_scale)
         optimisers[0].step()
 
     return step
 
 
-def _minibatch_grad(net, X, y, batch_size, gen, forward, residual) -> torch.Tensor:
+def _minibatch_grad(net, X, y, batch_size, gen, forward, residual, output_scale) -> torch.Tensor:
     if batch_size is None or batch_size == X.shape[0]:
-        return forward.vjp(residual)
-    index = torch.randperm(X.shape[0], generator=gen)[:batch_size].to(X.device)
-    part = net.forward_pass(X[index], keep=False)
-    return part.vjp(part.out - y[index])
+        gradient = forward.vjp(residual)
+    else:
+        index = torch.randperm(X.shape[0], generator=gen)[:batch_size].to(X.device)
+        part = net.forward_pass(X[index], keep=False)
+        gradient = part.vjp((part.out if output_scale == 1 else part.out * output_scale) - y[index])
+    return gradient if output_scale == 1 else gradient.div_(output_scale)
 
 
 def divergence_message(step: int, what: str, lr: float, safe_lr: float | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -36,6 +37,8 @@ def train(
     init: str = typer.Option("coupled", help="independent or coupled (symmetric, F(W(0)) = 0)"),
     scale: Optional[str] = typer.Option(None, help="output scale kappa: 1, 1/sqrt(m), 1/m or a number"),
     sigma: float = typer.Option(1.0, help="initial weights w_r ~ N(0, sigma^2 I)"),
+    output_scale: float = typer.Option(1.0, help="alpha: train alpha F on L(alpha F) / alpha^2 (lazy for large "
+                                       "alpha, rich for small; 1 = the papers' scaling)"),
     seed: int = typer.Option(0, help="seed for data and initialisation"),
     dtype: str = typer.Option("float64", help="float64 or float32"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
@@ -53,6 +56,10 @@ def train(
     parse_device(device)
     dataset, problems = datasets.from_spec(data, n, d, k, seed, label_columns=label_columns, normalize=normalize)
     learning_rate = lr if lr == "auto" else _positive_float(lr, "--lr")
+    if not (output_scale > 0 and math.isfinite(output_scale)):
+        fail(f"--output-scale must be a positive finite number, got {output_scale}")
+    if diagnostics and output_scale != 1:
+        fail("--diagnostics checks the theorems at the papers' scaling: drop --output-scale or --diagnostics")
     resources.require(resources.network_bytes(dataset.n, dataset.d, dataset.k, width, resolve_dtype(dtype).itemsize),
                       device, f"training m = {width} neurons on n = {dataset.n} points",
                       "use a smaller --n or --width, or another --device")
@@ -68,10 +75,11 @@ def train(
         if nproc > 1 or distributed.launched():
             return distributed.train(net, dataset.X, dataset.y, nproc=nproc if nproc > 1 else None,
                                      lr=learning_rate, steps=steps, tol=tol, optimizer=optimizer,
-                                     batch_size=batch_size, seed=seed, progress=progress)
+                                     batch_size=batch_size, seed=seed, progress=progress,
+                                     output_scale=output_scale)
         return train_network(net, dataset.X, dataset.y, lr=learning_rate, steps=steps, tol=tol,
                              optimizer=optimizer, batch_size=batch_size, seed=seed, progress=progress,
-                             callbacks=monitor.callbacks if monitor else ())
+                             callbacks=monitor.callbacks if monitor else (), output_scale=output_scale)
 
     if show_progress(json_output, quiet) and distributed.is_main_process():
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -91,6 +99,7 @@ def train(
                               title=f"{activation}, m = {width}, n = {dataset.n}: {history.status}")
     summary = {**history.summary(), "activation": activation, "width": width, "n": dataset.n,
                "d": dataset.d, "k": dataset.k, "data": dataset.name, "init": init, "kappa": net.kappa,
+               "output_scale": output_scale,
                "warnings": problems, "out": str(out)}
     if monitor:
         summary.update(monitor.finish(history, out, title=f"{activation}, m = {width}, n = {dataset.n}"))
@@ -126,7 +135,8 @@ def _print_summary(summary: dict, figure: Path) -> None:
         console.print(f"[yellow]warning:[/yellow] {message}")
     table = Table(title=f"overparam train: {summary['status']}", show_header=False)
     rows = [
-        ("network", f"{summary['activation']}, m = {summary['width']}, init = {summary['init']}, kappa = {summary['kappa']:.4g}"),
+        ("network", f"{summary['activation']}, m = {summary['width']}, init = {summary['init']}, kappa = {summary['kappa']:.4g}"
+                    + (f", output scale alpha = {summary['output_scale']:.4g}" if summary["output_scale"] != 1 else "")),
         ("data", f"{summary['data']}: n = {summary['n']}, d = {summary['d']}, k = {summary['k']}"),
         ("steps", str(summary["steps"])),
         ("lr", f"{summary['lr']:.4g} ({summary['optimizer']})"),

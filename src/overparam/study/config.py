@@ -197,6 +197,8 @@ PRESETS = {
                       "steps": 20000, "threshold_ns": [32, 64, 128, 256],
                       "threshold_widths": [2**p for p in range(1, 12)], "threshold_seeds": 8,
                       "max_steps": 50000},
+        "lazy_rich": {"widths": [256, 1024, 4096, 16384], "alphas": [10 ** (k / 4) for k in range(-14, 7)],
+                      "seeds": 5, "steps": 20000, "test": 2000},
     },
     "full": {
         "study": {"preset": "full", "d": 32, "delta": 0.05},
@@ -217,6 +219,8 @@ PRESETS = {
                       "train_n": 1024, "width": 16384, "seeds": 16, "steps": 100000,
                       "threshold_ns": [64, 128, 256, 512, 1024], "threshold_widths": [2**p for p in range(1, 16)],
                       "threshold_seeds": 16, "max_steps": 200000},
+        "lazy_rich": {"n": 64, "widths": [256, 1024, 4096, 16384, 65536],
+                      "alphas": [10 ** (k / 4) for k in range(-16, 7)], "seeds": 8, "steps": 50000, "test": 5000},
     },
 }
 

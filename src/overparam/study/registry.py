@@ -18,6 +18,7 @@ MODULES = {key: f"{__package__}.{name}" for key, name in (
     ("diffusion", "diffusion"),
     ("generalisation", "generalisation"),
     ("real_data", "real_data"),
+    ("lazy_rich", "lazy_rich"),
 )}
 
 #: The built-in sections (`MODULES` may hold more: see `register`).
