@@ -1,5 +1,5 @@
 """overparam: over-parameterized two-layer networks (the papers' relu, exp and softmax, and any
-elementwise activation) trained as the convergence theorems analyse them. Formulas: SPEC.md; see
+elementwise activation) trained as the convergence theorems analyse them. Formulas: docs/mathematics.md; see
 the README for the tour."""
 
 from importlib import metadata as _metadata

@@ -1,4 +1,4 @@
-"""Activations as records: one frozen `Activation` per activation (SPEC §2, §4, §11).
+"""Activations as records: one frozen `Activation` per activation (docs/mathematics.md#networks, #ntk, #elementwise).
 
 A record holds everything that differs between activations, so that nothing else in the package
 names one: its default output scale kappa(m), the fused value-and-derivative that the neuron chunks
@@ -43,7 +43,7 @@ Kernel = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 @dataclass(frozen=True)
 class Activation:
-    """One activation: F_l(W, x) = kappa sum_r a_rl phi(<w_r, x>) (SPEC §2, §11); softmax
+    """One activation: F_l(W, x) = kappa sum_r a_rl phi(<w_r, x>) (docs/mathematics.md#networks, #elementwise); softmax
     (`normalised`) divides the exponentials by their mean over the neurons.
 
     fused(Z, value, derivative) -> (phi, phi'): the two at Z = z * input_scale, either None where
@@ -51,7 +51,7 @@ class Activation:
     chunks of `coefficients.forward` are views of one workspace).
     kernel(X, X2, sigma): H* in closed form, (n, n2), or None: `gauss_hermite_kernel` of phi' with
     quadrature_points per dimension at sigma ||x|| <= 1.
-    proven_widths: (work, exponent p of m ~ n^p, inits it is proven for) per paper (SPEC §5).
+    proven_widths: (work, exponent p of m ~ n^p, inits it is proven for) per paper (docs/mathematics.md#predictions).
     """
 
     name: str
@@ -94,7 +94,7 @@ class Activation:
         return self.fused(self._scaled(z), False, True)[1]
 
     def infinite_kernel(self, X: torch.Tensor, sigma: float = 1.0, X2: torch.Tensor | None = None) -> torch.Tensor:
-        """H*(X, X2) of one output block for w ~ N(0, sigma^2 I) (SPEC §4, §11), float64, (n, n2)."""
+        """H*(X, X2) of one output block for w ~ N(0, sigma^2 I) (docs/mathematics.md#ntk, #elementwise), float64, (n, n2)."""
         X = torch.as_tensor(X, dtype=torch.float64)
         X2 = X if X2 is None else torch.as_tensor(X2, dtype=torch.float64, device=X.device)
         if self.kernel is not None:
@@ -140,7 +140,7 @@ class Elementwise:
 
 def gauss_hermite_kernel(derivative: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, X2: torch.Tensor,
                          sigma: float, points: int | None = None, base_points: int = QUADRATURE_POINTS) -> torch.Tensor:
-    """H*_ij = <x_i, x_j> E[phi'(u) phi'(v)] by the tensor Gauss-Hermite rule (SPEC §11):
+    """H*_ij = <x_i, x_j> E[phi'(u) phi'(v)] by the tensor Gauss-Hermite rule (docs/mathematics.md#elementwise):
 
         u = sigma |x_i| g_a,  v = sigma |x_j| (rho_ij g_a + sqrt(1 - rho_ij^2) g_b),
         E[phi'(u) phi'(v)] ~ sum_{a,b} w_a w_b phi'(u_a) phi'(v_ab),

@@ -1,4 +1,4 @@
-"""Many seeds of one shape trained as one tensor program: W (S, m, d), a (S, m, k) (SPEC §3).
+"""Many seeds of one shape trained as one tensor program: W (S, m, d), a (S, m, k) (docs/mathematics.md#gradient).
 
 Each seed follows exactly the full-batch GD run `overparam.train` would give it,
 W_s(t+1) = W_s(t) - lr_s grad L_s(W_s(t)), with its own step size, step budget and stopping

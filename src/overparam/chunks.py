@@ -1,5 +1,5 @@
 """Below the formulas: how the neurons are cut into chunks, where the chunks' buffers live, and which
-operand order the BLAS runs fastest. `coefficients` computes SPEC §3 through these; none of them
+operand order the BLAS runs fastest. `coefficients` computes docs/mathematics.md#gradient through these; none of them
 changes a number beyond rounding (the coupled pairs' sums make F(W(0)) exactly zero).
 
 Chunks are sized to a device's budget (`default_chunk`); for softmax with one output they follow the

@@ -1,10 +1,10 @@
-"""The one place that computes the per-neuron coefficients C of SPEC §3.
+"""The one place that computes the per-neuron coefficients C of docs/mathematics.md#gradient.
 
 Every model's per-example Jacobian has the form dF_l(x_i)/dw_r = c_{irl} x_i with
 
     c_{irl} = kappa * D_{ir} * (a_{rl} - s_{il})
 
-    elementwise phi:         D = phi'(<w_r, x_i>),   s = 0            (SPEC §3, §11)
+    elementwise phi:         D = phi'(<w_r, x_i>),   s = 0            (docs/mathematics.md#gradient, #elementwise)
     normalised (softmax):    D = m S_r(x_i),         s_{il} = <a_l, S(x_i)> = F_l(x_i) / (kappa m)
 
 phi and phi' come from the activation's record (`activations.Activation.fused`).
@@ -52,7 +52,7 @@ class Reducer(Protocol):
 
 @dataclass
 class Pass:
-    """F(W, X) and the state needed for products with its Jacobian J (SPEC §3).
+    """F(W, X) and the state needed for products with its Jacobian J (docs/mathematics.md#gradient).
 
     Shapes: X (n, d) or (..., n, d); W (..., m, d); a (..., m, k); out (..., n, k).
     `lse` (softmax only, (..., n)) is log sum_r exp(<w_r, x_i>), the normaliser.
@@ -225,7 +225,7 @@ def forward(
     workspace: torch.Tensor | None = None,
     output: bool = True,
 ) -> Pass:
-    """F_l(W, x_i), chunked over neurons (SPEC §2); softmax exponentiates as exp does where no
+    """F_l(W, x_i), chunked over neurons (docs/mathematics.md#networks); softmax exponentiates as exp does where no
     exponential can overflow (`exponent_shift`), else shifts the exponents by a bound on their maximum
     (GPUs) or by the maximum found chunk by chunk.
 

@@ -1,4 +1,4 @@
-"""Datasets: synthetic generators, user files (.npz, .csv), and the checks the theory needs (SPEC §1).
+"""Datasets: synthetic generators, user files (.npz, .csv), and the checks the theory needs (docs/mathematics.md#data).
 
 Every generator returns float64 numpy arrays X (n, d) and y (n, k) and takes a seed.
 The theory assumes ||x_i|| <= 1 and no two inputs parallel; `check_theory_assumptions` warns
@@ -27,7 +27,7 @@ DATA_COPIES = 4
 
 
 class TheoryAssumptionWarning(UserWarning):
-    """The data breaks an assumption of the convergence theorems (SPEC §1)."""
+    """The data breaks an assumption of the convergence theorems (docs/mathematics.md#data)."""
 
 
 @dataclass
@@ -172,7 +172,7 @@ def digits(classes=DIGITS_CLASSES, n: int | None = None, seed: int = 0) -> Datas
     """scikit-learn's handwritten digits (1,797 8x8 images, d = 64; shipped with scikit-learn, no download).
 
     The images of `classes` are centred per feature (the mean image of those classes is subtracted)
-    and then projected to the unit sphere, x_i = c_i / ||c_i||, as the theory needs (SPEC §1).
+    and then projected to the unit sphere, x_i = c_i / ||c_i||, as the theory needs (docs/mathematics.md#data).
     n points (all when None) are the first n of a seeded permutation, so at one seed a smaller n is a
     subset of a larger one. Labels: two classes give y = +1 for classes[0], -1 for classes[1] (k = 1);
     more give one-hot rows over `classes` in the order given (k = len(classes)).

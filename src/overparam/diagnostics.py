@@ -1,4 +1,4 @@
-"""The theorems checked on a training run (SPEC §5): a `train` callback and its verdict.
+"""The theorems checked on a training run (docs/mathematics.md#predictions): a `train` callback and its verdict.
 
 `KernelDiagnostics(every=K)` passed to `train(..., callbacks=[diagnostics])` records, every K steps
 (and at the last step, when `check` is called):
@@ -39,7 +39,7 @@ DIAGNOSTICS_DENSE_LIMIT = 2048
 
 @dataclass
 class TheoryCheck:
-    """What the theorems of SPEC §5 said about one run, and whether it held.
+    """What the theorems of docs/mathematics.md#predictions said about one run, and whether it held.
 
     linear_convergence: ||F(t) - y||^2 <= (1 - eta_eff lambda/2)^t ||F(0) - y||^2 (+ rounding floor)
     at every recorded step. kernel_within_quarter: max_t ||H(W(t)) - H(W(0))||_2 <= lambda/4.
@@ -76,7 +76,7 @@ class TheoryCheck:
 
 
 class KernelDiagnostics:
-    """`train` callback recording the kernel quantities of SPEC §5 every `every` steps."""
+    """`train` callback recording the kernel quantities of docs/mathematics.md#predictions every `every` steps."""
 
     def __init__(self, every: int = 10, reference: str | float = "infinite",
                  dense_limit: int = DIAGNOSTICS_DENSE_LIMIT, tol: float = 1e-8) -> None:

@@ -1,6 +1,6 @@
 """Neuron sharding over torch.distributed: P processes each hold a contiguous block of the m neurons.
 
-Every sum over neurons in SPEC §3-4 splits into per-process partial sums:
+Every sum over neurons in docs/mathematics.md#gradient, #ntk splits into per-process partial sums:
 
     F_l(x_i)          = kappa sum_p sum_{r in block p} a_rl phi_r(x_i)   all-reduce SUM, (n, k)
                         (softmax: all-reduce MAX of the shift, SUM of normaliser and numerator)
@@ -201,7 +201,7 @@ def train_in_group(net: TwoLayerNet, X, y, device: torch.device | str | None = N
 
 def ntk_in_group(net: TwoLayerNet, X, normalized: bool = True, X2=None,
                  device: torch.device | str | None = None) -> torch.Tensor:
-    """Collective: Theta = (X X^T) (.) sum_p C_p C_p^T (SPEC §4) from each process's block,
+    """Collective: Theta = (X X^T) (.) sum_p C_p C_p^T (docs/mathematics.md#ntk) from each process's block,
     all-reduced; H = Theta / (m kappa^2) when normalized. Same layout as `ntk.ntk`."""
     shard = shard_network(net, device)
     X = as_inputs(X, net.in_dim, shard.dtype, shard.device)

@@ -1,4 +1,4 @@
-"""The NTK of one dataset three ways (SPEC §4): the finite kernel H(W(0)) of one network, its Monte
+"""The NTK of one dataset three ways (docs/mathematics.md#ntk): the finite kernel H(W(0)) of one network, its Monte
 Carlo mean over initialisations, and the infinite-width H*; their spectra and distance.
 
 relative_distance = ||K - H*||_2 / lambda_max(H*) with K the finite (or Monte Carlo mean) kernel;

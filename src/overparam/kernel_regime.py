@@ -1,7 +1,7 @@
 """Kernel-regime predictions: discrete gradient descent on the network linearised at W(0).
 
 Linearised GD on the training set moves the residual r = F - y by r(t+1) = (I - eta Theta) r(t)
-(SPEC §4), so with Theta = Q diag(mu) Q^T computed once
+(docs/mathematics.md#ntk), so with Theta = Q diag(mu) Q^T computed once
 
     F_lin(t) = y + (I - eta Theta)^t (F(0) - y) = y + Q diag((1 - eta mu)^t) Q^T (F(0) - y)
 
@@ -100,7 +100,7 @@ class KernelRegime:
     @classmethod
     def infinite(cls, activation: str, X, y, eta_eff: float, sigma: float = 1.0,
                  initial_outputs=None) -> "KernelRegime":
-        """The infinite-width limit: r <- (I - eta_eff H*) r with eta_eff = eta m kappa^2 (SPEC §4)
+        """The infinite-width limit: r <- (I - eta_eff H*) r with eta_eff = eta m kappa^2 (docs/mathematics.md#ntk)
         and I_k (x) H* for k outputs. F(0) defaults to 0 (the limit of coupled initialisation)."""
         X = as_inputs(X, None, torch.float64, torch.device("cpu"))
         targets = torch.as_tensor(np.asarray(y, dtype=np.float64))
@@ -207,7 +207,7 @@ def _unflatten(flat: torch.Tensor, n: int, k: int) -> torch.Tensor:
 
 
 def complexity(kernel, y) -> float:
-    """ADHLW19's complexity term sqrt(2 y^T H^{-1} y / n) (SPEC §9), n = number of points.
+    """ADHLW19's complexity term sqrt(2 y^T H^{-1} y / n) (docs/mathematics.md#generalisation), n = number of points.
 
     kernel: H (n, n), one output block (as `infinite_ntk` returns; then H is I_k (x) H for k
     outputs), or (nk, nk) output-major as `ntk` returns. y: (n,) or (n, k). Solved by a Cholesky

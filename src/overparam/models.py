@@ -1,4 +1,4 @@
-"""Two-layer networks with trained first layer W and fixed random signs a (SPEC §2)."""
+"""Two-layer networks with trained first layer W and fixed random signs a (docs/mathematics.md#networks)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def pairs_neurons(init: str, width: int) -> bool:
 
 
 class TwoLayerNet:
-    r"""$F_\ell(W, x) = \kappa \sum_r a_{r\ell}\, \phi_r(W, x)$ (SPEC §2, §11).
+    r"""$F_\ell(W, x) = \kappa \sum_r a_{r\ell}\, \phi_r(W, x)$ (docs/mathematics.md#networks, #elementwise).
 
     activation: a name (`activations.BUILTIN`), 'module:attribute' or an `Activation`; kept as its
     record. Elementwise: $\phi_r = \phi(\langle w_r, x\rangle)$; softmax: $\phi_r = m\, S_r(x)$, S = softmax
@@ -214,7 +214,7 @@ class TwoLayerNet:
         return 0.5 * float(residual.square().sum())
 
     def grad(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """grad_W L = sum_i sum_l r_{il} c_{irl} x_i in closed form (SPEC §3), shape (m, d)."""
+        """grad_W L = sum_i sum_l r_{il} c_{irl} x_i in closed form (docs/mathematics.md#gradient), shape (m, d)."""
         forward = self.forward_pass(X)
         residual = forward.out - as_targets(y, forward.X.shape[0], self.out_dim, self.dtype, self.device)
         return forward.vjp(residual)

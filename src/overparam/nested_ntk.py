@@ -1,4 +1,4 @@
-"""The kernel H(W(0)) at every width of a grid in one pass over the neurons (SPEC §8).
+"""The kernel H(W(0)) at every width of a grid in one pass over the neurons (docs/mathematics.md#nested-widths).
 
 The kernel at width m uses the first m neurons of one initialisation (with coupled init the first m,
 m even, are themselves a coupled init: `models.initial_weights` puts pairs side by side). One pass

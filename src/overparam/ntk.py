@@ -1,4 +1,4 @@
-"""Neural tangent kernel Theta = J J^T, its infinite-width limit H*, and their spectra (SPEC §4).
+"""Neural tangent kernel Theta = J J^T, its infinite-width limit H*, and their spectra (docs/mathematics.md#ntk).
 
 Finite kernels come from the per-neuron coefficients of `coefficients.Pass` (Hadamard products
 of Gram matrices, chunked over neurons); no per-example Jacobian is ever formed. lambda_min uses
@@ -65,7 +65,7 @@ def lambda_max(forward: Pass, iters: int = 100, rtol: float = 1e-4, seed: int = 
 
 
 def ntk(net, X, normalized: bool = True, X2=None) -> torch.Tensor:
-    r"""Finite-width kernel $\Theta = (X X^\top) \odot (C C^\top)$ per output pair (SPEC §4), (nk, nk).
+    r"""Finite-width kernel $\Theta = (X X^\top) \odot (C C^\top)$ per output pair (docs/mathematics.md#ntk), (nk, nk).
 
     Output-major: row l*n + i is output l at x_i. normalized=True returns $H = \Theta / (m \kappa^2)$.
     Built from the per-neuron coefficients chunk by chunk; no n x md Jacobian is formed.
@@ -192,7 +192,7 @@ def monte_carlo_ntk(
 
 def infinite_ntk(activation: str | activations.Activation, X, sigma: float = 1.0, X2=None,
                  out_dim: int = 1) -> torch.Tensor:
-    r"""$H^*_{ij} = \lim_{m \to \infty} H(W(0))_{ij}$ for $w_r \sim N(0, \sigma^2 I)$ (SPEC §4, §11), one output: (n, n).
+    r"""$H^*_{ij} = \lim_{m \to \infty} H(W(0))_{ij}$ for $w_r \sim N(0, \sigma^2 I)$ (docs/mathematics.md#ntk, #elementwise), one output: (n, n).
 
     The activation's `Activation.infinite_kernel`: a closed form (relu's arc-cosine kernel, exp's and
     softmax's exponentials) or Gauss-Hermite quadrature of $\langle x_i, x_j\rangle E[\phi'(u)\, \phi'(v)]$.

@@ -1,4 +1,4 @@
-"""What the convergence theorems predict (SPEC §5), as functions of n, lambda, delta, epsilon.
+"""What the convergence theorems predict (docs/mathematics.md#predictions), as functions of n, lambda, delta, epsilon.
 
 Every width, step and iteration count here is an ORDER OF GROWTH with its constant set to
 c = 1 (override `c`): the papers' constants are not reproduced, so the numbers say how the
@@ -55,7 +55,7 @@ def iterations(eta_eff: float, lam: float, epsilon: float, c: float = C) -> floa
 
 
 def sy19_width(n: float, lam: float, delta: float, c: float = C) -> float:
-    """SY19 (relu): roughly n^4; the form lambda^-4 n^4 log^3(n / delta) is unverified (SPEC §5)."""
+    """SY19 (relu): roughly n^4; the form lambda^-4 n^4 log^3(n / delta) is unverified (docs/mathematics.md#predictions)."""
     _check(n, lam, delta)
     return c * n**4 * math.log(n / delta) ** 3 / lam**4
 
@@ -82,12 +82,12 @@ def smx24_width(n: float, delta: float, c: float = C) -> float:
 
 def subpolynomial_factor(n: float, m: float, delta: float) -> float:
     """The n^{o(1)} of GMS23, our reading: max_{i,r} e^{<w_r, x_i>} <= e^{sqrt(2 log(n m / delta))}
-    for w ~ N(0, I) and ||x|| <= 1 (SPEC §5)."""
+    for w ~ N(0, I) and ||x|| <= 1 (docs/mathematics.md#predictions)."""
     return math.exp(math.sqrt(2 * math.log(max(n * m / delta, 1.0))))
 
 
 def kernel_width(n: float, lam: float, delta: float, c: float = C) -> float:
-    """Width at which ||H(W(0)) - H*||_2 <= lambda / 4 by matrix Chernoff (SY19, SPEC §7):
+    """Width at which ||H(W(0)) - H*||_2 <= lambda / 4 by matrix Chernoff (SY19, docs/mathematics.md#thresholds):
     m ~ n^2 log(n / delta) / lambda^2, order of growth (times n^{o(1)} for exp and softmax)."""
     _check(n, lam, delta)
     return c * n**2 * math.log(n / delta) / lam**2
@@ -115,14 +115,14 @@ def dzps19_radius(n: int, width: int, initial_residual: float, lam: float, kappa
 
 def proven_widths(activation, init: str | None = None) -> list[tuple[str, str]]:
     """(work, p) for each paper that proves m ~ n^p suffices for this activation (a name or an
-    `Activation`) and init (None: any), from the activation's record; [] where none does (SPEC §5)."""
+    `Activation`) and init (None: any), from the activation's record; [] where none does (docs/mathematics.md#predictions)."""
     return [(work, power) for work, power, inits in activations.resolve(activation).proven_widths
             if init is None or init in inits]
 
 
 def dzps19_perturbation_radius(n: float, lam: float, delta: float, c: float = C) -> float:
     """DZPS19 Lemma 3.2: ||H(W) - H(W(0))||_2 < lambda/4 while every ||w_r - w_r(0)|| <= R, R of order
-    delta lambda / n^2 (relu); order of growth with constant c (SPEC §10)."""
+    delta lambda / n^2 (relu); order of growth with constant c (docs/mathematics.md#perturbation)."""
     _check(n, lam, delta)
     return c * delta * lam / n**2
 
@@ -147,7 +147,7 @@ class Orders:
 
 
 def orders(n: int, lam: float, delta: float, epsilon: float = 1e-3, c: float = C) -> list[Orders]:
-    """The five works side by side (SPEC §5): orders of growth with constant c."""
+    """The five works side by side (docs/mathematics.md#predictions): orders of growth with constant c."""
     _check(n, lam, delta, epsilon)
     step = dzps19_step(n, lam, c)
     steps = iterations(step, lam, epsilon, c)
@@ -167,7 +167,7 @@ def orders(n: int, lam: float, delta: float, epsilon: float = 1e-3, c: float = C
     ]
 
 
-#: Where ADHLW19's generalisation bound (SPEC §9) is a theorem; for other kernels it is the same form.
+#: Where ADHLW19's generalisation bound (docs/mathematics.md#generalisation) is a theorem; for other kernels it is the same form.
 GENERALISATION_THEOREM = {"relu": "ADHLW19 Thm 5.1"}
 
 

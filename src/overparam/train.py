@@ -1,4 +1,4 @@
-"""Training: full-batch gradient descent W(t+1) = W(t) - lr grad L(W(t)) (SPEC §3), plus SGD/Adam.
+"""Training: full-batch gradient descent W(t+1) = W(t) - lr grad L(W(t)) (docs/mathematics.md#gradient), plus SGD/Adam.
 
 `descend` is the one loop: over a seed dimension for `batched`, with one seed for `train` (and for
 `distributed`, whose ShardedNet's pass and movement combine the processes' blocks).
@@ -214,7 +214,7 @@ def descend(
     output_scale: float = 1.0,
 ) -> list[History | Exception]:
     """Full-batch GD W_s(t+1) = W_s(t) - lr_s grad L_s(W_s(t)) on the S seeds of W (S, m, d), in place:
-    the one loop behind `train`, `batched.train_batched` and sharded training (SPEC §3).
+    the one loop behind `train`, `batched.train_batched` and sharded training (docs/mathematics.md#gradient).
 
     forward(index, weights, workspace) is the `Pass` of the seeds `index` (a list) at `weights`
     (len(index), m, d): `out` (len(index), n, k), or for one seed that seed's own pass without the

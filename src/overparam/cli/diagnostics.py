@@ -45,7 +45,7 @@ class TheoryMonitor:
         theory = summary["theory"]
         yes = {True: "yes", False: "[red]no[/red]"}
         lam = theory["reference_lambda"]
-        table = Table(title="theory check (SPEC §5)", show_header=False)
+        table = Table(title="theory check (docs/mathematics.md#predictions)", show_header=False)
         rows = [
             ("lambda", f"{lam:.4g} = lambda_min({theory['lambda_source']})"),
             ("eta_eff = lr m kappa^2", f"{theory['eta_eff']:.4g}"),

@@ -29,7 +29,7 @@ def diffusion(
     batch_size: Optional[int] = typer.Option(None, help="minibatch size for sgd/adam"),
     noise_draws: int = typer.Option(Training.noise_draws, help="noise draws (t, x_t) per x_0"),
     time_law: str = typer.Option(Training.time_law, help="training times: matched (density ~ alpha_t^2/h_t: the loss is the "
-                                 "weighted score error), uniform (SPEC §6) or log"),
+                                 "weighted score error), uniform (docs/mathematics.md#diffusion) or log"),
     val_fraction: float = typer.Option(Training.val_fraction, help="fraction of the x_0 held out for early stopping"),
     eval_every: int = typer.Option(Training.eval_every, help="held-out evaluation every this many steps"),
     patience: int = typer.Option(Training.patience, help="stop after this many evaluations without improvement"),

@@ -169,7 +169,7 @@ def bound_command(
     json_output: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
 ) -> None:
     """Width, step and iteration ORDERS OF GROWTH (constant c = 1) of DZPS19, SY19, MOSW22, GMS23
-    and SMX24 side by side (SPEC §5); never exact bounds."""
+    and SMX24 side by side (docs/mathematics.md#predictions); never exact bounds."""
     rows = theory.orders(n, lam, delta, epsilon)
     summary = {
         "n": n, "lambda": lam, "delta": delta, "epsilon": epsilon, "constant": theory.C,

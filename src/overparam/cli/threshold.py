@@ -1,4 +1,4 @@
-"""`overparam threshold`: the optimisation and kernel width thresholds (SPEC §7) of a runs store."""
+"""`overparam threshold`: the optimisation and kernel width thresholds (docs/mathematics.md#thresholds) of a runs store."""
 
 from __future__ import annotations
 

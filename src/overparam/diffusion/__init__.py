@@ -1,4 +1,4 @@
-"""Score-based diffusion with two-layer networks, against exact ground truth (SPEC §6).
+"""Score-based diffusion with two-layer networks, against exact ground truth (docs/mathematics.md#diffusion).
 
 Modules, in the order data flows: `process` (OU forward process, time grids), `mixtures`
 (Gaussian mixtures with exact p_t, log p_t and score), `datasets` (the `gmm:k=8,d=2` spec strings

@@ -1,4 +1,4 @@
-"""embed(x_t, t): the network input z in the unit ball (SPEC §1, §6).
+"""embed(x_t, t): the network input z in the unit ball (docs/mathematics.md#data, #diffusion).
 
     z = ( x / (sqrt(2) sqrt(R^2 + ||x||^2)),  tau / 2,  1 / 2 ),
     tau = 2 (log t - log t0) / (log T - log t0) - 1  in [-1, 1],

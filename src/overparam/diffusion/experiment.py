@@ -1,4 +1,4 @@
-"""The whole diffusion experiment: train denoisers, score them exactly, sample, measure (SPEC §6).
+"""The whole diffusion experiment: train denoisers, score them exactly, sample, measure (docs/mathematics.md#diffusion).
 
 For each activation a `TwoLayerNet` learns E[x_0 | x_t, t] (training.py); its Tweedie score is
 compared with the exact score of p_t (score error, overall and per t) and drives a sampler whose

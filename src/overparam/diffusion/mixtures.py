@@ -1,4 +1,4 @@
-"""Gaussian mixtures p_0 and their exact OU marginals p_t, log-densities and scores (SPEC §6).
+"""Gaussian mixtures p_0 and their exact OU marginals p_t, log-densities and scores (docs/mathematics.md#diffusion).
 
 If p_0 = sum_k pi_k N(mu_k, Sigma_k), the OU process gives
 
@@ -139,7 +139,7 @@ class GaussianMixture:
     def denoiser(self, x: torch.Tensor, t) -> torch.Tensor:
         """E[x_0 | x_t = x] = (x + h_t grad log p_t(x)) / alpha_t (Tweedie), shape (n, d).
 
-        This is the regression target the network learns (SPEC §6).
+        This is the regression target the network learns (docs/mathematics.md#diffusion).
         """
         t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
         if t.dim() == 0:

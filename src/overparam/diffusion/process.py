@@ -1,4 +1,4 @@
-"""The Ornstein–Uhlenbeck forward process of SPEC §6.
+"""The Ornstein–Uhlenbeck forward process of docs/mathematics.md#diffusion.
 
     dx = -x dt + sqrt(2) dB,   x_t = alpha_t x_0 + sqrt(h_t) xi,   xi ~ N(0, I),
     alpha_t = exp(-t),   h_t = 1 - exp(-2t),
@@ -42,7 +42,7 @@ class Horizon:
     def sample_times(self, n: int, generator: torch.Generator, dtype=torch.float64, law: str = "uniform") -> torch.Tensor:
         """n times in [t0, T], shape (n,), drawn by `law`:
 
-        uniform: t ~ U[t0, T] (SPEC §6);
+        uniform: t ~ U[t0, T] (docs/mathematics.md#diffusion);
         log:     log t ~ U[log t0, log T];
         matched: density proportional to alpha_t^2 / h_t, i.e. log h_t ~ U[log h_t0, log h_T]
                  (t = -log(1 - h) / 2). Under this law E||F - x_0||^2 equals, up to a constant

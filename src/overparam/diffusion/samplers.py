@@ -1,4 +1,4 @@
-"""Reverse-time samplers driven by any score function s(x, t) (SPEC §6).
+"""Reverse-time samplers driven by any score function s(x, t) (docs/mathematics.md#diffusion).
 
 Both start from y ~ N(0, I) at t = T and step down a `process.time_grid` T = t_0 > ... > t_N = t0,
 with step delta_i = t_i - t_{i+1} > 0 (reversed time s = T - t runs forward):

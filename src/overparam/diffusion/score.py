@@ -1,4 +1,4 @@
-"""Score functions s(x, t) ~ grad log p_t(x) and the exact score error (SPEC §6).
+"""Score functions s(x, t) ~ grad log p_t(x) and the exact score error (docs/mathematics.md#diffusion).
 
 A score function is any callable `score(x, t)` with x (n, d) and t (n,) returning (n, d).
 

@@ -1,4 +1,4 @@
-"""Denoising score matching as regression with noisy labels (SPEC §6, SMX24 after HRX24).
+"""Denoising score matching as regression with noisy labels (docs/mathematics.md#diffusion, SMX24 after HRX24).
 
 From x_0^{(i)} ~ p_0 draw t_i ~ U[t0, T] and x_t^{(i)} = alpha_t x_0^{(i)} + sqrt(h_t) xi_i
 (`noise_draws` independent (t, xi) per x_0 if asked), and fit
@@ -77,7 +77,7 @@ def noisy_pairs(x0: torch.Tensor, horizon: Horizon, noise_draws: int, generator:
                 time_law: str = "uniform") -> NoisyPairs:
     """`noise_draws` independent (t, x_t) per row of x0 (n, d): N = n * noise_draws pairs.
 
-    t ~ U[t0, T] (time_law 'uniform', SPEC §6) or log-uniform ('log', more pairs at small t).
+    t ~ U[t0, T] (time_law 'uniform', docs/mathematics.md#diffusion) or log-uniform ('log', more pairs at small t).
     """
     labels = x0.repeat(int(noise_draws), 1)
     t = horizon.sample_times(labels.shape[0], generator, labels.dtype, time_law)

@@ -1,4 +1,4 @@
-"""Width sweeps: many batched trainings over a grid, a durable store, and the thresholds of SPEC §7.
+"""Width sweeps: many batched trainings over a grid, a durable store, and the thresholds of docs/mathematics.md#thresholds.
 
     from overparam.sweep import run_sweep, thresholds
     run_sweep("spec.toml", "runs.db", backend="local", workers=2)

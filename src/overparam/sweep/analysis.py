@@ -1,4 +1,4 @@
-"""Empirical over-parameterisation thresholds (SPEC §7) from the runs of a sweep.
+"""Empirical over-parameterisation thresholds (docs/mathematics.md#thresholds) from the runs of a sweep.
 
 For each family of runs (all settings but width and seed: activation, init, n, d, ...):
 
@@ -29,12 +29,12 @@ from scipy.optimize import isotonic_regression
 from .. import theory
 
 KINDS = ("optimization", "kernel")
-KERNEL_THEORY = [("n^2 log(n/delta) / lambda^2, SPEC §7", "2+o(1)")]
+KERNEL_THEORY = [("n^2 log(n/delta) / lambda^2, docs/mathematics.md#thresholds", "2+o(1)")]
 GD_STATUSES = ("converged", "max_steps", "diverged")
 
 
 def theory_orders(kind: str, activation: str, init: str) -> list[tuple[str, str]]:
-    """(source, exponent) pairs the theory predicts for this threshold (SPEC §5, §7)."""
+    """(source, exponent) pairs the theory predicts for this threshold (docs/mathematics.md#predictions, #thresholds)."""
     if kind == "kernel":
         return KERNEL_THEORY
     return theory.proven_widths(activation, init) if activation is not None else []

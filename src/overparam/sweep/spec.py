@@ -10,7 +10,7 @@
     data = "sphere"                            # sphere | teacher | moons | circles | digits, options: "digits:classes=3,5"
     lr = "auto"                                # "auto" (1 / lambda_max(Theta(W(0)))) or a number
     tol = 1e-3                                 # target ||F - y||_2 <= tol
-    steps = 2000                               # a number, or "theory:c" (SPEC §7)
+    steps = 2000                               # a number, or "theory:c" (docs/mathematics.md#thresholds)
 
 More keys: k (outputs, 1), scale (kappa, the paper's default), sigma (1.0), data_seed
 (0: one data set per (n, d, k), the theorems' probability is over the initialisation only;
@@ -186,7 +186,7 @@ def load_spec(path: str | Path, overrides: dict | None = None) -> SweepSpec:
 
 def theory_steps(multiple: float, initial_residual: float, tol: float, lr: float, width: int,
                  kappa: float, lam: float, cap: int) -> int:
-    """SPEC §7 budget T = c * 2 log(||F(0) - y||_2 / tol) / (eta_eff lambda), eta_eff = eta m kappa^2.
+    """docs/mathematics.md#thresholds budget T = c * 2 log(||F(0) - y||_2 / tol) / (eta_eff lambda), eta_eff = eta m kappa^2.
 
     0 when F(0) already meets tol; `cap` when the rate is zero or not finite (lambda <= 0).
     """

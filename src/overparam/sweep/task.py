@@ -1,4 +1,4 @@
-"""One sweep task: train a group's seeds batched and measure what the thresholds need (SPEC §7).
+"""One sweep task: train a group's seeds batched and measure what the thresholds need (docs/mathematics.md#thresholds).
 
 Per seed: the GD run (status, steps, residuals, movement), the step size and effective step
 eta_eff = eta m kappa^2, lambda = lambda_min(H*) of the infinite-width kernel on the run's data,
@@ -101,7 +101,7 @@ def _run(group: Group, device: str) -> list[RunResult]:
     multiple = budget_multiple(config["steps"])
 
     def budget(lr: float, initial: float, j: int) -> int:
-        """The SPEC §7 budget of seed j, or the fixed one."""
+        """The docs/mathematics.md#thresholds budget of seed j, or the fixed one."""
         if multiple is None:
             return config["steps"]
         return theory_steps(multiple, initial, config["tol"], lr, width, kappa, lam_of(j), config["max_steps"])
