@@ -25,7 +25,8 @@ TINY = StudyConfig(d=4, tol=1e-2, delta=0.5, settings={
     "laziness": {"n": 8, "widths": (64, 256), "seeds": 2, "steps": 400},
     "threshold": {"ns": (4, 8), "widths": (2, 4, 8, 16, 32), "seeds": 2, "max_steps": 400,
                   "kernel_widths": (8, 16, 32, 64, 128, 256, 512), "lambda_ns": (4, 8, 16)},
-    "perturbation": {"n": 8, "widths": (64, 256), "radii": (1e-3, 1e-2, 1e-1, 1.0), "ascent_steps": 3},
+    "perturbation": {"n": 8, "widths": (64, 256), "radii": (1e-3, 1e-2, 1e-1, 1.0), "ascent_steps": 3, "seeds": 2,
+                     "steps": 400},
     "initialisation": {"n": 8, "width": 128, "seeds": 2, "steps": 400},
     "diffusion": {"n": 256, "width": 64, "steps": 100, "sampler_steps": 20, "samples": 300, "score_samples": 2000,
                   "widths": (32, 64), "ns": (128, 256)},
@@ -88,9 +89,12 @@ def test_every_section_ticks_once_per_announced_unit(study_dir):
     assert PROGRESS["announced"]["diffusion"] == len(TINY.activations) * len(curve_grid(flat)) + 1
     assert sorted(curve_grid(flat)) == [(128, 64), (256, 32), (256, 64)]
     cached_thresholds = kernel_units(flat) + len(TINY.activations) * len(lambda_points(flat))
-    # real_data's cached units are its training and kernel units (its sweeps' runs live in the runs table)
-    assert result.computed == cached_thresholds + sum(PROGRESS["announced"][key] for key in (
-        "concentration", "training", "perturbation", "diffusion", "initialisation", "generalisation")) + \
+    # real_data's cached units are its training and kernel units (its sweeps' runs live in the runs table);
+    # perturbation's training runs are the training section's (same settings): only its kernel units are new
+    perturbed = len(TINY.activations) * len(TINY.section("perturbation").widths)
+    assert PROGRESS["announced"]["perturbation"] == 2 * perturbed
+    assert result.computed == cached_thresholds + perturbed + sum(PROGRESS["announced"][key] for key in (
+        "concentration", "training", "diffusion", "initialisation", "generalisation")) + \
         len(TINY.activations) * (1 + len(TINY.section("real_data").ns))
 
 
@@ -464,43 +468,6 @@ def test_lambda_table_against_eigvalsh(study_dir):
             assert float(row["value"]) == pytest.approx(theory.dzps19_width(int(row["n"]), lam, TINY.delta), rel=1e-9)
 
 
-def test_generalisation_row_matches_solves_and_single_runs(study_dir):
-    """The H* predictor and the complexity by torch.linalg.solve; one row's networks trained alone by `train`,
-    their finite-kernel predictor and kernel-regime distance from autograd Jacobians."""
-    from overparam import train
-    from overparam.study.generalisation import split
-
-    out, _ = study_dir
-    activation, n, m = "softmax", TINY.section("generalisation").n, TINY.section("generalisation").widths[-1]
-    row = next(r for r in read_csv(out / "tables" / "generalisation.csv")
-               if r["activation"] == activation and int(r["n"]) == n and int(r["m"]) == m)
-    X, y, X_test, y_test = (torch.from_numpy(v) for v in split(n, FlatConfig(TINY)))
-    limit = infinite_ntk(activation, X)
-    kernel_prediction = infinite_ntk(activation, X_test, X2=X) @ torch.linalg.solve(limit, y)
-    assert float(row["kernel_test_mse"]) == pytest.approx(float((kernel_prediction - y_test).square().mean()), rel=1e-8)
-    assert float(row["complexity"]) == pytest.approx(
-        float(torch.sqrt(2 * y[:, 0] @ torch.linalg.solve(limit, y[:, 0]) / n)), rel=1e-8)
-    measured = {key: [] for key in ("test_mse", "finite_kernel_test_mse", "distance_to_kernel", "distance_travelled",
-                                    "predicted_distance")}
-    for seed in range(TINY.section("generalisation").seeds):
-        net = TwoLayerNet(TINY.d, m, 1, activation, init="coupled", sigma=TINY.sigma, seed=seed)
-        W0, a, kappa = net.W.clone(), net.a, net.kappa
-        train(net, X, y, lr="auto", steps=TINY.section("generalisation").steps, tol=TINY.tol)
-        both = torch.cat([X, X_test])
-        J = torch.autograd.functional.jacobian(lambda V: _direct_forward(activation, V, a, both, kappa)[:, 0], W0)
-        J = J.reshape(len(both), -1)
-        theta, cross = J[:n] @ J[:n].T, J[n:] @ J[:n].T
-        prediction = _direct_forward(activation, net.W, a, X_test, kappa)
-        measured["test_mse"].append(float((prediction - y_test).square().mean()))
-        measured["finite_kernel_test_mse"].append(
-            float((cross @ torch.linalg.solve(theta, y) - y_test).square().mean()))
-        measured["distance_to_kernel"].append(float((prediction - kernel_prediction).square().mean().sqrt()))
-        measured["distance_travelled"].append(float((net.W - W0).norm()))
-        measured["predicted_distance"].append(float(torch.sqrt(y[:, 0] @ torch.linalg.solve(theta, y[:, 0]))))
-    for key, values in measured.items():
-        assert float(row[key]) == pytest.approx(np.mean(values), rel=2e-3), key
-
-
 def test_diffusion_learning_curves_from_the_cached_units(study_dir):
     """Each curve row's W2 by an optimal assignment on its own samples against its own reference draws (which
     depend on n), its precision and recall counted here, and what ended its training from the step counts."""
@@ -539,86 +506,3 @@ def test_diffusion_learning_curves_from_the_cached_units(study_dir):
         assert row["ended by"] == ("early stopping" if steps < TINY.section("diffusion").steps else
                                    "budget, held-out loss still falling" if kept == steps else "budget")
     cache.close()
-
-
-def _perturbation_rows(out: Path) -> dict:
-    return {(r["activation"], int(r["m"]), r["direction"], float(r["R"])): r
-            for r in read_csv(out / "tables" / "perturbation.csv")}
-
-
-@pytest.mark.parametrize("activation", ["exp", "softmax"])
-def test_perturbation_gradient_row_against_dense_autograd_kernels(study_dir, activation):
-    """One row per activation recomputed with kernels J J^T / (m kappa^2) from autograd Jacobians of F written out,
-    the gradient direction from autograd of the loss, and lambda from eigvalsh of H*."""
-    from overparam.data import sphere
-
-    out, _ = study_dir
-    rows = _perturbation_rows(out)
-    width, radius = TINY.section("training").widths[0], TINY.section("perturbation").radii[len(TINY.section("perturbation").radii) // 2]
-    row = rows[activation, width, "gradient", radius]
-    data = sphere(TINY.section("training").n, TINY.d, seed=TINY.seed)
-    X, y = torch.from_numpy(data.X), torch.from_numpy(data.y)
-    net = TwoLayerNet(TINY.d, width, 1, activation, init=TINY.init, sigma=TINY.sigma, seed=0)
-    W0 = net.W.clone().requires_grad_(True)
-    loss = 0.5 * (_direct_forward(activation, W0, net.a, X, net.kappa) - y).square().sum()
-    (gradient,) = torch.autograd.grad(loss, W0)
-    U = radius * gradient / gradient.norm(dim=1, keepdim=True)
-    H0 = _autograd_kernel(activation, W0.detach(), net.a, X, net.kappa)
-    H = _autograd_kernel(activation, W0.detach() + U, net.a, X, net.kappa)
-    lam = float(np.linalg.eigvalsh(infinite_ntk(activation, X).numpy())[0])
-    assert float(row["change/lambda"]) == pytest.approx(float(np.abs(np.linalg.eigvalsh((H - H0).numpy())).max()) / lam,
-                                                        rel=1e-8)
-    assert float(row["lambda_min/lambda"]) == pytest.approx(float(np.linalg.eigvalsh(H.numpy())[0]) / lam, rel=1e-8)
-
-
-def test_softmax_kernel_is_exactly_shift_invariant_and_exp_becomes_DHD(study_dir):
-    """SPEC §10: a shared shift u leaves softmax's kernel unchanged (every row of z moves by one constant) and
-    turns exp's into D H D, D = diag(e^<u, x_i>); both to 1e-12, with kernels from autograd Jacobians."""
-    from overparam.data import sphere
-
-    out, _ = study_dir
-    shifts = [float(r["change/lambda"]) for key, r in _perturbation_rows(out).items() if key[0] == "softmax"
-              and key[2] == "shift"]
-    assert shifts and max(shifts) <= 1e-12
-    X = torch.from_numpy(sphere(TINY.section("training").n, TINY.d, seed=TINY.seed).X)
-    u = torch.tensor([0.3, -0.2, 0.5, 0.1], dtype=torch.float64)[:TINY.d]
-    for activation in ("softmax", "exp"):
-        net = TwoLayerNet(TINY.d, 64, 1, activation, seed=3)
-        H0 = _autograd_kernel(activation, net.W, net.a, X, net.kappa)
-        H = _autograd_kernel(activation, net.W + u, net.a, X, net.kappa)
-        expected = H0 if activation == "softmax" else torch.diag(torch.exp(X @ u)) @ H0 @ torch.diag(torch.exp(X @ u))
-        assert float((H - expected).abs().max()) <= 1e-12 * float(H0.abs().max())
-
-
-def test_perturbation_radius_table_interpolates_the_crossing(study_dir):
-    """R* of tables/perturbation_radius.csv lies where change/lambda crosses 1/4 in tables/perturbation.csv:
-    between the two grid radii around the first crossing, at the log-log interpolation of the two values."""
-    out, _ = study_dir
-    rows = _perturbation_rows(out)
-    radii = sorted(TINY.section("perturbation").radii)
-    for star in read_csv(out / "tables" / "perturbation_radius.csv"):
-        for direction in ("random", "shift", "gradient", "worst"):
-            changes = [float(rows[star["activation"], int(star["m"]), direction, r]["change/lambda"]) for r in radii]
-            cell = star[f"R* {direction}"]
-            crossing = next((i for i, c in enumerate(changes) if c >= 0.25), None)
-            if crossing is None:
-                assert cell.startswith(">")
-            elif crossing == 0:
-                assert cell.startswith("<=")
-            else:
-                (r0, c0), (r1, c1) = (radii[crossing - 1], changes[crossing - 1]), (radii[crossing], changes[crossing])
-                expected = r1 if c0 == 0 else np.exp(np.interp(np.log(0.25), np.log([c0, c1]), np.log([r0, r1])))
-                assert float(cell) == pytest.approx(expected, rel=1e-9)
-
-
-def test_generalisation_training_sets_are_nested_and_the_test_set_fixed():
-    from overparam.study.generalisation import split, teacher
-
-    small, large = split(6, FlatConfig(TINY)), split(12, FlatConfig(TINY))
-    np.testing.assert_array_equal(small[0], large[0][:6])
-    np.testing.assert_array_equal(small[1], large[1][:6])
-    np.testing.assert_array_equal(small[2], large[2])
-    np.testing.assert_array_equal(small[3], large[3])
-    # labels are the teacher plus noise of the configured size: the residuals' spread is that noise
-    residual = large[3][:, 0] - teacher(large[2], TINY.seed)
-    assert 0.5 * TINY.section("generalisation").noise < residual.std() < 1.5 * TINY.section("generalisation").noise
