@@ -47,3 +47,22 @@ def descend(W0, a, X, y, activation, kappa, lr, steps):
         W = W.detach() - lr * gradient
         weights.append(W.detach().clone())
     return torch.stack(weights), torch.stack(curve)
+
+
+def auto_lr(W, a, X, activation, kappa, iters=100, rtol=1e-4):
+    """lr = 1 / lambda_max(J J^T) as lr="auto" estimates it: power iteration on the dense autograd kernel
+    from v = a N(0, I) draw of torch's generator seeded 0 (unit length), keeping the first Rayleigh
+    quotient that changes by at most rtol (relative) from the previous one (the last after `iters`)."""
+    J = torch.autograd.functional.jacobian(lambda V: output(V, a, X, activation, kappa).T.reshape(-1), W)
+    J = J.reshape(J.shape[0], -1)
+    theta = J @ J.T
+    v = torch.randn((X.shape[0], a.shape[-1]), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    v = (v / v.norm()).T.reshape(-1)
+    estimate = 0.0
+    for _ in range(iters):
+        w = theta @ v
+        new = float(v @ w)
+        if abs(new - estimate) <= rtol * abs(new):
+            return 1 / new
+        v, estimate = w / w.norm(), new
+    return 1 / estimate

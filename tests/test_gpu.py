@@ -136,7 +136,7 @@ def test_every_study_section_completes_on_the_gpu(tmp_path):
         "concentration": {"n": 12, "widths": (32, 128), "seeds": 2},
         "training": {"n": 8, "widths": (64, 256), "seeds": 2, "steps": 200},
         "laziness": {"n": 8, "widths": (64, 256), "seeds": 2, "steps": 200},
-        "perturbation": {"n": 8, "widths": (64, 256)},
+        "perturbation": {"n": 8, "widths": (64, 256), "seeds": 2, "steps": 200},
         "threshold": {"ns": (4, 8), "widths": (2, 8, 32), "seeds": 2, "max_steps": 200},
         "initialisation": {"n": 8, "width": 64, "seeds": 2},
         "diffusion": {"n": 256, "width": 64, "steps": 60, "sampler_steps": 20, "samples": 200, "score_samples": 1000},

@@ -18,7 +18,8 @@ TINY = StudyConfig(d=4, tol=1e-2, delta=0.5, settings={
     "laziness": {"n": 8, "widths": (64, 256), "seeds": 2, "steps": 400},
     "threshold": {"ns": (4, 8), "widths": (2, 4, 8, 16, 32), "seeds": 2, "max_steps": 400,
                   "kernel_widths": (8, 16, 32, 64, 128, 256, 512), "lambda_ns": (4, 8, 16)},
-    "perturbation": {"n": 8, "widths": (64, 256), "radii": (1e-3, 1e-2, 1e-1, 1.0), "ascent_steps": 3},
+    "perturbation": {"n": 8, "widths": (64, 256), "radii": (1e-3, 1e-2, 1e-1, 1.0), "ascent_steps": 3, "seeds": 2,
+                     "steps": 400},
     "initialisation": {"n": 8, "width": 128, "seeds": 2, "steps": 400},
     "diffusion": {"n": 256, "width": 64, "steps": 100, "sampler_steps": 20, "samples": 300, "score_samples": 2000,
                   "widths": (32, 64), "ns": (128, 256)},
@@ -75,10 +76,14 @@ def test_every_section_ticks_once_per_announced_unit(study_dir):
     _, result = study_dir
     assert list(PROGRESS["announced"]) == list(TINY.sections)
     assert PROGRESS["ticked"] == PROGRESS["announced"]
-    # every announced unit is computed once, except laziness's training runs, which the training section
-    # computed first (the threshold and real_data sweeps are units too: one per slice of the sweep)
-    assert result.computed == sum(count for key, count in PROGRESS["announced"].items() if key != "laziness")
-    assert result.reused == PROGRESS["announced"]["laziness"]
+    # every announced unit is computed once, except the training runs that laziness and perturbation share
+    # with the training section, which computed them first (the threshold and real_data sweeps are units too:
+    # one per slice of the sweep)
+    perturbed = len(TINY.activations) * len(TINY.section("perturbation").widths)
+    assert PROGRESS["announced"]["perturbation"] == 2 * perturbed
+    shared = PROGRESS["announced"]["laziness"] + perturbed
+    assert result.reused == shared
+    assert result.computed == sum(PROGRESS["announced"].values()) - shared
 
 
 

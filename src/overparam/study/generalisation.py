@@ -242,31 +242,32 @@ def _fits(study, cfg, found: dict, activation: str) -> dict:
 def figure(study, cfg, found: dict, rows: list[Row], fits: dict):
     largest = max(cfg.widths)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
+    by_width, by_size, distance = axes
     for activation in study.activations:
         color = resolve(activation).color
         mine = [r for r in rows if r.activation == activation]
         by_m = sorted((r for r in mine if r.n == cfg.n), key=lambda r: r.m)
         by_n = sorted((r for r in mine if r.m == largest), key=lambda r: r.n)
         ms, ns = [r.m for r in by_m], [r.n for r in by_n]
-        axes[0].plot(ms, [r.test_mse for r in by_m], marker="o", color=color, label=f"{activation}: network")
-        axes[0].plot(ms, [r.finite_kernel_test_mse for r in by_m], ls=":", marker="x", color=color,
-                     label=f"{activation}: Theta(W(0))")
-        axes[0].axhline(by_m[0].kernel_test_mse, ls="--", color=color, lw=1, label=f"{activation}: H*")
-        axes[1].plot(ns, [r.test_mse for r in by_n], marker="o", color=color, label=f"{activation}: network")
-        axes[1].plot(ns, [r.kernel_test_mse for r in by_n], ls="--", color=color, label=f"{activation}: H*")
-        axes[1].plot(ns, [r.complexity ** 2 for r in by_n], ls="-.", color=color, lw=1,
+        by_width.plot(ms, [r.test_mse for r in by_m], marker="o", color=color, label=f"{activation}: network")
+        by_width.plot(ms, [r.finite_kernel_test_mse for r in by_m], ls=":", marker="x", color=color,
+                      label=f"{activation}: Theta(W(0))")
+        by_width.axhline(by_m[0].kernel_test_mse, ls="--", color=color, lw=1, label=f"{activation}: H*")
+        by_size.plot(ns, [r.test_mse for r in by_n], marker="o", color=color, label=f"{activation}: network")
+        by_size.plot(ns, [r.kernel_test_mse for r in by_n], ls="--", color=color, label=f"{activation}: H*")
+        by_size.plot(ns, [r.complexity ** 2 for r in by_n], ls="-.", color=color, lw=1,
                      label=f"{activation}: complexity^2")
         stats = [mean_and_error([r.distance_to_kernel for r in found[activation, cfg.n, m].ok]) for m in ms]
-        axes[2].errorbar(ms, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3, color=color,
-                         label=f"{activation}: slope {format_slope(fits[activation]['distance'])}")
-    axes[0].axhline(cfg.noise ** 2, color="grey", lw=0.8)
-    axes[1].axhline(cfg.noise ** 2, color="grey", lw=0.8)
-    axes[0].set(xscale="log", yscale="log", xlabel="width m", ylabel="test MSE",
-                title=f"test error against width (n = {cfg.n})")
-    axes[1].set(xscale="log", yscale="log", xlabel="training points n", ylabel="test MSE",
+        distance.errorbar(ms, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3, color=color,
+                          label=f"{activation}: slope {format_slope(fits[activation]['distance'])}")
+    by_width.axhline(cfg.noise ** 2, color="grey", lw=0.8)
+    by_size.axhline(cfg.noise ** 2, color="grey", lw=0.8)
+    by_width.set(xscale="log", yscale="log", xlabel="width m", ylabel="test MSE",
+                 title=f"test error against width (n = {cfg.n})")
+    by_size.set(xscale="log", yscale="log", xlabel="training points n", ylabel="test MSE",
                 title=f"test error against n (m = {largest})")
-    axes[2].set(xscale="log", yscale="log", xlabel="width m", ylabel=r"RMS of $f_{net} - f_{H^*}$ on test points",
-                title="distance to the kernel predictor")
+    distance.set(xscale="log", yscale="log", xlabel="width m", ylabel=r"RMS of $f_{net} - f_{H^*}$ on test points",
+                 title="distance to the kernel predictor")
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
