@@ -352,19 +352,21 @@ class Diffusion(StudySection):
                         samples=cfg.samples, score_samples=cfg.score_samples, seed=study.seed,
                         activation=activation, width=width, steps=cfg.steps, sigma=study.sigma)
 
+    def networks(self, study, cfg: Config) -> list[Denoiser]:
+        """One network per activation and (n, m) of the learning-curve grid."""
+        return [self.denoiser(study, cfg, a, n, m) for a in study.activations for n, m in curve_grid(cfg)]
+
     def units(self, study, cfg) -> list[Measured]:
-        return [self.baselines(study, cfg), *(self.denoiser(study, cfg, a, n, m) for a in study.activations
-                                              for n, m in curve_grid(cfg))]
+        return [self.baselines(study, cfg), *self.networks(study, cfg)]
 
     def report(self, study, cfg, records) -> Report:
         base: BaselinesRecord = records[self.baselines(study, cfg)]
         learned = {a: records[self.denoiser(study, cfg, a, cfg.n, cfg.width)] for a in study.activations}
+        # the main point's `overparam diffusion` settings, which the captions and readings name
         config = self.baselines(study, cfg).config(TrainingConfig(width=cfg.width, steps=cfg.steps))
         scores = score_rows(learned, base)
         training = [TrainingRow.of(a, r) for a, r in learned.items()]
-        curves = [CurveRow.of(unit, records[unit], cfg.steps)
-                  for unit in (self.denoiser(study, cfg, a, n, m) for a in study.activations
-                               for n, m in curve_grid(cfg))]
+        curves = [CurveRow.of(unit, records[unit], cfg.steps) for unit in self.networks(study, cfg)]
         slopes = curve_slopes(curves, study, cfg)
         return Report(
             reading=[*reading(scores, training, learned, base, config),
