@@ -158,6 +158,37 @@ def split(x0: torch.Tensor, val_fraction: float, generator: torch.Generator) -> 
     return x0[order[n_val:]], x0[order[:n_val]]
 
 
+@dataclass
+class DenoisingData:
+    """The regression pairs of one fit (the split, the noise and the embedding a seed fixes)."""
+
+    train: NoisyPairs
+    val: NoisyPairs
+    embedding: Embedding
+
+    def inputs(self, pairs: NoisyPairs, dtype=torch.float64, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """(z, y): embed(x_t, t) (N, in_dim) and the labels x_0 (N, d)."""
+        z = self.embedding(pairs.xt, pairs.t).to(dtype=dtype, device=device)
+        return z, pairs.x0.to(dtype=dtype, device=device)
+
+
+def denoising_data(x0: torch.Tensor, horizon: Horizon, config: TrainingConfig, seed: int = 0) -> DenoisingData:
+    """The train / held-out pairs and the embedding that `fit_denoiser(x0, horizon, config, seed)` trains on."""
+    generator = torch.Generator().manual_seed(int(seed))
+    train_x0, val_x0 = split(x0.to(torch.float64), config.val_fraction, generator)
+    train_pairs = noisy_pairs(train_x0, horizon, config.noise_draws, generator, config.time_law)
+    val_pairs = noisy_pairs(val_x0, horizon, config.noise_draws, generator, config.time_law)
+    return DenoisingData(train_pairs, val_pairs, Embedding.fit(train_pairs.xt, horizon, config.bias))
+
+
+def initial_network(data: DenoisingData, config: TrainingConfig, seed: int = 0) -> TwoLayerNet:
+    """The denoiser network at W(0), as `fit_denoiser` builds it (in_dim from the embedding, out_dim = d)."""
+    d = data.train.x0.shape[1]
+    return TwoLayerNet(data.embedding.in_dim(d), config.width, out_dim=d, activation=config.activation,
+                       scale=config.scale, init=config.init, sigma=config.sigma, seed=seed, dtype=config.dtype,
+                       device=config.device)
+
+
 def fit_denoiser(x0: torch.Tensor, horizon: Horizon, config: TrainingConfig, seed: int = 0,
                  progress=None) -> DenoiserFit:
     """Train F(embed(x_t, t)) ~ x_0 on samples x0 (n, d) of p_0 with early stopping (module docstring).
@@ -165,26 +196,16 @@ def fit_denoiser(x0: torch.Tensor, horizon: Horizon, config: TrainingConfig, see
     `seed` fixes the split, the noise, the initial network and minibatches; `progress(step, norm)`
     is passed to `overparam.train`.
     """
-    generator = torch.Generator().manual_seed(int(seed))
-    train_x0, val_x0 = split(x0.to(torch.float64), config.val_fraction, generator)
-    train_pairs = noisy_pairs(train_x0, horizon, config.noise_draws, generator, config.time_law)
-    val_pairs = noisy_pairs(val_x0, horizon, config.noise_draws, generator, config.time_law)
-    embedding = Embedding.fit(train_pairs.xt, horizon, config.bias)
-    net = TwoLayerNet(embedding.in_dim(x0.shape[1]), config.width, out_dim=x0.shape[1],
-                      activation=config.activation, scale=config.scale, init=config.init,
-                      sigma=config.sigma, seed=seed, dtype=config.dtype, device=config.device)
-
-    def inputs(pairs: NoisyPairs) -> tuple[torch.Tensor, torch.Tensor]:
-        z = embedding(pairs.xt, pairs.t).to(dtype=net.dtype, device=net.device)
-        return z, pairs.x0.to(dtype=net.dtype, device=net.device)
-
-    Z, y = inputs(train_pairs)
-    stopper = EarlyStopping(*inputs(val_pairs), config.eval_every, config.patience, config.steps)
+    data = denoising_data(x0, horizon, config, seed)
+    net = initial_network(data, config, seed)
+    Z, y = data.inputs(data.train, net.dtype, net.device)
+    stopper = EarlyStopping(*data.inputs(data.val, net.dtype, net.device), config.eval_every, config.patience,
+                            config.steps)
     history = train(net, Z, y, lr=config.lr, steps=config.steps, optimizer=config.optimizer,
                     batch_size=config.batch_size, record_every=1, callbacks=[stopper], seed=seed,
                     progress=progress)
     stopper.restore(net)
-    return DenoiserFit(net, embedding, history, stopper.best_step, stopper.best_loss,
+    return DenoiserFit(net, data.embedding, history, stopper.best_step, stopper.best_loss,
                        history.extra.get("val_step", np.array([], dtype=int)),
                        history.extra.get("val_loss", np.array([])),
-                       2 * history.loss / Z.shape[0], Z.shape[0], stopper.Z.shape[0], val_pairs)
+                       2 * history.loss / Z.shape[0], Z.shape[0], stopper.Z.shape[0], data.val)
