@@ -40,6 +40,8 @@ def diffusion(
     t_max: float = typer.Option(Config.T, "--T", help="largest time T (start of sampling from N(0, I))"),
     samples: int = typer.Option(Config.n_samples, help="samples drawn per score for W2/MMD/NLL/weights"),
     score_samples: int = typer.Option(Config.n_score, help="Monte Carlo draws for the weighted score error"),
+    twin: str = typer.Option("", help="kernel twins of each network, comma-separated: theta0 (its own Theta(W(0))), "
+                             "hstar (m kappa^2 H*); early-stopped kernel regression at the t* of the held-out loss"),
     seed: int = typer.Option(Config.seed, help="seed for samples, noise and initialisation (the truth is fixed by --data)"),
     dtype: str = typer.Option(Training.dtype, help="float64 or float32 (network only; the truth is float64)"),
     device: str = typer.Option(Training.device, help="cpu or cuda"),
@@ -54,6 +56,7 @@ def diffusion(
     output_folder(out)
     parse_data(data)  # a bad --data spec fails here, before any work
     activations = tuple(part.strip() for part in activation.split(",") if part.strip())
+    twins = tuple(part.strip() for part in twin.split(",") if part.strip())
     learning_rate: float | str = lr
     if lr != "auto":
         try:
@@ -66,7 +69,7 @@ def diffusion(
         eval_every=eval_every, patience=patience, dtype=dtype, device=device)
     config = Config(
         data=data, activations=activations, n=n, training=training, sampler=sampler, sampler_steps=sampler_steps,
-        spacing=spacing, t0=t0, T=t_max, n_samples=samples, n_score=score_samples, seed=seed)
+        spacing=spacing, t0=t0, T=t_max, n_samples=samples, n_score=score_samples, seed=seed, twins=twins)
     say = (lambda message: typer.echo(message, err=True)) if show_progress(json_output) else None
     result = run(config, say)
     write(result, out)
@@ -91,7 +94,10 @@ def _print_table(metrics: dict, config, out: Path) -> None:
     table = Table(title=f"overparam diffusion: {config.data}, {config.sampler} sampler, {config.sampler_steps} steps")
     for column in ("score", "score error", "W2", "MMD^2", "NLL", "weights TV", "between (score err, W2)"):
         table.add_column(column)
-    rows = {name: metrics[name] for name in config.activations}
+    rows = {}
+    for name in config.activations:
+        rows[name] = metrics[name]
+        rows.update({f"{name} twin {kind}": row for kind, row in metrics[name].get("twins", {}).items()})
     rows.update({f"{name} (baseline)": row for name, row in metrics["baselines"].items() if isinstance(row, dict)})
     for name, row in rows.items():
         between = row.get("between")
@@ -100,6 +106,13 @@ def _print_table(metrics: dict, config, out: Path) -> None:
                       _cell(row["weight_error"]), position)
     console = Console()
     console.print(table)
+    for name in config.activations:
+        for kind, row in metrics[name].get("twins", {}).items():
+            twin = row["twin"]
+            limit = " (still falling at the end of the scan)" if twin["at_limit"] else ""
+            console.print(f"{name} twin {kind}: t* = {twin['t_star']:.6g}{limit}, stop step {twin['stop_step']}, "
+                          f"held-out loss {twin['heldout_loss']:.4g}, lr {twin['lr']:.4g}, {twin['seconds']:.1f} s "
+                          f"(the network kept step {metrics[name]['training']['best_step']})")
     console.print("between: 1 = as good as the exact score, 0 = as bad as -x; p0 = fresh draws of p_0 "
                   "(the finite-sample floor of W2 and MMD)")
     console.print(f"results.json, samples.npz, training histories and figures in {out}")

@@ -29,8 +29,9 @@ BASELINE_COLORS = {"exact": "black", "trivial": "tab:gray", REFERENCE: "tab:purp
 
 
 def score_color(name: str) -> str:
-    """The colour of a score: a baseline's, or the activation's (`Activation.color`)."""
-    return BASELINE_COLORS.get(name) or resolve(name).color
+    """The colour of a score: a baseline's, or the activation's (`Activation.color`; a twin such as
+    'relu twin_theta0' takes its network's)."""
+    return BASELINE_COLORS.get(name) or resolve(name.split(" ")[0]).color
 
 
 def plot_limits(reference: np.ndarray) -> tuple[float, float, float, float]:
