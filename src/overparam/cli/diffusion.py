@@ -33,6 +33,8 @@ def diffusion(
     val_fraction: float = typer.Option(Training.val_fraction, help="fraction of the x_0 held out for early stopping"),
     eval_every: int = typer.Option(Training.eval_every, help="held-out evaluation every this many steps"),
     patience: int = typer.Option(Training.patience, help="stop after this many evaluations without improvement"),
+    twin_budget: Optional[float] = typer.Option(None, help="step budget c * t* of the network's Theta(W(0)) twin "
+                                                "(capped at --steps), so that patience ends training, e.g. 2"),
     init: str = typer.Option(Training.init, help="independent or coupled (symmetric, F(W(0)) = 0)"),
     scale: Optional[str] = typer.Option(None, help="output scale kappa: 1, 1/sqrt(m), 1/m or a number"),
     sigma: float = typer.Option(Training.sigma, help="initial weights w_r ~ N(0, sigma^2 I)"),
@@ -66,7 +68,7 @@ def diffusion(
     training = Training(
         width=width, init=init, sigma=sigma, scale=scale, optimizer=optimizer, lr=learning_rate, steps=steps,
         batch_size=batch_size, noise_draws=noise_draws, time_law=time_law, val_fraction=val_fraction,
-        eval_every=eval_every, patience=patience, dtype=dtype, device=device)
+        eval_every=eval_every, patience=patience, twin_budget=twin_budget, dtype=dtype, device=device)
     config = Config(
         data=data, activations=activations, n=n, training=training, sampler=sampler, sampler_steps=sampler_steps,
         spacing=spacing, t0=t0, T=t_max, n_samples=samples, n_score=score_samples, seed=seed, twins=twins)

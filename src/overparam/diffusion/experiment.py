@@ -201,6 +201,8 @@ def fit_twin(kind: str, activation: str, config: DiffusionConfig, draws: Draws,
              fit: DenoiserFit | None = None) -> TwinFit:
     """The `kind` kernel twin of the `activation` denoiser on draws.x0 (its pairs and held-out split); with the
     fitted network, theta0 takes the step the network trained with."""
+    if fit is not None and kind == "theta0" and fit.twin is not None:
+        return fit.twin  # the twin that set the network's budget
     lr = fit.history.lr if fit is not None and kind == "theta0" else None
     return kernel_twin(kind, draws.x0, config.horizon, config.training_for(activation), config.seed, lr=lr)
 
