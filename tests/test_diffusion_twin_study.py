@@ -113,3 +113,16 @@ def test_reading_names_the_cause_the_numbers_show(precisions, cause):
     causes = text.split("Bridging comes from ")[1].split(".")[0]
     assert cause in causes
     assert ("training" in causes) == (precisions[0] < 0.9)  # the network is short of its twin in the first two
+
+
+def test_distance_figure_draws_the_points_and_the_fitted_line():
+    from overparam.diffusion.figures import plot_twin_distance
+    from overparam.diffusion.twin_study import Coupling
+
+    links = [Coupling("relu", 100, m, 10, 2.0 * m ** -0.5, 0.1, 0.01, 0.001) for m in (64, 256, 1024)]
+    slope = fitted_slope([l.m for l in links], [l.distance for l in links])
+    fig = plot_twin_distance({"relu": links}, {"relu": slope})
+    points, line = fig.axes[0].lines[:2]
+    np.testing.assert_allclose(points.get_ydata(), [l.distance for l in links])
+    np.testing.assert_allclose(line.get_ydata(), 2.0 * line.get_xdata() ** -0.5, rtol=1e-10)
+    assert "slope -0.50" in fig.axes[0].get_legend().get_texts()[0].get_text()
