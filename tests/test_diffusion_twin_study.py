@@ -126,3 +126,18 @@ def test_distance_figure_draws_the_points_and_the_fitted_line():
     np.testing.assert_allclose(points.get_ydata(), [l.distance for l in links])
     np.testing.assert_allclose(line.get_ydata(), 2.0 * line.get_xdata() ** -0.5, rtol=1e-10)
     assert "slope -0.50" in fig.axes[0].get_legend().get_texts()[0].get_text()
+
+
+def test_reading_locates_the_time_of_the_largest_weighted_gap():
+    from overparam.diffusion.score import ScoreErrorCurve
+
+    rows = rows_with(0.65, 0.97, 0.97, 0.98)
+    times = np.array([0.001, 0.01, 0.1, 1.0])
+    h = -np.expm1(-2 * times)
+    rows[0].curve = ScoreErrorCurve(times, np.array([10.0, 9.0, 0.5, 0.1]), np.zeros(4))  # network
+    rows[1].curve = ScoreErrorCurve(times, np.array([9.0, 2.0, 0.4, 0.1]), np.zeros(4))  # its twin
+    gaps = h * (rows[0].curve.value - rows[1].curve.value)
+    t = times[np.argmax(gaps)]
+    assert t == 0.01  # h_t (9 - 2) beats h_0.001 (10 - 9) and h_0.1 (0.5 - 0.4)
+    text = bridging_reading(rows, samples=1000)
+    assert f"at t = {t:.3g}: {h[1] * 9:.3g} against {h[1] * 2:.3g}" in text

@@ -190,49 +190,54 @@ def _differs(first: float, second: float, samples: int) -> bool:
     return second - first > 2 * max(spread, 1 / samples)
 
 
-def _error_time(row: KernelRow) -> float | None:
-    """The t at which h_t E||s - grad log p_t||^2 (the weighted error's integrand) is largest on row's curve."""
-    if row.curve is None:
+def _gap_time(worse: KernelRow, better: KernelRow) -> tuple[float, float, float] | None:
+    """(t, worse's, better's weighted error at t) where h_t E||s - grad log p_t||^2 of `worse` exceeds `better`'s
+    most on their common per-t curve; None without curves."""
+    if worse.curve is None or better.curve is None or not np.array_equal(worse.curve.times, better.curve.times):
         return None
-    weighted = process.h(torch.as_tensor(row.curve.times)).numpy() * row.curve.value
-    return float(row.curve.times[int(np.argmax(weighted))])
+    weight = process.h(torch.as_tensor(worse.curve.times)).numpy()
+    first, second = weight * worse.curve.value, weight * better.curve.value
+    index = int(np.argmax(first - second))
+    return float(worse.curve.times[index]), float(first[index]), float(second[index])
 
 
 def bridging_reading(rows: list[KernelRow], samples: int) -> str:
     """Where bridging comes from, for one activation's rows (`kernel_rows`), judged by precision (the share of
-    samples near a mode) with `samples` samples per predictor:
+    samples near a mode, `samples` samples per predictor; a difference counts beyond twice its binomial
+    standard error):
 
-    - training: the theta0 twin at t* is as precise as the posterior mean but the network is not;
-    - kernel: the H* twin falls short of the posterior mean at every n measured;
-    - data size: the H* twin falls short at the section's n but not at the larger n.
-    Then the time t at which each predictor's weighted score error peaks."""
+    - training: the network is less precise than its Theta(W(0)) twin stopped at t*;
+    - the kernel: the H* twin is less precise than the posterior mean at every n measured;
+    - the data size: the H* twin is less precise at the section's n but not at the largest n.
+    Each named cause comes with the t at which the weighted score error of the less precise predictor
+    exceeds the other's most."""
     by = {(row.predictor, row.n): row for row in rows}
     n = min(row.n for row in rows)
     network, theta0, exact = by[("network", n)], by[("twin_theta0", n)], by[("posterior_mean", n)]
     hstar = sorted((row for row in rows if row.predictor == "twin_hstar"), key=lambda row: row.n)
-    activation = network.activation
-    parts = [f"{activation}: precision network {network.precision:.3f}, twin theta0 {theta0.precision:.3f} "
-             f"(t* = {theta0.t_star:.3g}{', the end of the scan' if theta0.at_limit else ''}), "
+    parts = [f"{network.activation}: precision network {network.precision:.3f} (kept step {network.stop_step}), "
+             f"twin theta0 {theta0.precision:.3f} (t* = {theta0.t_star:.3g}"
+             f"{', still falling at the end of the scan' if theta0.at_limit else ''}), "
              + ", ".join(f"twin H* at n = {row.n} {row.precision:.3f}" for row in hstar)
              + f", posterior mean {exact.precision:.3f}."]
     causes = []
-    if _differs(network.precision, theta0.precision, samples) and not _differs(theta0.precision, exact.precision,
-                                                                                 samples):
-        causes.append(f"training: the twin at t* separates the modes as well as the posterior mean and the network, "
-                      f"kept at step {network.stop_step}, does not")
+
+    def located(text: str, worse: KernelRow, better: KernelRow) -> str:
+        gap = _gap_time(worse, better)
+        return text if gap is None else text + (f" (its weighted score error exceeds the other's most at t = "
+                                                f"{gap[0]:.3g}: {gap[1]:.3g} against {gap[2]:.3g})")
+
+    if _differs(network.precision, theta0.precision, samples):
+        causes.append(located("training: the network bridges more than its Theta(W(0)) twin stopped at t*",
+                              network, theta0))
     short = [row for row in hstar if _differs(row.precision, exact.precision, samples)]
     if hstar and len(short) == len(hstar):
-        causes.append("the kernel: the H* twin bridges at every n measured")
+        causes.append(located("the kernel: the H* twin bridges at every n measured", hstar[-1], exact))
     elif short and not _differs(hstar[-1].precision, exact.precision, samples):
-        causes.append(f"the data size: the H* twin bridges at n = {short[0].n} but not at n = {hstar[-1].n}")
+        causes.append(located(f"the data size: the H* twin bridges at n = {short[0].n} but not at n = "
+                              f"{hstar[-1].n}", short[0], hstar[-1]))
     if not causes:
-        causes.append("none of training, kernel or data size alone: no comparison above differs by more than "
-                      "twice its binomial standard error" if not _differs(network.precision, exact.precision, samples)
-                      else "no single cause: the differences above do not separate training, kernel and data size")
+        causes.append("none of training, kernel or data size: no comparison above differs by more than twice "
+                      "its binomial standard error")
     parts.append("Bridging comes from " + "; ".join(causes) + ".")
-    times = {row.predictor + ("" if row.predictor != "twin_hstar" else f" (n = {row.n})"): _error_time(row)
-             for row in rows if row.predictor != "posterior_mean"}
-    peaks = [f"{time:.3g} ({name})" for name, time in times.items() if time is not None]
-    if peaks:
-        parts.append("The weighted score error h_t E||s - grad log p_t||^2 peaks at t = " + ", ".join(peaks) + ".")
     return " ".join(parts)
