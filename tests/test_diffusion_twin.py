@@ -129,3 +129,14 @@ def test_network_twin_distance_recomputed_and_shrinking_with_width():
         assert twin_distance(fit.net, twin, step, Z_val) == pytest.approx(expected, rel=1e-12)
         distances[width] = expected / math.sqrt((linear ** 2).sum(1).mean())
     assert distances[4096] < 0.5 * distances[64]
+
+
+def test_the_scan_ends_where_rounding_level_eigenvalues_would_move():
+    from overparam.diffusion.twin import rounding_horizon
+
+    x0, horizon, config = small_problem("exp", width=32)
+    twin = kernel_twin("hstar", x0, horizon, config, seed=2)
+    mu = twin.regimes[0].eigenvalues
+    end = 1 / (twin.lr * len(mu) * np.finfo(np.float64).eps * float(mu.max()))
+    assert rounding_horizon(mu, twin.lr) == pytest.approx(end, rel=1e-12)
+    assert twin.stop.times[-1] == pytest.approx(end, rel=1e-12) and twin.stop.time <= end

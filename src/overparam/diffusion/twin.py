@@ -16,7 +16,10 @@ K = Q diag(mu) Q^T decomposed once (`overparam.kernel_regime`). Two kernels (`TW
 
 The stopping time t* minimises the held-out loss mean_i ||f_t(z_i) - y_i||^2 over the fit's held-out pairs
 (`kernel_regime.minimise_loss`: a log grid, then a bounded Brent search); the twin's denoiser is f at the
-integer step next to t*, and its score the Tweedie score of that denoiser, as for a network.
+integer step next to t*, and its score the Tweedie score of that denoiser, as for a network. The scan ends at
+`rounding_horizon`: the time at which eigenvalues at the rounding level of the eigendecomposition
+(N eps lambda_max) would start to move, beyond which f_t is set by rounding, not by the kernel. Smooth kernels
+(exp, softmax) have most of their spectrum below that level, and their t* can lie far beyond any step budget.
 """
 
 from __future__ import annotations
@@ -39,8 +42,6 @@ from .score import LearnedScore
 from .training import TrainingConfig, denoising_data, initial_network
 
 TWINS = ("theta0", "hstar")
-#: Largest stopping time scanned (steps of lr); far beyond any budget a network is trained for.
-MAX_TIME = 1e9
 
 
 class TwinDenoiser:
@@ -92,17 +93,28 @@ class TwinFit:
         return LearnedScore(self.denoiser(step), self.embedding)
 
     def summary(self) -> dict:
-        """Plain data: t*, the stop step, its held-out loss, whether t* is the scan's end, lr, seconds."""
+        """Plain data: t*, the stop step, its held-out loss, whether t* is the scan's end (`rounding_horizon`),
+    lr, seconds."""
         return {"kernel": self.kind, "t_star": self.stop.time, "stop_step": self.stop.step,
                 "heldout_loss": self.stop.loss, "at_limit": self.stop.at_limit, "lr": self.lr,
                 "seconds": self.seconds, "n_train_pairs": self.n_train, "n_val_pairs": self.n_val}
 
 
+def rounding_horizon(eigenvalues: torch.Tensor, lr: float) -> float:
+    """1 / (lr N eps lambda_max): the number of steps after which a mode with eigenvalue N eps lambda_max (the
+    rounding error of a float64 eigendecomposition of an N x N kernel) has moved by its own size (at least 1)."""
+    top = float(eigenvalues.abs().max())
+    if not top > 0:
+        return 1.0
+    return max(1.0, 1.0 / (lr * len(eigenvalues) * float(torch.finfo(torch.float64).eps) * top))
+
+
 def kernel_twin(kind: str, x0: torch.Tensor, horizon: Horizon, config: TrainingConfig, seed: int = 0,
-                lr: float | str | None = None, max_time: float = MAX_TIME) -> TwinFit:
+                lr: float | str | None = None, max_time: float | None = None) -> TwinFit:
     """The `kind` twin ('theta0' or 'hstar') of `fit_denoiser(x0, horizon, config, seed)` (module docstring).
 
     lr: the step on K; None takes config.lr for theta0 (the network's own) and 'auto' for hstar.
+    max_time: the end of the scan for t*; None: `rounding_horizon` of the kernel.
     """
     if kind not in TWINS:
         raise ValueError(f"unknown kernel twin {kind!r}: use one of {', '.join(TWINS)}")
@@ -118,6 +130,8 @@ def kernel_twin(kind: str, x0: torch.Tensor, horizon: Horizon, config: TrainingC
     else:
         regimes, step = _hstar_regimes(net, config.activation, config.sigma, Z, y, step)
     held_out = [regime.held_out(Z_val, y_val[:, part]) for regime, part in zip(regimes, _columns(regimes))]
+    if max_time is None:
+        max_time = rounding_horizon(regimes[0].eigenvalues, float(step))
     stop = minimise_loss(lambda times: sum(loss(times) for loss in held_out), max_time)
     return TwinFit(kind, config.activation, regimes, held_out, stop, data.embedding, float(step),
                    time.perf_counter() - started, Z.shape[0], Z_val.shape[0])

@@ -217,7 +217,7 @@ def bridging_reading(rows: list[KernelRow], samples: int) -> str:
     hstar = sorted((row for row in rows if row.predictor == "twin_hstar"), key=lambda row: row.n)
     parts = [f"{network.activation}: precision network {network.precision:.3f} (kept step {network.stop_step}), "
              f"twin theta0 {theta0.precision:.3f} (t* = {theta0.t_star:.3g}"
-             f"{', still falling at the end of the scan' if theta0.at_limit else ''}), "
+             f"{', still falling at the end of the scan (the rounding horizon)' if theta0.at_limit else ''}), "
              + ", ".join(f"twin H* at n = {row.n} {row.precision:.3f}" for row in hstar)
              + f", posterior mean {exact.precision:.3f}."]
     causes = []
