@@ -2,7 +2,9 @@
 the initial kernel, the twin's stop step by scanning that loop's held-out losses, the posterior mean's held-out
 loss by the conditional-Gaussian formula, the score gap against the score error, and the reading's causes."""
 
+import json
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -39,6 +41,8 @@ def test_rows_have_the_documented_predictors_and_columns(small):
     assert rows[0].stop_step == fit.best_step and rows[0].heldout_loss == fit.best_val_loss
     assert rows[-1].score_error == pytest.approx(0, abs=1e-20) and rows[-1].stop_step is None
     assert all(row.distance_to_twin is None for row in rows[1:])
+    assert json.loads(json.dumps([asdict(row) for row in rows])) == [asdict(row) for row in rows]  # plain data
+    assert np.array(rows[0].samples).shape == (200, 2) and len(rows[0].curve.times) == 4
 
 
 def test_network_twin_distance_and_twin_stop_step_by_an_explicit_loop(small):
@@ -129,15 +133,23 @@ def test_distance_figure_draws_the_points_and_the_fitted_line():
 
 
 def test_reading_locates_the_time_of_the_largest_weighted_gap():
-    from overparam.diffusion.score import ScoreErrorCurve
-
     rows = rows_with(0.65, 0.97, 0.97, 0.98)
     times = np.array([0.001, 0.01, 0.1, 1.0])
     h = -np.expm1(-2 * times)
-    rows[0].curve = ScoreErrorCurve(times, np.array([10.0, 9.0, 0.5, 0.1]), np.zeros(4))  # network
-    rows[1].curve = ScoreErrorCurve(times, np.array([9.0, 2.0, 0.4, 0.1]), np.zeros(4))  # its twin
+    for row, values in zip(rows, ([10.0, 9.0, 0.5, 0.1], [9.0, 2.0, 0.4, 0.1])):  # the network, its twin
+        row.curve_times, row.curve_value, row.curve_stderr = times.tolist(), values, [0.0] * 4
     gaps = h * (rows[0].curve.value - rows[1].curve.value)
     t = times[np.argmax(gaps)]
     assert t == 0.01  # h_t (9 - 2) beats h_0.001 (10 - 9) and h_0.1 (0.5 - 0.4)
     text = bridging_reading(rows, samples=1000)
     assert f"at t = {t:.3g}: {h[1] * 9:.3g} against {h[1] * 2:.3g}" in text
+
+
+def test_hstar_against_n_fits_the_slope_of_its_rows(small):
+    from overparam.diffusion.twin_study import hstar_against_n
+
+    config, *_ = small
+    rows, slope = hstar_against_n(config, "relu", (100, 200))
+    assert [row.n for row in rows] == [100, 200] and all(row.predictor == "twin_hstar" for row in rows)
+    expected = math.log(rows[1].score_error / rows[0].score_error) / math.log(2)
+    assert slope.exponent == pytest.approx(expected, rel=1e-12)

@@ -39,8 +39,8 @@ COLUMNS = ("activation", "n", "m", "predictor", "stop_step", "heldout_loss", "sc
 @dataclass
 class KernelRow:
     """One predictor's numbers: the csv columns (None where a column does not apply), then what the figures and
-    the reading need (score-error standard error and per-t curve, samples, t* and whether the scan ended on it,
-    seconds the twin took)."""
+    the reading need (score-error standard error and per-t curve, samples (n_samples, d), t* and whether the
+    scan ended on it, seconds the twin took). Plain data only (lists, numbers), so that it passes through JSON."""
 
     activation: str
     n: int
@@ -53,11 +53,21 @@ class KernelRow:
     recall: float | None
     distance_to_twin: float | None = None
     score_error_stderr: float | None = None
-    curve: ScoreErrorCurve | None = field(default=None, repr=False)
-    samples: np.ndarray | None = field(default=None, repr=False)
+    curve_times: list[float] | None = field(default=None, repr=False)
+    curve_value: list[float] | None = field(default=None, repr=False)
+    curve_stderr: list[float] | None = field(default=None, repr=False)
+    samples: list[list[float]] | None = field(default=None, repr=False)
     t_star: float | None = None
     at_limit: bool | None = None
     seconds: float | None = None
+
+    @property
+    def curve(self) -> ScoreErrorCurve | None:
+        """The per-t score error as a `ScoreErrorCurve` (what `figures.plot_score_error` takes)."""
+        if self.curve_times is None:
+            return None
+        return ScoreErrorCurve(*(np.asarray(v, dtype=float) for v in (self.curve_times, self.curve_value,
+                                                                       self.curve_stderr)))
 
     def csv_row(self) -> dict:
         """The `COLUMNS` of this row (None for an empty cell)."""
@@ -126,10 +136,12 @@ def coupling(fit: DenoiserFit, twin: TwinFit, config: DiffusionConfig, draws: Dr
 
 
 def _row(activation: str, n: int, m: int, predictor: str, measured, **values) -> KernelRow:
-    row = measured.row
+    row, curve = measured.row, measured.curve
+    lists = {} if curve is None else {"curve_times": curve.times.tolist(), "curve_value": curve.value.tolist(),
+                                      "curve_stderr": curve.stderr.tolist()}
     return KernelRow(activation, n, m, predictor, score_error=row["score_error"], precision=row["precision"],
-                     recall=row["recall"], score_error_stderr=row["score_error_stderr"], curve=measured.curve,
-                     samples=measured.samples, **values)
+                     recall=row["recall"], score_error_stderr=row["score_error_stderr"],
+                     samples=measured.samples.tolist(), **lists, **values)
 
 
 def twin_row(twin: TwinFit, config: DiffusionConfig, draws: Draws) -> KernelRow:
@@ -182,6 +194,20 @@ def width_couplings(config: DiffusionConfig, activation: str, widths) -> tuple[l
     slope = fitted_slope([l.m for l in usable], [l.distance for l in usable]) if len({l.m for l in usable}) > 1 \
         else None
     return links, slope
+
+
+def hstar_against_n(config: DiffusionConfig, activation: str, ns) -> tuple[list[KernelRow], Slope | None]:
+    """The H* twin's rows on n draws of p_0 for each n in `ns` (m from config: its kernel is m kappa^2 H*, and
+    t* does not depend on m once lr is 'auto'), and the slope of its score error against n."""
+    rows = []
+    for n in ns:
+        at = replace(config, n=int(n))
+        draws = experiment.draw(at)
+        rows.append(twin_row(experiment.fit_twin("hstar", activation, at, draws), at, draws))
+    usable = [row for row in rows if row.score_error is not None and row.score_error > 0]
+    slope = fitted_slope([row.n for row in usable], [row.score_error for row in usable]) \
+        if len({row.n for row in usable}) > 1 else None
+    return rows, slope
 
 
 def _differs(first: float, second: float, samples: int) -> bool:
