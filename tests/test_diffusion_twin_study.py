@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from overparam.diffusion import DiffusionConfig, TrainingConfig, experiment, score_error, trivial_score
-from overparam.diffusion.process import alpha, h
 from overparam.diffusion.training import denoising_data, initial_network
 from overparam.diffusion.twin_study import (COLUMNS, KernelRow, bridging_reading, fitted_slope, kernel_rows,
                                             score_gap)
@@ -34,7 +33,7 @@ def flat(V):
 
 
 def test_rows_have_the_documented_predictors_and_columns(small):
-    config, _, fit, rows, _ = small
+    _, _, fit, rows, _ = small
     assert [(row.predictor, row.n) for row in rows] == [("network", 100), ("twin_theta0", 100), ("twin_hstar", 100),
                                                         ("twin_hstar", 200), ("posterior_mean", 100)]
     assert all(list(row.csv_row()) == list(COLUMNS) for row in rows)
