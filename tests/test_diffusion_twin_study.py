@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from overparam.diffusion import DiffusionConfig, TrainingConfig, experiment, score_error, trivial_score
+from overparam.diffusion.metrics import wasserstein2
 from overparam.diffusion.training import denoising_data, initial_network
 from overparam.diffusion.twin_study import (COLUMNS, KernelRow, bridging_reading, fitted_slope, kernel_rows,
                                             score_gap)
@@ -33,7 +34,7 @@ def flat(V):
 
 
 def test_rows_have_the_documented_predictors_and_columns(small):
-    _, _, fit, rows, _ = small
+    config, _, fit, rows, _ = small
     assert [(row.predictor, row.n) for row in rows] == [("network", 100), ("twin_theta0", 100), ("twin_hstar", 100),
                                                         ("twin_hstar", 200), ("posterior_mean", 100)]
     assert all(list(row.csv_row()) == list(COLUMNS) for row in rows)
@@ -42,6 +43,8 @@ def test_rows_have_the_documented_predictors_and_columns(small):
     assert all(row.distance_to_twin is None for row in rows[1:])
     assert json.loads(json.dumps([asdict(row) for row in rows])) == [asdict(row) for row in rows]  # plain data
     assert np.array(rows[0].samples).shape == (200, 2) and len(rows[0].curve.times) == 4
+    assert rows[1].w2 == pytest.approx(wasserstein2(np.array(rows[1].samples), experiment.draw(config).reference,
+                                                    seed=config.seed), rel=1e-12)
 
 
 def test_network_twin_distance_and_twin_stop_step_by_an_explicit_loop(small):

@@ -39,7 +39,8 @@ COLUMNS = ("activation", "n", "m", "predictor", "stop_step", "heldout_loss", "sc
 @dataclass
 class KernelRow:
     """One predictor's numbers: the csv columns (None where a column does not apply), then what the figures and
-    the reading need (score-error standard error and per-t curve, samples (n_samples, d), t* and whether the
+    the reading need (score-error standard error, W2 and MMD^2 to fresh draws of p_0, the per-t score error,
+    samples (n_samples, d), t* and whether the
     scan ended on it, seconds the twin took). Plain data only (lists, numbers), so that it passes through JSON."""
 
     activation: str
@@ -53,6 +54,8 @@ class KernelRow:
     recall: float | None
     distance_to_twin: float | None = None
     score_error_stderr: float | None = None
+    w2: float | None = None
+    mmd: float | None = None
     curve_times: list[float] | None = field(default=None, repr=False)
     curve_value: list[float] | None = field(default=None, repr=False)
     curve_stderr: list[float] | None = field(default=None, repr=False)
@@ -140,7 +143,7 @@ def _row(activation: str, n: int, m: int, predictor: str, measured, **values) ->
     lists = {} if curve is None else {"curve_times": curve.times.tolist(), "curve_value": curve.value.tolist(),
                                       "curve_stderr": curve.stderr.tolist()}
     return KernelRow(activation, n, m, predictor, score_error=row["score_error"], precision=row["precision"],
-                     recall=row["recall"], score_error_stderr=row["score_error_stderr"],
+                     recall=row["recall"], score_error_stderr=row["score_error_stderr"], w2=row["w2"], mmd=row["mmd"],
                      samples=measured.samples.tolist(), **lists, **values)
 
 
