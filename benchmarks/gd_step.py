@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from overparam import TwoLayerNet
+from overparam import TwoLayerNet, train
 from overparam.activations import LOG2E
 from overparam.chunks import chunk_slices, transposed_product
 
@@ -54,12 +54,10 @@ class AutogradNet(torch.nn.Module):
     def forward(self, X):
         Z = X @ self.W.T
         if self.activation == "relu":
-            phi = torch.relu(Z)
-        elif self.activation == "exp":
-            phi = torch.exp(Z)
-        else:
-            phi = self.W.shape[0] * torch.softmax(Z, dim=1)
-        return self.kappa * phi @ self.a
+            return self.kappa * (torch.relu(Z) @ self.a)
+        if self.activation == "exp":
+            return self.kappa * (torch.exp(Z) @ self.a)
+        return (self.kappa * self.W.shape[0]) * (torch.softmax(Z, dim=1) @ self.a)  # kappa m S a
 
 
 def measure(activation="exp", n=1024, d=32, m=65536, dtype=torch.float32, repeats=5, device="cpu") -> dict:
@@ -129,6 +127,42 @@ def measure(activation="exp", n=1024, d=32, m=65536, dtype=torch.float32, repeat
     _release(device)
     return {"activation": activation, "n": n, "d": d, "m": m, "dtype": str(dtype).replace("torch.", ""),
             "device": str(device), "chunk": chunk, **{f"{k}_s": v for k, v in times.items()}}
+
+
+def measure_training(activation="exp", n=1024, d=32, m=65536, dtype=torch.float32, steps=20, repeats=3,
+                     device="cpu") -> dict:
+    """`steps` steps of `train()` (fixed lr, tol 0: every step taken, each recorded) against the same
+    number of steps of the plain autograd loop (`AutogradNet`, loss.backward(), torch.optim.SGD), both
+    from the same W(0), taken in turn (round robin), best of `repeats`: the issue's comparison."""
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    X = (0.5 * X / X.norm(dim=1, keepdim=True)).to(dtype=dtype, device=device)
+    y = torch.randn(n, 1, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
+    net = TwoLayerNet(d, m, 1, activation, scale="1/sqrt(m)", seed=0, dtype=dtype, device=device)
+    W0, lr = net.W.clone(), 1e-3
+    module = AutogradNet(W0, net.a, activation, net.kappa).to(device)
+    optim = torch.optim.SGD(module.parameters(), lr=lr)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+
+    def overparam_run():
+        net.W = W0.clone()  # train() works in place
+        history = train(net, X, y, lr=lr, steps=steps, tol=0.0)
+        assert history.step[-1] == steps and history.status == "max_steps", history.message
+        sync()
+
+    def autograd_run():
+        with torch.no_grad():
+            module.W.copy_(W0)
+        for _ in range(steps):
+            optim.zero_grad(set_to_none=True)
+            loss = 0.5 * (module(X) - y).square().sum()
+            loss.backward()
+            optim.step()
+        sync()
+
+    times = best_times({"overparam": overparam_run, "autograd": autograd_run}, repeats)
+    return {"activation": activation, "n": n, "d": d, "m": m, "dtype": str(dtype).replace("torch.", ""),
+            "device": str(device), "steps": steps, **{f"{k}_s": v for k, v in times.items()}}
 
 
 def _release(device) -> None:

@@ -109,11 +109,10 @@ def _cell(text: str) -> str:
 
 
 def study_sections(markdown: str) -> str:
-    from overparam.study import SECTIONS
-    from overparam.study.runner import section_module
+    from overparam.study.registry import SECTIONS, module, section
 
     def title(key: str) -> str:
-        return getattr(section_module(key), "TITLE", key)
+        return section(key).TITLE
 
     described = SECTION_HEADING.findall(markdown)
     stale = [key for key in described if key not in SECTIONS]
@@ -122,7 +121,7 @@ def study_sections(markdown: str) -> str:
                           f"the sections are {', '.join(SECTIONS)}")
     markdown = SECTION_HEADING.sub(lambda match: f"## {title(match.group(1))} {{#{match.group(1)}}}", markdown)
     generated = "".join(f"## {title(key)} {{#{key}}}\n\n"
-                        + (section_module(key).__doc__ or "").strip().replace("<", "&lt;")
+                        + (module(key).__doc__ or "").strip().replace("<", "&lt;")
                         + f"\n\nRun it alone with `overparam study --only {key}`.\n\n"
                         for key in SECTIONS if key not in described)
     if UNDESCRIBED_MARKER not in markdown:

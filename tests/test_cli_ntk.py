@@ -53,7 +53,7 @@ def test_ntk_both_kernels_give_the_relative_distance(tmp_path, overparam):
     X = torch.from_numpy(sphere(30, 3, 2).X)
     H, limit = ntk(TwoLayerNet(3, 256, 2, "relu"), X), infinite_ntk("relu", X, out_dim=2)
     expected = float(torch.linalg.matrix_norm(H - limit, ord=2) / torch.linalg.matrix_norm(limit, ord=2))
-    assert summary["method"] == "lanczos" and summary["converged"]
+    assert summary["method"] == "cholesky" and summary["converged"] and "dense limit 10" in summary["method_reason"]
     assert summary["relative_distance"] == pytest.approx(expected, rel=1e-6)
     assert summary["lambda_min"] == pytest.approx(eigenvalues(H)[0], rel=1e-8)
     assert summary["infinite"]["lambda_min"] == pytest.approx(eigenvalues(limit)[0], rel=1e-8)

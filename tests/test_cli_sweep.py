@@ -3,8 +3,10 @@
 import csv
 import io
 import json
+import sqlite3
 from types import SimpleNamespace
 
+import pyarrow.parquet as pq
 import pytest
 
 from overparam.cli import run
@@ -65,6 +67,25 @@ def test_sweep_results_and_threshold(swept, overparam, tmp_path):
     table = list(csv.DictReader(io.StringIO(overparam("results", store, "--format", "csv", "--seed", "1").stdout)))
     assert len(table) == 12 and {row["seed"] for row in table} == {"1"}
     assert "24 run(s)" in overparam("results", store).stdout
+
+    for format in ("csv", "json"):  # --out writes what stdout shows
+        out = tmp_path / "export" / f"runs.{format}"
+        assert overparam("results", store, "--format", format, "--seed", "1", "--out", out).stdout == ""
+        assert out.read_text() == overparam("results", store, "--format", format, "--seed", "1").stdout
+
+    assert overparam("results", store, "--format", "parquet", "--activation", "exp", "--out",
+                     tmp_path / "runs.parquet").returncode in (0, None)
+    exported = pq.read_table(tmp_path / "runs.parquet").to_pylist()
+    with sqlite3.connect(store) as db:
+        db.row_factory = sqlite3.Row
+        expected = [dict(row) for row in db.execute("SELECT * FROM runs WHERE activation = 'exp'")]
+    key = lambda row: (row["config_hash"], row["seed"])  # noqa: E731
+    assert len(exported) == 12 and sorted(map(key, exported)) == sorted(map(key, expected))
+    for row, plain in zip(sorted(exported, key=key), sorted(expected, key=key)):
+        assert {name: row[name] for name in plain} == plain
+        config = json.loads(plain["config"])
+        assert row["config.optimizer"] == config["optimizer"] == "gd"
+        assert row["config.record_every"] == config["record_every"]
 
     again = json.loads(overparam("sweep", tmp_path / "spec.toml", "--store", store, "--json").stdout)
     assert again["skipped"] == 24 and again["trained"] == 0
@@ -146,7 +167,7 @@ def test_other_user_errors_exit_2(tmp_path, overparam):
     bad_where = overparam("results", store, "--where", "colour=red")
     assert bad_where.returncode == 2 and "column=value" in bad_where.stderr
     bad_figure = overparam("threshold", store, "--figure", tmp_path / "missing" / "f.png")
-    assert bad_figure.returncode == 2 and "folder of --figure" in bad_figure.stderr
+    assert bad_figure.returncode == 2 and "its folder does not exist" in bad_figure.stderr
     assert len(bad_figure.stderr.strip().splitlines()) == 1
 
 
@@ -168,13 +189,17 @@ def test_every_bad_flag_of_sweep_threshold_and_results_names_itself(swept, overp
         (("results", store, "--where", "width"), "--where takes column=value"),
         (("results", store, "--where", "width=wide"), "--where width='wide': width holds integers"),
         (("results", store, "--where", "tol=small"), "--where tol='small': tol holds numbers"),
-        (("results", store, "--format", "xml"), "unknown format 'xml': use table, csv or json"),
+        (("results", store, "--format", "xml"), "unknown format 'xml': use table, csv, json or parquet"),
+        (("results", store, "--format", "parquet"), "--format parquet writes a file: give it with --out FILE"),
+        (("results", store, "--out", tmp_path / "t.txt"), "--out takes csv, json or parquet output"),
+        (("results", store, "--format", "csv", "--out", tmp_path), "is a folder; give a file name"),
     ]
     for args, message in cases:
         result = overparam(*args)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (args, result.stderr)
     assert not (tmp_path / "w.db").exists()  # no bad sweep created a store
+    assert not (tmp_path / "t.txt").exists()
     eight = json.loads(overparam("results", store, "--format", "json", "--where", "width=8").stdout)
     assert len(eight) == 8 and {r["width"] for r in eight} == {8}  # a typed value matches the integer column
 

@@ -1,13 +1,16 @@
 """`overparam train` end to end, through the installed console entry point."""
 
+import errno
 import json
 from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from overparam.cli import run
+from overparam.resources import InsufficientMemory
 
 
 @pytest.fixture
@@ -101,6 +104,96 @@ def test_exceptions_become_exit_codes_by_type(tmp_path, overparam, monkeypatch, 
                                                   else "overparam: interrupted"]
 
 
+@pytest.mark.parametrize("error, line", [
+    (MemoryError("Unable to allocate 1.49 TiB for an array with shape (2048, 100000000) and data type float64"),
+     "out of memory (Unable to allocate 1.49 TiB for an array with shape (2048, 100000000) and data type float64); "
+     "use a smaller --n or --width, a lower --dense-limit (the matrix-free eigensolver) or another --device"),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nGPU 0 has a total capacity of 8 GiB"),
+     "out of memory (CUDA out of memory. Tried to allocate 20.00 GiB); use a smaller --n or --width, a lower "
+     "--dense-limit (the matrix-free eigensolver) or another --device"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                  "tried to allocate 16000000000000000 bytes. Error code 12 (Cannot allocate memory)"),
+     "out of memory ([enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+     "tried to allocate 16000000000000000 bytes. Error code 12 (Cannot allocate memory)); use a smaller --n or "
+     "--width, a lower --dense-limit (the matrix-free eigensolver) or another --device"),
+    (InsufficientMemory("the dense 9 x 9 kernels", 2**41, 2**30, "CPU", "use a smaller --n"),
+     "not enough memory for the dense 9 x 9 kernels: 2 TiB needed, 1 GiB available on the CPU; use a smaller --n"),
+])
+def test_out_of_memory_is_exit_2_with_one_line(tmp_path, overparam, monkeypatch, error, line):
+    def raise_it(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("overparam.cli.train.train_network", raise_it)
+    result = overparam("train", "--width", "8", "--n", "4", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"overparam: error: {line}"]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "--n", "10000000000000", "--d", "4"], "not enough memory for the sphere data (n = 10000000000000, d = 4)"),
+    (["train", "--n", "100", "--width", "1000000000000000"], "not enough memory for training m = 1000000000000000"),
+    (["ntk", "--n", "1000000", "--dense-limit", "10000000"], "not enough memory for the dense 1000000 x 1000000"),
+    (["ntk", "--n", "100000", "--monte-carlo", "2"], "not enough memory for the dense 100000 x 100000 kernels"),
+    (["ntk", "--widths", "8,1000000000000000"], "not enough memory for the weights of m = 1000000000000000"),
+    (["diffusion", "--n", "1000000000", "--noise-draws", "100000"], "not enough memory for the score network"),
+])
+def test_sizes_past_the_machine_are_refused_at_the_door(tmp_path, overparam, args, fragment):
+    result = overparam(*args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "available on the CPU; use a smaller" in lines[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing written
+
+
+def test_sweep_too_large_is_refused_before_the_store_exists(tmp_path, overparam):
+    store = tmp_path / "runs.db"
+    result = overparam("sweep", "--activations", "relu", "--widths", "8", "--n", "10000000", "--seeds", "2",
+                       "--store", str(store))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not enough memory for the sweep's runs at n = 10000000, m = 8 (2 seeds" in lines[0]
+    assert not store.exists()
+
+
+@pytest.mark.parametrize("command", (["train", "--width", "8", "--n", "4", "--steps", "2"],
+                                     ["ntk", "--width", "8", "--n", "4"],
+                                     ["diffusion", "--width", "8", "--n", "16", "--steps", "2"],
+                                     ["study", "--only", "concentration"]))
+def test_out_that_cannot_be_written_is_one_line_naming_it(tmp_path, overparam, command, monkeypatch):
+    taken = tmp_path / "file"
+    taken.write_text("mine")
+    result = overparam(*command, "--out", str(taken / "sub"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"overparam: error: cannot write --out '{taken / 'sub'}': a part of the path is a file, not a folder"]
+    assert taken.read_text() == "mine"
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("tempfile.TemporaryFile", read_only)
+    result = overparam(*command, "--out", str(tmp_path / "ro"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"overparam: error: cannot write --out '{tmp_path / 'ro'}': it is on a read-only file system"]
+
+
+@pytest.mark.parametrize("command, flag", [
+    (["sweep", "--activations", "relu", "--widths", "8", "--n", "4", "--seeds", "1", "--steps", "2"], "--store"),
+    (["threshold", "STORE"], "--figure"),
+])
+def test_store_and_figure_that_cannot_be_written_are_one_line(tmp_path, overparam, command, flag):
+    store = tmp_path / "runs.db"
+    overparam("sweep", "--activations", "relu", "--widths", "4", "--n", "3", "--seeds", "1", "--steps", "2",
+              "--store", str(store))
+    command = [str(store) if part == "STORE" else part for part in command]
+    for path, reason in ((tmp_path, "it is a folder; give a file name"),
+                         (store / "x.db", "a part of the path is a file, not a folder")):
+        result = overparam(*command, flag, str(path))
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [f"overparam: error: cannot write {flag} '{path}': {reason}"]
+
+
 @pytest.mark.parametrize("bug", [KeyError("x"), RuntimeError("a bug"), TypeError("a bug")])
 def test_a_bug_keeps_its_traceback(tmp_path, overparam, monkeypatch, bug):
     def raise_it(*args, **kwargs):
@@ -137,3 +230,12 @@ def test_digits_without_scikit_learn_is_one_line_exit_2(tmp_path, overparam, wit
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("overparam: error: ")
         assert lines[0].endswith("the digits data set needs scikit-learn: pip install scikit-learn")
+
+
+def test_a_gpu_index_past_the_machines_is_one_line(tmp_path, overparam, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # as on a machine with one GPU
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    result = overparam("ntk", "--device", "cuda:3", "--n", "4", "--width", "8", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "overparam: error: device 'cuda:3' was asked for but this machine has 1 CUDA GPU(s), cuda:0 to cuda:0"]

@@ -28,6 +28,37 @@ def test_teacher_labels_are_a_network_of_the_inputs():
     assert abs(dataset.y.mean()) < 1e-12
 
 
+def test_cosine_teacher_is_a_sum_of_frequency_two_ridges_of_unit_spread():
+    """Each ridge cos(2 <u_j, x> + b_j) with |u_j| = 1 has Laplacian -4 times itself in R^d, so the sum does:
+    checked by central second differences (step h: error of order h^2 (2^4) / 12 per ridge, about 1e-5 at
+    most here); and c normalises the spread over its 20000 fixed points of the sphere to one."""
+    d, seed, h = 5, 7, 1e-3
+    X = data.unit_sphere(30, d, seed=11)
+    f = data.cosine_teacher(X, seed)
+    laplacian = sum(data.cosine_teacher(X + h * e, seed) - 2 * f + data.cosine_teacher(X - h * e, seed)
+                    for e in np.eye(d)) / h**2
+    np.testing.assert_allclose(laplacian, -4 * f, atol=1e-5)
+    assert np.abs(laplacian + 4 * f).max() > 0  # the difference is rounding and truncation, not a copy
+    assert data.cosine_teacher(data.unit_sphere(20000, d, seed + 3_000_023), seed).std() == pytest.approx(1, rel=1e-12)
+
+
+def test_teacher_split_is_nested_with_a_fixed_test_set_and_the_noise_of_its_seed():
+    small, large = data.teacher_split(6, 4, 50, 0.1, seed=2), data.teacher_split(12, 4, 50, 0.1, seed=2)
+    np.testing.assert_array_equal(small.X, large.X[:6])
+    np.testing.assert_array_equal(small.y, large.y[:6])
+    np.testing.assert_array_equal(small.X_test, large.X_test)
+    np.testing.assert_array_equal(small.y_test, large.y_test)
+    assert large.X.shape == (12, 4) and large.y.shape == (12, 1) and large.y_test.shape == (50, 1)
+    np.testing.assert_array_equal(large.X, data.unit_sphere(12, 4, 2))
+    np.testing.assert_array_equal(large.X_test, data.unit_sphere(50, 4, 4))
+    # the labels are the teacher plus exactly the noise drawn from the split's seeds (seed + 1, seed + 3), up to
+    # the rounding of that one sum (|f*| <= 4: 1e-15)
+    np.testing.assert_allclose(large.y[:, 0] - data.cosine_teacher(large.X, 2),
+                               0.1 * np.random.default_rng(3).standard_normal(12), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(large.y_test[:, 0] - data.cosine_teacher(large.X_test, 2),
+                               0.1 * np.random.default_rng(5).standard_normal(50), rtol=0, atol=1e-15)
+
+
 def test_projection_modes():
     X = np.array([[3.0, 4.0], [0.0, 1.0]])
     np.testing.assert_allclose(data.project_to_ball(X, "ball"), X / 5)
@@ -91,6 +122,37 @@ def test_theory_warnings_for_parallel_inputs_and_large_norms():
     with pytest.warns(data.TheoryAssumptionWarning, match="> 1"):
         data.check_theory_assumptions(np.array([[2.0, 0.0], [0.0, 1.0]]))
     assert data.check_theory_assumptions(data.sphere(50, 3).X) == []
+
+
+def pairs_by_loop(X, atol=1e-10):
+    U = X / np.linalg.norm(X, axis=1)[:, None]
+    return [(i, j) for i in range(len(U)) for j in range(i + 1, len(U)) if abs(sum(U[i] * U[j])) >= 1 - atol]
+
+
+@pytest.mark.parametrize("d", [1, 4, 30])
+def test_parallel_inputs_found_as_by_a_plain_loop(d):
+    """The k-d tree counts the pairs |cos| >= 1 - atol and names the first one as a loop over i < j does."""
+    X = np.random.default_rng(3).standard_normal((23, d))
+    X[17] = -2.5 * X[5]  # antiparallel
+    X[20] = X[9]  # duplicate
+    X[22] = 0.3 * X[9]  # parallel to both
+    X[11] = X[2] + 1e-3  # close, not parallel
+    pairs = pairs_by_loop(X)
+    assert len(pairs) == (23 * 22 // 2 if d == 1 else 4)  # in one dimension every pair is parallel
+    assert data.parallel_pairs(X / np.linalg.norm(X, axis=1)[:, None]) == (len(pairs), pairs[0])
+    if d > 1:
+        assert data.check_theory_assumptions(X / np.abs(X).sum(1).max(), warn=False) == [
+            "4 pair(s) of duplicate or parallel inputs (e.g. rows 5 and 17): then lambda = 0 and the convergence "
+            "theorems do not apply"]
+
+
+def test_parallel_inputs_at_the_tolerance():
+    """1 - |cos| = atol / 2 is parallel, 2 atol is not, for either sign (angles 1e-5 and 2e-5 from +-u_0)."""
+    angles = np.array([0.0, 1e-5, np.pi + 3e-5, np.pi - 1e-5, 1.0, 1.0 + 2e-5])
+    X = np.stack([np.cos(angles), np.sin(angles)], 1)
+    pairs = pairs_by_loop(X)
+    assert pairs == [(0, 1), (0, 3)]  # 1 and 3 are 2e-5 from antiparallel
+    assert data.parallel_pairs(X) == (2, (0, 1))
 
 
 def test_digits_are_sklearns_images_centred_and_on_the_sphere():

@@ -252,3 +252,39 @@ def test_activation_page_code_runs(tmp_path, monkeypatch):
                 assert result.exit_code == 0, f"{line}\n{result.output}"
                 commands += 1
     assert {"SINE", "SWISH", "H_star", "closed"} <= set(namespace) and commands >= 3
+
+
+def test_section_page_code_runs(tmp_path, monkeypatch):
+    """docs/sections.md as a reader would use it: its section module written to a file, its Python run in
+    order (which registers the section, runs it and asserts it completed); then the tables' numbers against
+    the networks' outputs recomputed here, and a second run reuses every unit."""
+    import csv
+
+    import numpy as np
+    import torch
+
+    from overparam import TwoLayerNet
+    from overparam.data import unit_sphere
+    from overparam.study import registry, run_study
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "MODULES", dict(registry.MODULES))
+    namespace = {}
+    for language, info, code in FENCE.findall((DOCS / "sections.md").read_text()):
+        title = re.search(r'title="([^"]+)"', info)
+        if title:
+            (tmp_path / title.group(1)).write_text(code)
+        elif language == "python":
+            exec(compile(code, "sections.md", "exec"), namespace)
+    config = namespace["config"]
+    with open(tmp_path / "out" / "initial_output" / "tables" / "initial_output.csv", newline="") as handle:
+        rows = {(r["activation"], int(r["m"])): r for r in csv.DictReader(handle)}
+    X = torch.from_numpy(unit_sphere(32, config.d, config.seed))
+    for (activation, width), row in rows.items():
+        rms = [float(TwoLayerNet(config.d, width, 1, activation, init="independent", seed=s)(X).pow(2).mean().sqrt())
+               for s in range(3)]
+        assert float(row["rms F(W(0))"]) == pytest.approx(np.mean(rms), rel=1e-12)
+        assert float(row["± se"]) == pytest.approx(np.std(rms, ddof=1) / np.sqrt(3), rel=1e-10)
+    again = run_study(config, tmp_path / "out" / "initial_output")
+    assert again.computed == 0 and again.reused == 2 * 3 * 3

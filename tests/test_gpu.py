@@ -93,30 +93,32 @@ def test_batched_seeds_on_the_gpu_equal_single_cpu_runs():
 
 
 def test_study_training_unit_on_the_gpu_equals_the_cpu():
-    from overparam.study import StudyConfig
-    from overparam.study.training import train_unit
+    from overparam.study.framework import UnitContext
+    from overparam.study.training_run import TrainingRun
 
-    cfg = StudyConfig(preset="quick", d=4, train_steps=300, tol=1e-2)
-    on_cpu = train_unit("softmax", 64, "coupled", 8, 2, cfg, "cpu")
-    on_gpu = train_unit("softmax", 64, "coupled", 8, 2, cfg, "cuda")
-    assert on_gpu["lambda"] == pytest.approx(on_cpu["lambda"], rel=1e-12)
-    for gpu_run, cpu_run in zip(on_gpu["runs"], on_cpu["runs"]):
-        assert gpu_run["status"] == cpu_run["status"] and gpu_run["steps"] == cpu_run["steps"]
+    unit = TrainingRun("softmax", 64, "coupled", 8, 4, 1.0, 0, 2, 300, 1e-2)
+    on_cpu = unit.compute(UnitContext("cpu", None))
+    on_gpu = unit.compute(UnitContext("cuda", None))
+    assert on_gpu.lam == pytest.approx(on_cpu.lam, rel=1e-12)
+    for gpu_run, cpu_run in zip(on_gpu.runs, on_cpu.runs):
+        assert gpu_run.status == cpu_run.status and gpu_run.steps == cpu_run.steps
         for key in ("loss2", "kernel_loss2"):
-            assert gpu_run[key] == pytest.approx(cpu_run[key], rel=1e-8, abs=1e-14)
+            assert getattr(gpu_run, key) == pytest.approx(getattr(cpu_run, key), rel=1e-8, abs=1e-14)
         for key in ("drift", "max_movement", "lambda_min_H0", "lambda_min_HT"):
-            assert gpu_run[key] == pytest.approx(cpu_run[key], rel=1e-7, abs=1e-12)
+            assert getattr(gpu_run, key) == pytest.approx(getattr(cpu_run, key), rel=1e-7, abs=1e-12)
 
 
 def test_every_study_section_completes_on_the_gpu(tmp_path):
     from overparam.study import StudyConfig, run_study
 
-    tiny = StudyConfig(
-        preset="quick", d=4, kernel_n=12, kernel_widths=(32, 128), kernel_seeds=2, train_n=8, train_widths=(64, 256),
-        train_seeds=2, train_steps=200, tol=1e-2, threshold_ns=(4, 8), threshold_widths=(2, 8, 32), threshold_seeds=2,
-        threshold_max_steps=200, delta=0.5, init_n=8, init_width=64, init_seeds=2, diffusion_n=256,
-        diffusion_width=64, diffusion_steps=60, diffusion_sampler_steps=20, diffusion_samples=200,
-        diffusion_score_samples=1000)
+    tiny = StudyConfig(d=4, tol=1e-2, delta=0.5, settings={
+        "concentration": {"n": 12, "widths": (32, 128), "seeds": 2},
+        "training": {"n": 8, "widths": (64, 256), "seeds": 2, "steps": 200},
+        "laziness": {"n": 8, "widths": (64, 256), "seeds": 2, "steps": 200},
+        "perturbation": {"n": 8, "widths": (64, 256)},
+        "threshold": {"ns": (4, 8), "widths": (2, 8, 32), "seeds": 2, "max_steps": 200},
+        "initialisation": {"n": 8, "width": 64, "seeds": 2},
+        "diffusion": {"n": 256, "width": 64, "steps": 60, "sampler_steps": 20, "samples": 200, "score_samples": 1000}})
     result = run_study(tiny, tmp_path, device="cuda")
     assert result.failures == []
     assert [s.status for s in result.sections] == ["complete"] * len(result.sections)

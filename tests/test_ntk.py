@@ -11,6 +11,7 @@ from torch.func import jacrev
 
 import overparam
 from overparam import TwoLayerNet
+from overparam import eigensolvers
 from overparam import ntk as ntk_module
 from overparam.activations import BUILTIN, PAPERS
 from overparam.data import sphere
@@ -158,13 +159,13 @@ def test_lanczos_matches_dense_lambda_min(activation):
     X = inputs(150, 6, seed=9)
     net = TwoLayerNet(6, 256, 2, activation, seed=10)
     dense = lambda_min(net, X)
-    lanczos = lambda_min(net, X, dense_limit=0)
+    lanczos = lambda_min(net, X, solver="lanczos")
     assert dense.method == "dense" and lanczos.method == "lanczos" and lanczos.converged
     assert lanczos.value == pytest.approx(dense.value, rel=1e-8)
     assert lanczos.residual <= 1e-8 * dense.value
     limit_dense = lambda_min(activation, X)
     for cache in (False, True):
-        limit = lambda_min(kernel_operator(activation, X, cache=cache), dense_limit=0)
+        limit = lambda_min(kernel_operator(activation, X, cache=cache), solver="lanczos")
         assert limit.converged and limit.value == pytest.approx(limit_dense.value, rel=1e-8)
     top = extreme_eigenvalue(net, X, "largest", dense_limit=0)
     assert top.value == pytest.approx(float(torch.linalg.eigvalsh(ntk(net, X))[-1]), rel=1e-8)
@@ -203,19 +204,19 @@ def test_lambda_min_of_a_matrix_and_bad_input():
             lambda_min("softmax", inputs(3, 2), sigma=sigma)
     # exp(sigma^2 ||x_i + x_j||^2 / 2) at sigma = 30, ||x_i|| = 1: exponent 1800 > log(max float64) = 709.8
     assert torch.isinf(infinite_ntk("exp", torch.eye(2, dtype=torch.float64), 30.0)).any()
-    for dense_limit in (4096, 0):
+    for solver in ("dense", "cholesky", "lanczos"):
         with pytest.raises(OverflowError, match="H\\*\\(exp\\) overflows float64 at sigma = 30"):
-            lambda_min("exp", inputs(5, 2), sigma=30.0, dense_limit=dense_limit)
+            lambda_min("exp", inputs(5, 2), sigma=30.0, solver=solver)
 
 
 def test_unconverged_lanczos_is_reported_with_an_upper_estimate(monkeypatch):
     """A tiny basis with one restart cannot resolve lambda_min of a kernel with condition number
     1e11: the result says so and is still an upper bound (a Rayleigh quotient)."""
-    monkeypatch.setattr(ntk_module, "LANCZOS_BASES", (8,))
+    monkeypatch.setattr(eigensolvers, "LANCZOS_BASES", (8,))
     values = np.geomspace(1e-8, 1e3, 400)
     Q = np.linalg.qr(np.random.default_rng(0).standard_normal((400, 400)))[0]
     K = (Q * values) @ Q.T
-    result = lambda_min(K, dense_limit=0, maxiter=1)
+    result = lambda_min(K, solver="lanczos", maxiter=1)
     assert result.method == "lobpcg" and result.matvecs > 0 and not result.converged
     v = result.vector.ravel()
     assert np.linalg.norm(v) == pytest.approx(1.0, rel=1e-12)

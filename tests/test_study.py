@@ -1,7 +1,6 @@
 """overparam study: a tiny study end to end; numbers against direct recomputation; resume; the browser."""
 
 import csv
-import json
 import re
 import shutil
 from dataclasses import replace
@@ -14,23 +13,24 @@ import torch
 import headless_browser
 
 from overparam import TwoLayerNet
-from overparam.data import unit_sphere
-from overparam.ntk import infinite_ntk, ntk
+from overparam.ntk import infinite_ntk
 from overparam.study import StudyConfig, run_study
+from overparam.study.legacy import FlatConfig
 
-TINY = StudyConfig(
-    preset="quick", d=4, kernel_n=12, kernel_widths=(32, 128, 512), kernel_seeds=3,
-    train_n=8, train_widths=(64, 256), train_seeds=2, train_steps=400, tol=1e-2,
-    threshold_ns=(4, 8), threshold_widths=(2, 4, 8, 16, 32), threshold_seeds=2, threshold_max_steps=400,
-    threshold_kernel_widths=(8, 16, 32, 64, 128, 256, 512), lambda_ns=(4, 8, 16),
-    perturbation_radii=(1e-3, 1e-2, 1e-1, 1.0), perturbation_ascent_steps=3,
-    delta=0.5, init_n=8, init_width=128, init_seeds=2,
-    diffusion_n=256, diffusion_width=64, diffusion_steps=100, diffusion_sampler_steps=20, diffusion_samples=300,
-    diffusion_score_samples=2000, generalisation_n=12, generalisation_ns=(6, 12), generalisation_widths=(32, 128),
-    generalisation_steps=3000, generalisation_test=50, diffusion_widths=(32, 64), diffusion_ns=(128, 256),
-    real_ns=(12,), real_label_draws=2, real_train_n=12, real_width=16, real_steps=200, real_threshold_ns=(8,),
-    real_threshold_widths=(2, 4), real_threshold_seeds=2,
-)
+TINY = StudyConfig(d=4, tol=1e-2, delta=0.5, settings={
+    "concentration": {"n": 12, "widths": (32, 128, 512), "seeds": 3},
+    "training": {"n": 8, "widths": (64, 256), "seeds": 2, "steps": 400},
+    "laziness": {"n": 8, "widths": (64, 256), "seeds": 2, "steps": 400},
+    "threshold": {"ns": (4, 8), "widths": (2, 4, 8, 16, 32), "seeds": 2, "max_steps": 400,
+                  "kernel_widths": (8, 16, 32, 64, 128, 256, 512), "lambda_ns": (4, 8, 16)},
+    "perturbation": {"n": 8, "widths": (64, 256), "radii": (1e-3, 1e-2, 1e-1, 1.0), "ascent_steps": 3},
+    "initialisation": {"n": 8, "width": 128, "seeds": 2, "steps": 400},
+    "diffusion": {"n": 256, "width": 64, "steps": 100, "sampler_steps": 20, "samples": 300, "score_samples": 2000,
+                  "widths": (32, 64), "ns": (128, 256)},
+    "generalisation": {"n": 12, "ns": (6, 12), "widths": (32, 128), "steps": 3000, "test": 50},
+    "real_data": {"ns": (12,), "label_draws": 2, "train_n": 12, "width": 16, "steps": 200, "threshold_ns": (8,),
+                  "threshold_widths": (2, 4), "threshold_seeds": 2, "max_steps": 400},
+}).validate()
 #: Progress of the module's study: units each section announced, and the ticks it then gave.
 PROGRESS = {"announced": {}, "ticked": {}}
 
@@ -62,7 +62,8 @@ def test_every_section_completes_with_figures_and_tables(study_dir):
     assert [s.status for s in result.sections] == ["complete"] * len(TINY.sections)
     assert result.failures == []
     for section in result.sections:
-        assert section.reading and section.command.startswith("overparam study --preset quick --only")
+        assert section.reading and section.command == (f"overparam study --config {out / 'study.toml'} "
+                                                       f"--only {section.key} --out {out}")
         for figure in section.figures:
             assert (out / "figures" / f"{figure.stem}.png").read_bytes()[:4] == b"\x89PNG"
             assert b"<svg" in (out / "figures" / f"{figure.stem}.svg").read_bytes()[:400]
@@ -78,96 +79,12 @@ def test_every_section_ticks_once_per_announced_unit(study_dir):
     _, result = study_dir
     assert list(PROGRESS["announced"]) == list(TINY.sections)
     assert PROGRESS["ticked"] == PROGRESS["announced"]
-    from overparam.study.diffusion import curve_grid
-    from overparam.study.thresholds import kernel_units, lambda_points
-
-    assert PROGRESS["announced"]["diffusion"] == len(TINY.activations) * len(curve_grid(TINY)) + 1
-    assert sorted(curve_grid(TINY)) == [(128, 64), (256, 32), (256, 64)]
-    cached_thresholds = kernel_units(TINY) + len(TINY.activations) * len(lambda_points(TINY))
-    # real_data's cached units are its training and kernel units (its sweeps' runs live in the runs table)
-    assert result.computed == cached_thresholds + sum(PROGRESS["announced"][key] for key in (
-        "concentration", "training", "perturbation", "diffusion", "initialisation", "generalisation")) + \
-        len(TINY.activations) * (1 + len(TINY.real_ns))
+    # every announced unit is computed once, except laziness's training runs, which the training section
+    # computed first (the threshold and real_data sweeps are units too: one per slice of the sweep)
+    assert result.computed == sum(count for key, count in PROGRESS["announced"].items() if key != "laziness")
+    assert result.reused == PROGRESS["announced"]["laziness"]
 
 
-def test_diffusion_numbers_match_overparam_diffusion(study_dir):
-    """The section's table equals `overparam diffusion` run alone with the same settings (softmax only:
-    each activation is its own unit, so the rows must not depend on which other networks ran)."""
-    from overparam.diffusion.experiment import run
-    from overparam.study.cache import UnitCache
-    from overparam.study.diffusion import diffusion_config, unit_key
-
-    out, _ = study_dir
-    rows = {r["score"]: r for r in read_csv(out / "tables" / "diffusion.csv")}
-    assert list(rows) == [*TINY.activations, "exact", "trivial", "p0"]
-    config = diffusion_config(TINY)
-    result = run(replace(config, activations=("softmax",)))
-    expected = {"softmax": result.metrics["softmax"], **result.metrics["baselines"]}
-    columns = {"score error": "score_error", "± se": "score_error_stderr", "W2": "w2", "MMD^2": "mmd", "NLL": "nll",
-               "weights TV": "weight_error", "precision": "precision", "recall": "recall"}
-    for name, metrics in expected.items():
-        for column, key in columns.items():
-            if metrics[key] is None:
-                assert rows[name][column] == "nan"
-            else:
-                assert float(rows[name][column]) == pytest.approx(metrics[key], rel=1e-10, abs=1e-14)
-    for metric, position in result.metrics["softmax"]["between"].items():
-        assert float(rows["softmax"][f"between: {metric}"]) == pytest.approx(position, rel=1e-10)
-    training = {r["activation"]: r for r in read_csv(out / "tables" / "diffusion_training.csv")}
-    assert float(training["softmax"]["held-out loss"]) == pytest.approx(
-        result.metrics["softmax"]["training"]["best_val_loss"], rel=1e-10)
-    assert float(training["softmax"]["exact denoiser"]) == pytest.approx(result.bayes_val_loss, rel=1e-10)
-    # the cached units hold the very samples `run` draws (same seeds, same draws, same networks)
-    cache = UnitCache(out / "runs.db")
-    softmax, baselines = cache.get(unit_key("softmax", config)), cache.get(unit_key("baselines", config))
-    cache.close()
-    np.testing.assert_array_equal(np.array(softmax["samples"]), result.samples["softmax"])
-    for name in ("exact", "trivial"):
-        np.testing.assert_array_equal(np.array(baselines["samples"][name]), result.samples[name])
-    np.testing.assert_array_equal(np.array(baselines["reference"]), result.reference)
-    # every network learned a score clearly better than -x, and W2 sits between the floors and -x
-    trivial = float(rows["trivial"]["score error"])
-    for activation in TINY.activations:
-        error, stderr = float(rows[activation]["score error"]), float(rows[activation]["± se"])
-        assert error < trivial - 5 * (stderr + float(rows["trivial"]["± se"]))
-        assert 0 < float(rows[activation]["between: score_error"]) < 1
-    assert float(rows["exact"]["score error"]) == 0.0
-    assert float(rows["p0"]["W2"]) < float(rows["trivial"]["W2"]) and float(rows["exact"]["W2"]) < float(
-        rows["trivial"]["W2"])
-
-
-def test_concentration_numbers_match_a_direct_recomputation(study_dir):
-    out, _ = study_dir
-    rows = {(r["activation"], int(r["m"])): r for r in read_csv(out / "tables" / "concentration.csv")}
-    X = torch.from_numpy(unit_sphere(TINY.kernel_n, TINY.d, TINY.seed))
-    for activation in ("relu", "softmax"):
-        limit = infinite_ntk(activation, X)
-        top = float(torch.linalg.eigvalsh(limit)[-1])
-        errors = []
-        for seed in range(TINY.kernel_seeds):
-            H = ntk(TwoLayerNet(TINY.d, 128, 1, activation, seed=seed), X)
-            errors.append(float(torch.linalg.matrix_norm(H - limit, ord=2)) / top)
-        assert float(rows[activation, 128]["rel. error"]) == pytest.approx(np.mean(errors), rel=1e-10)
-        assert float(rows[activation, 128]["lambda_min(H*)"]) == pytest.approx(
-            float(torch.linalg.eigvalsh(limit)[0]), rel=1e-10)
-
-
-def test_training_table_agrees_with_a_single_run(study_dir):
-    out, _ = study_dir
-    from overparam import train
-    from overparam.data import sphere
-
-    row = next(r for r in read_csv(out / "tables" / "initialisation.csv")
-               if r["activation"] == "exp" and r["init"] == "independent")
-    data = sphere(TINY.init_n, TINY.d, seed=TINY.seed)
-    finals, steps = [], []
-    for seed in range(TINY.init_seeds):
-        history = train(TwoLayerNet(TINY.d, TINY.init_width, 1, "exp", init="independent", seed=seed),
-                        data.X, data.y, lr="auto", steps=TINY.train_steps, tol=TINY.tol)
-        finals.append(history.residual_norm[-1])
-        steps.append(history.steps)
-    assert float(row["steps"]) == pytest.approx(np.mean(steps), rel=1e-12)
-    assert float(row["final ||F - y||"]) == pytest.approx(np.mean(finals), rel=1e-6)
 
 
 def test_rerun_reuses_every_finished_unit(study_dir, tmp_path):
@@ -198,17 +115,19 @@ def test_interrupt_leaves_a_valid_partial_report_and_resumes(tmp_path):
 
 
 def test_a_section_that_cannot_be_imported_fails_alone(tmp_path, monkeypatch):
-    from overparam.study import runner
+    from overparam.study import registry
 
-    monkeypatch.setitem(runner.MODULES, "initialisation", "no_such_section")
-    config = replace(TINY, sections=("concentration", "initialisation"), kernel_widths=(32,), kernel_seeds=1)
+    config = replace(TINY, sections=("concentration", "initialisation")).with_settings(
+        "concentration", widths=(32, 64), seeds=2)
+    monkeypatch.setitem(registry.MODULES, "initialisation", "no_such_section")
     result = run_study(config, tmp_path)
     assert [s.status for s in result.sections] == ["complete", "failed"]
     assert len(result.failures) == 1 and result.failures[0].startswith("initialisation: ModuleNotFoundError")
-    assert result.computed == len(TINY.activations)  # one kernel per activation at one width and seed
+    assert result.computed == len(TINY.activations) * 2 * 2  # a kernel per activation, width and seed
     assert "Status: failed — ModuleNotFoundError" in (tmp_path / "report.html").read_text()
     rows = read_csv(tmp_path / "tables" / "concentration.csv")
-    assert [r["activation"] for r in rows] == list(TINY.activations) and all(float(r["rel. error"]) > 0 for r in rows)
+    assert [r["activation"] for r in rows] == [a for a in TINY.activations for _ in range(2)]
+    assert all(float(r["rel. error"]) > 0 for r in rows)
 
 
 REPORT_IMAGES = """(function () {
@@ -252,210 +171,6 @@ def _relu_limit(X: torch.Tensor) -> torch.Tensor:
     return (X @ X.T) * (np.pi - angle) / (2 * np.pi)
 
 
-def _single_runs(activation: str, width: int):
-    """Each seed of a (b)/(c) unit trained alone by `train` (not the batched engine): (net at W(0), net, history)."""
-    from overparam import train
-    from overparam.data import sphere
-
-    data = sphere(TINY.train_n, TINY.d, seed=TINY.seed)
-    runs = []
-    for seed in range(TINY.train_seeds):
-        net = TwoLayerNet(TINY.d, width, 1, activation, init=TINY.train_init, sigma=TINY.sigma, seed=seed)
-        start = net.copy()
-        history = train(net, data.X, data.y, lr="auto", steps=TINY.train_steps, tol=TINY.tol)
-        runs.append((start, net, history))
-    return data, runs
-
-
-@pytest.mark.parametrize("activation", ["relu", "softmax"])
-def test_training_table_steps_and_rates_match_direct_train_calls(study_dir, activation):
-    from overparam.kernel_regime import KernelRegime
-
-    out, _ = study_dir
-    width = TINY.train_widths[-1]
-    row = next(r for r in read_csv(out / "tables" / "training.csv")
-               if r["activation"] == activation and int(r["m"]) == width)
-    data, runs = _single_runs(activation, width)
-    histories = [h for _, _, h in runs]
-    rates = [(h.residual_norm[-1] / h.residual_norm[0]) ** (2 / h.steps) for h in histories]
-    kappa = runs[0][0].kappa
-    assert row["converged"] == f"{sum(h.status == 'converged' for h in histories)}/{TINY.train_seeds}"
-    assert float(row["steps"]) == pytest.approx(np.mean([h.steps for h in histories]), abs=1)
-    assert float(row["lr"]) == pytest.approx(np.mean([h.lr for h in histories]), rel=1e-3)
-    assert float(row["eta_eff"]) == pytest.approx(np.mean([h.lr for h in histories]) * width * kappa**2, rel=1e-3)
-    assert float(row["observed rate"]) == pytest.approx(np.mean(rates), rel=1e-3)
-    assert float(row["final loss2"]) == pytest.approx(np.mean([h.residual_norm[-1] ** 2 for h in histories]), rel=2e-2)
-    # the kernel-regime steps by the closed-form linear dynamics of `KernelRegime`, not the section's eigh loop
-    predicted = [KernelRegime.of_network(start, data.X, data.y, h.lr).steps_to(TINY.tol) for start, _, h in runs]
-    assert float(row["kernel-pred. steps"]) == pytest.approx(np.mean(predicted), abs=1)
-    if activation == "relu":
-        X = torch.from_numpy(data.X)
-        lam = float(torch.linalg.eigvalsh(_relu_limit(X))[0])
-        assert float(row["lambda"]) == pytest.approx(lam, rel=1e-10)
-        assert float(row["bound rate 1-eta_eff*lambda/2"]) == pytest.approx(1 - float(row["eta_eff"]) * lam / 2,
-                                                                            rel=1e-10)
-
-
-@pytest.mark.parametrize("activation", ["relu", "softmax"])
-def test_laziness_movement_and_drift_match_weights_and_autograd_kernels(study_dir, activation):
-    out, _ = study_dir
-    width = TINY.train_widths[0]
-    row = next(r for r in read_csv(out / "tables" / "laziness.csv")
-               if r["activation"] == activation and int(r["m"]) == width)
-    data, runs = _single_runs(activation, width)
-    X = torch.from_numpy(data.X)
-    movement, drift = [], []
-    for start, net, _ in runs:
-        movement.append(float((net.W - start.W).norm(dim=1).max()))
-        H0 = _autograd_kernel(activation, start.W, start.a, X, start.kappa)
-        HT = _autograd_kernel(activation, net.W, net.a, X, net.kappa)
-        drift.append(float(torch.linalg.matrix_norm(HT - H0, ord=2)))
-    assert float(row["max movement"]) == pytest.approx(np.mean(movement), rel=2e-3)
-    assert float(row["kernel drift"]) == pytest.approx(np.mean(drift), rel=2e-3)
-    with open(out / "tables" / "laziness.csv", newline="", encoding="utf-8") as handle:
-        header, *table = list(csv.reader(handle))
-    cells = next(r for r in table if r[0] == activation and int(r[1]) == width)
-    assert header[2:6] == ["max movement", "± se", "kernel drift", "± se"]
-    assert float(cells[3]) == pytest.approx(np.std(movement, ddof=1) / np.sqrt(len(movement)), rel=2e-2)
-    assert float(cells[5]) == pytest.approx(np.std(drift, ddof=1) / np.sqrt(len(drift)), rel=2e-2)
-
-
-def _mixture_score(truth, x: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """grad log p_t(x) for p_t = sum_k pi_k N(alpha mu_k, alpha^2 Sigma_k + h I) (SPEC §6), in numpy."""
-    alpha, h = np.exp(-t), 1 - np.exp(-2 * t)
-    weights, means, covs = (v.numpy() for v in (truth.weights, truth.means, truth.covariances))
-    d = x.shape[1]
-    logs, grads = [], []
-    for pi, mu, cov in zip(weights, means, covs):
-        C = alpha[:, None, None] ** 2 * cov + h[:, None, None] * np.eye(d)
-        diff = x - alpha[:, None] * mu
-        solved = np.linalg.solve(C, diff[:, :, None])[:, :, 0]
-        logs.append(np.log(pi) - 0.5 * (diff * solved).sum(1) - 0.5 * np.linalg.slogdet(C)[1])
-        grads.append(-solved)
-    logs = np.stack(logs, 1)
-    post = np.exp(logs - logs.max(1, keepdims=True))
-    post /= post.sum(1, keepdims=True)
-    return np.einsum("nk,knd->nd", post, np.stack(grads))
-
-
-def test_diffusion_w2_and_score_error_by_independent_routes(study_dir):
-    """W2 by an optimal assignment on the cached samples (equal sizes, uniform weights: a permutation is
-    optimal), and the score error of a denoiser trained alone by `fit_denoiser`, by a Monte Carlo written here."""
-    from scipy.optimize import linear_sum_assignment
-    from scipy.spatial.distance import cdist
-
-    from overparam.diffusion.experiment import draw
-    from overparam.diffusion.training import fit_denoiser
-    from overparam.study.cache import UnitCache
-    from overparam.study.diffusion import diffusion_config, unit_key
-
-    out, _ = study_dir
-    rows = {r["score"]: r for r in read_csv(out / "tables" / "diffusion.csv")}
-    config = diffusion_config(TINY)
-    cache = UnitCache(out / "runs.db")
-    units = {a: cache.get(unit_key(a, config)) for a in TINY.activations}
-    reference = np.array(cache.get(unit_key("baselines", config))["reference"])
-    cache.close()
-    for activation, unit in units.items():
-        cost = cdist(np.array(unit["samples"]), reference, "sqeuclidean")
-        rows_, cols = linear_sum_assignment(cost)
-        assert float(rows[activation]["W2"]) == pytest.approx(np.sqrt(cost[rows_, cols].mean()), rel=1e-8)
-
-    activation = "softmax"
-    draws = draw(config)
-    fit = fit_denoiser(draws.x0, config.horizon, config.training_for(activation), seed=config.seed)
-    rng = np.random.default_rng(7)
-    count = 4000
-    components = rng.choice(len(draws.truth.weights), size=count, p=draws.truth.weights.numpy())
-    chol = np.linalg.cholesky(draws.truth.covariances.numpy() + 1e-300 * np.eye(draws.truth.dim))
-    x0 = draws.truth.means.numpy()[components] + np.einsum(
-        "nij,nj->ni", chol[components], rng.standard_normal((count, draws.truth.dim)))
-    t = rng.uniform(config.t0, config.T, count)
-    alpha, h = np.exp(-t), 1 - np.exp(-2 * t)
-    xt = alpha[:, None] * x0 + np.sqrt(h)[:, None] * rng.standard_normal(x0.shape)
-    xt_, t_ = torch.from_numpy(xt), torch.from_numpy(t)
-    denoised = fit.net(fit.embedding(xt_, t_)).detach().numpy()
-    learned = (alpha[:, None] * denoised - xt) / h[:, None]
-    weighted = h * ((learned - _mixture_score(draws.truth, xt, t)) ** 2).sum(1)
-    mine, my_error = weighted.mean(), weighted.std(ddof=1) / np.sqrt(count)
-    table, table_error = float(rows[activation]["score error"]), float(rows[activation]["± se"])
-    assert abs(mine - table) < 4 * np.hypot(my_error, table_error)
-
-
-def first_width_reaching(widths, rates, level):
-    """Smallest width whose isotonic (non-decreasing least-squares, equal weights) fit of `rates` is >= level,
-    by the min-max formula fit_j = max_{i <= j} min_{k >= j} mean(rates[i..k]); inf where none is."""
-    rates = np.asarray(rates, dtype=float)
-    for j, width in enumerate(widths):
-        fit = max(min(rates[i:k + 1].mean() for k in range(j, len(rates))) for i in range(j + 1))
-        if fit >= level - 1e-12:
-            return float(width)
-    return float("inf")
-
-
-def test_threshold_table_against_the_raw_runs(study_dir):
-    """Both kinds of rows of tables/thresholds.csv recomputed from runs.db with sqlite and numpy: the sweep's
-    runs (converged or not) and the nested pass's stored distances (distance <= lambda/4)."""
-    import sqlite3
-
-    out, _ = study_dir
-    table = {(r["kind"], r["activation"], int(r["n"])): r for r in read_csv(out / "tables" / "thresholds.csv")}
-    db = sqlite3.connect(out / "runs.db")
-    level = 1 - TINY.delta
-    for activation in TINY.activations:
-        for n in TINY.threshold_ns:
-            # d: the store also holds the real-data section's sweeps (d = 64), which are not this section's runs
-            statuses = db.execute("SELECT width, status, lambda_min FROM runs WHERE activation = ? AND n = ? AND d = ?",
-                                  (activation, n, TINY.d)).fetchall()
-            rates = [np.mean([s == "converged" for w, s, _ in statuses if w == width]) for width in TINY.threshold_widths]
-            row = table["optimization", activation, n]
-            assert row["successes"] == " ".join(f"{round(r * TINY.threshold_seeds)}/{TINY.threshold_seeds}"
-                                                for r in rates)
-            expected = first_width_reaching(TINY.threshold_widths, rates, level)
-            assert row["m*"] == ("beyond grid" if np.isinf(expected) else f"{expected:g}")
-            units = [json.loads(value) for (value,) in db.execute(
-                "SELECT value FROM study_units WHERE key LIKE ?", (f"threshold:kernel:{activation}:n={n}:%",))]
-            assert len(units) == TINY.threshold_seeds
-            # the kernel was measured on the sweep's own data: the same lambda = lambda_min(H*)
-            assert all(u["lambda"] == pytest.approx(statuses[0][2], rel=1e-12) for u in units)
-            passed = np.array([[d <= u["lambda"] / 4 for d in u["distance"]] for u in units])  # (seeds, widths)
-            row = table["kernel", activation, n]
-            assert row["successes"] == " ".join(f"{k}/{len(units)}" for k in passed.sum(0))
-            expected = first_width_reaching(TINY.threshold_kernel_widths, passed.mean(0), level)
-            assert row["m*"] == ("beyond grid" if np.isinf(expected) else f"{expected:g}")
-    db.close()
-
-
-def test_threshold_exponents_against_numpy_polyfit(study_dir):
-    out, _ = study_dir
-    rows = read_csv(out / "tables" / "thresholds.csv")
-    fits = read_csv(out / "tables" / "threshold_exponents.csv")
-    assert fits
-    for fit in fits:
-        points = [(int(r["n"]), float(r["m*"])) for r in rows if r["kind"] == fit["kind"]
-                  and r["activation"] == fit["activation"] and r["m*"] != "beyond grid"
-                  and float(r["m*"]) > min(TINY.threshold_widths if fit["kind"] == "optimization"
-                                           else TINY.threshold_kernel_widths)]
-        slope, _ = np.polyfit(np.log([n for n, _ in points]), np.log([m for _, m in points]), 1)
-        assert int(fit["points"]) == len(points)
-        assert float(fit["p"]) == pytest.approx(slope, abs=1e-12)
-
-
-def test_lambda_table_against_eigvalsh(study_dir):
-    from overparam import theory
-    from overparam.data import sphere
-
-    out, _ = study_dir
-    rows = read_csv(out / "tables" / "lambda.csv")
-    for row in rows:
-        X = torch.from_numpy(sphere(int(row["n"]), TINY.d, 1, 0).X)
-        lam = float(np.linalg.eigvalsh(infinite_ntk(row["activation"], X).numpy())[0])
-        assert float(row["lambda"]) == pytest.approx(lam, rel=1e-9) and row["method"] == "dense"
-        if row["work"] == "kernel condition":
-            n = int(row["n"])
-            assert float(row["value"]) == pytest.approx(n**2 * np.log(n / TINY.delta) / lam**2, rel=1e-9)
-        if row["work"] == "DZPS19":
-            assert float(row["value"]) == pytest.approx(theory.dzps19_width(int(row["n"]), lam, TINY.delta), rel=1e-9)
 
 
 def test_generalisation_row_matches_solves_and_single_runs(study_dir):
@@ -465,10 +180,10 @@ def test_generalisation_row_matches_solves_and_single_runs(study_dir):
     from overparam.study.generalisation import split
 
     out, _ = study_dir
-    activation, n, m = "softmax", TINY.generalisation_n, TINY.generalisation_widths[-1]
+    activation, n, m = "softmax", TINY.section("generalisation").n, TINY.section("generalisation").widths[-1]
     row = next(r for r in read_csv(out / "tables" / "generalisation.csv")
                if r["activation"] == activation and int(r["n"]) == n and int(r["m"]) == m)
-    X, y, X_test, y_test = (torch.from_numpy(v) for v in split(n, TINY))
+    X, y, X_test, y_test = (torch.from_numpy(v) for v in split(n, FlatConfig(TINY)))
     limit = infinite_ntk(activation, X)
     kernel_prediction = infinite_ntk(activation, X_test, X2=X) @ torch.linalg.solve(limit, y)
     assert float(row["kernel_test_mse"]) == pytest.approx(float((kernel_prediction - y_test).square().mean()), rel=1e-8)
@@ -476,10 +191,10 @@ def test_generalisation_row_matches_solves_and_single_runs(study_dir):
         float(torch.sqrt(2 * y[:, 0] @ torch.linalg.solve(limit, y[:, 0]) / n)), rel=1e-8)
     measured = {key: [] for key in ("test_mse", "finite_kernel_test_mse", "distance_to_kernel", "distance_travelled",
                                     "predicted_distance")}
-    for seed in range(TINY.generalisation_seeds):
+    for seed in range(TINY.section("generalisation").seeds):
         net = TwoLayerNet(TINY.d, m, 1, activation, init="coupled", sigma=TINY.sigma, seed=seed)
         W0, a, kappa = net.W.clone(), net.a, net.kappa
-        train(net, X, y, lr="auto", steps=TINY.generalisation_steps, tol=TINY.tol)
+        train(net, X, y, lr="auto", steps=TINY.section("generalisation").steps, tol=TINY.tol)
         both = torch.cat([X, X_test])
         J = torch.autograd.functional.jacobian(lambda V: _direct_forward(activation, V, a, both, kappa)[:, 0], W0)
         J = J.reshape(len(both), -1)
@@ -495,46 +210,6 @@ def test_generalisation_row_matches_solves_and_single_runs(study_dir):
         assert float(row[key]) == pytest.approx(np.mean(values), rel=2e-3), key
 
 
-def test_diffusion_learning_curves_from_the_cached_units(study_dir):
-    """Each curve row's W2 by an optimal assignment on its own samples against its own reference draws (which
-    depend on n), its precision and recall counted here, and what ended its training from the step counts."""
-    from scipy.optimize import linear_sum_assignment
-    from scipy.spatial.distance import cdist
-
-    from overparam.diffusion.datasets import parse_data
-    from overparam.diffusion.experiment import draw
-    from overparam.study.cache import UnitCache
-    from overparam.study.diffusion import config_at, diffusion_config, unit_key
-
-    out, _ = study_dir
-    rows = read_csv(out / "tables" / "diffusion_curves.csv")
-    assert {(r["activation"], int(r["n"]), int(r["m"])) for r in rows} == {
-        (a, n, m) for a in TINY.activations for n, m in ((128, 64), (256, 32), (256, 64))}
-    truth = parse_data(TINY.diffusion_data)
-    cache = UnitCache(out / "runs.db")
-    for row in rows:
-        if row["activation"] != "exp":
-            continue
-        config = config_at(diffusion_config(TINY), int(row["n"]), int(row["m"]))
-        unit = cache.get(unit_key("exp", config))
-        samples = torch.tensor(unit["samples"], dtype=torch.float64)
-        cost = cdist(samples.numpy(), draw(config).reference, "sqeuclidean")
-        matched = linear_sum_assignment(cost)
-        assert float(row["W2"]) == pytest.approx(np.sqrt(cost[matched].mean()), rel=1e-8)
-        alpha, h = np.exp(-config.t0), 1 - np.exp(-2 * config.t0)
-        sd = np.sqrt(alpha**2 * truth.covariances[0, 0, 0].item() + h)  # isotropic components
-        distance = torch.cdist(samples, alpha * truth.means) / sd
-        near = distance.min(1).values <= 3
-        counts = torch.bincount(distance.argmin(1)[near], minlength=len(truth.weights))
-        assert float(row["precision"]) == pytest.approx(float(near.double().mean()), abs=1e-12)
-        assert float(row["recall"]) == pytest.approx(
-            float((counts / len(samples) >= truth.weights / 2).double().mean()), abs=1e-12)
-        steps, kept = int(row["steps run"]), int(row["kept step"])
-        assert row["ended by"] == ("early stopping" if steps < TINY.diffusion_steps else
-                                   "budget, held-out loss still falling" if kept == steps else "budget")
-    cache.close()
-
-
 def _perturbation_rows(out: Path) -> dict:
     return {(r["activation"], int(r["m"]), r["direction"], float(r["R"])): r
             for r in read_csv(out / "tables" / "perturbation.csv")}
@@ -548,11 +223,11 @@ def test_perturbation_gradient_row_against_dense_autograd_kernels(study_dir, act
 
     out, _ = study_dir
     rows = _perturbation_rows(out)
-    width, radius = TINY.train_widths[0], TINY.perturbation_radii[len(TINY.perturbation_radii) // 2]
+    width, radius = TINY.section("training").widths[0], TINY.section("perturbation").radii[len(TINY.section("perturbation").radii) // 2]
     row = rows[activation, width, "gradient", radius]
-    data = sphere(TINY.train_n, TINY.d, seed=TINY.seed)
+    data = sphere(TINY.section("training").n, TINY.d, seed=TINY.seed)
     X, y = torch.from_numpy(data.X), torch.from_numpy(data.y)
-    net = TwoLayerNet(TINY.d, width, 1, activation, init=TINY.train_init, sigma=TINY.sigma, seed=0)
+    net = TwoLayerNet(TINY.d, width, 1, activation, init=TINY.init, sigma=TINY.sigma, seed=0)
     W0 = net.W.clone().requires_grad_(True)
     loss = 0.5 * (_direct_forward(activation, W0, net.a, X, net.kappa) - y).square().sum()
     (gradient,) = torch.autograd.grad(loss, W0)
@@ -574,7 +249,7 @@ def test_softmax_kernel_is_exactly_shift_invariant_and_exp_becomes_DHD(study_dir
     shifts = [float(r["change/lambda"]) for key, r in _perturbation_rows(out).items() if key[0] == "softmax"
               and key[2] == "shift"]
     assert shifts and max(shifts) <= 1e-12
-    X = torch.from_numpy(sphere(TINY.train_n, TINY.d, seed=TINY.seed).X)
+    X = torch.from_numpy(sphere(TINY.section("training").n, TINY.d, seed=TINY.seed).X)
     u = torch.tensor([0.3, -0.2, 0.5, 0.1], dtype=torch.float64)[:TINY.d]
     for activation in ("softmax", "exp"):
         net = TwoLayerNet(TINY.d, 64, 1, activation, seed=3)
@@ -589,7 +264,7 @@ def test_perturbation_radius_table_interpolates_the_crossing(study_dir):
     between the two grid radii around the first crossing, at the log-log interpolation of the two values."""
     out, _ = study_dir
     rows = _perturbation_rows(out)
-    radii = sorted(TINY.perturbation_radii)
+    radii = sorted(TINY.section("perturbation").radii)
     for star in read_csv(out / "tables" / "perturbation_radius.csv"):
         for direction in ("random", "shift", "gradient", "worst"):
             changes = [float(rows[star["activation"], int(star["m"]), direction, r]["change/lambda"]) for r in radii]
@@ -608,11 +283,11 @@ def test_perturbation_radius_table_interpolates_the_crossing(study_dir):
 def test_generalisation_training_sets_are_nested_and_the_test_set_fixed():
     from overparam.study.generalisation import split, teacher
 
-    small, large = split(6, TINY), split(12, TINY)
+    small, large = split(6, FlatConfig(TINY)), split(12, FlatConfig(TINY))
     np.testing.assert_array_equal(small[0], large[0][:6])
     np.testing.assert_array_equal(small[1], large[1][:6])
     np.testing.assert_array_equal(small[2], large[2])
     np.testing.assert_array_equal(small[3], large[3])
     # labels are the teacher plus noise of the configured size: the residuals' spread is that noise
     residual = large[3][:, 0] - teacher(large[2], TINY.seed)
-    assert 0.5 * TINY.generalisation_noise < residual.std() < 1.5 * TINY.generalisation_noise
+    assert 0.5 * TINY.section("generalisation").noise < residual.std() < 1.5 * TINY.section("generalisation").noise

@@ -29,6 +29,24 @@ def test_bad_study_options_exit_2_with_one_line(tmp_path, overparam, args, messa
     assert not (tmp_path / "study" / "runs.db").exists()  # nothing ran
 
 
+def test_study_on_a_missing_gpu_exits_2_before_any_work(tmp_path, overparam, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # as on a machine without a GPU
+    result = overparam("study", "--only", "concentration", "--device", "cuda", "--out", str(tmp_path / "study"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "overparam: error: device 'cuda' was asked for but no CUDA GPU is available; use --device cpu"]
+    assert not (tmp_path / "study").exists()
+
+
+def test_run_study_refuses_a_missing_gpu(tmp_path, monkeypatch):
+    from overparam.study import preset, run_study
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA GPU is available"):
+        run_study(preset("quick").only(["concentration"]), tmp_path / "study", device="cuda")
+    assert not (tmp_path / "study").exists()
+
+
 def test_study_out_that_is_a_file_exits_2_and_keeps_the_file(tmp_path, overparam):
     taken = tmp_path / "study_file"
     taken.write_text("mine")
@@ -43,15 +61,14 @@ def test_study_out_that_is_a_file_exits_2_and_keeps_the_file(tmp_path, overparam
 #: take at least 0.2 s, so that the interrupt lands while the section is still running.
 CHILD = """
 import sys, time
-from dataclasses import replace
 from overparam.study import concentration, config
-config.PRESETS["quick"] = replace(config.PRESETS["quick"], d=4, kernel_n=10, kernel_widths=(16, 32, 64),
-                                  kernel_seeds=2)
-measure = concentration.measure
-def slow(*args, **kwargs):
+config.PRESETS["quick"] = {"study": {"preset": "quick", "d": 4},
+                           "concentration": {"n": 10, "widths": [16, 32, 64], "seeds": 2}}
+compute = concentration.KernelDraw.compute
+def slow(self, ctx):
     time.sleep(0.2)
-    return measure(*args, **kwargs)
-concentration.measure = slow
+    return compute(self, ctx)
+concentration.KernelDraw.compute = slow
 from overparam.cli import run
 sys.argv = ["overparam", "study", "--only", "concentration", "--out", sys.argv[1], "--json"]
 run()

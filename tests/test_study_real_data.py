@@ -1,7 +1,9 @@
 """The real-data study section: its tables against direct train() calls, numpy kernels and solves written
-here, and scikit-learn's isotonic regression on the raw runs; its verdict against the tables."""
+here, and an isotonic fit and seed bootstrap of the raw runs written as plain loops; its verdict and
+summary fact against the tables."""
 
 import csv
+import json
 import math
 from dataclasses import replace
 
@@ -12,13 +14,12 @@ from overparam import TwoLayerNet, train
 from overparam.data import digits, unit_sphere
 from overparam.study import StudyConfig, run_study
 from overparam.sweep import Store
+from plain_thresholds import bootstrap, isotonic_threshold, percentiles
 
-TINY = StudyConfig(
-    preset="quick", activations=("relu", "exp", "softmax"), tol=1e-2, delta=0.5, threshold_budget="theory:3",
-    threshold_max_steps=300,
-    real_ns=(12, 24), real_label_draws=3, real_train_n=16, real_width=32, real_seeds=2, real_steps=300,
-    real_threshold_ns=(8, 16), real_threshold_widths=(2, 4, 8), real_threshold_seeds=2, sections=("real_data",),
-)
+TINY = StudyConfig(activations=("relu", "exp", "softmax"), tol=1e-2, delta=0.5, sections=("real_data",), settings={
+    "real_data": {"budget": "theory:3", "max_steps": 300, "ns": (12, 24), "label_draws": 3, "train_n": 16, "width": 32,
+                  "seeds": 2, "steps": 300, "threshold_ns": (8, 16), "threshold_widths": (2, 4, 8),
+                  "threshold_seeds": 2}}).validate()
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +35,15 @@ def table(out, stem: str) -> list[dict]:
 
 
 def limit_kernel(activation: str, X: np.ndarray) -> np.ndarray:
-    """H* (SPEC §4, sigma = 1) written out in numpy."""
+    """H* at sigma = 1 (docs/mathematics.md#ntk), the relu angle as 2 atan2(|u - v|, |u + v|) (accurate near 0)."""
     G = X @ X.T
     if activation == "relu":
-        norms = np.sqrt(np.diag(G))
-        cosine = np.clip(G / np.outer(norms, norms), -1, 1)
-        np.fill_diagonal(cosine, 1.0)  # exactly: arccos near 1 turns a rounding error e into sqrt(2e)
-        return G * (np.pi - np.arccos(cosine)) / (2 * np.pi)
+        units = X / np.linalg.norm(X, axis=1, keepdims=True)
+        angle = 2 * np.arctan2(np.linalg.norm(units[:, None] - units[None], axis=2),
+                               np.linalg.norm(units[:, None] + units[None], axis=2))
+        return G * (np.pi - angle) / (2 * np.pi)
     if activation == "exp":
-        squared = np.diag(G)[:, None] + np.diag(G)[None, :] + 2 * G
-        return G * np.exp(squared / 2)
+        return G * np.exp(np.linalg.norm(X[:, None] + X[None], axis=2) ** 2 / 2)
     return G * np.exp(G)
 
 
@@ -52,69 +52,112 @@ def test_section_completes_with_its_figures_and_tables(section):
     assert result.status == "complete" and result.reading
     for stem in ("real_data_training", "real_data_kernels"):
         assert (out / "figures" / f"{stem}.png").stat().st_size > 0 and (out / "figures" / f"{stem}.svg").exists()
-    assert len(table(out, "real_data_complexity")) == len(TINY.activations) * len(TINY.real_ns)
+    assert len(table(out, "real_data_complexity")) == len(TINY.activations) * len(TINY.section("real_data").ns)
 
 
 def test_training_rows_match_direct_train_calls(section):
+    """Every activation's two rows against `train` run seed by seed (the section trains them as one batch)."""
     out, _ = section
+    cfg = TINY.section("real_data")
     rows = {(r["activation"], r["labels"]): r for r in table(out, "real_data_training")}
-    dataset = digits(TINY.real_classes, n=TINY.real_train_n, seed=TINY.seed)
+    assert set(rows) == {(a, labels) for a in TINY.activations for labels in ("true", "random")}
+    dataset = digits(cfg.classes, n=cfg.train_n, seed=TINY.seed)
     # random labels: +-1, each uniform, from the generator seeded [seed, draw 0]
     labels = {"true": dataset.y,
               "random": np.array([-1.0, 1.0])[np.random.default_rng([TINY.seed, 0]).integers(2, size=(16, 1))]}
-    for name, y in labels.items():
-        steps, finals, converged = [], [], 0
-        for seed in range(TINY.real_seeds):
-            net = TwoLayerNet(64, TINY.real_width, 1, "softmax", init="coupled", seed=seed)
-            history = train(net, dataset.X, y, lr="auto", steps=TINY.real_steps, tol=TINY.tol)
-            steps.append(history.steps)
-            finals.append(history.residual_norm[-1])
-            converged += history.status == "converged"
-        row = rows["softmax", name]
-        assert row["converged"] == f"{converged}/{TINY.real_seeds}"
-        assert float(row["steps"]) == pytest.approx(np.mean(steps), abs=0.5)
-        assert float(row["final ||F - y||"]) == pytest.approx(np.mean(finals), rel=1e-6)
+    for activation in TINY.activations:
+        for name, y in labels.items():
+            histories = [train(TwoLayerNet(64, cfg.width, 1, activation, init="coupled", seed=seed), dataset.X, y,
+                               lr="auto", steps=cfg.steps, tol=TINY.tol) for seed in range(cfg.seeds)]
+            steps = [h.steps for h in histories]
+            row = rows[activation, name]
+            assert row["converged"] == f"{sum(h.status == 'converged' for h in histories)}/{cfg.seeds}"
+            assert float(row["steps"]) == np.mean(steps)
+            assert float(row["± se"]) == pytest.approx(np.std(steps, ddof=1) / np.sqrt(cfg.seeds), rel=1e-12)
+            # one batch against single runs: matrix products summed in another order, over up to 300 steps
+            assert float(row["final ||F - y||"]) == pytest.approx(np.mean([h.residual_norm[-1] for h in histories]),
+                                                                  rel=1e-9)
+            assert float(row["lr"]) == pytest.approx(np.mean([h.lr for h in histories]), rel=1e-12)
 
 
 def test_complexity_and_lambda_rows_match_numpy(section):
+    """Every row (every activation and n): the complexity term by numpy solves of H* written out here, its
+    random-label mean and standard error, lambda_min by eigvalsh, and the two ratios."""
     out, _ = section
-    for row in table(out, "real_data_complexity"):
+    cfg = TINY.section("real_data")
+    rows = table(out, "real_data_complexity")
+    assert [(r["activation"], int(r["n"])) for r in rows] == [(a, n) for a in TINY.activations for n in cfg.ns]
+    for row in rows:
         activation, n = row["activation"], int(row["n"])
-        dataset = digits(TINY.real_classes, n=n, seed=TINY.seed)
+        dataset = digits(cfg.classes, n=n, seed=TINY.seed)
         H = limit_kernel(activation, dataset.X)
         term = [np.sqrt(2 * y[:, 0] @ np.linalg.solve(H, y[:, 0]) / n) for y in [dataset.y] + [
             np.array([-1.0, 1.0])[np.random.default_rng([TINY.seed, j]).integers(2, size=(n, 1))]
-            for j in range(TINY.real_label_draws)]]
-        # 1e-8: ntk.infinite_ntk's relu diagonal is off by up to ~3e-9 (arccos of a rho rounded below 1)
-        assert float(row["complexity true"]) == pytest.approx(term[0], rel=1e-8)
-        assert float(row["complexity random"]) == pytest.approx(np.mean(term[1:]), rel=1e-8)
-        assert float(row["± se"]) == pytest.approx(np.std(term[1:], ddof=1) / np.sqrt(len(term) - 1), rel=1e-6)
-        assert float(row["lambda_min digits"]) == pytest.approx(np.linalg.eigvalsh(H)[0], rel=1e-8)
-        sphere = limit_kernel(activation, unit_sphere(n, 64, TINY.seed))
-        assert float(row["lambda_min sphere"]) == pytest.approx(np.linalg.eigvalsh(sphere)[0], rel=1e-8)
+            for j in range(cfg.label_draws)]]
+        random, error = np.mean(term[1:]), np.std(term[1:], ddof=1) / np.sqrt(len(term) - 1)
+        lam_digits = np.linalg.eigvalsh(H)[0]
+        lam_sphere = np.linalg.eigvalsh(limit_kernel(activation, unit_sphere(n, 64, TINY.seed)))[0]
+        # two float64 constructions of H* differ by ~1e-16 relative per entry; the solves and the smallest
+        # eigenvalue amplify that by the condition number of H* (up to ~1e4 here): 1e-10 leaves a margin
+        assert float(row["complexity true"]) == pytest.approx(term[0], rel=1e-10)
+        assert float(row["complexity random"]) == pytest.approx(random, rel=1e-10)
+        # a difference of nearly equal terms (the draws' spread is ~10% of their mean): 1e-8
+        assert float(row["± se"]) == pytest.approx(error, rel=1e-8)
+        assert float(row["random / true"]) == pytest.approx(random / term[0], rel=1e-10)
+        assert float(row["lambda_min digits"]) == pytest.approx(lam_digits, rel=1e-10)
+        assert float(row["lambda_min sphere"]) == pytest.approx(lam_sphere, rel=1e-10)
+        assert float(row["sphere / digits"]) == pytest.approx(lam_sphere / lam_digits, rel=1e-10)
 
 
-def test_threshold_rows_match_an_isotonic_fit_of_the_raw_runs(section):
-    from sklearn.isotonic import IsotonicRegression
-
+def test_threshold_rows_match_a_plain_fit_and_bootstrap_of_the_raw_runs(section):
+    """m* by an isotonic fit of the success rates, [low, high] by the seed bootstrap (seeded with the study
+    seed plus the family's rank among its data set's families in sorted canonical-JSON order), and the runs
+    the step cap stopped unconverged, for every activation and n on both data sets."""
     out, _ = section
+    cfg = TINY.section("real_data")
+    level = 1 - TINY.delta
     with Store(out / "runs.db", create=False) as store:
-        runs = [r for r in store.runs(d=64) if r["width"] in TINY.real_threshold_widths]
-    checked = 0
-    for row in table(out, "real_data_thresholds"):
-        for data, column in (("digits:classes=3,5", "m* digits"), ("sphere", "m* sphere")):
-            mine = [r for r in runs if r["config"]["data"] == data and r["activation"] == row["activation"]
-                    and r["n"] == int(row["n"])]
-            widths = sorted({r["width"] for r in mine})
-            assert widths == list(TINY.real_threshold_widths)
-            rates = [np.mean([r["status"] == "converged" for r in mine if r["width"] == w]) for w in widths]
-            fitted = IsotonicRegression().fit_transform(np.log(widths), rates)
-            reached = [w for w, f in zip(widths, fitted) if f >= 1 - TINY.delta - 1e-12]
-            assert float(row[column]) == (reached[0] if reached else math.inf)
-            cut = sum(r["status"] == "max_steps" and r["steps"] == TINY.threshold_max_steps for r in mine)
-            assert row[column.replace("m*", "cut")] == f"{cut}/{len(mine)}"
-            checked += 1
-    assert checked == 2 * len(TINY.activations) * len(TINY.real_threshold_ns)
+        runs = store.runs(d=64)
+    rows = {(r["activation"], int(r["n"])): r for r in table(out, "real_data_thresholds")}
+    assert list(rows) == [(a, n) for a in TINY.activations for n in cfg.threshold_ns]
+    for data, name in (("digits:classes=3,5", "digits"), ("sphere", "sphere")):
+        mine = [r for r in runs if r["config"]["data"] == data]
+        keys = sorted({json.dumps({k: v for k, v in r["config"].items() if k != "width"}, sort_keys=True)
+                       for r in mine})
+        assert len(keys) == len(rows)
+        for rank, key in enumerate(keys):
+            family = [r for r in mine if {**r["config"], "width": 0} == {**json.loads(key), "width": 0}]
+            row = rows[family[0]["activation"], family[0]["n"]]
+            outcomes = np.array([[r["status"] == "converged" for r in sorted(family, key=lambda r: r["seed"])
+                                  if r["width"] == w] for w in cfg.threshold_widths], dtype=float)
+            assert outcomes.shape == (len(cfg.threshold_widths), cfg.threshold_seeds)
+            low, high = percentiles(bootstrap(cfg.threshold_widths, outcomes, level, TINY.seed + rank))
+            assert float(row[f"m* {name}"]) == isotonic_threshold(cfg.threshold_widths, outcomes.mean(1), level)
+            cut = sum(r["status"] == "max_steps" and r["steps"] == cfg.max_steps for r in family)
+            assert row[f"cut {name}"] == f"{cut}/{len(family)}"
+            assert interval(out, row, name) == (low, high)
+
+
+def interval(out, row: dict, name: str) -> tuple[float, float]:
+    """(low, high) of data set `name` in the row (the CSV repeats the headers low and high per data set)."""
+    with open(out / "tables" / "real_data_thresholds.csv", newline="", encoding="utf-8") as handle:
+        lines = list(csv.reader(handle))
+    header = lines[0]
+    for line in lines[1:]:
+        if line[header.index("activation")] == row["activation"] and line[header.index("n")] == row["n"]:
+            at = header.index(f"m* {name}")
+            return float(line[at + 1]), float(line[at + 2])
+    raise AssertionError(f"no row for {row['activation']} n = {row['n']}")
+
+
+def test_the_fact_is_the_ratio_at_the_largest_n(section):
+    out, result = section
+    ratios = {r["activation"]: float(r["random / true"]) for r in table(out, "real_data_complexity")}
+    facts = {f.activation: f for f in result.facts}
+    assert set(facts) == set(TINY.activations)
+    for activation, fact in facts.items():
+        assert fact.section == "real_data" and fact.value == ratios[activation]
+        assert fact.quantity == f"complexity random / true on digits at n = {max(TINY.section('real_data').ns)}"
 
 
 def test_the_verdict_follows_the_tables(section):

@@ -1,9 +1,12 @@
 """The runs store: rows and curves round-trip, upserts never duplicate, concurrent writers are safe."""
 
+import builtins
+import json
 import multiprocessing
 import sqlite3
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from overparam.sweep import RunResult, Store, SweepSpec
@@ -147,3 +150,95 @@ def test_a_store_from_before_a_column_gains_it_and_keeps_its_rows(tmp_path):
         assert row["final_residual"] == 1e-3 and row["lambda_rounding"] is None
         store.save([RunResult(group.config, group.config_hash, 1, "converged", {"lambda_rounding": True})])
         assert [r["lambda_rounding"] for r in store.runs()] == [None, 1]
+
+
+def pandas_store(path):
+    """Four groups (two activations, two widths) with their seeds: finished runs with curves of their own
+    length, a failed run without curves, a run still marked running; record_every None or an integer."""
+    spec = SweepSpec.from_dict({"activations": ["exp", "relu"], "widths": [8, 16], "n": [4], "seeds": 3,
+                                "record_every": 2})
+    store = Store(path)
+    for number, group in enumerate(spec.groups()):
+        runs = []
+        for seed in range(2):
+            steps = 3 + number + seed
+            curves = {"step": np.arange(steps), "loss": np.linspace(1.0, 0.1 * (number + 1), steps),
+                      "residual_norm": np.geomspace(1.0, 10.0 ** -(seed + 2), steps)}
+            runs.append(RunResult(group.config, group.config_hash, seed, "converged",
+                                  {"steps": steps - 1, "final_residual": curves["residual_norm"][-1],
+                                   "lambda_min": 0.25 * (number + 1), "lambda_rounding": seed == 1}, curves))
+        runs.append(RunResult(group.config, group.config_hash, 2, "failed", error="boom"))
+        store.save(runs)
+    store.mark_running(SweepSpec.from_dict({"activations": ["relu"], "widths": [32], "n": [4], "seeds": 1})
+                       .groups()[0])
+    return store
+
+
+def test_to_pandas_has_the_rows_sqlite_reads(tmp_path):
+    pytest.importorskip("pandas")
+    with pandas_store(tmp_path / "runs.db") as store:
+        frame = store.to_pandas()
+        selected = store.to_pandas(activation="relu", status="converged")
+    with sqlite3.connect(tmp_path / "runs.db") as db:
+        db.row_factory = sqlite3.Row
+        plain = {(row["config_hash"], row["seed"]): dict(row) for row in db.execute("SELECT * FROM runs")}
+    assert len(frame) == len(plain) == 13
+    columns = [row[1] for row in sqlite3.connect(tmp_path / "runs.db").execute("PRAGMA table_info(runs)")]
+    assert list(frame.columns) == columns + ["config.optimizer", "config.record_every"]
+    for record in frame.to_dict("records"):
+        expected = plain[(record["config_hash"], record["seed"])]
+        for name, value in expected.items():
+            if value is None:
+                assert record[name] is None or record[name] != record[name], name  # None, NaN or pd.NA
+            else:
+                assert record[name] == value and type(value)(record[name]) == value, name
+        config = json.loads(expected["config"])
+        assert (record["config.optimizer"], record["config.record_every"]) == (config["optimizer"],
+                                                                              config["record_every"])
+    assert str(frame["width"].dtype) == "Int64" and str(frame["final_residual"].dtype) == "float64"
+    assert sorted(selected["seed"].tolist()) == [0, 0, 1, 1] and set(selected["activation"]) == {"relu"}
+
+
+def test_curves_to_pandas_is_every_runs_curve_in_one_long_table(tmp_path):
+    pytest.importorskip("pandas")
+    with pandas_store(tmp_path / "runs.db") as store:
+        long = store.curves_to_pandas()
+        exp_only = store.curves_to_pandas(activation="exp")
+    with sqlite3.connect(tmp_path / "runs.db") as db:
+        named = db.execute("SELECT config_hash, seed, curves, activation FROM runs WHERE curves IS NOT NULL").fetchall()
+    assert len(named) == 8 and list(long.columns[:2]) == ["config_hash", "seed"]
+    for config_hash, seed, curves, _ in named:
+        part = long[(long["config_hash"] == config_hash) & (long["seed"] == seed)]
+        written = pq.read_table(tmp_path / curves).to_pydict()
+        assert {name: part[name].tolist() for name in written} == written
+    assert len(long) == sum(pq.read_metadata(tmp_path / row[2]).num_rows for row in named)
+    assert len(exp_only) == sum(pq.read_metadata(tmp_path / row[2]).num_rows for row in named if row[3] == "exp")
+
+
+def test_runs_table_round_trips_through_parquet(tmp_path):
+    pandas = pytest.importorskip("pandas")
+    with pandas_store(tmp_path / "runs.db") as store:
+        table = store.runs_table()
+        frame = store.to_pandas()
+    pq.write_table(table, tmp_path / "runs.parquet")
+    back = pq.read_table(tmp_path / "runs.parquet")
+    assert back.equals(table)
+    pandas.testing.assert_frame_equal(pandas.read_parquet(tmp_path / "runs.parquet", dtype_backend="numpy_nullable")
+                                      .astype(frame.dtypes.to_dict()), frame)
+
+
+def test_missing_pandas_names_the_extra(tmp_path, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_pandas(name, *args, **kwargs):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    with pandas_store(tmp_path / "runs.db") as store:
+        monkeypatch.setattr(builtins, "__import__", no_pandas)
+        for method in (store.to_pandas, store.curves_to_pandas):
+            with pytest.raises(ImportError) as error:
+                method()
+            assert str(error.value) == "pandas is not installed; install it with: pip install 'overparam[pandas]'"
+        assert store.runs_table().num_rows == 13  # Arrow and Parquet need no pandas

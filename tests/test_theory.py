@@ -25,6 +25,15 @@ def test_orders_at_hand_computed_values():
     assert theory.dzps19_width(n, lam, delta, c=3.0) == pytest.approx(3 * theory.dzps19_width(n, lam, delta))
 
 
+@pytest.mark.parametrize("n, lam, delta, c", [(100, 0.1, 0.01, 1.0), (24, 0.0123, 0.25, 1.0), (1, 3.5, 0.9, 2.5)])
+def test_dzps19_perturbation_radius_is_delta_lambda_over_n_squared(n, lam, delta, c):
+    """DZPS19 Lemma 3.2's radius R = c delta lambda / n^2 (an order: constant c, default 1)."""
+    expected = c * delta * lam / (n * n)
+    assert theory.dzps19_perturbation_radius(n, lam, delta, c) == pytest.approx(expected, rel=1e-15)
+    if c == 1.0:
+        assert theory.dzps19_perturbation_radius(n, lam, delta) == pytest.approx(expected, rel=1e-15)
+
+
 def test_orders_table():
     rows = theory.orders(1000, 0.1, 0.01)
     assert [row.work for row in rows] == list(theory.WORKS)
@@ -43,6 +52,9 @@ def test_orders_table():
     (lambda: theory.iterations(0.1, 0.1, 0.0), "epsilon"),
     (lambda: theory.iterations(0.0, 0.1, 0.1), "eta_eff"),
     (lambda: theory.capacity_width(10, 0), "d and k"),
+    (lambda: theory.dzps19_perturbation_radius(0, 0.1, 0.1), "n must be"),
+    (lambda: theory.dzps19_perturbation_radius(10, 0.0, 0.1), "lambda"),
+    (lambda: theory.dzps19_perturbation_radius(10, 0.1, 1.0), "delta"),
 ])
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):

@@ -2,6 +2,8 @@
 elementwise activation) trained as the convergence theorems analyse them. Formulas: SPEC.md; see
 the README for the tour."""
 
+from importlib import metadata as _metadata
+
 from .activations import Activation
 from .models import TwoLayerNet, initial_weights
 from .train import History, TrainState, train
@@ -10,7 +12,10 @@ from .ntk import infinite_ntk, lambda_min, monte_carlo_ntk, spectral_norm
 from .kernel_regime import KernelRegime
 from .diagnostics import KernelDiagnostics, TheoryCheck
 
-__version__ = "0.1.0"
+try:  # pyproject.toml's version is the one source: installed packages carry it in their metadata
+    __version__ = _metadata.version("overparam")
+except _metadata.PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 __all__ = ["Activation", "TwoLayerNet", "initial_weights", "History", "TrainState", "train", "__version__",
            "ntk", "infinite_ntk", "monte_carlo_ntk", "lambda_min", "spectral_norm", "theory",

@@ -236,14 +236,14 @@ def _relu_kernel(X: torch.Tensor, X2: torch.Tensor, sigma: float) -> torch.Tenso
 def _exp_kernel(X: torch.Tensor, X2: torch.Tensor, sigma: float) -> torch.Tensor:
     """<x_i,x_j> exp(sigma^2 ||x_i + x_j||^2 / 2)."""
     inner = X @ X2.T
-    squares = X.square().sum(1)[:, None] + X2.square().sum(1)[None, :]
-    return inner * torch.exp(sigma**2 * (squares + 2 * inner) / 2)
+    exponent = X.square().sum(1)[:, None] + X2.square().sum(1)[None, :]  # in place below: at n = 20,000
+    return exponent.add_(inner, alpha=2).mul_(sigma**2).div_(2).exp_().mul_(inner)  # H* is 3.2 GB
 
 
 def _softmax_kernel(X: torch.Tensor, X2: torch.Tensor, sigma: float) -> torch.Tensor:
     """<x_i,x_j> exp(sigma^2 <x_i,x_j>): the normalisation cancels exp's norm factors."""
     inner = X @ X2.T
-    return inner * torch.exp(sigma**2 * inner)
+    return torch.mul(inner, sigma**2).exp_().mul_(inner)
 
 
 RELU = Activation("relu", _relu, "1/sqrt(m)", kernel=_relu_kernel, color="tab:blue",

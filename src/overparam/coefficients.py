@@ -151,9 +151,16 @@ class Pass:
         n, d = self.X.shape[-2:]
         s = self.shift
         row_weights = V if s is None else torch.cat([V, -(V * s).sum(-1, keepdim=True)], -1)  # Q / rowscale
+        # One output of an elementwise activation: grad_r = kappa a_r (E^T (V (.) X))_r, with V (.) X the same
+        # for every chunk; a_r and kappa scale the finished gradient once (one pass over m x d, not one per chunk).
+        single = s is None and row_weights.shape[-1] == 1 and all(isinstance(c, slice) for c in self.chunks)
+        shared_QX = row_weights * self.X if single else None
         for index, (neurons, E, rowscale) in enumerate(self.derivative_factors()):
             if self.cache is not None:
                 E = cache_resident(E, self.workspace)
+            if single:
+                transposed_product(E, shared_QX, out=grad[..., neurons, :])
+                continue
             Q = row_weights if rowscale is None else row_weights * rowscale[..., None]
             runs = self.chunk_runs[index]
             if runs is not None:  # a_r = value on each run: (Q P^T)_ir = value Q_i0 + Q_i1, d GEMM columns
@@ -173,6 +180,8 @@ class Pass:
                 B = Q @ P.transpose(-1, -2)
                 B *= E
                 grad[..., neurons, :] = (self.X.transpose(-1, -2) @ B).transpose(-1, -2)
+        if single:
+            return grad.mul_(self.a * self.kappa)
         return grad.mul_(self.kappa)
 
     def jvp(self, G: torch.Tensor) -> torch.Tensor:

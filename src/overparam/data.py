@@ -7,19 +7,23 @@ when either fails (then lambda = 0 and the convergence theorems say nothing).
 
 from __future__ import annotations
 
+import math
 import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 
-from . import activations
+from . import activations, resources
 
 FILE_SUFFIXES = (".npz", ".csv")
+#: float64 copies of X and y a built-in data set holds at once: the draws, the result, and in
+#: `check_theory_assumptions` the unit rows and the k-d tree's own copy of them.
+DATA_COPIES = 4
 
 
 class TheoryAssumptionWarning(UserWarning):
@@ -92,6 +96,46 @@ def teacher(n: int, d: int, k: int = 1, seed: int = 0, width: int = 8,
     y -= y.mean(0)
     y /= np.sqrt(np.mean(y**2)) + 1e-300
     return Dataset(X, y, f"teacher-{activation.name}")
+
+
+#: Ridges J of `cosine_teacher`.
+TEACHER_RIDGES = 4
+
+
+def cosine_teacher(X: np.ndarray, seed: int = 0) -> np.ndarray:
+    """f*(x) = c sum_j cos(2 <u_j, x> + b_j), j = 1..J (`TEACHER_RIDGES`), u_j uniform on S^{d-1},
+    b_j ~ U[0, 2 pi) drawn from `seed`; c makes the standard deviation of f* one over 20000 fixed points of
+    the sphere. Shape (n,). Smooth enough that kernel regression learns it from tens of points in d = 8
+    (docs/mathematics.md#generalisation)."""
+    rng = _rng(seed + 3_000_017)
+    U = unit_sphere(TEACHER_RIDGES, X.shape[1], seed + 3_000_019)
+    b = rng.uniform(0, 2 * np.pi, TEACHER_RIDGES)
+
+    def ridges(points: np.ndarray) -> np.ndarray:
+        return np.cos(2 * points @ U.T + b).sum(1)
+
+    return ridges(X) / ridges(unit_sphere(20000, X.shape[1], seed + 3_000_023)).std()
+
+
+class Split(NamedTuple):
+    """Training inputs X (n, d) and labels y (n, 1); test inputs X_test and labels y_test."""
+
+    X: np.ndarray
+    y: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+
+
+def teacher_split(n: int, d: int, test: int, noise: float, seed: int = 0) -> Split:
+    """Noisy `cosine_teacher` labels y = f*(x) + noise * N(0, 1) on x uniform on S^{d-1}: n training
+    points (`unit_sphere(n, d, seed)` with noise from `seed + 1`, so every n is the first n rows of a larger
+    draw: training sets are nested) and `test` held-out points (seeds `seed + 2`, `seed + 3`), the same for
+    every n, so a test MSE of noise^2 is the floor."""
+    X = unit_sphere(n, d, seed)
+    X_test = unit_sphere(test, d, seed + 2)
+    y = cosine_teacher(X, seed) + noise * _rng(seed + 1).standard_normal(n)
+    y_test = cosine_teacher(X_test, seed) + noise * _rng(seed + 3).standard_normal(test)
+    return Split(X, y[:, None], X_test, y_test[:, None])
 
 
 def moons(n: int, noise: float = 0.05, seed: int = 0) -> Dataset:
@@ -281,6 +325,9 @@ def builtin(spec: str, n: int, d: int = 2, k: int = 1, seed: int = 0) -> Dataset
     are 2-D with k = 1), digits (d = 64), options after a colon, e.g. `teacher:width=16`,
     `moons:noise=0.1` or `digits:classes=3,5`."""
     source, options = check_spec(spec)
+    width, outputs = (d, k) if source.shape is None else source.shape(**options)
+    resources.require(DATA_COPIES * 8 * n * (width + outputs), "cpu", f"the {spec} data (n = {n}, d = {width})",
+                      "use a smaller --n" + (" or --d" if source.shape is None else ""))
     return source.make(n, d, k, seed, **options)
 
 
@@ -421,7 +468,8 @@ def validate(X, y) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_theory_assumptions(X: np.ndarray, atol: float = 1e-10, warn: bool = True) -> list[str]:
-    """Messages for norms > 1 and duplicate/parallel inputs, each also a TheoryAssumptionWarning when warn."""
+    """Messages for norms > 1 and duplicate/parallel inputs (|cos(x_i, x_j)| >= 1 - atol, `parallel_pairs`),
+    each also a TheoryAssumptionWarning when warn."""
     problems = []
     norms = np.linalg.norm(X, axis=1)
     if norms.max() > 1 + atol:
@@ -431,15 +479,7 @@ def check_theory_assumptions(X: np.ndarray, atol: float = 1e-10, warn: bool = Tr
     if np.any(norms == 0):
         problems.append("an input is zero: its NTK row vanishes and lambda = 0")
     else:
-        U = X / norms[:, None]
-        count, example = 0, None
-        for start in range(0, len(U), 2048):  # blocks keep memory at O(2048 n)
-            cosine = np.abs(U[start:start + 2048] @ U.T)
-            rows, cols = np.nonzero(cosine >= 1 - atol)
-            above = cols > rows + start
-            count += int(above.sum())
-            if example is None and above.any():
-                example = (rows[above][0] + start, cols[above][0])
+        count, example = parallel_pairs(X / norms[:, None], atol)
         if count:
             problems.append(
                 f"{count} pair(s) of duplicate or parallel inputs (e.g. rows {example[0]} and {example[1]}): "
@@ -448,3 +488,24 @@ def check_theory_assumptions(X: np.ndarray, atol: float = 1e-10, warn: bool = Tr
     for message in problems if warn else ():
         warnings.warn(message, TheoryAssumptionWarning, stacklevel=2)
     return problems
+
+
+def parallel_pairs(U: np.ndarray, atol: float = 1e-10) -> tuple[int, tuple[int, int] | None]:
+    """(number of pairs i < j of unit rows with |<u_i, u_j>| >= 1 - atol, the first such (i, j)).
+
+    For unit vectors |<u_i, u_j>| >= 1 - atol  <=>  min ||u_i -+ u_j|| <= r = sqrt(2 atol), so a k-d
+    tree of the u_i answers it with ball queries of radius r around each u_i and -u_i: O(n d)
+    memory and O(n log n) time, where comparing all pairs takes O(n^2) (days at n = 1e8).
+    """
+    from scipy.spatial import cKDTree
+
+    radius = math.sqrt(2 * atol)
+    tree = cKDTree(U)
+    partners = tree.query_ball_point(U, radius, return_length=True) - 1  # each u_i finds itself
+    partners += tree.query_ball_point(-U, radius, return_length=True)
+    count = int(partners.sum()) // 2
+    if not count:
+        return 0, None
+    first = int(np.flatnonzero(partners)[0])  # the smallest row with a partner: all its partners are later rows
+    later = set(tree.query_ball_point(U[first], radius)) | set(tree.query_ball_point(-U[first], radius))
+    return count, (first, min(later - {first}))

@@ -118,7 +118,7 @@ class KernelDiagnostics:
             drift = spectral_norm(current - self._initial, dense_limit=self.dense_limit)
         else:
             current = kernel_operator(net.forward_pass(X, keep=False))
-            low = lambda_min(current, dense_limit=0, tol=self.tol, v0=self._vectors["min"])
+            low = lambda_min(current, solver="lanczos", tol=self.tol, v0=self._vectors["min"])
             drift = spectral_norm(current - self._initial, dense_limit=0, tol=self.tol, v0=self._vectors["drift"])
             self._vectors = {"min": low.vector, "drift": drift.vector}
         residual2 = float(state.residual.square().sum())

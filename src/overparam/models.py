@@ -25,7 +25,10 @@ def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
 def resolve_device(device: torch.device | str) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
+        raise ValueError(f"device '{device}' was asked for but no CUDA GPU is available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device '{device}' was asked for but this machine has {torch.cuda.device_count()} "
+                         f"CUDA GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

@@ -33,17 +33,19 @@ from dataclasses import dataclass
 
 import torch
 
-from . import activations, chunks, coefficients
+from . import activations, chunks, coefficients, resources
 from .models import initial_weights, resolve_device, resolve_dtype
 from .ntk import infinite_ntk
 from .validation import as_inputs
 
 
-def nested_ntk(X, W: torch.Tensor, a: torch.Tensor, activation: str, widths, chunk: int | None = None) -> torch.Tensor:
+def nested_ntk(X, W: torch.Tensor, a: torch.Tensor, activation: str, widths, chunk: int | None = None,
+               progress=None) -> torch.Tensor:
     """H(W(0)) of the networks made of the first m neurons of (W, a), for every m in `widths`.
 
     X (n, d); W (M, d) and a (M, k) with M >= max(widths), a's entries +-1 (the papers' signs).
     widths: increasing positive integers. chunk: neurons per step (default: a cache-sized chunk).
+    progress(stage, neurons done, max(widths)) after every chunk (`eigensolvers.Progress`).
     Returns (len(widths), k n, k n), float64 where W is float64.
     """
     widths = _check_widths(widths, W.shape[0])
@@ -80,6 +82,8 @@ def nested_ntk(X, W: torch.Tensor, a: torch.Tensor, activation: str, widths, chu
                 sums.add_normalised(E, a[neurons], rows)
             else:
                 sums.add_elementwise(E, a[neurons])
+            if progress is not None:
+                progress(f"nested kernels, widths up to {widths[-1]}", neurons.stop, widths[-1])
         start = width
         kernels.append(sums.kernel(X, width, record.normalised))
     return torch.stack(kernels)
@@ -170,14 +174,20 @@ class WidthProfile:
 def width_profile(X, activation: str, widths, *, out_dim: int = 1, init: str = "independent", sigma: float = 1.0,
                   seed: int = 0, dtype: torch.dtype | str = torch.float64, chunk: int | None = None,
                   weights: tuple[torch.Tensor, torch.Tensor] | None = None,
-                  device: torch.device | str = "cpu") -> WidthProfile:
+                  device: torch.device | str = "cpu", progress=None) -> WidthProfile:
     """The kernel's distance from its limit and its smallest eigenvalue along a width grid, from one
     initialisation of the largest width (`models.initial_weights` with `seed`, on `device`; or `weights` =
     (W, a) given, e.g. shared by several activations; the pass runs on their device). Spectra are dense
-    float64 eigvalsh (k n x k n) on the CPU."""
+    float64 eigvalsh (k n x k n) on the CPU. progress(stage, done, total) as the pass and the spectra advance."""
     X = as_inputs(X, None, torch.float64, "cpu")
     widths = [int(m) for m in widths]
+    side = X.shape[0] * out_dim  # the kernels at every width, their differences from H*, and eigvalsh's work
+    resources.require(resources.dense_kernel_bytes(side, 2 * len(widths) + resources.DENSE_KERNEL_COPIES), "cpu",
+                      f"the {len(widths)} dense {side} x {side} kernels of the width grid",
+                      "use a smaller --n or fewer --widths")
     if weights is None:
+        resources.require(4 * max(widths) * (X.shape[1] + out_dim) * resolve_dtype(dtype).itemsize, device,
+                          f"the weights of m = {max(widths)} neurons", "use a smaller largest width in --widths")
         weights = initial_weights(max(widths), X.shape[1], out_dim, init, sigma, seed, resolve_dtype(dtype),
                                   resolve_device(device))
     W, a = weights
@@ -185,8 +195,13 @@ def width_profile(X, activation: str, widths, *, out_dim: int = 1, init: str = "
         raise ValueError(f"with coupled init every width must be even (pairs), got {widths}")
     limit = infinite_ntk(activation, X, sigma, out_dim=a.shape[1])
     lam = float(torch.linalg.eigvalsh(limit)[0])
-    kernels = nested_ntk(X.to(W), W, a, activation, widths, chunk).double().cpu()
-    distance = torch.linalg.eigvalsh(kernels - limit).abs().amax(-1)
-    smallest = torch.linalg.eigvalsh(kernels)[:, 0]
-    return WidthProfile(widths, [float(v) for v in distance], [float(v) for v in smallest], lam)
+    kernels = nested_ntk(X.to(W), W, a, activation, widths, chunk, progress).double().cpu()
+    stage = f"spectra of {len(widths)} kernels, side {limit.shape[0]}"
+    distance, smallest = [], []
+    for index, kernel in enumerate(kernels):  # one at a time: a progress step per width
+        distance.append(float(torch.linalg.eigvalsh(kernel - limit).abs().max()))
+        smallest.append(float(torch.linalg.eigvalsh(kernel)[0]))
+        if progress is not None:
+            progress(stage, index + 1, len(widths))
+    return WidthProfile(widths, distance, smallest, lam)
 

@@ -1,9 +1,10 @@
 """Neural tangent kernel Theta = J J^T, its infinite-width limit H*, and their spectra (SPEC §4).
 
 Finite kernels come from the per-neuron coefficients of `coefficients.Pass` (Hadamard products
-of Gram matrices, chunked over neurons); no per-example Jacobian is ever formed. Spectra use
-dense float64 `eigvalsh` up to `DENSE_LIMIT` and matrix-free Lanczos (ARPACK) above it, on
-the O(ndm) product Theta v for finite kernels and a row-block product for H*.
+of Gram matrices, chunked over neurons); no per-example Jacobian is ever formed. lambda_min uses
+the solver `eigensolvers.choose` picks: dense float64 `eigvalsh` up to `DENSE_LIMIT`, a Cholesky
+factor above it where the matrix fits in memory, and matrix-free Lanczos (ARPACK) on the O(ndm)
+product Theta v for finite kernels and a row-block product for H* where it does not.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -19,24 +20,15 @@ import torch
 
 from . import activations, chunks
 from .coefficients import Pass
+from .eigensolvers import (DENSE_LIMIT, LANCZOS_TOL, LEADING_NCV, Eigenvalue, Progress, _arpack, _silent,
+                           choose, lanczos, smallest)
+from .eigensolvers import rounding_dominated  # noqa: F401  (ntk.rounding_dominated, as callers import it)
 from .validation import as_inputs
 
-#: Largest kernel side (n * k) whose spectrum is computed densely with eigvalsh.
-DENSE_LIMIT = 4096
 #: Bytes one row block of H* may take in the chunked product H* v.
 BLOCK_BYTES = 1 << 27
 #: Rows per block of the finite kernel's lower-triangle GEMMs (`_lower_gram_update`).
 GRAM_ROW_BLOCK = 256
-#: Relative tolerance of the Lanczos eigenvalue (ARPACK: ||K v - mu v|| <= tol * |mu|).
-LANCZOS_TOL = 1e-10
-#: Lanczos basis sizes tried in turn (each with `maxiter` restarts): the bottom of a kernel spectrum
-#: is clustered and far below lambda_max, where restarting a small basis stalls; a basis costs
-#: 8 * size * ncv bytes and is capped to a quarter of free memory.
-LANCZOS_BASES = (128, 512, 2048)
-#: Restarts of one basis size before the next, larger one is tried.
-LANCZOS_RESTARTS = 2
-#: Basis size for the leading eigenvalues (they converge fast).
-LEADING_NCV = 256
 
 
 def lambda_max(forward: Pass, iters: int = 100, rtol: float = 1e-4, seed: int = 0) -> float | np.ndarray:
@@ -87,20 +79,24 @@ def ntk(net, X, normalized: bool = True, X2=None) -> torch.Tensor:
     return pass_ntk(forward, normalized, split=X.shape[0])
 
 
-def pass_ntk(forward: Pass, normalized: bool = True, split: int | None = None) -> torch.Tensor:
+def pass_ntk(forward: Pass, normalized: bool = True, split: int | None = None,
+             progress: Progress | None = None) -> torch.Tensor:
     """Theta (or H) at the pass's weights; broadcasts over leading batch dims of W.
 
     split: rows of the pass's inputs before `split` index the kernel's rows, the rest its
-    columns (a cross kernel); None: the square kernel of all inputs.
+    columns (a cross kernel); None: the square kernel of all inputs. progress(stage, neurons done, m).
     """
+    progress = progress or _silent
     X = forward.X
     n, k = X.shape[-2], forward.a.shape[-1]
+    stage, width = f"kernel {'H' if normalized else 'Theta'}(W), side {n * k}", forward.W.shape[-2]
     rows = slice(0, n if split is None else split)
     cols = rows if split is None else slice(split, n)
     n_rows, n_cols = rows.stop - rows.start, cols.stop - cols.start
     batch = tuple(np.broadcast_shapes(X.shape[:-2], forward.W.shape[:-2], forward.a.shape[:-2]))
     gram = X.new_zeros(batch + (k * n_rows, k * n_cols))
     symmetric_update = _lower_gram_update(gram) if split is None else None
+    done = 0
     for _, C in forward.coefficients():
         C_rows = C[..., rows, :].reshape(batch + (k * n_rows, -1))
         C_cols = C_rows if split is None else C[..., cols, :].reshape(batch + (k * n_cols, -1))
@@ -110,6 +106,8 @@ def pass_ntk(forward: Pass, normalized: bool = True, split: int | None = None) -
             gram.addmm_(C_rows, C_cols.T)  # accumulates inside the GEMM: no extra pass over the nk x nk sum
         else:
             gram += C_rows @ C_cols.transpose(-1, -2)
+        done += C.shape[-1]
+        progress(stage, done, width)
     inner = X[..., rows, :] @ X[..., cols, :].transpose(-1, -2)
     gram *= inner.repeat(*(1,) * (inner.dim() - 2), k, k)
     if symmetric_update is not None:  # the lower triangle is summed: mirror it (exactly symmetric)
@@ -160,8 +158,10 @@ def monte_carlo_ntk(
     normalized: bool = True,
     dtype: torch.dtype | str = torch.float64,
     device: torch.device | str = "cpu",
+    progress: Progress | None = None,
 ) -> MonteCarloKernel:
-    """E[H(W(0))] estimated by averaging kernels of `samples` networks (seeds seed, seed+1, ...).
+    """E[H(W(0))] estimated by averaging kernels of `samples` networks (seeds seed, seed+1, ...);
+    progress(stage, kernels done, samples).
 
     standard_error = sample standard deviation / sqrt(samples), entrywise (Welford's update).
     For elementwise activations with independent init E[H(W(0))] = H* exactly; softmax has an O(1/m) bias.
@@ -176,6 +176,7 @@ def monte_carlo_ntk(
         net = TwoLayerNet(X.shape[1], width, out_dim, activation, scale, init, sigma, seed + index,
                           X.dtype, X.device)
         kernel = ntk(net, X, normalized)
+        (progress or _silent)(f"Monte Carlo kernels, m = {width}", index + 1, int(samples))
         if mean is None:
             mean, squares = kernel.clone(), torch.zeros_like(kernel)
             continue
@@ -220,6 +221,16 @@ def _finite_limit(kernel: torch.Tensor, activation, sigma: float, X: torch.Tenso
     return kernel
 
 
+def _kernel_rows(activation, X: torch.Tensor, rows: slice, sigma: float) -> torch.Tensor:
+    """Rows `rows` of H*(X, X), finite (`_finite_limit`), with the diagonal of H*(X[rows]) itself: a cross
+    kernel does not know which of its entries pair a point with itself (relu's arc-cosine kernel rounds
+    them up to 1e-8 relative off, `activations._relu_kernel`)."""
+    block = _finite_limit(infinite_ntk(activation, X[rows], sigma, X2=X), activation, sigma, X)
+    square = infinite_ntk(activation, X[rows], sigma)
+    block[:, rows].diagonal().copy_(square.diagonal())
+    return block
+
+
 def infinite_ntk_vector(activation: str | activations.Activation, X, V: torch.Tensor, sigma: float = 1.0,
                         block: int | None = None) -> torch.Tensor:
     """H* V for V of shape (n, c), by row blocks of H*: O(n^2 d) work, O(block * n) memory."""
@@ -228,7 +239,7 @@ def infinite_ntk_vector(activation: str | activations.Activation, X, V: torch.Te
     block = block or max(1, BLOCK_BYTES // (8 * 4 * n))
     out = torch.empty(n, V.shape[-1], dtype=V.dtype, device=V.device)
     for rows in chunks.chunk_slices(n, block):
-        out[rows] = _finite_limit(infinite_ntk(activation, X[rows], sigma, X2=X), activation, sigma, X).to(V) @ V
+        out[rows] = _kernel_rows(activation, X, rows, sigma).to(V) @ V
     return out
 
 
@@ -239,13 +250,13 @@ def infinite_ntk_vector(activation: str | activations.Activation, X, V: torch.Te
 class KernelOperator:
     """A symmetric kernel matrix of side `size` given by its product with (size, c) blocks.
 
-    `dense()` forms the matrix (only called when size <= the dense limit). Vectors are
-    output-major: entry l*n + i belongs to output l at x_i.
+    `dense(progress=None)` forms the matrix (only called where the chosen eigensolver is dense or
+    Cholesky). Vectors are output-major: entry l*n + i belongs to output l at x_i.
     """
 
     size: int
     matvec: Callable[[torch.Tensor], torch.Tensor]
-    dense: Callable[[], torch.Tensor]
+    dense: Callable[..., torch.Tensor]
     dtype: torch.dtype
     device: torch.device
     description: str
@@ -256,7 +267,8 @@ class KernelOperator:
         return KernelOperator(
             self.size,
             lambda V: self.matvec(V) - other.matvec(V.to(other.device, other.dtype)).to(V.device, V.dtype),
-            lambda: self.dense() - other.dense().to(self.device, self.dtype),
+            lambda progress=None: self.dense(progress=progress) - other.dense(progress=progress).to(self.device,
+                                                                                                     self.dtype),
             self.dtype, self.device, f"{self.description} - {other.description}",
         )
 
@@ -289,7 +301,7 @@ def kernel_operator(kernel, X=None, *, sigma: float = 1.0, normalized: bool = Tr
         raise ValueError(f"a kernel matrix must be square, got shape {tuple(matrix.shape)}")
     if not torch.isfinite(matrix).all():
         raise ValueError("the kernel matrix has non-finite entries (NaN or inf)")
-    return KernelOperator(matrix.shape[0], lambda V: matrix @ V, lambda: matrix, matrix.dtype,
+    return KernelOperator(matrix.shape[0], lambda V: matrix @ V, lambda progress=None: matrix, matrix.dtype,
                           matrix.device, "matrix")
 
 
@@ -302,7 +314,8 @@ def _pass_operator(forward: Pass, normalized: bool) -> KernelOperator:
         return torch.stack(columns, 1) * factor
 
     name = "H(W)" if normalized else "Theta(W)"
-    return KernelOperator(n * k, matvec, lambda: pass_ntk(forward, normalized), forward.out.dtype,
+    return KernelOperator(n * k, matvec, lambda progress=None: pass_ntk(forward, normalized, progress=progress),
+                          forward.out.dtype,
                           forward.out.device, name)
 
 
@@ -321,7 +334,7 @@ def _infinite_operator(activation, X, sigma: float, out_dim: int,
         if not cache:
             return infinite_ntk_vector(activation, X, V, sigma, block)
         if not blocks:
-            blocks.extend((rows, _finite_limit(infinite_ntk(activation, X[rows], sigma, X2=X), activation, sigma, X))
+            blocks.extend((rows, _kernel_rows(activation, X, rows, sigma))
                           for rows in chunks.chunk_slices(n, block))
         out = torch.empty_like(V)
         for rows, rows_kernel in blocks:
@@ -333,172 +346,80 @@ def _infinite_operator(activation, X, sigma: float, out_dim: int,
         stacked = V.reshape(out_dim, n, c).transpose(0, 1).reshape(n, out_dim * c)
         return single(stacked).reshape(n, out_dim, c).transpose(0, 1).reshape(out_dim * n, c)
 
-    return KernelOperator(n * out_dim, matvec,
-                          lambda: _finite_limit(infinite_ntk(activation, X, sigma, out_dim=out_dim), activation, sigma, X),
-                          torch.float64, X.device, f"H*({activation.name})")
+    def dense(progress: Progress | None = None) -> torch.Tensor:  # by row blocks: no n x n temporaries
+        progress = progress or _silent
+        kernel = X.new_empty(n, n)
+        stage = f"kernel H*({activation.name}), side {n}"
+        for rows in chunks.chunk_slices(n, block):
+            kernel[rows] = _kernel_rows(activation, X, rows, sigma)
+            progress(stage, rows.stop, n)
+        return kernel if out_dim == 1 else torch.kron(torch.eye(out_dim, dtype=kernel.dtype), kernel)
 
-
-@dataclass
-class Eigenvalue:
-    """An extreme eigenvalue with how it was found.
-
-    method: "dense" (eigvalsh, float64) or "lanczos" (ARPACK, matrix-free); converged: the
-    method met its tolerance; residual: ||K v - value v||_2 for the returned unit vector v
-    (0 for dense); matvecs: kernel products used. rounding: the smallest eigenvalue is below the
-    rounding level of the spectrum (`rounding_dominated`), so its value (and sign) is not
-    resolved; set where lambda_max is known (dense spectra, `kernel_comparison`).
-    """
-
-    value: float
-    converged: bool
-    method: str
-    residual: float
-    matvecs: int
-    vector: np.ndarray | None = field(default=None, repr=False)
-    rounding: bool = False
-
-    def __float__(self) -> float:
-        return self.value
-
-
-def rounding_dominated(low: float, high: float, size: int, dtype: torch.dtype = torch.float64) -> bool:
-    """Whether lambda_min = low is rounding, not a resolved eigenvalue: low < eps n lambda_max (eps of
-    the kernel's dtype, n its side), or either end non-finite.
-
-    A symmetric eigensolver is backward stable: its eigenvalues carry absolute errors up to about
-    eps n ||K||_2. So a PSD kernel's computed lambda_min below that level, negative ones included,
-    and condition numbers beyond 1/(eps n), say nothing about the true lambda_min.
-    """
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return True
-    return low < torch.finfo(dtype).eps * size * max(high, 0.0)
+    return KernelOperator(n * out_dim, matvec, dense, torch.float64, X.device, f"H*({activation.name})")
 
 
 def extreme_eigenvalue(kernel, X=None, which: str = "smallest", *, sigma: float = 1.0,
                        normalized: bool = True, out_dim: int = 1, dense_limit: int = DENSE_LIMIT,
-                       tol: float = LANCZOS_TOL, maxiter: int | None = None, v0=None) -> Eigenvalue:
+                       solver: str = "auto", tol: float = LANCZOS_TOL, maxiter: int | None = None, v0=None,
+                       progress: Progress | None = None) -> Eigenvalue:
     """Smallest or largest eigenvalue of a kernel (see `kernel_operator` for what `kernel` may be).
 
-    size <= dense_limit: dense float64 eigvalsh. Above: Lanczos (scipy eigsh, which='SA'/'LA')
-    on the matrix-free product, with bases of LANCZOS_BASES vectors and `maxiter` restarts each
-    (default LANCZOS_RESTARTS); v0 warm-starts it (e.g. the previous step's eigenvector).
+    smallest: by the solver `eigensolvers.choose(size, solver, dense_limit)` picks ("auto": dense
+    eigvalsh up to dense_limit, Cholesky above where the matrix fits in memory, matrix-free Lanczos
+    where it does not); the result says which and why. largest: dense eigvalsh up to dense_limit,
+    Lanczos (which='LA') above. Lanczos uses bases of LANCZOS_BASES vectors with `maxiter` restarts
+    each (default LANCZOS_RESTARTS); v0 warm-starts it (e.g. the previous step's eigenvector).
+    progress(stage, done, total): see `eigensolvers`.
     """
     if which not in ("smallest", "largest"):
         raise ValueError(f"which must be 'smallest' or 'largest', got {which!r}")
     operator = kernel_operator(kernel, X, sigma=sigma, normalized=normalized, out_dim=out_dim)
+    if which == "smallest":
+        return smallest(operator, choose(operator.size, solver, dense_limit), tol=tol, maxiter=maxiter, v0=v0,
+                        progress=progress)
     if operator.size <= dense_limit:
-        values = torch.linalg.eigvalsh(operator.dense().to(torch.float64))
-        low, high = float(values[0]), float(values[-1])
-        value = low if which == "smallest" else high
-        rounding = which == "smallest" and rounding_dominated(low, high, operator.size, operator.dtype)
-        return Eigenvalue(value, math.isfinite(value), "dense", 0.0, 0, rounding=rounding)
-    return _lanczos(operator, "SA" if which == "smallest" else "LA", tol, maxiter, v0)
+        value = float(torch.linalg.eigvalsh(operator.dense(progress=progress).to(torch.float64))[-1])
+        return Eigenvalue(value, math.isfinite(value), "dense", 0.0, 0)
+    return lanczos(operator, "LA", tol, maxiter, v0, progress)
 
 
 def lambda_min(kernel, X=None, **options) -> Eigenvalue:
     """lambda_min of H(W), Theta(W), H* or a matrix (`extreme_eigenvalue` with which='smallest').
 
-    Examples: lambda_min(net, X); lambda_min(activation, X, sigma=1.0) (H*); lambda_min(K).
-    Use float(...) or .value for the number, .converged for whether Lanczos met its tolerance.
+    Examples: lambda_min(net, X); lambda_min(activation, X, sigma=1.0) (H*); lambda_min(K);
+    lambda_min(activation, X, solver="cholesky"). Use float(...) or .value for the number, .converged
+    for whether the iteration met its tolerance, .method and .reason for the solver and why, .rounding
+    for a value below the rounding level.
     """
     return extreme_eigenvalue(kernel, X, "smallest", **options)
 
 
 def spectral_norm(kernel, X=None, *, dense_limit: int = DENSE_LIMIT, tol: float = 1e-8,
-                  maxiter: int | None = None, v0=None, **options) -> Eigenvalue:
+                  maxiter: int | None = None, v0=None, progress: Progress | None = None, **options) -> Eigenvalue:
     """||K||_2 = max_i |lambda_i(K)| of a symmetric (possibly indefinite) kernel, e.g. a
     difference `kernel_operator(net, X) - kernel_operator(net.activation, X)`; v0 warm-starts Lanczos."""
     operator = kernel_operator(kernel, X, **options)
     if operator.size <= dense_limit:
-        value = float(torch.linalg.eigvalsh(operator.dense().to(torch.float64)).abs().max())
+        value = float(torch.linalg.eigvalsh(operator.dense(progress=progress).to(torch.float64)).abs().max())
         return Eigenvalue(value, math.isfinite(value), "dense", 0.0, 0)
     probe = torch.randn(operator.size, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     if not operator.matvec(probe.to(operator.device, operator.dtype)).any():
         return Eigenvalue(0.0, True, "lanczos", 0.0, 1)  # a zero product on a random vector: K = 0
-    result = _lanczos(operator, "LM", tol, maxiter, v0)
+    result = lanczos(operator, "LM", tol, maxiter, v0, progress)
     result.value = abs(result.value)
     return result
 
 
 def leading_eigenvalues(kernel, X=None, count: int = 64, *, dense_limit: int = DENSE_LIMIT,
-                        tol: float = 1e-8, **options) -> np.ndarray:
+                        tol: float = 1e-8, progress: Progress | None = None, **options) -> np.ndarray:
     """All eigenvalues in descending order when size <= dense_limit, else the `count` largest
     (Lanczos, which='LA'); e.g. for a spectrum plot."""
     operator = kernel_operator(kernel, X, **options)
     if operator.size <= dense_limit:
-        return torch.linalg.eigvalsh(operator.dense().to(torch.float64)).flip(0).cpu().numpy()
-    values, _, _, _ = _arpack(operator, "LA", min(count, operator.size - 1), tol, None, None, LEADING_NCV)
+        return torch.linalg.eigvalsh(operator.dense(progress=progress).to(torch.float64)).flip(0).cpu().numpy()
+    values, _, _, _ = _arpack(operator, "LA", min(count, operator.size - 1), tol, None, None, LEADING_NCV,
+                              progress, f"Lanczos for the {count} largest eigenvalues")
     return np.sort(values)[::-1]
-
-
-def _lanczos(operator: KernelOperator, which: str, tol: float, maxiter: int | None, v0) -> Eigenvalue:
-    """One eigenpair by Lanczos with growing bases (LANCZOS_BASES), `maxiter` restarts each."""
-    cap = max(16, chunks.available_memory(torch.device("cpu")) // (4 * 8 * operator.size))
-    largest = min(operator.size, cap)
-    total = 0
-    for ncv in sorted({min(ncv, largest) for ncv in LANCZOS_BASES}):
-        values, vectors, converged, count = _arpack(operator, which, 1, tol, maxiter or LANCZOS_RESTARTS, v0, ncv)
-        total += count
-        if converged:
-            break
-    method = "lanczos"
-    if len(values) == 0:  # ARPACK returns nothing unconverged: take LOBPCG's best upper estimate
-        method, (values, vectors, converged, count) = "lobpcg", _lobpcg(operator, which, tol, v0)
-        total += count
-    value, vector = float(values[0]), vectors[:, 0]
-    product = operator.matvec(torch.from_numpy(vector[:, None]).to(operator.device, operator.dtype))
-    residual = float(np.linalg.norm(product.to("cpu", torch.float64).numpy()[:, 0] - value * vector))
-    return Eigenvalue(value, converged and math.isfinite(value), method, residual, total + 1, vector)
-
-
-def _lobpcg(operator: KernelOperator, which: str, tol: float, v0, iterations: int = 200):
-    """scipy lobpcg with one vector: (values, vectors, converged, matvecs); its value is the best
-    Rayleigh quotient reached (an upper bound for the smallest eigenvalue) even without convergence."""
-    import warnings
-
-    from scipy.sparse.linalg import lobpcg
-
-    count = 0
-
-    def product(V: np.ndarray) -> np.ndarray:
-        nonlocal count
-        block = np.asarray(V, dtype=np.float64).reshape(operator.size, -1)
-        count += block.shape[1]
-        out = operator.matvec(torch.from_numpy(np.ascontiguousarray(block)).to(operator.device, operator.dtype))
-        return out.to("cpu", torch.float64).numpy()
-
-    start = np.random.default_rng(0).standard_normal((operator.size, 1)) if v0 is None else \
-        np.asarray(v0, dtype=np.float64).reshape(operator.size, 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        values, vectors, history = lobpcg(product, start, largest=which != "SA", tol=None, maxiter=iterations,
-                                          retResidualNormsHistory=True)
-    scale = abs(float(values[0])) or 1.0
-    converged = bool(history) and float(np.max(history[-1])) <= tol * scale
-    return values, vectors, converged, count
-
-
-def _arpack(operator: KernelOperator, which: str, k: int, tol: float, maxiter: int | None, v0, ncv: int):
-    """scipy eigsh (implicitly restarted Lanczos) on the operator: (values, vectors, converged, matvecs)."""
-    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
-
-    count = 0
-
-    def product(v: np.ndarray) -> np.ndarray:
-        nonlocal count
-        count += 1 if v.ndim == 1 else v.shape[1]
-        block = torch.from_numpy(np.ascontiguousarray(v.reshape(operator.size, -1), dtype=np.float64))
-        out = operator.matvec(block.to(operator.device, operator.dtype))
-        return out.to("cpu", torch.float64).numpy().reshape(v.shape)
-
-    linear = LinearOperator((operator.size, operator.size), matvec=product, matmat=product, dtype=np.float64)
-    start = None if v0 is None else np.asarray(v0, dtype=np.float64).reshape(operator.size)
-    ncv = min(operator.size, max(ncv, 2 * k + 1))
-    try:
-        values, vectors = eigsh(linear, k=k, which=which, tol=tol, maxiter=maxiter, v0=start, ncv=ncv)
-        return values, vectors, True, count
-    except ArpackNoConvergence as error:
-        return error.eigenvalues, error.eigenvectors, False, count
 
 
 class _CallableModule(types.ModuleType):

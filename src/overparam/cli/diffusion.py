@@ -49,6 +49,7 @@ def diffusion(
     device: str = typer.Option(Training.device, help="cpu or cuda"),
     out: Path = typer.Option(Path("out/diffusion"), help="folder for results.json, samples, histories, figures"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
 ) -> None:
     """Train score networks (Tweedie denoisers) on p_0, sample with them, and compare with the exact and -x scores."""
     from ..diffusion.datasets import parse_data
@@ -72,7 +73,7 @@ def diffusion(
     config = Config(
         data=data, activations=activations, n=n, training=training, sampler=sampler, sampler_steps=sampler_steps,
         spacing=spacing, t0=t0, T=t_max, n_samples=samples, n_score=score_samples, seed=seed, twins=twins)
-    say = (lambda message: typer.echo(message, err=True)) if show_progress(json_output) else None
+    say = (lambda message: typer.echo(message, err=True)) if show_progress(json_output, quiet) else None
     result = run(config, say)
     write(result, out)
     if json_output:

@@ -14,9 +14,10 @@ from .. import data as datasets
 from .. import kernel_plots, theory
 from ..activations import CHOICES, RELU
 from ..kernel_comparison import compare_kernels
+from ..eigensolvers import DENSE_LIMIT, SOLVERS
 from ..nested_ntk import width_profile
-from ..ntk import DENSE_LIMIT
-from .common import DATA_HELP, app, fail, output_folder, parse_device, print_json
+from .common import (DATA_HELP, app, fail, interruptible, output_folder, parse_device, print_json, show_progress,
+                     stage_bars)
 
 
 @app.command("ntk")
@@ -41,28 +42,38 @@ def ntk_command(
     seed: int = typer.Option(0, help="seed for data and initialisation"),
     dtype: str = typer.Option("float64", help="float64 or float32"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
-    dense_limit: int = typer.Option(DENSE_LIMIT, help="kernel side up to which eigvalsh is used; "
-                                    "above it matrix-free Lanczos"),
+    dense_limit: int = typer.Option(DENSE_LIMIT, help="kernel side up to which --eigensolver auto uses eigvalsh "
+                                    "(every eigenvalue); above it Cholesky where the matrix fits in memory, else "
+                                    "matrix-free Lanczos"),
+    eigensolver: str = typer.Option("auto", help=f"lambda_min's solver: {', '.join(SOLVERS)} (auto: by size, "
+                                    "--dense-limit and the memory available)"),
     out: Path = typer.Option(Path("out/ntk"), help="folder for spectrum.png and summary.json"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
     """lambda_min, lambda_max and condition number of H(W(0)) = Theta/(m kappa^2) and/or H*, their
     relative distance ||H(W(0)) - H*||_2 / ||H*||_2, and an eigenvalue-spectrum PNG."""
     parse_device(device)
+    if eigensolver not in SOLVERS:
+        fail(f"unknown --eigensolver {eigensolver!r}: choose one of {', '.join(SOLVERS)}")
     dataset, problems = datasets.from_spec(data, n, d, k, seed, label_columns=label_columns, normalize=normalize)
     X = torch.from_numpy(dataset.X)
     if widths is not None:
         grid = _parse_widths(widths)
-        profile = width_profile(X, activation, grid, out_dim=dataset.k, init=init, sigma=sigma, seed=seed, dtype=dtype,
-                                device=device)
+        with stage_bars(show_progress(json_output, quiet)) as progress:
+            profile = interruptible(lambda: width_profile(X, activation, grid, out_dim=dataset.k, init=init,
+                                                          sigma=sigma, seed=seed, dtype=dtype, device=device,
+                                                          progress=progress))
         _print_profile({"activation": activation, "n": dataset.n, "d": dataset.d, "k": dataset.k,
                         "data": dataset.name, "init": init, "sigma": sigma, "seed": seed, "warnings": problems,
                         **profile.to_dict()}, json_output)
         return
     output_folder(out)
-    comparison = compare_kernels(activation, X, out_dim=dataset.k, width=width,
-                                 infinite=infinite, monte_carlo=monte_carlo, scale=scale, init=init, sigma=sigma,
-                                 seed=seed, dtype=dtype, device=device, dense_limit=dense_limit)
+    with stage_bars(show_progress(json_output, quiet)) as progress:
+        comparison = interruptible(lambda: compare_kernels(
+            activation, X, out_dim=dataset.k, width=width, infinite=infinite, monte_carlo=monte_carlo, scale=scale,
+            init=init, sigma=sigma, seed=seed, dtype=dtype, device=device, dense_limit=dense_limit,
+            solver=eigensolver, progress=progress))
     if comparison.rounding:
         problems.append(ROUNDING_WARNING)
     figure = kernel_plots.spectrum(comparison.spectra(), out / "spectrum.png",
@@ -132,9 +143,12 @@ def _print_ntk(summary: dict) -> None:
     for name, values in rows:
         method = values["method"] + ("" if values["converged"] else " (not converged)") + \
             (" (rounding)" if values["rounding"] else "")
-        table.add_row(name, f"{values['lambda_min']:.6g}", f"{values['lambda_max']:.6g}",
-                      f"{values['condition_number']:.4g}", method)
+        low = "below rounding" if values["lambda_min"] is None or values["lambda_min"] != values["lambda_min"] \
+            else f"{values['lambda_min']:.6g}"
+        table.add_row(name, low, f"{values['lambda_max']:.6g}", f"{values['condition_number']:.4g}", method)
     console.print(table)
+    for name, values in rows:
+        console.print(f"{name}: {values['method']}, because {values['method_reason']}")
     if "relative_distance" in summary:
         console.print(f"||H(W(0)) - H*||_2 / ||H*||_2 = {summary['relative_distance']:.4g}")
     if "monte_carlo" in summary:

@@ -1,19 +1,21 @@
-"""`overparam results`: list and filter the runs of a store as a table, CSV or JSON."""
+"""`overparam results`: list and filter the runs of a store as a table, CSV, JSON or Parquet."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
 from pathlib import Path
 from typing import List, Optional
 
+import pyarrow.parquet as pq
 import typer
 
 from ..sweep.store import COLUMNS, Store
-from .common import app, fail, print_json
+from .common import app, fail, json_text
 
-FORMATS = ("table", "csv", "json")
+FORMATS = ("table", "csv", "json", "parquet")
 TABLE_COLUMNS = ("activation", "init", "n", "d", "width", "seed", "status", "steps", "final_residual",
                  "kernel_distance", "lambda_min", "wall_seconds")
 
@@ -21,7 +23,8 @@ TABLE_COLUMNS = ("activation", "init", "n", "d", "width", "seed", "status", "ste
 @app.command()
 def results(
     store: Path = typer.Argument(..., help="runs store written by `overparam sweep`"),
-    format: str = typer.Option("table", "--format", help="table, csv or json"),
+    format: str = typer.Option("table", "--format", help="table, csv, json or parquet (parquet needs --out)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write csv, json or parquet to this file instead of stdout"),
     activation: Optional[str] = typer.Option(None, help="only this activation"),
     init: Optional[str] = typer.Option(None, help="only this init"),
     width: Optional[int] = typer.Option(None, help="only this width"),
@@ -31,9 +34,16 @@ def results(
     status: Optional[str] = typer.Option(None, help="converged, max_steps, diverged, failed or running"),
     where: Optional[List[str]] = typer.Option(None, help="more filters, column=value (repeatable)"),
 ) -> None:
-    """One row per run; json is a list with one object per run (all columns, config parsed)."""
+    """One row per run; json is a list with one object per run (all columns, config parsed); parquet is
+    `Store.runs_table` (all columns, config keys without a column of their own as config.KEY)."""
     if format not in FORMATS:
-        fail(f"unknown format {format!r}: use table, csv or json")
+        fail(f"unknown format {format!r}: use table, csv, json or parquet")
+    if format == "parquet" and out is None:
+        fail("--format parquet writes a file: give it with --out FILE")
+    if format == "table" and out is not None:
+        fail("--out takes csv, json or parquet output: add --format csv, json or parquet")
+    if out is not None and out.is_dir():
+        fail(f"--out {str(out)!r} is a folder; give a file name")
     if not store.exists():
         fail(f"store {str(store)!r} does not exist; run `overparam sweep` first")
     filters = {"activation": activation, "init": init, "width": width, "n": n, "d": d, "seed": seed,
@@ -43,17 +53,24 @@ def results(
         if not equals or name not in COLUMNS:
             fail(f"--where takes column=value with a column among {', '.join(COLUMNS)}; got {clause!r}")
         filters[name] = _typed(name, value)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
     with Store(store, create=False) as runs:
+        if format == "parquet":
+            pq.write_table(runs.runs_table(**filters), out)
+            return
         rows = runs.runs(**filters)
-    if format == "json":
-        print_json(rows)
-    elif format == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "config": json.dumps(row["config"], sort_keys=True)})
-    else:
+    if format == "table":
         _print_table(rows, store)
+        return
+    with (open(out, "w", newline="") if out is not None else contextlib.nullcontext(sys.stdout)) as stream:
+        if format == "json":
+            stream.write(json_text(rows) + "\n")
+        else:
+            writer = csv.DictWriter(stream, fieldnames=list(COLUMNS), lineterminator="\n")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({**row, "config": json.dumps(row["config"], sort_keys=True)})
 
 
 def _typed(name: str, value: str):

@@ -9,7 +9,7 @@ import typer
 
 from ..activations import CHOICES, PAPERS
 from ..study import preset as study_preset
-from ..study import run_study
+from ..study import StudyConfig, run_study
 from .common import EXIT_INTERRUPTED, Failed, app, output_folder, parse_device, print_json, show_progress
 
 
@@ -19,6 +19,9 @@ def study(
     out: Path = typer.Option(Path("out/study"), help="folder for report.html, report.md, figures, tables, runs.db"),
     backend: str = typer.Option("local", help="local or ray (width sweeps)"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="a TOML file whose tables override the preset: "
+                                               "[study] for the shared settings, one table per section (a report's "
+                                               "study.toml re-runs it exactly)"),
     only: Optional[str] = typer.Option(None, help="comma-separated sections to run, e.g. concentration,training"),
     activations: Optional[str] = typer.Option(None, help=f"comma-separated activations every section runs for "
                                               f"[{','.join(PAPERS)}], each one of {CHOICES}"),
@@ -29,6 +32,10 @@ def study(
     Re-running the same command reuses every finished run; Ctrl-C leaves a valid partial report.
     """
     config = study_preset(preset)
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ValueError(f"--config {config_file}: no such file; give the path of a TOML file")
+        config = StudyConfig.from_toml(config_file, base=config)
     parse_device(device)
     if only:
         config = config.only([part.strip() for part in only.split(",") if part.strip()])

@@ -11,7 +11,7 @@ from ..activations import CHOICES
 from ..data import split_specs
 from ..sweep import SweepProgress, SweepSpec, load_spec, run_sweep
 from ..sweep.spec import GRID_KEYS
-from .common import app, parse_device, print_json, show_progress
+from .common import app, output_file, parse_device, print_json, show_progress
 
 
 @app.command()
@@ -42,6 +42,7 @@ def sweep(
     dtype: Optional[str] = typer.Option(None, help="float64 or float32 [float64]"),
     record_every: Optional[str] = typer.Option(None, help="curve resolution in steps [budget // 1000]"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON summary object"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
 ) -> None:
     """Train every (activation, width, n, d, ...) x seed of a sweep; re-running resumes it."""
     flags = {"activations": activations, "widths": widths, "n": n, "d": d, "k": k, "seeds": seeds,
@@ -50,12 +51,13 @@ def sweep(
     overrides = {key: _split(key, value) for key, value in flags.items() if value is not None}
     plan = load_spec(spec, overrides) if spec is not None else SweepSpec.from_dict(overrides)
     device = parse_device(device)
+    output_file(store, "--store", make_folder=True)
 
     def launch(progress=None):
         return run_sweep(plan, store, backend=backend, workers=workers, threads=threads, device=device,
                          ray_address=ray_address, retry_failed=retry_failed, progress=progress)
 
-    if show_progress(json_output):
+    if show_progress(json_output, quiet):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         columns = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(),

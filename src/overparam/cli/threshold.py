@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from .common import app, fail, print_json
+from .common import app, fail, output_file, print_json
 
 if TYPE_CHECKING:
     from ..sweep.analysis import ThresholdReport
@@ -30,12 +30,11 @@ def threshold(
     with bootstrap intervals and the fitted exponent p of m* ~ C n^p next to the theory's."""
     from ..sweep.analysis import plot_thresholds, thresholds  # scipy.optimize: loaded only when needed
 
-    if figure is not None and not no_figure and not figure.resolve().parent.is_dir():
-        fail(f"the folder of --figure {str(figure)!r} does not exist; create it or pick another path")
+    figure = None if no_figure else output_file(figure or store.with_name(f"{store.stem}_thresholds.png"), "--figure")
     report = thresholds(store, delta=delta, bootstrap=bootstrap, level=level, activation=activation, init=init)
     path = None
-    if not no_figure:
-        path = plot_thresholds(report, figure or store.with_name(f"{store.stem}_thresholds.png"))
+    if figure is not None:
+        path = plot_thresholds(report, figure)
     if json_output:
         print_json({**report.to_dict(), "figure": str(path) if path else None})
         return

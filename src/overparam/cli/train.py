@@ -11,8 +11,8 @@ import typer
 from .. import data as datasets
 from .. import distributed
 from ..activations import CHOICES, EXP
-from .. import plots
-from ..models import TwoLayerNet
+from .. import plots, resources
+from ..models import TwoLayerNet, resolve_dtype
 from ..train import train as train_network
 from .common import DATA_HELP, Failed, app, fail, output_folder, parse_device, print_json, show_progress
 from .diagnostics import TheoryMonitor
@@ -47,11 +47,15 @@ def train(
     diagnostics_every: Optional[int] = typer.Option(None, min=1, help="K for --diagnostics [steps / 50]"),
     out: Path = typer.Option(Path("out/train"), help="folder for history, figure and summary"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON object instead of tables"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
 ) -> None:
     """Train a two-layer network and write history.parquet, loss.png and summary.json to --out."""
     parse_device(device)
     dataset, problems = datasets.from_spec(data, n, d, k, seed, label_columns=label_columns, normalize=normalize)
     learning_rate = lr if lr == "auto" else _positive_float(lr, "--lr")
+    resources.require(resources.network_bytes(dataset.n, dataset.d, dataset.k, width, resolve_dtype(dtype).itemsize),
+                      device, f"training m = {width} neurons on n = {dataset.n} points",
+                      "use a smaller --n or --width, or another --device")
     net = TwoLayerNet(dataset.d, width, dataset.k, activation, scale=scale, init=init, sigma=sigma,
                       seed=seed, dtype=dtype, device=device)
     output_folder(out)
@@ -69,7 +73,7 @@ def train(
                              optimizer=optimizer, batch_size=batch_size, seed=seed, progress=progress,
                              callbacks=monitor.callbacks if monitor else ())
 
-    if show_progress(json_output) and distributed.is_main_process():
+    if show_progress(json_output, quiet) and distributed.is_main_process():
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         with Progress(TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -45,7 +45,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .. import resources
 from ..activations import SOFTMAX, resolve
+from ..models import resolve_dtype
 from . import metrics
 from .datasets import SampleSet, parse_data
 from .mixtures import GaussianMixture
@@ -180,6 +182,18 @@ class ScoreMeasurement:
     curve: ScoreErrorCurve | None
 
 
+def require_memory(config: DiffusionConfig) -> None:
+    """`resources.require` for the largest pass: the denoiser's network over its N = n x noise_draws
+    training pairs (inputs of dimension d + 2, targets d), or over the samples or score draws."""
+    d = parse_data(config.data).dim
+    training = config.training
+    rows = max(config.n * training.noise_draws, config.n_samples, config.n_score)
+    itemsize = resolve_dtype(training.dtype).itemsize
+    resources.require(resources.network_bytes(rows, d + 2, d, training.width, itemsize) + 8 * 4 * rows * d,
+                      training.device, f"the score network of m = {training.width} neurons on {rows} rows",
+                      "use a smaller --n, --noise-draws, --samples or --score-samples, or a smaller --width")
+
+
 def draw(config: DiffusionConfig) -> Draws:
     """The draws from p_0 that every score of a run with `config` shares (same seed, same draws)."""
     source = parse_data(config.data)
@@ -300,6 +314,7 @@ def run(config: DiffusionConfig, progress: Callable[[str], None] | None = None) 
     """Run the experiment described by `config` (module docstring); writes nothing."""
     say = progress or (lambda message: None)
     time_grid(config.horizon, config.sampler_steps, config.spacing)  # validate before any training
+    require_memory(config)
     draws = draw(config)
     scores: dict[str, Callable] = {}
     fits: dict[str, DenoiserFit] = {}

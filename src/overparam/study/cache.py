@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..sweep.store import Store
+from .framework import from_json, to_json
 
 
 class UnitCache:
@@ -31,6 +32,17 @@ class UnitCache:
         self.store.save_unit(key, section, value)
         self.computed += 1
         return value
+
+    def compute_unit(self, unit, ctx):
+        """The record of `unit` (a `framework.Unit`): stored under its derived key, or computed and stored."""
+        value = self.store.unit(unit.key)
+        if value is not None:
+            self.reused += 1
+            return from_json(unit.RECORD, value)
+        record = unit.compute(ctx)
+        self.store.save_unit(unit.key, type(unit).__module__.rsplit(".", 1)[-1], to_json(record))
+        self.computed += 1
+        return record
 
     def close(self) -> None:
         self.store.close()

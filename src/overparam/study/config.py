@@ -1,147 +1,227 @@
-"""Study presets as plain data. quick: 2 CPU cores in under 10 minutes; paper: one GPU; full: a cluster."""
+"""The study's configuration: shared settings, one validated config per section, presets as data, TOML.
+
+`StudyConfig` holds what every section shares (activations, d, data seed, sigma, init, tol, delta),
+which sections run, and per-section settings over each section's defaults (its `Config` dataclass,
+whose defaults are the quick preset). A TOML file overrides a preset: a `[study]` table for the shared
+settings and one table per section, e.g.
+
+    [study]
+    activations = ["relu", "exp"]
+    [training]
+    widths = [256, 1024]
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import math
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 from ..activations import PAPERS, resolve
-SECTIONS = ("concentration", "training", "laziness", "threshold", "perturbation", "initialisation", "diffusion",
-            "generalisation", "real_data")
+from .framework import SectionConfig
+from . import registry
+from .registry import section
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+INITS = ("coupled", "independent")
 
 
 @dataclass(frozen=True)
 class StudyConfig:
-    preset: str
+    """Shared settings, the sections to run, and {section: {field: value}} over each section's defaults."""
+
+    preset: str = "quick"
     activations: tuple[str, ...] = PAPERS
     d: int = 8
     seed: int = 0
     sigma: float = 1.0
-    # (a) NTK concentration at initialisation
-    kernel_n: int = 64
-    kernel_widths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
-    kernel_seeds: int = 8
-    # (b, c) training curves and laziness
-    train_n: int = 24
-    train_widths: tuple[int, ...] = (128, 512, 2048)
-    train_seeds: int = 4
-    train_steps: int = 3000
-    train_init: str = "coupled"
+    init: str = "coupled"
     tol: float = 1e-3
-    # (d) empirical thresholds m*(n)
-    threshold_ns: tuple[int, ...] = (8, 16, 32, 64)
-    threshold_widths: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-    threshold_seeds: int = 8
-    threshold_budget: str = "theory:3"
-    threshold_max_steps: int = 4000
     delta: float = 0.25
-    # the kernel threshold by one nested pass per seed (SPEC §8), and lambda(n) = lambda_min(H*) up to large n
-    threshold_kernel_widths: tuple[int, ...] = tuple(2**p for p in range(6, 23))
-    lambda_ns: tuple[int, ...] = tuple(2**p for p in range(3, 12))
-    # perturbation of the kernel (SPEC §10) at the training section's n, widths and init: radii R of every
-    # neuron's move, projected-ascent steps of the worst direction
-    perturbation_radii: tuple[float, ...] = tuple(10 ** (k / 4) for k in range(-12, 1))
-    perturbation_ascent_steps: int = 10
-    # (e) coupled vs independent initialisation
-    init_n: int = 24
-    init_width: int = 1024
-    init_seeds: int = 3
-    # (f) diffusion: n draws of p_0 to learn from, network width, GD step budget (early stopping may
-    # end sooner), sampler and its steps, samples per score (W2, MMD, NLL), score-error Monte Carlo draws
-    diffusion_data: str = "gmm:k=4,d=2"
-    diffusion_n: int = 1024
-    diffusion_width: int = 512
-    diffusion_steps: int = 1500
-    diffusion_sampler: str = "sde"
-    diffusion_sampler_steps: int = 100
-    diffusion_samples: int = 1000
-    diffusion_score_samples: int = 4096
-    # learning curves: every width at n = diffusion_n, every n at m = diffusion_width (one seed per point)
-    diffusion_widths: tuple[int, ...] = (64, 256, 512)
-    diffusion_ns: tuple[int, ...] = (256, 512, 1024)
-    # (g) generalisation: a teacher on the sphere with label noise; widths at n = generalisation_n, then
-    # generalisation_ns at the largest width; each network trained to tol within generalisation_steps
-    generalisation_n: int = 64
-    generalisation_ns: tuple[int, ...] = (16, 32, 64)
-    generalisation_widths: tuple[int, ...] = (64, 256, 1024, 2048)
-    generalisation_seeds: int = 2
-    generalisation_steps: int = 20000
-    generalisation_noise: float = 0.1
-    generalisation_test: int = 1000
-    # real data: scikit-learn's digits (d = 64), true against random labels (ADHLW19). Training at one width
-    # and n; the complexity term and lambda_min(H*) at real_ns; m*_opt at real_threshold_ns (with section (d)'s
-    # threshold_budget and threshold_max_steps)
-    real_classes: tuple[int, ...] = (3, 5)
-    real_ns: tuple[int, ...] = (32, 64, 128, 256)
-    real_label_draws: int = 5
-    real_train_n: int = 64
-    real_width: int = 256
-    real_seeds: int = 4
-    real_steps: int = 2000
-    real_threshold_ns: tuple[int, ...] = (32, 64)
-    real_threshold_widths: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128)
-    real_threshold_seeds: int = 4
-    sections: tuple[str, ...] = SECTIONS
-    extra: dict = field(default_factory=dict)
+    sections: tuple[str, ...] = field(default_factory=registry.keys)
+    settings: dict = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "activations", tuple(self.activations))
+        object.__setattr__(self, "sections", tuple(self.sections))
+        if not self.activations:
+            raise ValueError("give at least one activation")
+        for activation in self.activations:
+            resolve(activation)
+        if len(set(self.activations)) != len(self.activations):
+            raise ValueError(f"activations repeat: {', '.join(self.activations)}")
+        for name, value in (("d", self.d), ("seed", self.seed)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "d" else 0):
+                raise ValueError(f"{name} must be an integer >= {1 if name == 'd' else 0}, got {value!r}")
+        if not (isinstance(self.sigma, (int, float)) and self.sigma > 0 and math.isfinite(self.sigma)):
+            raise ValueError(f"sigma must be a positive number, got {self.sigma!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be coupled or independent, got {self.init!r}")
+        if not (isinstance(self.tol, (int, float)) and 0 < self.tol and math.isfinite(self.tol)):
+            raise ValueError(f"tol must be a positive number, got {self.tol!r}")
+        if not (isinstance(self.delta, (int, float)) and 0 < self.delta < 1):
+            raise ValueError(f"delta must lie in (0, 1), got {self.delta!r}")
+        unknown = [key for key in (*self.sections, *self.settings) if key not in registry.MODULES]
+        if unknown:
+            raise ValueError(f"unknown section {unknown[0]!r}: choose from {', '.join(registry.MODULES)}")
+
+    def section(self, key: str) -> SectionConfig:
+        """The validated settings of section `key`: its Config's defaults with this study's overrides."""
+        kind = section(key).Config
+        values = dict(self.settings.get(key, {}))
+        names = [f.name for f in fields(kind)]
+        unknown = [name for name in values if name not in names]
+        if unknown:
+            raise ValueError(f"unknown setting {unknown[0]!r} in [{key}]: choose from {', '.join(names)}")
+        try:
+            cfg = kind(**values)
+            cfg.check_with(self)
+        except ValueError as error:
+            raise ValueError(f"[{key}] {error}") from None
+        return cfg
+
+    def validate(self) -> "StudyConfig":
+        """Build every section's settings (raises ValueError with one line on the first invalid one)."""
+        for key in registry.keys():
+            self.section(key)
+        return self
+
+    def with_settings(self, key: str, **values) -> "StudyConfig":
+        """The same study with section `key`'s fields set to `values`."""
+        merged = {k: dict(v) for k, v in self.settings.items()}
+        merged.setdefault(key, {}).update(values)
+        return replace(self, settings=merged)
 
     def with_activations(self, activations) -> "StudyConfig":
         """The same study, every section run for these activations (names or 'module:attribute')."""
-        activations = tuple(activations)
-        if not activations:
-            raise ValueError("give at least one activation")
-        for activation in activations:
-            resolve(activation)
-        if len(set(activations)) != len(activations):
-            raise ValueError(f"activations repeat: {', '.join(activations)}")
-        return replace(self, activations=activations)
+        return replace(self, activations=tuple(activations))
 
     def only(self, sections) -> "StudyConfig":
-        unknown = set(sections) - set(SECTIONS)
+        unknown = set(sections) - set(registry.MODULES)
         if unknown:
-            raise ValueError(f"unknown section(s) {sorted(unknown)}: choose from {', '.join(SECTIONS)}")
-        return replace(self, sections=tuple(s for s in SECTIONS if s in sections))
+            raise ValueError(f"unknown section(s) {sorted(unknown)}: choose from {', '.join(registry.MODULES)}")
+        return replace(self, sections=tuple(s for s in registry.MODULES if s in sections))
+
+    def core(self) -> dict:
+        """The shared settings (the `[study]` table)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("sections", "settings")}
+
+    def to_data(self, sections=None) -> dict:
+        """Every setting, shared and per section (defaults filled in; `sections`: those tables only, default
+        every registered section): what `from_data` reads back."""
+        data = {"study": {**self.core(), "sections": list(self.sections)}}
+        for key in (registry.keys() if sections is None else sections):
+            cfg = self.section(key)
+            data[key] = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+        return data
+
+    def to_toml(self, sections=None) -> str:
+        """The configuration as TOML (`overparam study --config FILE` runs exactly it): [study] and the tables
+        of `sections` (default: those this study runs)."""
+        data = self.to_data(sections if sections is not None else self.sections)
+        return "\n".join(_toml_table(name, values) for name, values in data.items())
+
+    @classmethod
+    def from_data(cls, data: dict, base: "StudyConfig | None" = None) -> "StudyConfig":
+        """`base` (default: the quick preset) with `data`'s tables over it: [study] and one per section."""
+        base = base or cls()
+        unknown = [name for name in data if name != "study" and name not in registry.MODULES]
+        if unknown:
+            raise ValueError(f"unknown table [{unknown[0]}]: use [study] or one of {', '.join(registry.MODULES)}")
+        core = dict(data.get("study", {}))
+        names = {f.name for f in fields(cls)} - {"settings"}
+        wrong = [name for name in core if name not in names]
+        if wrong:
+            raise ValueError(f"unknown setting {wrong[0]!r} in [study]: choose from {', '.join(sorted(names))}")
+        for name in ("activations", "sections"):
+            if name in core and not isinstance(core[name], (list, tuple)):
+                raise ValueError(f"{name} in [study] must be a list, got {core[name]!r}")
+        settings = {k: dict(v) for k, v in base.settings.items()}
+        for key in registry.keys():
+            if key in data:
+                if not isinstance(data[key], dict):
+                    raise ValueError(f"[{key}] must be a table of settings, got {data[key]!r}")
+                settings.setdefault(key, {}).update(data[key])
+        config = replace(base, **core, settings=settings)
+        return config.validate()
+
+    @classmethod
+    def from_toml(cls, path: str | Path, base: "StudyConfig | None" = None) -> "StudyConfig":
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{path} is not valid TOML: {error}") from None
+        return cls.from_data(data, base)
 
 
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if value != value else ("inf" if value > 0 else "-inf"))
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
+
+
+def _toml_table(name: str, values: dict) -> str:
+    return "\n".join([f"[{name}]", *(f"{key} = {_toml_value(value)}" for key, value in values.items()), ""])
+
+
+#: The presets as data: tables over the defaults (the quick preset), as in a TOML file.
 PRESETS = {
-    "quick": StudyConfig(preset="quick"),
-    "paper": StudyConfig(
-        preset="paper", d=16, kernel_n=256, kernel_widths=tuple(2**p for p in range(6, 18)), kernel_seeds=16,
-        train_n=128, train_widths=(512, 2048, 8192, 32768), train_seeds=8, train_steps=20000,
-        threshold_ns=(16, 32, 64, 128, 256), threshold_widths=tuple(2**p for p in range(1, 16)),
-        threshold_seeds=16, threshold_max_steps=50000, delta=0.1,
-        threshold_kernel_widths=tuple(2**p for p in range(6, 25)), lambda_ns=(*(2**p for p in range(4, 15)), 20000),
-        init_n=128, init_width=8192, init_seeds=8,
-        diffusion_data="gmm:k=8,d=2", diffusion_n=8192, diffusion_width=8192, diffusion_steps=5000,
-        diffusion_sampler_steps=200, diffusion_samples=5000, diffusion_score_samples=16384,
-        diffusion_widths=(512, 1024, 2048, 4096, 8192), diffusion_ns=(1024, 2048, 4096, 8192),
-        generalisation_n=256, generalisation_ns=(32, 64, 128, 256, 512), generalisation_widths=tuple(2**p for p in range(6, 16)),
-        generalisation_seeds=4, generalisation_steps=200000,
-        real_ns=(32, 64, 128, 256, 365), real_label_draws=20, real_train_n=256, real_width=4096, real_seeds=8,
-        real_steps=20000, real_threshold_ns=(32, 64, 128, 256), real_threshold_widths=tuple(2**p for p in range(1, 12)),
-        real_threshold_seeds=8,
-    ),
-    "full": StudyConfig(
-        preset="full", d=32, kernel_n=1024, kernel_widths=tuple(2**p for p in range(6, 21)), kernel_seeds=32,
-        train_n=512, train_widths=(2048, 8192, 32768, 131072), train_seeds=16, train_steps=50000,
-        threshold_ns=(16, 32, 64, 128, 256, 512, 1024), threshold_widths=tuple(2**p for p in range(1, 19)),
-        threshold_seeds=32, threshold_max_steps=200000, delta=0.05,
-        threshold_kernel_widths=tuple(2**p for p in range(6, 25)), lambda_ns=(*(2**p for p in range(4, 15)), 20000),
-        init_n=512, init_width=32768, init_seeds=16,
-        diffusion_data="gmm:k=8,d=2", diffusion_n=32768, diffusion_width=65536, diffusion_steps=20000,
-        diffusion_sampler_steps=500, diffusion_samples=5000, diffusion_score_samples=65536,
-        diffusion_widths=tuple(2**p for p in range(10, 17)), diffusion_ns=tuple(2**p for p in range(11, 16)),
-        generalisation_n=1024, generalisation_ns=(64, 128, 256, 512, 1024, 2048), generalisation_seeds=8,
-        generalisation_widths=tuple(2**p for p in range(6, 19)), generalisation_steps=1000000, generalisation_test=5000,
-        real_classes=tuple(range(10)), real_ns=(64, 128, 256, 512, 1024, 1797), real_label_draws=50, real_train_n=1024,
-        real_width=16384, real_seeds=16, real_steps=100000, real_threshold_ns=(64, 128, 256, 512, 1024),
-        real_threshold_widths=tuple(2**p for p in range(1, 16)), real_threshold_seeds=16,
-    ),
+    "quick": {"study": {"preset": "quick"}},
+    "paper": {
+        "study": {"preset": "paper", "d": 16, "delta": 0.1},
+        "concentration": {"n": 256, "widths": [2**p for p in range(6, 18)], "seeds": 16},
+        "training": {"n": 128, "widths": [512, 2048, 8192, 32768], "seeds": 8, "steps": 20000},
+        "laziness": {"n": 128, "widths": [512, 2048, 8192, 32768], "seeds": 8, "steps": 20000},
+        "threshold": {"ns": [16, 32, 64, 128, 256], "widths": [2**p for p in range(1, 16)], "seeds": 16,
+                      "max_steps": 50000, "kernel_widths": [2**p for p in range(6, 25)],
+                      "lambda_ns": [*(2**p for p in range(4, 15)), 20000]},
+        "perturbation": {"n": 128, "widths": [512, 2048, 8192, 32768]},
+        "initialisation": {"n": 128, "width": 8192, "seeds": 8, "steps": 20000},
+        "diffusion": {"data": "gmm:k=8,d=2", "n": 8192, "width": 8192, "steps": 5000, "sampler_steps": 200,
+                      "samples": 5000, "score_samples": 16384, "widths": [512, 1024, 2048, 4096, 8192],
+                      "ns": [1024, 2048, 4096, 8192]},
+        "generalisation": {"n": 256, "ns": [32, 64, 128, 256, 512], "widths": [2**p for p in range(6, 16)],
+                           "seeds": 4, "steps": 200000},
+        "real_data": {"ns": [32, 64, 128, 256, 365], "label_draws": 20, "train_n": 256, "width": 4096, "seeds": 8,
+                      "steps": 20000, "threshold_ns": [32, 64, 128, 256],
+                      "threshold_widths": [2**p for p in range(1, 12)], "threshold_seeds": 8,
+                      "max_steps": 50000},
+    },
+    "full": {
+        "study": {"preset": "full", "d": 32, "delta": 0.05},
+        "concentration": {"n": 1024, "widths": [2**p for p in range(6, 21)], "seeds": 32},
+        "training": {"n": 512, "widths": [2048, 8192, 32768, 131072], "seeds": 16, "steps": 50000},
+        "laziness": {"n": 512, "widths": [2048, 8192, 32768, 131072], "seeds": 16, "steps": 50000},
+        "threshold": {"ns": [16, 32, 64, 128, 256, 512, 1024], "widths": [2**p for p in range(1, 19)], "seeds": 32,
+                      "max_steps": 200000, "kernel_widths": [2**p for p in range(6, 25)],
+                      "lambda_ns": [*(2**p for p in range(4, 15)), 20000]},
+        "perturbation": {"n": 512, "widths": [2048, 8192, 32768, 131072]},
+        "initialisation": {"n": 512, "width": 32768, "seeds": 16, "steps": 50000},
+        "diffusion": {"data": "gmm:k=8,d=2", "n": 32768, "width": 65536, "steps": 20000, "sampler_steps": 500,
+                      "samples": 5000, "score_samples": 65536, "widths": [2**p for p in range(10, 17)],
+                      "ns": [2**p for p in range(11, 16)]},
+        "generalisation": {"n": 1024, "ns": [64, 128, 256, 512, 1024, 2048], "seeds": 8,
+                           "widths": [2**p for p in range(6, 19)], "steps": 1000000, "test": 5000},
+        "real_data": {"classes": list(range(10)), "ns": [64, 128, 256, 512, 1024, 1797], "label_draws": 50,
+                      "train_n": 1024, "width": 16384, "seeds": 16, "steps": 100000,
+                      "threshold_ns": [64, 128, 256, 512, 1024], "threshold_widths": [2**p for p in range(1, 16)],
+                      "threshold_seeds": 16, "max_steps": 200000},
+    },
 }
 
 
 def preset(name: str) -> StudyConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: use quick, paper or full")
-    return PRESETS[name]
+    return StudyConfig.from_data(PRESETS[name])

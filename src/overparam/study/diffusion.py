@@ -1,395 +1,490 @@
-"""Section (f): diffusion. How well each network learns the score, and how good its samples are (SPEC §6).
+"""Section (f): diffusion. How well each network learns the score, and how good its samples are
+(docs/mathematics.md#diffusion).
 
-One unit per activation: train the Tweedie denoiser F ~ E[x_0 | x_t, t] on n draws of p_0 by
-full-batch GD with early stopping, measure its exact score error E_t h_t E_{p_t}||s - grad log p_t||^2
-(overall and per t), sample with it and measure the samples (W2, MMD, NLL, recovered weights).
-One unit for the baselines: the exact score (the sampler's own discretisation floor), the trivial
-score -x, and fresh draws of p_0 (the finite-sample floor of W2 and MMD). Every unit runs the pieces
-of `overparam.diffusion.experiment` on the same draws and seeds, so the rows are those that
-`overparam diffusion` reports for the same settings and differ only by their scores.
+One unit per predictor: a `Denoiser` per (activation, n, m) of the learning-curve grid trains the Tweedie
+denoiser F ~ E[x_0 | x_t, t] on n draws of p_0 by full-batch GD with early stopping, measures its exact
+score error E_t h_t E_{p_t}||s - grad log p_t||^2 (overall and per t), samples with it and measures the
+samples (W2, MMD^2, NLL, recovered weights, precision and recall). One `Baselines` unit measures the exact
+score (the sampler's own discretisation floor), the trivial score -x and fresh draws of p_0 (the
+finite-sample floor of W2 and MMD). Every unit runs the pieces of `overparam.diffusion.experiment` on the
+same draws and seeds, so the rows are those that `overparam diffusion` reports for the same settings and
+differ only by their scores. Another predictor is one more subclass of `Measured` with its own record.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass
 
+import matplotlib.pyplot as plt
 import numpy as np
 from scipy.stats import spearmanr
 
+from ..activations import resolve
 from ..diffusion import experiment, figures
 from ..diffusion.datasets import parse_data
-from ..diffusion.experiment import DiffusionConfig
+from ..diffusion.experiment import RANKED, DiffusionConfig, ScoreMeasurement
 from ..diffusion.mixtures import GaussianMixture
 from ..diffusion.score import ScoreErrorCurve
-from ..diffusion.training import TrainingConfig
+from ..diffusion.training import DenoiserFit, TrainingConfig
 from ..sweep.analysis import fit_power_law
-from .report import Figure, Section, Table, save_figure
-
-KEY, TITLE = "diffusion", "(f) Diffusion: score estimation and sample quality"
-BASELINES = "baselines"
-METRICS = ("score_error", "w2", "mmd", "nll")
+from .framework import Plot, Report, SectionConfig, StudySection, Unit, require_grid, require_positive, table
+from .report import Fact
 
 
-def units(cfg) -> int:
-    return len(cfg.activations) * len(curve_grid(cfg)) + 1
+@dataclass(frozen=True)
+class Config(SectionConfig):
+    """data: p_0's spec; n draws of it to learn from; width m; GD step budget (early stopping may end
+    sooner); sampler and its steps; samples per score (W2, MMD, NLL); score-error Monte Carlo draws; the
+    learning curves: every width at n, every n at m (one seed per point)."""
+
+    data: str = "gmm:k=4,d=2"
+    n: int = 1024
+    width: int = 512
+    steps: int = 1500
+    sampler: str = "sde"
+    sampler_steps: int = 100
+    samples: int = 1000
+    score_samples: int = 4096
+    widths: tuple[int, ...] = (64, 256, 512)
+    ns: tuple[int, ...] = (256, 512, 1024)
+
+    def check(self) -> None:
+        for name in ("n", "width", "steps", "sampler_steps", "samples", "score_samples"):
+            require_positive(name, getattr(self, name))
+        require_grid("widths", self.widths)
+        require_grid("ns", self.ns)
+        if self.sampler not in ("sde", "ode"):
+            raise ValueError(f"sampler must be sde or ode, got {self.sampler!r}")
 
 
-def curve_grid(cfg) -> list[tuple[int, int]]:
-    """(n, m) of the learning curves: the main point, every width at n = diffusion_n, every n at
-    m = diffusion_width."""
-    pairs = [(cfg.diffusion_n, cfg.diffusion_width)] + [(cfg.diffusion_n, m) for m in cfg.diffusion_widths]
-    return list(dict.fromkeys(pairs + [(n, cfg.diffusion_width) for n in cfg.diffusion_ns]))
+def curve_grid(cfg: Config) -> list[tuple[int, int]]:
+    """(n, m) of the learning curves: the main point, every width at n = cfg.n, every n at m = cfg.width."""
+    pairs = [(cfg.n, cfg.width)] + [(cfg.n, m) for m in cfg.widths]
+    return list(dict.fromkeys(pairs + [(n, cfg.width) for n in cfg.ns]))
 
 
-def config_at(config: DiffusionConfig, n: int, width: int) -> DiffusionConfig:
-    """The same run with n draws of p_0 and networks of width m."""
-    return replace(config, n=n, training=replace(config.training, width=width))
+# ----------------------------------------------------------------------------------- records
 
 
-def diffusion_config(cfg, device: str = "cpu") -> DiffusionConfig:
-    """The `overparam diffusion` settings of this section (the library's defaults where the study sets none)."""
-    training = TrainingConfig(width=cfg.diffusion_width, steps=cfg.diffusion_steps, sigma=cfg.sigma, device=device)
-    return DiffusionConfig(data=cfg.diffusion_data, activations=tuple(cfg.activations), n=cfg.diffusion_n,
-                           training=training, sampler=cfg.diffusion_sampler,
-                           sampler_steps=cfg.diffusion_sampler_steps, n_samples=cfg.diffusion_samples,
-                           n_score=cfg.diffusion_score_samples, seed=cfg.seed)
+@dataclass
+class Metrics:
+    """One score's row of `overparam diffusion` (`experiment.measure`); None where not measurable
+    (non-finite, or a metric that needs the true density on sample-only data)."""
+
+    score_error: float | None = None
+    score_error_stderr: float | None = None
+    w2: float | None = None
+    mmd: float | None = None
+    nll: float | None = None
+    weights: list[float] | None = None
+    weight_error: float | None = None
+    precision: float | None = None
+    recall: float | None = None
 
 
-def unit_key(name: str, config: DiffusionConfig) -> str:
-    """Cache key of one unit: every setting its result depends on (not the device, nor the other activations)."""
-    settings = asdict(config)
-    settings.pop("activations")
-    training = settings.pop("training")
-    training.pop("device")
-    if name == BASELINES:
-        settings.pop("quiver_times")
-    else:
-        settings["training"] = {**training, "activation": name}
-    return f"{KEY}:{name}:{json.dumps(settings, sort_keys=True)}"
+@dataclass
+class Curve:
+    """Unweighted score error E_(p_t)||s - grad log p_t||^2 (and its standard error) at `times`."""
+
+    times: list[float]
+    value: list[float]
+    stderr: list[float]
+
+    def as_curve(self) -> ScoreErrorCurve:
+        return ScoreErrorCurve(*(np.asarray(v, dtype=float) for v in (self.times, self.value, self.stderr)))
 
 
-def _curve(curve: ScoreErrorCurve | None) -> dict | None:
-    if curve is None:
-        return None
-    return {"times": curve.times.tolist(), "value": curve.value.tolist(), "stderr": curve.stderr.tolist()}
+@dataclass
+class Measurement:
+    """What one score produced: its metrics, its samples (n_samples, d) and its score-error curve (None for
+    sample-only data)."""
+
+    metrics: Metrics
+    samples: list[list[float]]
+    curve: Curve | None
+
+    @classmethod
+    def of(cls, measured: ScoreMeasurement) -> "Measurement":
+        curve = measured.curve
+        return cls(Metrics(**measured.row), measured.samples.tolist(),
+                   None if curve is None else Curve(curve.times.tolist(), curve.value.tolist(), curve.stderr.tolist()))
 
 
-def learned_unit(activation: str, config: DiffusionConfig) -> dict:
-    """Train, score and sample one activation; plain data (its metrics row, samples, curves, training record)."""
-    draws = experiment.draw(config)
-    fit, score = experiment.fit_score(activation, config, draws)
-    measured = experiment.measure(score, config, draws)
-    unit = {"row": measured.row, "samples": measured.samples.tolist(), "curve": _curve(measured.curve),
-            "summary": fit.summary(), "training": experiment.training_record(fit), "field": None,
-            "bayes_val_loss": experiment.bayes_val_loss(draws.truth, fit) if draws.truth is not None else None}
-    if draws.reference.shape[1] == 2:
-        points = figures.field_grid(figures.plot_limits(draws.reference))
-        unit["field"] = figures.evaluate_field(score, points, config.quiver_times).tolist()
-    return unit
+@dataclass
+class DenoiserTraining:
+    """steps: GD steps run; best_step: the kept (best held-out) step; best_val_loss: the held-out mean
+    ||F - x_0||^2 there; the curves behind the training figure (`experiment.training_record`)."""
+
+    steps: int
+    best_step: int
+    lr: float
+    best_val_loss: float
+    wall_seconds: float
+    step: list[int]
+    train_mse: list[float | None]
+    val_step: list[int]
+    val_loss: list[float | None]
+
+    @classmethod
+    def of(cls, fit: DenoiserFit) -> "DenoiserTraining":
+        summary, curves = fit.summary(), experiment.training_record(fit)
+        return cls(summary["steps"], summary["best_step"], summary["lr"], summary["best_val_loss"],
+                   summary["wall_seconds"], curves["step"], curves["train_mse"], curves["val_step"],
+                   curves["val_loss"])
+
+    @property
+    def curves(self) -> dict:
+        """The plain-data record `figures.plot_training` draws."""
+        return {"step": self.step, "train_mse": self.train_mse, "val_step": self.val_step,
+                "val_loss": self.val_loss, "best_step": self.best_step}
+
+    def ended_by(self, budget: int) -> str:
+        """Early stopping, or the step budget (with the held-out loss still falling when the kept step is the
+        last one)."""
+        if self.steps < budget:
+            return "early stopping"
+        return "budget, held-out loss still falling" if self.best_step == budget else "budget"
 
 
-def baselines_unit(config: DiffusionConfig) -> dict:
-    """The exact and trivial scores through the same measurements, the p_0 row and the reference sample."""
-    draws = experiment.draw(config)
-    measured = {name: experiment.measure(score, config, draws)
-                for name, score in experiment.baseline_scores(draws.truth).items()}
-    return {"rows": {name: m.row for name, m in measured.items()},
-            "samples": {name: m.samples.tolist() for name, m in measured.items()},
-            "curves": {name: _curve(m.curve) for name, m in measured.items()},
-            "p0": experiment.p0_row(config, draws), "reference": draws.reference.tolist()}
+@dataclass
+class LearnedRecord:
+    """A trained network's measurement and training; bayes_val_loss: the exact denoiser's held-out loss on
+    the same held-out pairs (None for sample-only data); field: its score on the figure's grid (2-D data)."""
+
+    measurement: Measurement
+    training: DenoiserTraining
+    bayes_val_loss: float | None
+    field: list | None
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.measurement.metrics
 
 
-def collect(cfg, ctx) -> tuple[DiffusionConfig, dict, dict, dict]:
-    """(config, baselines unit, {activation: unit at the main point}, {(activation, n, m): unit} over
-    `curve_grid`), each unit cached in the study's runs.db."""
-    config = diffusion_config(cfg, ctx.device)
-    base = ctx.cache.compute(unit_key(BASELINES, config), KEY, lambda: baselines_unit(config))
-    ctx.tick()
-    curves = {}
-    for activation in cfg.activations:
-        for n, width in curve_grid(cfg):
-            at = config_at(config, n, width)
-            curves[activation, n, width] = ctx.cache.compute(unit_key(activation, at), KEY,
-                                                             lambda: learned_unit(activation, at))
-            ctx.tick()
-    learned = {a: curves[a, cfg.diffusion_n, cfg.diffusion_width] for a in cfg.activations}
-    return config, base, learned, curves
+@dataclass
+class BaselinesRecord:
+    """scores: the exact (exact data only) and trivial scores' measurements; p0: a second fresh sample of p_0
+    measured like samples; reference: the draws of p_0 every sample is measured against."""
+
+    scores: dict[str, Measurement]
+    p0: Metrics
+    reference: list[list[float]]
 
 
-def run(cfg, ctx) -> Section:
-    config, base, learned, curves = collect(cfg, ctx)
-    section = Section(KEY, TITLE, command=ctx.command(KEY), config={
-        "activations": list(cfg.activations), **{k: v for k, v in asdict(config).items() if k != "activations"}})
-    metrics = experiment.metrics_dict({**{a: u["row"] for a, u in learned.items()}, **base["rows"]}, base["p0"],
-                                      {a: u["summary"] for a, u in learned.items()})
-    bayes = next(iter(learned.values()))["bayes_val_loss"]
-    section.figures += _figures(config, base, learned, bayes, ctx.out)
-    section.tables.append(Table("diffusion", "Score error (weighted, ± standard error), sample quality against "
-                                f"{config.n_samples} fresh draws of p_0, and position between -x (0) and the exact "
-                                "score (1); exact = the sampler's discretisation floor, p0 = a second fresh sample "
-                                "of p_0 (the finite-sample floor)",
-                                ["score", "score error", "± se", "W2", "MMD^2", "NLL", "weights TV", "precision",
-                                 "recall", *(f"between: {m}" for m in METRICS)], _rows(metrics, cfg.activations)))
-    section.tables.append(Table("diffusion_training", "Denoiser training (full-batch GD, lr = 1/lambda_max, "
-                                "early stopping on held-out pairs)",
-                                ["activation", "steps run", "kept step", "lr", "held-out loss", "exact denoiser",
-                                 "excess", "seconds"], _training_rows(metrics, cfg.activations, bayes)))
-    section.reading += _reading(metrics, base, learned, cfg.activations, config, bayes)
-    curve_rows = learning_curve_rows(curves, cfg)
-    slopes = curve_slopes(curve_rows, cfg)
-    save_figure(_curve_figure(curve_rows, slopes, base, cfg), ctx.out, "diffusion_curves")
-    section.figures.append(Figure("diffusion_curves", "Learning curves: score error, W2 and MMD^2 of each network "
-                                  f"against width m at n = {cfg.diffusion_n} (top) and against the number of draws n "
-                                  f"at m = {cfg.diffusion_width} (bottom), one seed per point; dashed: the exact "
-                                  "score's value (the sampler's floor), dotted: a fresh sample of p_0 (the "
-                                  "finite-sample floor), both at the main point."))
-    section.tables.append(Table("diffusion_curves", "Learning curves: each network at every (n, m) of the grid (one "
-                                "seed each), with what ended its training", CURVE_COLUMNS, curve_rows))
-    section.reading += _learning_curve_reading(curve_rows, slopes, metrics, cfg)
-    section.status = "complete"
-    return section
+# ------------------------------------------------------------------------------------- units
 
 
-def _figures(config: DiffusionConfig, base: dict, learned: dict, bayes, out) -> list[Figure]:
-    """Draw the section's figures from the cached units (no network is needed)."""
-    shown = []
-    reference = np.asarray(base["reference"], dtype=float)
-    samples = {**{a: np.asarray(u["samples"], dtype=float) for a, u in learned.items()},
-               **{name: np.asarray(s, dtype=float) for name, s in base["samples"].items()}}
-    title = (f"samples against the truth ({config.data}, n = {config.n}, m = {config.training.width}, "
-             f"{config.sampler} sampler with {config.sampler_steps} steps)")
-    save_figure(figures.plot_samples(reference, samples, title), out, "diffusion_samples")
-    shown.append(Figure("diffusion_samples", f"{config.n_samples} samples from each score, first two coordinates, "
-                        "beside fresh draws of p_0: each network's Tweedie score, the exact score (what the sampler "
-                        "gives with no score error) and -x (the score of N(0, I))."))
-    truth = parse_data(config.data)
-    exact_data = isinstance(truth, GaussianMixture)
-    if exact_data:
-        curves = {name: ScoreErrorCurve(*(np.asarray(c[k], dtype=float) for k in ("times", "value", "stderr")))
-                  for name, c in {**{a: u["curve"] for a, u in learned.items()}, **base["curves"]}.items()}
-        save_figure(figures.plot_score_error(curves), out, "diffusion_score_error")
-        shown.append(Figure("diffusion_score_error", "Score error E_(p_t)||s - grad log p_t||^2 against t (left) and "
-                            "weighted by h_t (right; its mean over t is the score error), "
-                            f"{config.curve_samples} draws per t, ± 2 standard errors."))
-    save_figure(figures.plot_training({a: u["training"] for a, u in learned.items()}, bayes), out,
-                "diffusion_training")
-    shown.append(Figure("diffusion_training", "Denoiser training: mean ||F - x_0||^2 on the training pairs (solid) "
-                        "and the held-out pairs (dashed) against GD step; dotted: the kept (best held-out) step; "
-                        "dash-dotted: the exact denoiser's held-out loss."))
-    fields = {a: np.asarray(u["field"], dtype=float) for a, u in learned.items() if u["field"] is not None}
-    if fields:
-        points = figures.field_grid(figures.plot_limits(reference))
-        true_field = figures.evaluate_field(truth.score, points, config.quiver_times) if exact_data else None
-        save_figure(figures.plot_score_field(points, config.quiver_times, fields, true_field), out,
-                    "diffusion_score_field")
-        shown.append(Figure("diffusion_score_field", "Learned score field (colour) over the true one (black) at a "
-                            "few t; arrows share one scale per panel, set by the true field."))
-    return shown
+@dataclass(frozen=True)
+class Measured(Unit):
+    """The settings every measured score of one run shares: p_0, the n draws (which also fix the reference
+    draws after them), the sampler, the sample counts and the seed. The library's defaults fill the rest of
+    `DiffusionConfig` (t0, T, spacing, curve points): bump VERSION when they change."""
+
+    data: str
+    n: int
+    sampler: str
+    sampler_steps: int
+    samples: int
+    score_samples: int
+    seed: int
+
+    def config(self, training: TrainingConfig) -> DiffusionConfig:
+        """The `overparam diffusion` settings of this unit."""
+        return DiffusionConfig(data=self.data, activations=(training.activation,), n=self.n, training=training,
+                               sampler=self.sampler, sampler_steps=self.sampler_steps, n_samples=self.samples,
+                               n_score=self.score_samples, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class Baselines(Measured):
+    """The exact and trivial scores through the same measurements, the p0 row and the reference draws."""
+
+    RECORD = BaselinesRecord
+
+    def compute(self, ctx) -> BaselinesRecord:
+        config = self.config(TrainingConfig(device=ctx.device))
+        draws = experiment.draw(config)
+        scores = {name: Measurement.of(experiment.measure(score, config, draws))
+                  for name, score in experiment.baseline_scores(draws.truth).items()}
+        return BaselinesRecord(scores, Metrics(**experiment.p0_row(config, draws)), draws.reference.tolist())
+
+
+@dataclass(frozen=True)
+class Denoiser(Measured):
+    """One network of width m trained on the n draws (`experiment.fit_score`), then scored and sampled."""
+
+    RECORD = LearnedRecord
+
+    activation: str
+    width: int
+    steps: int
+    sigma: float
+
+    def compute(self, ctx) -> LearnedRecord:
+        config = self.config(TrainingConfig(activation=self.activation, width=self.width, steps=self.steps,
+                                            sigma=self.sigma, device=ctx.device))
+        draws = experiment.draw(config)
+        fit, score = experiment.fit_score(self.activation, config, draws)
+        measured = experiment.measure(score, config, draws)
+        field = None
+        if draws.reference.shape[1] == 2:
+            points = figures.field_grid(figures.plot_limits(draws.reference))
+            field = figures.evaluate_field(score, points, config.quiver_times).tolist()
+        bayes = experiment.bayes_val_loss(draws.truth, fit) if draws.truth is not None else None
+        return LearnedRecord(Measurement.of(measured), DenoiserTraining.of(fit), bayes, field)
+
+
+# -------------------------------------------------------------------------------------- rows
 
 
 def _number(value) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _rows(metrics: dict, activations) -> list[list]:
-    rows = []
-    scores = {**{a: metrics[a] for a in activations}, **{k: v for k, v in metrics["baselines"].items() if v}}
-    for name, row in scores.items():
-        between = row.get("between", {})
-        rows.append([name, _number(row["score_error"]), _number(row["score_error_stderr"]), _number(row["w2"]),
-                     _number(row["mmd"]), _number(row["nll"]), _number(row["weight_error"]),
-                     _number(row.get("precision")), _number(row.get("recall")),
-                     *(_number(between.get(m)) if between else float("nan") for m in METRICS)])
-    return rows
+@dataclass
+class ScoreRow:
+    """One score's row of the main table; between_<metric>: (trivial - score) / (trivial - exact)
+    (`experiment.between`; NaN for the baselines and where undefined)."""
+
+    score: str
+    score_error: float
+    score_error_se: float
+    w2: float
+    mmd: float
+    nll: float
+    weight_error: float
+    precision: float
+    recall: float
+    between_score_error: float = float("nan")
+    between_w2: float = float("nan")
+    between_mmd: float = float("nan")
+    between_nll: float = float("nan")
+
+    @classmethod
+    def of(cls, score: str, m: Metrics, between: dict | None = None) -> "ScoreRow":
+        positions = {f"between_{name}": _number(value) for name, value in (between or {}).items()}
+        return cls(score, *(_number(v) for v in (m.score_error, m.score_error_stderr, m.w2, m.mmd, m.nll,
+                                                 m.weight_error, m.precision, m.recall)), **positions)
 
 
-def _training_rows(metrics: dict, activations, bayes) -> list[list]:
-    rows = []
-    for activation in activations:
-        t = metrics[activation]["training"]
-        excess = t["best_val_loss"] - bayes if bayes is not None else float("nan")
-        rows.append([activation, t["steps"], t["best_step"], t["lr"], t["best_val_loss"], _number(bayes), excess,
-                     t["wall_seconds"]])
-    return rows
+SCORE_COLUMNS = [("score", "score"), ("score error", "score_error"), ("± se", "score_error_se"), ("W2", "w2"),
+                 ("MMD^2", "mmd"), ("NLL", "nll"), ("weights TV", "weight_error"), ("precision", "precision"),
+                 ("recall", "recall"), *((f"between: {name}", f"between_{name}") for name in RANKED)]
 
 
-def _listing(values: dict, digits: str = ".3g") -> str:
-    return ", ".join(f"{name} {format(value, digits)}" for name, value in values.items())
+@dataclass
+class TrainingRow:
+    """held_out_loss: the kept network's held-out mean ||F - x_0||^2; exact_denoiser: E[x_0 | x_t, t]'s on
+    the same pairs; excess: their difference."""
+
+    activation: str
+    steps: int
+    kept_step: int
+    lr: float
+    held_out_loss: float
+    exact_denoiser: float
+    excess: float
+    seconds: float
+
+    @classmethod
+    def of(cls, activation: str, record: LearnedRecord) -> "TrainingRow":
+        t, bayes = record.training, record.bayes_val_loss
+        return cls(activation, t.steps, t.best_step, t.lr, t.best_val_loss, _number(bayes),
+                   t.best_val_loss - bayes if bayes is not None else float("nan"), t.wall_seconds)
 
 
-def _position(value) -> str:
-    if value is None:
-        return "position undefined"
-    if value < 0:
-        return f"{value:.2f}: worse than -x"
-    return f"{value:.2f} of the way from -x to exact"
+TRAINING_COLUMNS = [("activation", "activation"), ("steps run", "steps"), ("kept step", "kept_step"), ("lr", "lr"),
+                    ("held-out loss", "held_out_loss"), ("exact denoiser", "exact_denoiser"), ("excess", "excess"),
+                    ("seconds", "seconds")]
 
 
-def _reading(metrics: dict, base: dict, learned: dict, activations, config: DiffusionConfig, bayes) -> list[str]:
-    exact, trivial, p0 = (metrics["baselines"][name] for name in ("exact", "trivial", "p0"))
-    rows = {a: metrics[a] for a in activations}
-    text = []
-    if exact is not None:
-        text.append(_score_error_reading(rows, trivial, config))
-        text.append(_curve_reading(learned, base["curves"]["trivial"]))
-    else:
-        text.append(f"{config.data} is known only through samples: there is no exact score, so neither the score "
-                    "error, nor the likelihood, nor the exact-score baseline could be measured.")
-    text.append(_sample_reading(rows, exact, trivial, p0, config))
-    if exact is not None:
-        text.append(
-            f"Under the true p_0: the negative log-likelihood per sample was {p0['nll']:.3g} for fresh draws, "
-            f"{exact['nll']:.3g} with the exact score, {trivial['nll']:.3g} with -x, and "
-            f"{_listing({a: r['nll'] for a, r in rows.items()})} with the networks. Recovered mixture weights (total "
-            f"variation to the true weights): p_0 {p0['weight_error']:.3g}, exact {exact['weight_error']:.3g}, -x "
-            f"{trivial['weight_error']:.3g}, {_listing({a: r['weight_error'] for a, r in rows.items()})}.")
-    text.append(_training_reading(metrics, activations, config, bayes))
-    return text
+@dataclass
+class CurveRow:
+    """One network of the learning-curve grid (one seed), with what ended its training."""
+
+    activation: str
+    n: int
+    width: int
+    score_error: float
+    score_error_se: float
+    w2: float
+    mmd: float
+    precision: float
+    recall: float
+    held_out_loss: float
+    kept_step: int
+    steps: int
+    ended_by: str
+
+    @classmethod
+    def of(cls, unit: Denoiser, record: LearnedRecord, budget: int) -> "CurveRow":
+        m, t = record.metrics, record.training
+        return cls(unit.activation, unit.n, unit.width, *(_number(v) for v in (
+            m.score_error, m.score_error_stderr, m.w2, m.mmd, m.precision, m.recall)), t.best_val_loss,
+            t.best_step, t.steps, t.ended_by(budget))
 
 
-def _score_error_reading(rows: dict, trivial: dict, config: DiffusionConfig) -> str:
-    described = "; ".join(f"{a} {r['score_error']:.3g} ± {r['score_error_stderr']:.2g} "
-                          f"({_position(r['between']['score_error'])})" for a, r in rows.items())
-    text = (f"Score error E_t h_t E_(p_t)||s - grad log p_t||^2 over t ~ U[{config.t0:g}, {config.T:g}] "
-            f"({config.n_score} draws, the same for every score): -x scored {trivial['score_error']:.3g} ± "
-            f"{trivial['score_error_stderr']:.2g}, the exact score 0. The networks (m = {config.training.width}, "
-            f"trained on n = {config.n} draws of {config.data}): {described}.")
-    errors = {a: r["score_error"] for a, r in rows.items()}
-    ordered = sorted(errors, key=errors.get)
-    if len(ordered) > 1:
-        best, second, worst = ordered[0], ordered[1], ordered[-1]
-        gap = errors[second] - errors[best]
-        noise = math.hypot(rows[best]["score_error_stderr"], rows[second]["score_error_stderr"])
-        text += (f" {best} had the lowest score error, {errors[worst] / errors[best]:.2g}x below {worst}; its lead "
-                 f"over {second} was {gap:.2g}, {gap / noise:.1f} combined standard errors.")
-    return text
+CURVE_COLUMNS = [("activation", "activation"), ("n", "n"), ("m", "width"), ("score error", "score_error"),
+                 ("± se", "score_error_se"), ("W2", "w2"), ("MMD^2", "mmd"), ("precision", "precision"),
+                 ("recall", "recall"), ("held-out loss", "held_out_loss"), ("kept step", "kept_step"),
+                 ("steps run", "steps"), ("ended by", "ended_by")]
+#: The learning curves' metrics: figure label -> CurveRow field.
+CURVE_METRICS = {"score error": "score_error", "W2": "w2", "MMD^2": "mmd"}
+#: The two curves: axis -> the CurveRow field along it.
+AXES = {"m": "width", "n": "n"}
 
 
-def _curve_reading(learned: dict, trivial_curve: dict) -> str:
-    times, trivial = np.asarray(trivial_curve["times"]), np.asarray(trivial_curve["value"], dtype=float)
-    parts = []
-    for activation, unit in learned.items():
-        value = np.asarray(unit["curve"]["value"], dtype=float)
-        above = times[value >= trivial]
-        where = f" (at or above it at t = {', '.join(f'{t:.2g}' for t in above)})" if len(above) else ""
-        parts.append(f"{activation} below -x's at {len(value) - len(above)} of {len(value)} times{where}, largest "
-                     f"at t = {times[int(np.argmax(value))]:.2g} ({value.max():.3g})")
-    return "Per t, the unweighted error E_(p_t)||s - grad log p_t||^2 (figure) was: " + "; ".join(parts) + "."
+# ------------------------------------------------------------------------------------ section
 
 
-def _sample_reading(rows: dict, exact: dict | None, trivial: dict, p0: dict, config: DiffusionConfig) -> str:
-    text = (f"Samples ({config.n_samples} per score, {config.sampler} sampler, {config.sampler_steps} steps from "
-            f"t = {config.T:g} down to t0 = {config.t0:g}) against {config.n_samples} fresh draws of p_0. W2: a "
-            f"second fresh sample of p_0 (the finite-sample floor) {p0['w2']:.3g}")
-    if exact is not None:
-        text += (f", the exact score {exact['w2']:.3g} (the sampler's discretisation floor, "
-                 f"{exact['w2'] / p0['w2']:.2g}x the p_0 floor)")
-    positions = {a: (f" ({_position(r['between']['w2'])})" if r["between"]["w2"] is not None else "")
-                 for a, r in rows.items()}
-    text += f", -x {trivial['w2']:.3g}; " + "; ".join(f"{a} {r['w2']:.3g}{positions[a]}" for a, r in rows.items())
-    closest = min(rows, key=lambda a: rows[a]["w2"])
-    text += f". {closest} came closest in W2"
-    if exact is not None and rows[closest]["w2"] < exact["w2"]:
-        text += (f", {exact['w2'] - rows[closest]['w2']:.2g} below the exact score (W2 between two samples of p_0 "
-                 f"is {p0['w2']:.3g} here, so differences of that size are within sampling noise)")
-    return (text + f". MMD^2 (Gaussian kernel, median-distance width): p_0 {p0['mmd']:.2g}"
-            + (f", exact {exact['mmd']:.2g}" if exact is not None else "")
-            + f", -x {trivial['mmd']:.2g}, " + _listing({a: r["mmd"] for a, r in rows.items()}, ".2g") + ".")
+class Diffusion(StudySection):
+    KEY, TITLE, Config = "diffusion", "(f) Diffusion: score estimation and sample quality", Config
+
+    @staticmethod
+    def baselines(study, cfg: Config) -> Baselines:
+        return Baselines(data=cfg.data, n=cfg.n, sampler=cfg.sampler, sampler_steps=cfg.sampler_steps,
+                         samples=cfg.samples, score_samples=cfg.score_samples, seed=study.seed)
+
+    @staticmethod
+    def denoiser(study, cfg: Config, activation: str, n: int, width: int) -> Denoiser:
+        return Denoiser(data=cfg.data, n=n, sampler=cfg.sampler, sampler_steps=cfg.sampler_steps,
+                        samples=cfg.samples, score_samples=cfg.score_samples, seed=study.seed,
+                        activation=activation, width=width, steps=cfg.steps, sigma=study.sigma)
+
+    def units(self, study, cfg) -> list[Measured]:
+        return [self.baselines(study, cfg), *(self.denoiser(study, cfg, a, n, m) for a in study.activations
+                                              for n, m in curve_grid(cfg))]
+
+    def report(self, study, cfg, records) -> Report:
+        base: BaselinesRecord = records[self.baselines(study, cfg)]
+        learned = {a: records[self.denoiser(study, cfg, a, cfg.n, cfg.width)] for a in study.activations}
+        config = self.baselines(study, cfg).config(TrainingConfig(width=cfg.width, steps=cfg.steps))
+        scores = score_rows(learned, base)
+        training = [TrainingRow.of(a, r) for a, r in learned.items()]
+        curves = [CurveRow.of(unit, records[unit], cfg.steps)
+                  for unit in (self.denoiser(study, cfg, a, n, m) for a in study.activations
+                               for n, m in curve_grid(cfg))]
+        slopes = curve_slopes(curves, study, cfg)
+        return Report(
+            reading=[*reading(scores, training, learned, base, config),
+                     *learning_curve_reading(curves, slopes, base, study, cfg)],
+            tables=[
+                table("diffusion", "Score error (weighted, ± standard error), sample quality against "
+                      f"{config.n_samples} fresh draws of p_0, and position between -x (0) and the exact score (1); "
+                      "exact = the sampler's discretisation floor, p0 = a second fresh sample of p_0 (the "
+                      "finite-sample floor)", scores, SCORE_COLUMNS),
+                table("diffusion_training", "Denoiser training (full-batch GD, lr = 1/lambda_max, early stopping "
+                      "on held-out pairs)", training, TRAINING_COLUMNS),
+                table("diffusion_curves", "Learning curves: each network at every (n, m) of the grid (one seed "
+                      "each), with what ended its training", curves, CURVE_COLUMNS)],
+            plots=[*sample_plots(config, base, learned),
+                   Plot("diffusion_curves", "Learning curves: score error, W2 and MMD^2 of each network against "
+                        f"width m at n = {cfg.n} (top) and against the number of draws n at m = {cfg.width} "
+                        "(bottom), one seed per point; dashed: the exact score's value (the sampler's floor), "
+                        "dotted: a fresh sample of p_0 (the finite-sample floor), both at the main point.",
+                        curve_figure(curves, slopes, base, study, cfg))],
+            facts=facts(scores, slopes, study, cfg))
 
 
-def _training_reading(metrics: dict, activations, config: DiffusionConfig, bayes) -> str:
-    summaries = {a: metrics[a]["training"] for a in activations}
-    parts = []
-    for activation, t in summaries.items():
-        excess = "" if bayes is None else f" (excess {t['best_val_loss'] - bayes:+.3g})"
-        parts.append(f"{activation} {t['best_val_loss']:.4g}{excess} at step {t['best_step']} of {t['steps']}")
-    text = "Held-out loss mean ||F - x_0||^2 of the kept network"
-    if bayes is not None:
-        text += (f", against {bayes:.4g} for the exact denoiser E[x_0 | x_t, t] on the same held-out pairs (the "
-                 "floor: the labels x_0 are noisy)")
-    text += ": " + "; ".join(parts) + "."
-    budget = [a for a, t in summaries.items() if t["best_step"] == config.training.steps]
-    stopped = [f"{a} at step {t['steps']}" for a, t in summaries.items() if t["steps"] < config.training.steps]
-    if budget:
-        text += (f" {', '.join(budget)} kept the last step of the {config.training.steps}-step budget: the held-out "
-                 "loss was still falling when training stopped.")
-    if stopped:
-        text += f" Early stopping ended {', '.join(stopped)}."
-    matched = config.training.time_law == "matched"
-    if matched and bayes is not None and metrics["baselines"]["exact"] is not None and len(summaries) > 1:
-        by_loss = sorted(summaries, key=lambda a: summaries[a]["best_val_loss"])
-        by_error = sorted(summaries, key=lambda a: metrics[a]["score_error"])
-        text += (" Training times follow the matched law, under which the expected excess loss is proportional to "
-                 f"the score error; the order by held-out loss ({', '.join(by_loss)}) "
-                 + ("matches" if by_loss == by_error else "differs from")
-                 + f" the order by measured score error ({', '.join(by_error)}).")
-    return text
+def score_rows(learned: dict[str, LearnedRecord], base: BaselinesRecord) -> list[ScoreRow]:
+    """The networks' rows (with their position between -x and the exact score), then exact, trivial, p0."""
+    exact, trivial = base.scores.get("exact"), base.scores["trivial"]
+    rows = [ScoreRow.of(a, r.metrics, experiment.between(asdict(r.metrics), exact and asdict(exact.metrics),
+                                                          asdict(trivial.metrics))) for a, r in learned.items()]
+    rows += [ScoreRow.of(name, m.metrics) for name, m in base.scores.items()]
+    return rows + [ScoreRow.of("p0", base.p0)]
 
 
-CURVE_COLUMNS = ["activation", "n", "m", "score error", "± se", "W2", "MMD^2", "precision", "recall", "held-out loss",
-                 "kept step", "steps run", "ended by"]
-CURVE_METRICS = {"score error": 3, "W2": 5, "MMD^2": 6}
+def facts(scores: list[ScoreRow], slopes: dict, study, cfg) -> list[Fact]:
+    """Per activation: the score error at the main point (95% Monte Carlo interval, ± 1.96 se), the samples'
+    precision and recall there, and the score error's slope in m."""
+    at = f"n = {cfg.n}, m = {cfg.width}"
+    named = {r.score: r for r in scores}
+    out = []
+    for row in (named[a] for a in study.activations):
+        if row.score_error == row.score_error:
+            half = 1.96 * row.score_error_se
+            out.append(Fact(row.score, f"diffusion score error ({at})", row.score_error, row.score_error - half,
+                            row.score_error + half))
+        if row.precision == row.precision:
+            out += [Fact(row.score, f"diffusion samples' precision ({at})", row.precision),
+                    Fact(row.score, f"diffusion samples' recall ({at})", row.recall)]
+        out.append(Fact(row.score, f"diffusion score error slope in m (n = {cfg.n})",
+                        slopes[row.score, "m", "score error"]))
+    return out
 
 
-def ended_by(training: dict, budget: int) -> str:
-    """What ended a denoiser's training: early stopping, or the step budget (with the held-out loss still
-    falling when the kept step is the last one)."""
-    if training["steps"] < budget:
-        return "early stopping"
-    return "budget, held-out loss still falling" if training["best_step"] == budget else "budget"
-
-
-def learning_curve_rows(curves: dict, cfg) -> list[list]:
-    rows = []
-    for (activation, n, width), unit in curves.items():
-        row, summary = unit["row"], unit["summary"]
-        rows.append([activation, n, width, _number(row["score_error"]), _number(row["score_error_stderr"]),
-                     _number(row["w2"]), _number(row["mmd"]), _number(row.get("precision")),
-                     _number(row.get("recall")), summary["best_val_loss"], summary["best_step"], summary["steps"],
-                     ended_by(summary, cfg.diffusion_steps)])
-    return rows
-
-
-def _series(rows: list, activation: str, axis: str, cfg) -> list[list]:
-    """The rows of one curve: over m at n = diffusion_n (axis "m") or over n at m = diffusion_width (axis "n")."""
+def series(rows: list[CurveRow], activation: str, axis: str, cfg: Config) -> list[CurveRow]:
+    """The rows of one curve: over m at n = cfg.n (axis "m") or over n at m = cfg.width (axis "n")."""
     if axis == "m":
-        return sorted((r for r in rows if r[0] == activation and r[1] == cfg.diffusion_n and r[2] in
-                       cfg.diffusion_widths), key=lambda r: r[2])
-    return sorted((r for r in rows if r[0] == activation and r[2] == cfg.diffusion_width and r[1] in cfg.diffusion_ns),
-                  key=lambda r: r[1])
+        return sorted((r for r in rows if r.activation == activation and r.n == cfg.n and r.width in cfg.widths),
+                      key=lambda r: r.width)
+    return sorted((r for r in rows if r.activation == activation and r.width == cfg.width and r.n in cfg.ns),
+                  key=lambda r: r.n)
 
 
-def curve_slopes(rows: list, cfg) -> dict:
-    """Least-squares log-log slope of each metric against m and against n, per activation (NaN where fewer than
-    two points are positive; one seed per point, so no interval)."""
+def curve_slopes(rows: list[CurveRow], study, cfg: Config) -> dict:
+    """{(activation, axis, metric): least-squares log-log slope of the metric against m or n} (NaN where
+    fewer than two points are positive; one seed per point, so no interval)."""
     slopes = {}
-    for activation in cfg.activations:
-        for axis, column in (("m", 2), ("n", 1)):
-            series = _series(rows, activation, axis, cfg)
-            for name, index in CURVE_METRICS.items():
-                points = [(r[column], r[index]) for r in series if r[index] == r[index] and r[index] > 0]
-                slopes[activation, axis, name] = (fit_power_law(*zip(*points))[0] if len(points) > 1
-                                                  else float("nan"))
+    for activation in study.activations:
+        for axis, along in AXES.items():
+            line = series(rows, activation, axis, cfg)
+            for name, metric in CURVE_METRICS.items():
+                points = [(getattr(r, along), getattr(r, metric)) for r in line if getattr(r, metric) > 0]
+                slopes[activation, axis, name] = fit_power_law(*zip(*points))[0] if len(points) > 1 else float("nan")
     return slopes
 
 
-def _curve_figure(rows: list, slopes: dict, base: dict, cfg):
-    import matplotlib.pyplot as plt
+# ------------------------------------------------------------------------------------ figures
 
-    from ..activations import resolve
 
+def sample_plots(config: DiffusionConfig, base: BaselinesRecord, learned: dict[str, LearnedRecord]) -> list[Plot]:
+    """Samples, score error against t (exact data), training curves and score field (2-D data)."""
+    reference = np.asarray(base.reference, dtype=float)
+    samples = {name: np.asarray(m.samples, dtype=float)
+               for name, m in {**{a: r.measurement for a, r in learned.items()}, **base.scores}.items()}
+    title = (f"samples against the truth ({config.data}, n = {config.n}, m = {config.training.width}, "
+             f"{config.sampler} sampler with {config.sampler_steps} steps)")
+    plots = [Plot("diffusion_samples", f"{config.n_samples} samples from each score, first two coordinates, beside "
+                  "fresh draws of p_0: each network's Tweedie score, the exact score (what the sampler gives with no "
+                  "score error) and -x (the score of N(0, I)).", figures.plot_samples(reference, samples, title))]
+    truth = parse_data(config.data)
+    exact_data = isinstance(truth, GaussianMixture)
+    if exact_data:
+        curves = {name: m.curve.as_curve()
+                  for name, m in {**{a: r.measurement for a, r in learned.items()}, **base.scores}.items()}
+        plots.append(Plot("diffusion_score_error", "Score error E_(p_t)||s - grad log p_t||^2 against t (left) and "
+                          "weighted by h_t (right; its mean over t is the score error), "
+                          f"{config.curve_samples} draws per t, ± 2 standard errors.",
+                          figures.plot_score_error(curves)))
+    bayes = next(iter(learned.values())).bayes_val_loss
+    plots.append(Plot("diffusion_training", "Denoiser training: mean ||F - x_0||^2 on the training pairs (solid) and "
+                      "the held-out pairs (dashed) against GD step; dotted: the kept (best held-out) step; "
+                      "dash-dotted: the exact denoiser's held-out loss.",
+                      figures.plot_training({a: r.training.curves for a, r in learned.items()}, bayes)))
+    fields = {a: np.asarray(r.field, dtype=float) for a, r in learned.items() if r.field is not None}
+    if fields:
+        points = figures.field_grid(figures.plot_limits(reference))
+        true_field = figures.evaluate_field(truth.score, points, config.quiver_times) if exact_data else None
+        plots.append(Plot("diffusion_score_field", "Learned score field (colour) over the true one (black) at a few "
+                          "t; arrows share one scale per panel, set by the true field.",
+                          figures.plot_score_field(points, config.quiver_times, fields, true_field)))
+    return plots
+
+
+def curve_figure(rows: list[CurveRow], slopes: dict, base: BaselinesRecord, study, cfg: Config):
     fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
-    floors = {"W2": [(base["rows"].get("exact") or {}).get("w2"), base["p0"]["w2"]],
-              "MMD^2": [(base["rows"].get("exact") or {}).get("mmd"), base["p0"]["mmd"]]}
-    for row_axes, axis, column, label in ((axes[0], "m", 2, "width m"), (axes[1], "n", 1, "draws n")):
-        for ax, (name, index) in zip(row_axes, CURVE_METRICS.items()):
-            for activation in cfg.activations:
-                series = _series(rows, activation, axis, cfg)
-                ax.plot([r[column] for r in series], [r[index] for r in series], marker="o",
-                        color=resolve(activation).color, label=f"{activation}: slope "
-                        f"{slopes[activation, axis, name]:+.2f}")
+    exact = base.scores.get("exact")
+    floors = {"W2": [exact and exact.metrics.w2, base.p0.w2], "MMD^2": [exact and exact.metrics.mmd, base.p0.mmd]}
+    for row_axes, (axis, along), label in zip(axes, AXES.items(), ("width m", "draws n")):
+        for ax, (name, metric) in zip(row_axes, CURVE_METRICS.items()):
+            for activation in study.activations:
+                line = series(rows, activation, axis, cfg)
+                ax.plot([getattr(r, along) for r in line], [getattr(r, metric) for r in line], marker="o",
+                        color=resolve(activation).color,
+                        label=f"{activation}: slope {slopes[activation, axis, name]:+.2f}")
             for value, style in zip(floors.get(name, []), ("--", ":")):
                 if value is not None and value > 0:
                     ax.axhline(value, color="grey", ls=style, lw=1)
@@ -399,50 +494,170 @@ def _curve_figure(rows: list, slopes: dict, base: dict, cfg):
     return fig
 
 
-def _endings(rows: list) -> str:
+# ------------------------------------------------------------------------------------ reading
+
+
+def _listing(values: dict, digits: str = ".3g") -> str:
+    return ", ".join(f"{name} {format(value, digits)}" for name, value in values.items())
+
+
+def _position(value: float) -> str:
+    if value != value:
+        return "position undefined"
+    if value < 0:
+        return f"{value:.2f}: worse than -x"
+    return f"{value:.2f} of the way from -x to exact"
+
+
+def reading(scores: list[ScoreRow], training: list[TrainingRow], learned: dict[str, LearnedRecord],
+            base: BaselinesRecord, config: DiffusionConfig) -> list[str]:
+    named = {r.score: r for r in scores}
+    rows = {a: named[a] for a in learned}
+    exact, trivial, p0 = named.get("exact"), named["trivial"], named["p0"]
+    text = []
+    if exact is not None:
+        text.append(_score_error_reading(rows, trivial, config))
+        text.append(_curve_reading(learned, base.scores["trivial"].curve))
+    else:
+        text.append(f"{config.data} is known only through samples: there is no exact score, so neither the score "
+                    "error, nor the likelihood, nor the exact-score baseline could be measured.")
+    text.append(_sample_reading(rows, exact, trivial, p0, config))
+    if exact is not None:
+        text.append(
+            f"Under the true p_0: the negative log-likelihood per sample was {p0.nll:.3g} for fresh draws, "
+            f"{exact.nll:.3g} with the exact score, {trivial.nll:.3g} with -x, and "
+            f"{_listing({a: r.nll for a, r in rows.items()})} with the networks. Recovered mixture weights (total "
+            f"variation to the true weights): p_0 {p0.weight_error:.3g}, exact {exact.weight_error:.3g}, -x "
+            f"{trivial.weight_error:.3g}, {_listing({a: r.weight_error for a, r in rows.items()})}.")
+    text.append(_training_reading(rows, training, exact is not None, config))
+    return text
+
+
+def _score_error_reading(rows: dict[str, ScoreRow], trivial: ScoreRow, config: DiffusionConfig) -> str:
+    described = "; ".join(f"{a} {r.score_error:.3g} ± {r.score_error_se:.2g} ({_position(r.between_score_error)})"
+                          for a, r in rows.items())
+    text = (f"Score error E_t h_t E_(p_t)||s - grad log p_t||^2 over t ~ U[{config.t0:g}, {config.T:g}] "
+            f"({config.n_score} draws, the same for every score): -x scored {trivial.score_error:.3g} ± "
+            f"{trivial.score_error_se:.2g}, the exact score 0. The networks (m = {config.training.width}, "
+            f"trained on n = {config.n} draws of {config.data}): {described}.")
+    ordered = sorted(rows, key=lambda a: rows[a].score_error)
+    if len(ordered) > 1:
+        best, second, worst = (rows[a] for a in (ordered[0], ordered[1], ordered[-1]))
+        gap = second.score_error - best.score_error
+        noise = math.hypot(best.score_error_se, second.score_error_se)
+        text += (f" {best.score} had the lowest score error, {worst.score_error / best.score_error:.2g}x below "
+                 f"{worst.score}; its lead over {second.score} was {gap:.2g}, {gap / noise:.1f} combined standard "
+                 "errors.")
+    return text
+
+
+def _curve_reading(learned: dict[str, LearnedRecord], trivial_curve: Curve) -> str:
+    times, trivial = np.asarray(trivial_curve.times), np.asarray(trivial_curve.value, dtype=float)
+    parts = []
+    for activation, record in learned.items():
+        value = np.asarray(record.measurement.curve.value, dtype=float)
+        above = times[value >= trivial]
+        where = f" (at or above it at t = {', '.join(f'{t:.2g}' for t in above)})" if len(above) else ""
+        parts.append(f"{activation} below -x's at {len(value) - len(above)} of {len(value)} times{where}, largest "
+                     f"at t = {times[int(np.argmax(value))]:.2g} ({value.max():.3g})")
+    return "Per t, the unweighted error E_(p_t)||s - grad log p_t||^2 (figure) was: " + "; ".join(parts) + "."
+
+
+def _sample_reading(rows: dict[str, ScoreRow], exact: ScoreRow | None, trivial: ScoreRow, p0: ScoreRow,
+                    config: DiffusionConfig) -> str:
+    text = (f"Samples ({config.n_samples} per score, {config.sampler} sampler, {config.sampler_steps} steps from "
+            f"t = {config.T:g} down to t0 = {config.t0:g}) against {config.n_samples} fresh draws of p_0. W2: a "
+            f"second fresh sample of p_0 (the finite-sample floor) {p0.w2:.3g}")
+    if exact is not None:
+        text += (f", the exact score {exact.w2:.3g} (the sampler's discretisation floor, "
+                 f"{exact.w2 / p0.w2:.2g}x the p_0 floor)")
+    positions = {a: (f" ({_position(r.between_w2)})" if r.between_w2 == r.between_w2 else "") for a, r in rows.items()}
+    text += f", -x {trivial.w2:.3g}; " + "; ".join(f"{a} {r.w2:.3g}{positions[a]}" for a, r in rows.items())
+    closest = min(rows, key=lambda a: rows[a].w2)
+    text += f". {closest} came closest in W2"
+    if exact is not None and rows[closest].w2 < exact.w2:
+        text += (f", {exact.w2 - rows[closest].w2:.2g} below the exact score (W2 between two samples of p_0 "
+                 f"is {p0.w2:.3g} here, so differences of that size are within sampling noise)")
+    return (text + f". MMD^2 (Gaussian kernel, median-distance width): p_0 {p0.mmd:.2g}"
+            + (f", exact {exact.mmd:.2g}" if exact is not None else "")
+            + f", -x {trivial.mmd:.2g}, " + _listing({a: r.mmd for a, r in rows.items()}, ".2g") + ".")
+
+
+def _training_reading(rows: dict[str, ScoreRow], training: list[TrainingRow], exact_data: bool,
+                      config: DiffusionConfig) -> str:
+    bayes = training[0].exact_denoiser if exact_data else None
+    parts = [f"{t.activation} {t.held_out_loss:.4g}" + ("" if bayes is None else f" (excess {t.excess:+.3g})")
+             + f" at step {t.kept_step} of {t.steps}" for t in training]
+    text = "Held-out loss mean ||F - x_0||^2 of the kept network"
+    if bayes is not None:
+        text += (f", against {bayes:.4g} for the exact denoiser E[x_0 | x_t, t] on the same held-out pairs (the "
+                 "floor: the labels x_0 are noisy)")
+    text += ": " + "; ".join(parts) + "."
+    budget = config.training.steps
+    kept_last = [t.activation for t in training if t.kept_step == budget]
+    stopped = [f"{t.activation} at step {t.steps}" for t in training if t.steps < budget]
+    if kept_last:
+        text += (f" {', '.join(kept_last)} kept the last step of the {budget}-step budget: the held-out "
+                 "loss was still falling when training stopped.")
+    if stopped:
+        text += f" Early stopping ended {', '.join(stopped)}."
+    if config.training.time_law == "matched" and bayes is not None and len(training) > 1:
+        by_loss = [t.activation for t in sorted(training, key=lambda t: t.held_out_loss)]
+        by_error = sorted(rows, key=lambda a: rows[a].score_error)
+        text += (" Training times follow the matched law, under which the expected excess loss is proportional to "
+                 f"the score error; the order by held-out loss ({', '.join(by_loss)}) "
+                 + ("matches" if by_loss == by_error else "differs from")
+                 + f" the order by measured score error ({', '.join(by_error)}).")
+    return text
+
+
+def _endings(rows: list[CurveRow]) -> str:
     """What ended the trainings of `rows`, each reason once with its count (the points named where few)."""
-    unique = {(r[1], r[2]): r for r in rows}
+    unique = {(r.n, r.width): r for r in rows}
     reasons = {}
     for (n, m), r in unique.items():
-        reasons.setdefault(r[12], []).append(f"(n = {n}, m = {m})")
+        reasons.setdefault(r.ended_by, []).append(f"(n = {n}, m = {m})")
     return "Training ended by: " + "; ".join(
         f"{reason} at {len(points)} of {len(unique)} points" + (f" {', '.join(points)}" if len(points) <= 2 else "")
         for reason, points in reasons.items()) + "."
 
 
-def _learning_curve_reading(rows: list, slopes: dict, metrics: dict, cfg) -> list[str]:
+def learning_curve_reading(rows: list[CurveRow], slopes: dict, base: BaselinesRecord, study, cfg: Config) -> list[str]:
     text = []
-    for activation in cfg.activations:
-        by_m, by_n = _series(rows, activation, "m", cfg), _series(rows, activation, "n", cfg)
+    for activation in study.activations:
+        by_m, by_n = series(rows, activation, "m", cfg), series(rows, activation, "n", cfg)
         text.append(
-            f"{activation} learning curves (one seed per point): score error {by_m[0][3]:.3g} at m = {by_m[0][2]} "
-            f"to {by_m[-1][3]:.3g} at m = {by_m[-1][2]} (slope {slopes[activation, 'm', 'score error']:+.2f}), W2 "
-            f"slope {slopes[activation, 'm', 'W2']:+.2f}, MMD^2 slope {slopes[activation, 'm', 'MMD^2']:+.2f} in m; "
-            f"score error {by_n[0][3]:.3g} at n = {by_n[0][1]} to {by_n[-1][3]:.3g} at n = {by_n[-1][1]} (slope "
+            f"{activation} learning curves (one seed per point): score error {by_m[0].score_error:.3g} at m = "
+            f"{by_m[0].width} to {by_m[-1].score_error:.3g} at m = {by_m[-1].width} (slope "
+            f"{slopes[activation, 'm', 'score error']:+.2f}), W2 slope {slopes[activation, 'm', 'W2']:+.2f}, MMD^2 "
+            f"slope {slopes[activation, 'm', 'MMD^2']:+.2f} in m; score error {by_n[0].score_error:.3g} at n = "
+            f"{by_n[0].n} to {by_n[-1].score_error:.3g} at n = {by_n[-1].n} (slope "
             f"{slopes[activation, 'n', 'score error']:+.2f}), W2 slope {slopes[activation, 'n', 'W2']:+.2f}, MMD^2 "
             f"slope {slopes[activation, 'n', 'MMD^2']:+.2f} in n. " + _endings(by_m + by_n))
-    widest = max(cfg.diffusion_widths + (cfg.diffusion_width,))
-    p0 = metrics["baselines"]["p0"]
-    exact = metrics["baselines"]["exact"]
-    if p0.get("precision") is None:
+    widest = max(cfg.widths + (cfg.width,))
+    p0, exact = base.p0, base.scores.get("exact")
+    if p0.precision is None:
         return text
-    floor = p0["precision"]
+    floor = p0.precision
     parts = []
-    for activation in cfg.activations:
-        row = next(r for r in rows if r[0] == activation and r[1] == cfg.diffusion_n and r[2] == widest)
-        separated = row[7] >= floor - 0.05 and row[8] == 1.0
+    for activation in study.activations:
+        row = next(r for r in rows if r.activation == activation and r.n == cfg.n and r.width == widest)
+        separated = row.precision >= floor - 0.05 and row.recall == 1.0
         verdict = ("separates the modes" if separated else
-                   f"bridges them: {1 - row[7]:.1%} of its samples lie more than 3 standard deviations from every "
-                   f"mode (fresh draws of p_0: {1 - floor:.1%}), recall {row[8]:.2f}; its training ended by "
-                   f"{row[12]} at step {row[11]} with held-out loss {row[9]:.4g}")
-        parts.append(f"{activation} precision {row[7]:.3f}, recall {row[8]:.2f}: {verdict}")
+                   f"bridges them: {1 - row.precision:.1%} of its samples lie more than 3 standard deviations from "
+                   f"every mode (fresh draws of p_0: {1 - floor:.1%}), recall {row.recall:.2f}; its training ended "
+                   f"by {row.ended_by} at step {row.steps} with held-out loss {row.held_out_loss:.4g}")
+        parts.append(f"{activation} precision {row.precision:.3f}, recall {row.recall:.2f}: {verdict}")
     if len(rows) > 2:
-        rho = spearmanr([r[7] for r in rows], [r[9] for r in rows])[0]
+        rho = spearmanr([r.precision for r in rows], [r.held_out_loss for r in rows])[0]
         text.append(f"Over all {len(rows)} learning-curve runs, precision and held-out loss had Spearman rank "
                     f"correlation {rho:+.2f}" + (": the runs that fit the denoiser better put fewer samples between "
                                                  "the modes." if rho < -0.5 else "."))
-    text.append(f"Mode separation by the widest networks (m = {widest}, n = {cfg.diffusion_n}), against fresh draws "
-                f"of p_0 (precision {floor:.3f}, recall {p0['recall']:.2f})"
-                + (f" and the exact score (precision {exact['precision']:.3f}, recall {exact['recall']:.2f})"
-                   if exact is not None else "") + ": " + "; ".join(parts) + ".")
+    text.append(f"Mode separation by the widest networks (m = {widest}, n = {cfg.n}), against fresh draws of p_0 "
+                f"(precision {floor:.3f}, recall {p0.recall:.2f})"
+                + (f" and the exact score (precision {exact.metrics.precision:.3f}, recall "
+                   f"{exact.metrics.recall:.2f})" if exact is not None else "") + ": " + "; ".join(parts) + ".")
     return text
+
+
+SECTION = Diffusion()

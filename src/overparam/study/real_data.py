@@ -1,20 +1,23 @@
-"""Section: real data, scikit-learn's handwritten digits, true against random labels (ADHLW19; SPEC §9).
+"""Section: real data, scikit-learn's handwritten digits, true against random labels (ADHLW19).
 
 ADHLW19 (Figure 1, Section 6) showed on MNIST and CIFAR that gradient descent fits true labels faster
 than random ones and that the complexity term sqrt(2 y^T (H*)^{-1} y / n) is much smaller for true
-labels. Here on the digits (`data.digits`: d = 64, centred, on the unit sphere), per activation:
+labels (docs/mathematics.md#generalisation). Here on the digits (`data.digits`: d = 64, centred, on the
+unit sphere), per activation:
 
 - GD at one width on true labels and on random labels (the same inputs; y_i drawn uniformly from
   the label values), every seed trained in one batch: steps to tol and the loss curve;
 - the complexity term against n, true labels against random ones (mean over label draws), and
   lambda_min(H*) of the digits beside the sphere's at the same n and d;
-- the optimisation threshold m*_opt (SPEC §7, a width sweep in runs.db) on the digits beside the sphere's.
+- the optimisation threshold m*_opt (docs/mathematics.md#thresholds; width sweeps in runs.db, one
+  `sweeps.SweepSlice` per data set, activation and n) on the digits beside the sphere's.
 For exp and softmax the complexity term is the same form applied to their kernels; no theorem states it.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -25,27 +28,48 @@ from ..batched import train_batched
 from ..kernel_regime import complexity
 from ..models import TwoLayerNet, initial_weights, pairs_neurons
 from ..ntk import infinite_ntk
-from ..sweep.analysis import thresholds_from_rows
-from ..sweep.spec import SweepSpec
-from ..sweep.store import Store
-from .report import Figure, Section, Table, save_figure
+from ..sweep.analysis import Threshold, thresholds_from_rows
+from .framework import Plot, Report, SectionConfig, StudySection, Unit, require_grid, require_positive, table
+from .report import Fact
 from .stats import mean_and_error
-from .thresholds import study_sweep
+from .sweeps import SweepSlice
 
-KEY, TITLE = "real_data", "(h) Real data: handwritten digits, true against random labels (ADHLW19)"
 LABELS = ("true", "random")
 DIGITS_D = 64
 CURVE_POINTS = 1000
 
 
-def units(cfg) -> int:
-    sweep = len(cfg.activations) * len(cfg.real_threshold_widths) * len(cfg.real_threshold_ns) * cfg.real_threshold_seeds
-    return len(cfg.activations) * (1 + len(cfg.real_ns)) + 2 * sweep
+@dataclass(frozen=True)
+class Config(SectionConfig):
+    """scikit-learn's digits of `classes`, true against random labels (ADHLW19): training at one width
+    and n; the complexity term and lambda_min(H*) at ns; m*_opt at threshold_ns with its own budget rule."""
+
+    classes: tuple[int, ...] = (3, 5)
+    ns: tuple[int, ...] = (32, 64, 128, 256)
+    label_draws: int = 5
+    train_n: int = 64
+    width: int = 256
+    seeds: int = 4
+    steps: int = 2000
+    threshold_ns: tuple[int, ...] = (32, 64)
+    threshold_widths: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128)
+    threshold_seeds: int = 4
+    budget: str = "theory:3"
+    max_steps: int = 4000
+
+    def check(self) -> None:
+        if len(set(self.classes)) < 2 or any(not 0 <= c <= 9 for c in self.classes):
+            raise ValueError(f"classes must be at least two distinct digits 0-9, got {list(self.classes)}")
+        require_grid("ns", self.ns)
+        require_grid("threshold_ns", self.threshold_ns)
+        require_grid("threshold_widths", self.threshold_widths)
+        for name in ("label_draws", "train_n", "width", "seeds", "steps", "threshold_seeds", "max_steps"):
+            require_positive(name, getattr(self, name))
 
 
-def digits_spec(cfg) -> str:
+def digits_spec(classes) -> str:
     """The --data spec of the section's digits, e.g. digits:classes=3,5."""
-    return "digits:classes=" + ",".join(map(str, cfg.real_classes))
+    return "digits:classes=" + ",".join(map(str, classes))
 
 
 def random_labels(y: np.ndarray, seed: int, draw: int) -> np.ndarray:
@@ -54,40 +78,109 @@ def random_labels(y: np.ndarray, seed: int, draw: int) -> np.ndarray:
     return values[np.random.default_rng([seed, draw]).integers(len(values), size=len(y))]
 
 
-def train_unit(activation: str, cfg, device: str = "cpu") -> dict:
-    """GD on the digits' true labels and on random labels (draw 0), every seed, as one batch."""
-    dataset = data.digits(cfg.real_classes, n=cfg.real_train_n, seed=cfg.seed)
-    seeds, width, n, k = cfg.real_seeds, cfg.real_width, dataset.n, dataset.k
-    targets = {"true": dataset.y, "random": random_labels(dataset.y, cfg.seed, 0)}
-    W0, a = initial_weights(width, DIGITS_D, k, cfg.train_init, cfg.sigma, range(seeds), device=device)
-    kappa = TwoLayerNet(DIGITS_D, width, k, activation, init=cfg.train_init, sigma=cfg.sigma).kappa
-    X = torch.from_numpy(dataset.X).to(device).expand(len(LABELS) * seeds, n, DIGITS_D)
-    y = torch.stack([torch.from_numpy(targets[labels]) for labels in LABELS for _ in range(seeds)]).to(device)
-    histories = train_batched(X, y, W0.repeat(len(LABELS), 1, 1), a.repeat(len(LABELS), 1, 1), activation, kappa,
-                              lr="auto", steps=cfg.real_steps, tol=cfg.tol,
-                              record_every=max(1, cfg.real_steps // CURVE_POINTS),
-                              paired=pairs_neurons(cfg.train_init, width))
-    runs = []
-    for index, history in enumerate(histories):
-        labels, seed = LABELS[index // seeds], index % seeds
-        if isinstance(history, Exception):
-            runs.append({"labels": labels, "seed": seed, "status": "failed", "error": str(history)})
-            continue
-        runs.append({"labels": labels, "seed": seed, "status": history.status, "steps": history.steps,
-                     "lr": history.lr, "step": history.step.tolist(), "loss2": (history.residual_norm**2).tolist(),
-                     "final_residual": float(history.residual_norm[-1])})
-    return {"n": n, "width": width, "runs": runs}
+# ------------------------------------------------------------------------------------- units
 
 
-def kernel_unit(activation: str, n: int, cfg) -> dict:
-    """The complexity term for true labels and random draws, lambda_min(H*) on the digits and on the sphere."""
-    dataset = data.digits(cfg.real_classes, n=n, seed=cfg.seed)
-    H = infinite_ntk(activation, torch.from_numpy(dataset.X), cfg.sigma).numpy()
-    sphere = infinite_ntk(activation, torch.from_numpy(data.unit_sphere(n, DIGITS_D, cfg.seed)), cfg.sigma).numpy()
-    return {"complexity_true": _complexity(H, dataset.y),
-            "complexity_random": [_complexity(H, random_labels(dataset.y, cfg.seed, j))
-                                  for j in range(cfg.real_label_draws)],
-            "lambda_digits": _lambda_min(H), "lambda_sphere": _lambda_min(sphere)}
+@dataclass
+class LabelRun:
+    """One seed's GD run on one kind of labels: status, steps taken, lr, the squared residual curve."""
+
+    labels: str
+    seed: int
+    status: str
+    steps: int = 0
+    lr: float = float("nan")
+    step: list[int] | None = None
+    loss2: list[float] | None = None
+    final_residual: float = float("nan")
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+@dataclass
+class DigitsTraining:
+    n: int
+    width: int
+    runs: list[LabelRun]
+
+
+@dataclass(frozen=True)
+class DigitsRun(Unit):
+    """GD on the digits' true labels and on random labels (draw 0), seeds 0..seeds-1, as one batch."""
+
+    RECORD = DigitsTraining
+
+    activation: str
+    classes: tuple[int, ...]
+    n: int
+    width: int
+    seeds: int
+    steps: int
+    tol: float
+    init: str
+    sigma: float
+    data_seed: int
+
+    def compute(self, ctx) -> DigitsTraining:
+        device = ctx.device
+        dataset = data.digits(self.classes, n=self.n, seed=self.data_seed)
+        seeds, width, n, k = self.seeds, self.width, dataset.n, dataset.k
+        targets = {"true": dataset.y, "random": random_labels(dataset.y, self.data_seed, 0)}
+        W0, a = initial_weights(width, DIGITS_D, k, self.init, self.sigma, range(seeds), device=device)
+        kappa = TwoLayerNet(DIGITS_D, width, k, self.activation, init=self.init, sigma=self.sigma).kappa
+        X = torch.from_numpy(dataset.X).to(device).expand(len(LABELS) * seeds, n, DIGITS_D)
+        y = torch.stack([torch.from_numpy(targets[labels]) for labels in LABELS for _ in range(seeds)]).to(device)
+        histories = train_batched(X, y, W0.repeat(len(LABELS), 1, 1), a.repeat(len(LABELS), 1, 1), self.activation,
+                                  kappa, lr="auto", steps=self.steps, tol=self.tol,
+                                  record_every=max(1, self.steps // CURVE_POINTS),
+                                  paired=pairs_neurons(self.init, width))
+        runs = []
+        for index, history in enumerate(histories):
+            labels, seed = LABELS[index // seeds], index % seeds
+            if isinstance(history, Exception):
+                runs.append(LabelRun(labels, seed, "failed", error=str(history)))
+                continue
+            runs.append(LabelRun(labels, seed, history.status, history.steps, history.lr, history.step.tolist(),
+                                 (history.residual_norm**2).tolist(), float(history.residual_norm[-1])))
+        return DigitsTraining(n, width, runs)
+
+
+@dataclass
+class DigitsKernel:
+    """The complexity term for the true labels and for each random draw; lambda_min(H*) on the digits and
+    on the sphere at the same n and d (NaN where H* is not finite or not positive definite)."""
+
+    complexity_true: float
+    complexity_random: list[float]
+    lambda_digits: float
+    lambda_sphere: float
+
+
+@dataclass(frozen=True)
+class DigitsKernelUnit(Unit):
+    """H* (docs/mathematics.md#ntk) of the first n digits and of n points on the sphere in d = 64."""
+
+    RECORD = DigitsKernel
+
+    activation: str
+    classes: tuple[int, ...]
+    n: int
+    label_draws: int
+    sigma: float
+    data_seed: int
+
+    def compute(self, ctx) -> DigitsKernel:
+        dataset = data.digits(self.classes, n=self.n, seed=self.data_seed)
+        H = infinite_ntk(self.activation, torch.from_numpy(dataset.X), self.sigma).numpy()
+        sphere = infinite_ntk(self.activation, torch.from_numpy(data.unit_sphere(self.n, DIGITS_D, self.data_seed)),
+                              self.sigma).numpy()
+        return DigitsKernel(_complexity(H, dataset.y),
+                            [_complexity(H, random_labels(dataset.y, self.data_seed, j))
+                             for j in range(self.label_draws)],
+                            _lambda_min(H), _lambda_min(sphere))
 
 
 def _complexity(H: np.ndarray, y: np.ndarray) -> float:
@@ -102,223 +195,279 @@ def _lambda_min(H: np.ndarray) -> float:
     return float(np.linalg.eigvalsh(H)[0]) if np.isfinite(H).all() else float("nan")
 
 
-def sweep_tables(cfg) -> dict[str, dict]:
-    """The width sweeps of the threshold part: the digits and the sphere at the same n and d = 64.
-
-    The step budget is the threshold section's: threshold_budget, capped at threshold_max_steps."""
-    k = 1 if len(cfg.real_classes) == 2 else len(cfg.real_classes)
-    common = {"activations": list(cfg.activations), "widths": list(cfg.real_threshold_widths),
-              "n": list(cfg.real_threshold_ns), "d": DIGITS_D, "k": k, "seeds": cfg.real_threshold_seeds,
-              "init": cfg.train_init, "lr": "auto", "tol": cfg.tol, "steps": cfg.threshold_budget,
-              "max_steps": cfg.threshold_max_steps, "sigma": cfg.sigma, "data_seed": cfg.seed}
-    return {"digits": {**common, "data": digits_spec(cfg)}, "sphere": {**common, "data": "sphere"}}
+def sweep_slices(study, cfg) -> dict[str, list[SweepSlice]]:
+    """The width sweeps of the threshold part, {data name: slices}: the digits and the sphere at the same n and
+    d = 64, the section's own budget rule capped at its max_steps."""
+    k = 1 if len(cfg.classes) == 2 else len(cfg.classes)
+    return {name: [SweepSlice(a, n, cfg.threshold_widths, DIGITS_D, k, cfg.threshold_seeds, study.init, spec,
+                              study.seed, study.sigma, study.tol, cfg.budget, cfg.max_steps)
+                   for a in study.activations for n in cfg.threshold_ns]
+            for name, spec in (("digits", digits_spec(cfg.classes)), ("sphere", "sphere"))}
 
 
-def threshold_unit(cfg, ctx) -> dict:
-    """m*_opt per (data, activation, n) from the sweeps' runs: {data: [Threshold, ...]}; the runs the step cap
-    ended unconverged, {(data, activation, n): [cut, runs]}; and the number of failed runs."""
-    found, cut, failed = {}, {}, 0
-    for name, table in sweep_tables(cfg).items():
-        failed += study_sweep(table, ctx).failed
-        hashes = {group.config_hash for group in SweepSpec.from_dict(table).groups()}
-        with Store(ctx.store_path, create=False) as store:
-            rows = [row for row in store.runs(d=DIGITS_D) if row["config_hash"] in hashes]
-        found[name] = thresholds_from_rows(rows, cfg.delta, seed=cfg.seed, kinds=("optimization",)).thresholds
-        for row in rows:
-            tally = cut.setdefault((name, row["activation"], row["n"]), [0, 0])
-            tally[0] += row["status"] == "max_steps" and row["budget"] >= cfg.threshold_max_steps
-            tally[1] += 1
-    return {"thresholds": found, "cut": cut, "failed": failed}
+# ------------------------------------------------------------------------------------ tables
 
 
-def run(cfg, ctx) -> Section:
-    section = Section(KEY, TITLE, command=ctx.command(KEY), config={
-        "data": digits_spec(cfg), **{k: getattr(cfg, k) for k in (
-            "activations", "real_ns", "real_label_draws", "real_train_n", "real_width", "real_seeds", "real_steps",
-            "real_threshold_ns", "real_threshold_widths", "real_threshold_seeds", "threshold_budget", "train_init",
-            "tol", "delta", "sigma", "seed")}})
-    training, kernels = {}, {}
-    for activation in cfg.activations:
-        key = (f"real:train:{activation}:{digits_spec(cfg)}:n={cfg.real_train_n}:m={cfg.real_width}:"
-               f"seeds={cfg.real_seeds}:steps={cfg.real_steps}:tol={cfg.tol}:init={cfg.train_init}:"
-               f"sigma={cfg.sigma}:seed={cfg.seed}")
-        training[activation] = ctx.cache.compute(key, KEY, lambda: train_unit(activation, cfg, ctx.device))
-        ctx.tick()
-        for n in cfg.real_ns:
-            key = (f"real:kernel:{activation}:{digits_spec(cfg)}:n={n}:draws={cfg.real_label_draws}:"
-                   f"sigma={cfg.sigma}:seed={cfg.seed}")
-            kernels[activation, n] = ctx.cache.compute(key, KEY, lambda: kernel_unit(activation, n, cfg))
-            ctx.tick()
-    sweeps = threshold_unit(cfg, ctx)
-    training_rows = training_table(training, cfg)
-    kernel_rows = kernel_table(kernels, cfg)
-    threshold_rows = threshold_table(sweeps["thresholds"], sweeps["cut"], cfg)
-    _figures(training, kernel_rows, threshold_rows, cfg, ctx.out)
-    section.figures += [
-        Figure("real_data_training", f"Squared residual against step on {cfg.real_train_n} digits "
-               f"({', '.join(map(str, cfg.real_classes))}), m = {cfg.real_width}: true labels (solid) and random "
-               "labels (dashed), every seed; grey: tol^2."),
-        Figure("real_data_kernels", "Left: the complexity term sqrt(2 y^T (H*)^-1 y / n) against n, true labels "
-               "(solid) and random labels (dashed, mean over draws). Middle: lambda_min(H*) on the digits (solid) "
-               "and on the sphere at the same n and d = 64 (dashed). Right: the optimisation threshold m*_opt "
-               "on the digits (solid) and on the sphere (dashed); open triangles: beyond the width grid.")]
-    section.tables += [
-        Table("real_data_training", "GD on true and random labels (means over seeds; steps count the budget "
-              "for a seed that did not reach tol)", ["activation", "labels", "converged", "steps", "± se",
-                                                     "final ||F - y||", "lr"], training_rows),
-        Table("real_data_complexity", "Complexity term and lambda_min(H*) against n (random: mean over "
-              f"{cfg.real_label_draws} label draws)", ["activation", "n", "complexity true", "complexity random",
-                                                       "± se", "random / true", "lambda_min digits",
-                                                       "lambda_min sphere", "sphere / digits"], kernel_rows),
-        Table("real_data_thresholds", f"Optimisation threshold m*_opt (rate >= {1 - cfg.delta:g}, bootstrap "
-              f"95% interval) on the digits and on the sphere, d = 64, widths {list(cfg.real_threshold_widths)}; "
-              f"cut: runs that reached the step cap {cfg.threshold_max_steps} unconverged / runs",
-              ["activation", "n", "m* digits", "low", "high", "cut digits", "m* sphere", "low", "high",
-               "cut sphere"], threshold_rows)]
-    section.reading += _reading(training_rows, kernel_rows, threshold_rows, cfg)
-    failed = sum(r["status"] == "failed" for unit in training.values() for r in unit["runs"]) + sweeps["failed"]
-    section.status = "complete" if failed == 0 else "partial"
-    if failed:
-        section.note = f"{failed} run(s) failed; see `overparam results {ctx.store_path}`"
-    return section
+@dataclass
+class TrainingRow:
+    activation: str
+    labels: str
+    converged: int
+    runs: int
+    steps: float
+    steps_se: float
+    final_residual: float
+    lr: float
+
+    @property
+    def converged_text(self) -> str:
+        return f"{self.converged}/{self.runs}"
 
 
-def training_table(training: dict, cfg) -> list[list]:
+@dataclass
+class ComplexityRow:
+    activation: str
+    n: int
+    true: float
+    random: float
+    random_se: float
+    lambda_digits: float
+    lambda_sphere: float
+
+    @property
+    def ratio(self) -> float:
+        return self.random / self.true
+
+    @property
+    def sphere_over_digits(self) -> float:
+        return self.lambda_sphere / self.lambda_digits
+
+
+@dataclass
+class DataThreshold:
+    """m*_opt on one data set with its interval; cut: runs the step cap ended unconverged, of runs."""
+
+    width: float
+    low: float
+    high: float
+    cut: int
+    runs: int
+
+    @property
+    def cut_text(self) -> str:
+        return f"{self.cut}/{self.runs}"
+
+
+@dataclass
+class ThresholdRow:
+    activation: str
+    n: int
+    digits: DataThreshold
+    sphere: DataThreshold
+
+
+TRAINING_COLUMNS = [("activation", "activation"), ("labels", "labels"), ("converged", "converged_text"),
+                    ("steps", "steps"), ("± se", "steps_se"), ("final ||F - y||", "final_residual"), ("lr", "lr")]
+COMPLEXITY_COLUMNS = [("activation", "activation"), ("n", "n"), ("complexity true", "true"),
+                      ("complexity random", "random"), ("± se", "random_se"), ("random / true", "ratio"),
+                      ("lambda_min digits", "lambda_digits"), ("lambda_min sphere", "lambda_sphere"),
+                      ("sphere / digits", "sphere_over_digits")]
+THRESHOLD_COLUMNS = [("activation", "activation"), ("n", "n"),
+                     *((header, lambda r, name=name, part=part: getattr(getattr(r, name), part))
+                       for name in ("digits", "sphere")
+                       for header, part in (("m* " + name, "width"), ("low", "low"), ("high", "high"),
+                                            ("cut " + name, "cut_text")))]
+
+
+class RealDataSection(StudySection):
+    KEY, TITLE, Config = "real_data", "(h) Real data: handwritten digits, true against random labels (ADHLW19)", Config
+
+    def units(self, study, cfg) -> list[Unit]:
+        own = []
+        for a in study.activations:
+            own.append(DigitsRun(a, cfg.classes, cfg.train_n, cfg.width, cfg.seeds, cfg.steps, study.tol, study.init,
+                                 study.sigma, study.seed))
+            own += [DigitsKernelUnit(a, cfg.classes, n, cfg.label_draws, study.sigma, study.seed) for n in cfg.ns]
+        return own + [s for slices in sweep_slices(study, cfg).values() for s in slices]
+
+    def report(self, study, cfg, records) -> Report:
+        training = {u.activation: r for u, r in records.items() if isinstance(u, DigitsRun)}
+        training_rows = [row for a in study.activations for row in training_table(a, training[a])]
+        kernel_rows = [kernel_row(u.activation, u.n, r) for u, r in records.items() if isinstance(u, DigitsKernelUnit)]
+        threshold_rows = threshold_table(study, cfg, {name: [records[s] for s in slices]
+                                                      for name, slices in sweep_slices(study, cfg).items()})
+        failed = sum(not run.ok for r in training.values() for run in r.runs) + sum(
+            r.failed for u, r in records.items() if isinstance(u, SweepSlice))
+        largest = {r.activation: r for r in kernel_rows}  # the last row per activation: its largest n
+        return Report(
+            reading=_reading(study, cfg, training_rows, kernel_rows, threshold_rows, failed),
+            tables=[
+                table("real_data_training", "GD on true and random labels (means over seeds; steps count the budget "
+                      "for a seed that did not reach tol)", training_rows, TRAINING_COLUMNS),
+                table("real_data_complexity", "Complexity term and lambda_min(H*) against n (random: mean over "
+                      f"{cfg.label_draws} label draws)", kernel_rows, COMPLEXITY_COLUMNS),
+                table("real_data_thresholds", f"Optimisation threshold m*_opt (rate >= {1 - study.delta:g}, bootstrap "
+                      f"95% interval) on the digits and on the sphere, d = 64, widths {list(cfg.threshold_widths)}; "
+                      f"cut: runs that reached the step cap {cfg.max_steps} unconverged / runs", threshold_rows,
+                      THRESHOLD_COLUMNS)],
+            plots=[
+                Plot("real_data_training", f"Squared residual against step on {cfg.train_n} digits "
+                     f"({', '.join(map(str, cfg.classes))}), m = {cfg.width}: true labels (solid) and random "
+                     "labels (dashed), every seed; grey: tol^2.", _training_figure(study, cfg, training)),
+                Plot("real_data_kernels", "Left: the complexity term sqrt(2 y^T (H*)^-1 y / n) against n, true labels "
+                     "(solid) and random labels (dashed, mean over draws). Middle: lambda_min(H*) on the digits (solid) "
+                     "and on the sphere at the same n and d = 64 (dashed). Right: the optimisation threshold m*_opt "
+                     "on the digits (solid) and on the sphere (dashed); open triangles: beyond the width grid.",
+                     _kernels_figure(study, cfg, kernel_rows, threshold_rows))],
+            facts=[Fact(a, f"complexity random / true on digits at n = {largest[a].n}", largest[a].ratio)
+                   for a in study.activations if a in largest])
+
+
+def training_table(activation: str, record: DigitsTraining) -> list[TrainingRow]:
     rows = []
-    for activation, unit in training.items():
-        for labels in LABELS:
-            runs = [r for r in unit["runs"] if r["labels"] == labels and r["status"] != "failed"]
-            if runs:
-                rows.append([activation, labels, f"{sum(r['status'] == 'converged' for r in runs)}/{len(runs)}",
-                             *mean_and_error([r["steps"] for r in runs]),
-                             float(np.mean([r["final_residual"] for r in runs])),
-                             float(np.mean([r["lr"] for r in runs]))])
+    for labels in LABELS:
+        runs = [r for r in record.runs if r.labels == labels and r.ok]
+        if runs:
+            rows.append(TrainingRow(activation, labels, sum(r.status == "converged" for r in runs), len(runs),
+                                    *mean_and_error([r.steps for r in runs]),
+                                    float(np.mean([r.final_residual for r in runs])),
+                                    float(np.mean([r.lr for r in runs]))))
     return rows
 
 
-def kernel_table(kernels: dict, cfg) -> list[list]:
-    rows = []
-    for (activation, n), unit in kernels.items():
-        random, error = mean_and_error(unit["complexity_random"])
-        true = unit["complexity_true"]
-        rows.append([activation, n, true, random, error, random / true, unit["lambda_digits"],
-                     unit["lambda_sphere"], unit["lambda_sphere"] / unit["lambda_digits"]])
-    return rows
+def kernel_row(activation: str, n: int, record: DigitsKernel) -> ComplexityRow:
+    random, error = mean_and_error(record.complexity_random)
+    return ComplexityRow(activation, n, record.complexity_true, random, error, record.lambda_digits,
+                         record.lambda_sphere)
 
 
-def threshold_table(found: dict, cut: dict, cfg) -> list[list]:
-    by_family = {(name, t.family["activation"], t.family["n"]): t for name, ts in found.items() for t in ts}
-    rows = []
-    for activation in cfg.activations:
-        for n in cfg.real_threshold_ns:
-            row = [activation, n]
-            for name in ("digits", "sphere"):
-                t = by_family.get((name, activation, n))
-                row += [t.width, t.low, t.high] if t is not None else [math.nan] * 3
-                row.append("{}/{}".format(*cut.get((name, activation, n), (0, 0))))
-            rows.append(row)
-    return rows
+def threshold_table(study, cfg, sweeps: dict) -> list[ThresholdRow]:
+    """m*_opt per (data, activation, n) from the sweeps' runs, fitted per data set, and the runs the step cap
+    ended unconverged (status max_steps with a budget at the cap)."""
+    found: dict[tuple, DataThreshold] = {}
+    for name, records in sweeps.items():
+        runs = [run for record in records for run in record.runs]
+        fitted: list[Threshold] = thresholds_from_rows([run.as_row() for run in runs], study.delta, seed=study.seed,
+                                                       kinds=("optimization",)).thresholds
+        by_family = {(t.family["activation"], t.family["n"]): t for t in fitted}
+        for a in study.activations:
+            for n in cfg.threshold_ns:
+                mine = [run for run in runs if run.config["activation"] == a and run.config["n"] == n]
+                cut = sum(run.status == "max_steps" and run.budget >= cfg.max_steps for run in mine)
+                t = by_family.get((a, n))
+                found[name, a, n] = DataThreshold(*((t.width, t.low, t.high) if t is not None else (math.nan,) * 3),
+                                                  cut, len(mine))
+    return [ThresholdRow(a, n, found["digits", a, n], found["sphere", a, n])
+            for a in study.activations for n in cfg.threshold_ns]
 
 
-def _figures(training, kernel_rows, threshold_rows, cfg, out) -> None:
-    fig, axes = plt.subplots(1, len(cfg.activations), figsize=(5 * len(cfg.activations), 4),
+def _training_figure(study, cfg, training: dict):
+    fig, axes = plt.subplots(1, len(study.activations), figsize=(5 * len(study.activations), 4),
                              constrained_layout=True, squeeze=False)
-    for ax, activation in zip(axes[0], cfg.activations):
+    for ax, activation in zip(axes[0], study.activations):
         for labels, style in zip(LABELS, ("-", "--")):
-            runs = [r for r in training[activation]["runs"] if r["labels"] == labels and r["status"] != "failed"]
+            runs = [r for r in training[activation].runs if r.labels == labels and r.ok]
             for i, r in enumerate(runs):
-                ax.semilogy(r["step"], r["loss2"], color=activations.resolve(activation).color, ls=style, lw=1.1,
+                ax.semilogy(r.step, r.loss2, color=activations.resolve(activation).color, ls=style, lw=1.1,
                             label=f"{labels} labels" if i == 0 else None)
-        ax.axhline(cfg.tol**2, color="grey", lw=0.8)
+        ax.axhline(study.tol**2, color="grey", lw=0.8)
         ax.set(xlabel="step t", ylabel=r"$\|F(t) - y\|_2^2$",
-               title=f"{activation}, digits n = {cfg.real_train_n}, m = {cfg.real_width}")
+               title=f"{activation}, digits n = {cfg.train_n}, m = {cfg.width}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    save_figure(fig, out, "real_data_training")
+    return fig
+
+
+def _kernels_figure(study, cfg, kernel_rows: list[ComplexityRow], threshold_rows: list[ThresholdRow]):
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
-    for activation in cfg.activations:
-        mine = [r for r in kernel_rows if r[0] == activation]
-        ns = [r[1] for r in mine]
+    for activation in study.activations:
+        mine = [r for r in kernel_rows if r.activation == activation]
+        ns = [r.n for r in mine]
         color = activations.resolve(activation).color
-        left.plot(ns, [r[2] for r in mine], "o-", color=color, label=f"{activation} true")
-        left.errorbar(ns, [r[3] for r in mine], yerr=[r[4] for r in mine], fmt="s--", color=color, capsize=3,
-                      label=f"{activation} random")
-        middle.plot(ns, [r[6] for r in mine], "o-", color=color, label=f"{activation} digits")
-        middle.plot(ns, [r[7] for r in mine], "s--", color=color, label=f"{activation} sphere")
-        for offset, style in ((2, "-"), (6, "--")):
-            rows = [r for r in threshold_rows if r[0] == activation]
-            inside = [r for r in rows if math.isfinite(r[offset])]
+        left.plot(ns, [r.true for r in mine], "o-", color=color, label=f"{activation} true")
+        left.errorbar(ns, [r.random for r in mine], yerr=[r.random_se for r in mine], fmt="s--", color=color,
+                      capsize=3, label=f"{activation} random")
+        middle.plot(ns, [r.lambda_digits for r in mine], "o-", color=color, label=f"{activation} digits")
+        middle.plot(ns, [r.lambda_sphere for r in mine], "s--", color=color, label=f"{activation} sphere")
+        rows = [r for r in threshold_rows if r.activation == activation]
+        for name, style in (("digits", "-"), ("sphere", "--")):
+            inside = [(r.n, getattr(r, name)) for r in rows if math.isfinite(getattr(r, name).width)]
             if inside:
-                m = np.array([r[offset] for r in inside])
-                low = np.minimum([r[offset + 1] for r in inside], m)
-                high = np.array([r[offset + 2] if math.isfinite(r[offset + 2]) else r[offset] for r in inside])
-                right.errorbar([r[1] for r in inside], m, yerr=[m - low, np.maximum(high - m, 0)], fmt="o",
-                               ls=style, color=color, capsize=3,
-                               label=f"{activation} {'digits' if offset == 2 else 'sphere'}")
-            beyond = [r[1] for r in rows if not math.isfinite(r[offset])]
+                m = np.array([t.width for _, t in inside])
+                low = np.minimum([t.low for _, t in inside], m)
+                high = np.array([t.high if math.isfinite(t.high) else t.width for _, t in inside])
+                right.errorbar([n for n, _ in inside], m, yerr=[m - low, np.maximum(high - m, 0)], fmt="o",
+                               ls=style, color=color, capsize=3, label=f"{activation} {name}")
+            beyond = [r.n for r in rows if not math.isfinite(getattr(r, name).width)]
             if beyond:
-                right.scatter(beyond, [max(cfg.real_threshold_widths)] * len(beyond), marker="^",
-                              facecolors="none" if offset == 2 else color, edgecolors=color)
+                right.scatter(beyond, [max(cfg.threshold_widths)] * len(beyond), marker="^",
+                              facecolors="none" if name == "digits" else color, edgecolors=color)
     for ax, ylabel in ((left, r"$\sqrt{2 y^T (H^*)^{-1} y / n}$"), (middle, r"$\lambda_{min}(H^*)$"),
                        (right, "m*_opt")):
         ax.set(xscale="log", yscale="log", xlabel="n (points)", ylabel=ylabel)
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    save_figure(fig, out, "real_data_kernels")
+    return fig
 
 
-def _reading(training_rows, kernel_rows, threshold_rows, cfg) -> list[str]:
-    text = [f"Data: scikit-learn's digits of classes {', '.join(map(str, cfg.real_classes))} (8x8 images, d = 64), "
+def _reading(study, cfg, training_rows: list[TrainingRow], kernel_rows: list[ComplexityRow],
+             threshold_rows: list[ThresholdRow], failed: int) -> list[str]:
+    text = [f"Data: scikit-learn's digits of classes {', '.join(map(str, cfg.classes))} (8x8 images, d = 64), "
             "centred per pixel over those classes and projected to the unit sphere; random labels are drawn "
             "independently and uniformly from the same label values, on the same inputs. The complexity term is "
             "ADHLW19's Theorem 5.1 form for relu and the same form applied to the exp and softmax kernels (no "
             "theorem states it for them)."]
+    if failed:
+        text.append(f"{failed} run(s) failed and are left out of the tables; see `overparam results` on this "
+                    "study's runs.db.")
     trains_faster, separates = [], []
-    for activation in cfg.activations:
-        pair = {r[1]: r for r in training_rows if r[0] == activation}
+    for activation in study.activations:
+        pair = {r.labels: r for r in training_rows if r.activation == activation}
         if len(pair) == len(LABELS):
             true, rand = pair["true"], pair["random"]
-            text.append(f"{activation}, GD at m = {cfg.real_width} on n = {cfg.real_train_n}: ||F - y|| <= "
-                        f"{cfg.tol:g} took {true[3]:.0f} steps on true labels ({true[2]} seeds reached it within "
-                        f"{cfg.real_steps}) against {rand[3]:.0f} on random labels ({rand[2]}): "
-                        + (f"random labels took {rand[3] / true[3]:.2g}x as many." if true[3] > 0 else "."))
-            if rand[3] > true[3] + 2 * math.hypot(true[4], rand[4]):
+            text.append(f"{activation}, GD at m = {cfg.width} on n = {cfg.train_n}: ||F - y|| <= "
+                        f"{study.tol:g} took {true.steps:.0f} steps on true labels ({true.converged_text} seeds reached "
+                        f"it within {cfg.steps}) against {rand.steps:.0f} on random labels ({rand.converged_text}): "
+                        + (f"random labels took {rand.steps / true.steps:.2g}x as many." if true.steps > 0 else "."))
+            if rand.steps > true.steps + 2 * math.hypot(true.steps_se, rand.steps_se):
                 trains_faster.append(activation)
-        mine = [r for r in kernel_rows if r[0] == activation]
+        mine = [r for r in kernel_rows if r.activation == activation]
         if mine:
-            ratios = [r[5] for r in mine]
-            text.append(f"{activation}: the complexity term was {mine[0][2]:.3g} (true) against {mine[0][3]:.3g} "
-                        f"(random) at n = {mine[0][1]} and {mine[-1][2]:.3g} against {mine[-1][3]:.3g} at n = "
-                        f"{mine[-1][1]}; random / true ranged from {min(ratios):.2g} to {max(ratios):.2g} and "
+            ratios = [r.ratio for r in mine]
+            first, last = mine[0], mine[-1]
+            text.append(f"{activation}: the complexity term was {first.true:.3g} (true) against {first.random:.3g} "
+                        f"(random) at n = {first.n} and {last.true:.3g} against {last.random:.3g} at n = "
+                        f"{last.n}; random / true ranged from {min(ratios):.2g} to {max(ratios):.2g} and "
                         + ("grew" if ratios[-1] > ratios[0] else "did not grow") + " with n. lambda_min(H*) of the "
-                        f"digits was {min(r[8] for r in mine):.2g} to {max(r[8] for r in mine):.2g} times smaller "
-                        "than the sphere's at the same n and d.")
-            if all(r[3] - 2 * r[4] > r[2] for r in mine):
+                        f"digits was {min(r.sphere_over_digits for r in mine):.2g} to "
+                        f"{max(r.sphere_over_digits for r in mine):.2g} times smaller than the sphere's at the same n "
+                        "and d.")
+            if all(r.random - 2 * r.random_se > r.true for r in mine):
                 separates.append(activation)
-        for r in (r for r in threshold_rows if r[0] == activation):
-            m_digits, m_sphere = (_threshold(r[i:i + 3], cfg.real_threshold_widths) for i in (2, 6))
-            text.append(f"{activation}, n = {r[1]}: m*_opt = {m_digits} on the digits (true labels) against "
-                        f"{m_sphere} on the sphere"
-                        + _cut(r[5], "digits") + _cut(r[9], "sphere") + ".")
-    compared = [r for r in threshold_rows if math.isfinite(r[2]) or math.isfinite(r[6])]
+        for r in (r for r in threshold_rows if r.activation == activation):
+            text.append(f"{activation}, n = {r.n}: m*_opt = {_threshold(r.digits, cfg.threshold_widths)} on the "
+                        f"digits (true labels) against {_threshold(r.sphere, cfg.threshold_widths)} on the sphere"
+                        + _cut(r.digits, "digits") + _cut(r.sphere, "sphere") + ".")
+    compared = [r for r in threshold_rows if math.isfinite(r.digits.width) or math.isfinite(r.sphere.width)]
     if compared:
-        below = sum(r[2] < r[6] for r in compared)
-        above = sum(r[2] > r[6] for r in compared)
+        below = sum(r.digits.width < r.sphere.width for r in compared)
+        above = sum(r.digits.width > r.sphere.width for r in compared)
         text.append(f"m*_opt on the digits was below the sphere's at {below}, equal at {len(compared) - below - above} "
                     f"and above at {above} of {len(compared)} (activation, n)"
                     + ("; runs cut by the step cap count as failures, so where they occur m* depends on the cap "
-                       f"{cfg.threshold_max_steps} as well as on the width." if any(
-                           _cut(r[5], "") or _cut(r[9], "") for r in compared) else "."))
-    ratios = {a: [r[5] for r in kernel_rows if r[0] == a] for a in cfg.activations}
-    for i, first in enumerate(cfg.activations):
-        for second in cfg.activations[i + 1:]:
+                       f"{cfg.max_steps} as well as on the width." if any(
+                           r.digits.cut or r.sphere.cut for r in compared) else "."))
+    ratios = {a: [r.ratio for r in kernel_rows if r.activation == a] for a in study.activations}
+    for i, first in enumerate(study.activations):
+        for second in study.activations[i + 1:]:
             if ratios[first] and len(ratios[first]) == len(ratios[second]) and np.allclose(
                     ratios[first], ratios[second], rtol=1e-9, atol=0):
                 text.append(f"{first} and {second} gave the same random / true ratios at every n (to 1e-9): their "
-                            "H* are proportional on these unit-norm inputs (SPEC §4), and the term scales out.")
-    both = [a for a in cfg.activations if a in trains_faster and a in separates]
-    missing = [a for a in cfg.activations if a not in both]
+                            "H* are proportional on these unit-norm inputs (docs/mathematics.md#ntk), and the term "
+                            "scales out.")
+    both = [a for a in study.activations if a in trains_faster and a in separates]
+    missing = [a for a in study.activations if a not in both]
     text.append("The true-versus-random gap ADHLW19 reported on MNIST (random labels slower to fit by more than two "
                 "standard errors, and a larger complexity term at every n by more than two standard errors of the "
                 "label draws) "
@@ -330,20 +479,23 @@ def _reading(training_rows, kernel_rows, threshold_rows, cfg) -> list[str]:
     return text
 
 
-def _cut(tally: str, name: str) -> str:
-    cut, runs = map(int, tally.split("/"))
-    return f"; {cut} of {runs} {name} runs stopped unconverged at the step cap, before their theory budget" if cut else ""
+def _cut(threshold: DataThreshold, name: str) -> str:
+    return (f"; {threshold.cut} of {threshold.runs} {name} runs stopped unconverged at the step cap, before their "
+            "theory budget") if threshold.cut else ""
 
 
-def _threshold(values, widths) -> str:
+def _threshold(threshold: DataThreshold, widths) -> str:
     """m* [low, high]; '<= w' at the smallest width w, 'beyond the grid (> w)' past the largest."""
-    m, low, high = values
-    if math.isinf(m):
+    if math.isinf(threshold.width):
         return f"beyond the grid (> {max(widths)})"
-    return ("<= " if m == min(widths) else "") + f"{_width(m)} [{_width(low)}, {_width(high)}]"
+    return (("<= " if threshold.width == min(widths) else "") + f"{_width(threshold.width)} "
+            f"[{_width(threshold.low)}, {_width(threshold.high)}]")
 
 
 def _width(value: float) -> str:
     if math.isnan(value):
         return "not measured"
     return "beyond the grid" if math.isinf(value) else f"{value:g}"
+
+
+SECTION = RealDataSection()

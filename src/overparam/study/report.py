@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import html
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,42 @@ class Table:
 
 
 @dataclass
+class Fact:
+    """One cell of the summary table (the report's Table 1): `quantity` measured for `activation`, with its
+    interval [low, high] where it has one; `section` is filled in by the runner (the cell links to it)."""
+
+    activation: str
+    quantity: str
+    value: float | str
+    low: float = float("nan")
+    high: float = float("nan")
+    section: str = ""
+
+    @property
+    def text(self) -> str:
+        shown = _cell(self.value)
+        if isinstance(self.low, float) and self.low == self.low:
+            shown += f" [{_cell(self.low)}, {_cell(self.high)}]"
+        return shown
+
+
+SUMMARY = Table("summary", "Summary: one row per activation, each cell from the section it links to", [], [])
+
+
+def summary_table(facts: list[Fact]) -> Table:
+    """tables/summary.csv in long form: activation, quantity, value, low, high, section."""
+    return Table(SUMMARY.stem, SUMMARY.caption, ["activation", "quantity", "value", "low", "high", "section"],
+                 [[f.activation, f.quantity, f.value, f.low, f.high, f.section] for f in facts])
+
+
+def _wide(facts: list[Fact]) -> tuple[list[str], list[str], dict]:
+    """Activations (rows), quantities (columns) in order of first appearance, and {(activation, quantity): fact}."""
+    activations = list(dict.fromkeys(f.activation for f in facts))
+    quantities = list(dict.fromkeys(f.quantity for f in facts))
+    return activations, quantities, {(f.activation, f.quantity): f for f in facts}
+
+
+@dataclass
 class Section:
     """One experiment of the study. status: complete | partial | not run | failed."""
 
@@ -42,27 +78,39 @@ class Section:
     figures: list[Figure] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     command: str = ""
-    config: dict = field(default_factory=dict)
+    config: str = ""  # the TOML that re-runs this section (its table and [study])
     note: str = ""
+    device: str = ""  # where its units were computed, e.g. "cpu" or "cuda (NVIDIA H100 80GB HBM3)"
+    facts: list[Fact] = field(default_factory=list)
 
 
 def save_figure(fig, out: Path, stem: str) -> None:
-    """Write figures/<stem>.png and figures/<stem>.svg and close the figure."""
+    """Write figures/<stem>.png and figures/<stem>.svg (each replaced atomically) and close the figure."""
     folder = Path(out) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
-    fig.savefig(folder / f"{stem}.png", dpi=110)
-    fig.savefig(folder / f"{stem}.svg")
+    for suffix, options in ((".png", {"dpi": 110}), (".svg", {})):
+        path = folder / f"{stem}{suffix}"
+        temporary = _temporary(path)
+        fig.savefig(temporary, format=suffix[1:], **options)
+        temporary.replace(path)
     plt.close(fig)
+
+
+def _temporary(path: Path) -> Path:
+    """A temporary name beside `path`, unique to this process (two studies may write one folder)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def write_table(table: Table, out: Path) -> Path:
     folder = Path(out) / "tables"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{table.stem}.csv"
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    temporary = _temporary(path)
+    with open(temporary, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(table.columns)
         writer.writerows(table.rows)
+    temporary.replace(path)
     return path
 
 
@@ -75,17 +123,26 @@ def _cell(value) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary = _temporary(path)
     temporary.write_text(text, encoding="utf-8")
     temporary.replace(path)
 
 
 def write_markdown(sections: list[Section], meta: dict, out: Path) -> Path:
     lines = [f"# {meta['title']}", "", meta["summary"], ""]
+    facts = [f for s in sections for f in s.facts]
+    if facts:
+        activations, quantities, cells = _wide(facts)
+        lines += [f"**{SUMMARY.caption}** ([CSV](tables/{SUMMARY.stem}.csv))", "",
+                  "| activation | " + " | ".join(quantities) + " |", "|" + "---|" * (len(quantities) + 1)]
+        lines += ["| " + a + " | " + " | ".join(f"[{cells[a, q].text}](#{cells[a, q].section})" if (a, q) in cells
+                                                 else "–" for q in quantities) + " |" for a in activations]
+        lines.append("")
     if meta.get("key_figure"):
         lines += [f"![key figure](figures/{meta['key_figure']}.png)", ""]
     for section in sections:
-        lines += [f"## {section.title}", "", f"*Status: {section.status}*" + (f" — {section.note}" if section.note else ""), ""]
+        lines += [f"## {section.title}", "", f"*Status: {section.status}*" + (f" — {section.note}" if section.note else "")
+                  + (f" (computed on {section.device})" if section.device else ""), ""]
         for paragraph in section.reading:
             lines += [paragraph, ""]
         for figure in section.figures:
@@ -98,8 +155,8 @@ def write_markdown(sections: list[Section], meta: dict, out: Path) -> Path:
             lines.append("")
         if section.command:
             lines += ["Re-run this section:", "", "```bash", section.command, "```", "",
-                      "<details><summary>configuration</summary>", "", "```json",
-                      json.dumps(section.config, indent=2, default=str), "```", "", "</details>", ""]
+                      "<details><summary>configuration (TOML, for --config)</summary>", "", "```toml",
+                      section.config.rstrip(), "```", "", "</details>", ""]
     lines += ["---", meta["footer"], ""]
     path = Path(out) / "report.md"
     _atomic_write(path, "\n".join(lines))
@@ -127,6 +184,15 @@ def write_html(sections: list[Section], meta: dict, out: Path) -> Path:
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>{esc(meta['title'])}</title>", f"<style>{_STYLE}</style></head><body>",
              f"<h1>{esc(meta['title'])}</h1>", f"<p>{esc(meta['summary'])}</p>"]
+    facts = [f for s in sections for f in s.facts]
+    if facts:
+        activations, quantities, cells = _wide(facts)
+        head = "<th>activation</th>" + "".join(f"<th>{esc(q)}</th>" for q in quantities)
+        body = "".join("<tr><td>" + esc(a) + "</td>" + "".join(
+            f'<td><a href="#{cells[a, q].section}">{esc(cells[a, q].text)}</a></td>' if (a, q) in cells else "<td>–</td>"
+            for q in quantities) + "</tr>" for a in activations)
+        parts.append(f'<p><strong>{esc(SUMMARY.caption)}</strong> (<a href="tables/{SUMMARY.stem}.csv">CSV</a>)</p>'
+                     f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
     if meta.get("key_figure"):
         parts.append(f'<figure><img src="figures/{meta["key_figure"]}.png" alt="key figure">'
                      f"<figcaption>{esc(meta.get('key_caption', ''))}</figcaption></figure>")
@@ -137,7 +203,8 @@ def write_html(sections: list[Section], meta: dict, out: Path) -> Path:
         status_class = section.status.replace(" ", "-")
         parts.append(f'<section id="{section.key}"><h2>{esc(section.title)}</h2>')
         parts.append(f'<p class="status {status_class}">Status: {esc(section.status)}'
-                     + (f" — {esc(section.note)}" if section.note else "") + "</p>")
+                     + (f" — {esc(section.note)}" if section.note else "")
+                     + (f" (computed on {esc(section.device)})" if section.device else "") + "</p>")
         parts += [f"<p>{esc(paragraph)}</p>" for paragraph in section.reading]
         for figure in section.figures:
             parts.append(f'<figure><img src="figures/{figure.stem}.png" alt="{esc(figure.caption)}">'
@@ -150,8 +217,8 @@ def write_html(sections: list[Section], meta: dict, out: Path) -> Path:
                          f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         if section.command:
             parts.append(f"<p>Re-run this section:</p><pre>{esc(section.command)}</pre>"
-                         f"<details><summary>configuration</summary><pre>"
-                         f"{esc(json.dumps(section.config, indent=2, default=str))}</pre></details>")
+                         f"<details><summary>configuration (TOML, for --config)</summary><pre>"
+                         f"{esc(section.config)}</pre></details>")
         parts.append("</section>")
     parts.append(f"<hr><p class=\"status\">{esc(meta['footer'])}</p></body></html>")
     path = Path(out) / "report.html"
@@ -166,4 +233,7 @@ def write_report(sections: list[Section], meta: dict, out: Path) -> tuple[Path, 
     for section in sections:
         for table in section.tables:
             write_table(table, out)
+    facts = [f for s in sections for f in s.facts]
+    if facts:
+        write_table(summary_table(facts), out)
     return write_markdown(sections, meta, out), write_html(sections, meta, out)

@@ -8,12 +8,12 @@ run is reported as failed (status, note, `StudyResult.failures`); the others sti
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from importlib import import_module
 from pathlib import Path
 from typing import Callable
 
@@ -21,21 +21,15 @@ import torch
 
 from .. import __version__
 from ..activations import PAPERS
+from ..models import resolve_device
+from . import registry
 from .cache import UnitCache
 from .config import StudyConfig
-from .report import Section, write_report
+from .framework import Report, StudySection, UnitContext
+from .legacy import FlatConfig, LegacySection
+from .report import Figure, Section, save_figure, write_report
 
-MODULES = {
-    "concentration": "concentration",
-    "training": "training",
-    "laziness": "laziness",
-    "threshold": "thresholds",
-    "perturbation": "perturbation",
-    "initialisation": "initialisation",
-    "diffusion": "diffusion",
-    "generalisation": "generalisation",
-    "real_data": "real_data",
-}
+CONFIG_FILE = "study.toml"
 
 
 @dataclass
@@ -52,8 +46,7 @@ class StudyContext:
     def command(self, section: str) -> str:
         extra = "" if self.device == "cpu" else f" --device {self.device}"
         backend = "" if self.backend == "local" else f" --backend {self.backend}"
-        chosen = "" if self.activations == PAPERS else f" --activations {','.join(self.activations)}"
-        return f"overparam study --preset {self.preset} --only {section} --out {self.out}{backend}{extra}{chosen}"
+        return f"overparam study --config {self.out / CONFIG_FILE} --only {section} --out {self.out}{backend}{extra}"
 
 
 @dataclass
@@ -68,8 +61,11 @@ class StudyResult:
     failures: list[str] = field(default_factory=list)
 
 
-def section_module(key: str):
-    return import_module(f"{__package__}.{MODULES[key]}")
+def device_name(device: str) -> str:
+    """The device as the report names it: "cpu", or "cuda (<the GPU's name>)"."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device
 
 
 def run_study(
@@ -87,31 +83,33 @@ def run_study(
     """
     if backend not in ("local", "ray"):
         raise ValueError(f"unknown backend {backend!r}: use local or ray")
+    resolve_device(device)  # ValueError for a GPU that is not there: no section silently runs elsewhere
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     store_path = out / "runs.db"
     cache = UnitCache(store_path)
     ctx = StudyContext(out, cache, store_path, device, backend, on_tick or (lambda k=1: None), config.preset,
                        config.activations)
-    modules, broken = {}, {}
-    for key in config.sections:
-        try:
-            modules[key] = section_module(key)
-        except Exception as error:  # a section that cannot be imported fails alone, like one that cannot run
-            broken[key] = error
-    sections = [Section(key, getattr(modules.get(key), "TITLE", key)) for key in config.sections]
+    _write_config(config, out)
+    sections = [Section(key, key) for key in config.sections]
     start = time.perf_counter()
     interrupted = False
     failures = []
     try:
         for index, key in enumerate(config.sections):
             try:
-                if key in broken:
-                    raise broken[key]
-                module = modules[key]
-                if on_section is not None:
-                    on_section(key, module.TITLE, module.units(config))
-                sections[index] = module.run(config, ctx)
+                spec = registry.section(key)
+                sections[index].title = spec.TITLE
+                cfg = config.section(key)
+                if isinstance(spec, LegacySection):
+                    flat = FlatConfig(config)
+                    if on_section is not None:
+                        on_section(key, spec.TITLE, spec.module.units(flat))
+                    section = spec.module.run(flat, ctx)
+                else:
+                    section = run_section(spec, config, cfg, ctx, on_section)
+                section.config, section.device = config.to_toml([key]), device_name(device)
+                sections[index] = section
             except KeyboardInterrupt:
                 sections[index].status = "partial"
                 sections[index].note = "interrupted; re-run the same command to resume (finished runs are reused)"
@@ -130,6 +128,41 @@ def run_study(
     if interrupted:
         raise KeyboardInterrupt(result)
     return result
+
+
+def run_section(spec: StudySection, config: StudyConfig, cfg, ctx: StudyContext, on_section=None) -> Section:
+    """Compute or reuse every unit of `spec` (one tick each), then render its report into `ctx.out`."""
+    units = list(dict.fromkeys(spec.units(config, cfg)))
+    if on_section is not None:
+        on_section(spec.KEY, spec.TITLE, len(units))
+    unit_context = UnitContext(ctx.device, lambda unit: ctx.cache.compute_unit(unit, unit_context), ctx.store_path,
+                               ctx.backend)
+    records = {}
+    for unit in units:
+        records[unit] = ctx.cache.compute_unit(unit, unit_context)
+        ctx.tick()
+    report: Report = spec.report(config, cfg, records)
+    for plot in report.plots:
+        save_figure(plot.figure, ctx.out, plot.stem)
+    facts = [replace(fact, section=spec.KEY) for fact in report.facts]
+    return Section(spec.KEY, spec.TITLE, "complete", reading=report.reading, tables=report.tables,
+                   figures=[Figure(plot.stem, plot.caption) for plot in report.plots], command=ctx.command(spec.KEY),
+                   facts=facts)
+
+
+def _write_config(config: StudyConfig, out: Path) -> None:
+    """DIR/study.toml: the configuration of the sections run, which their re-run commands read."""
+    usable = []
+    for key in config.sections:
+        try:
+            config.section(key)
+            usable.append(key)
+        except Exception:  # noqa: BLE001 - that section is reported as failed when its turn comes
+            pass
+    path = out / CONFIG_FILE
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(config.to_toml(usable), encoding="utf-8")
+    temporary.replace(path)
 
 
 def _write(sections, config, ctx, start, interrupted):

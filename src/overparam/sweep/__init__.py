@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import resources
 from ..models import resolve_device
 from .executors import BACKENDS, run_in_pool, run_in_process, run_on_ray
 from .spec import Group, SweepSpec, load_spec
 from .store import Store
-from .task import RunResult, run_group
+from .task import RunResult, memory_needed, run_group
 
 
 @dataclass
@@ -71,6 +72,8 @@ def run_sweep(
         spec = load_spec(spec)
     elif isinstance(spec, dict):
         spec = SweepSpec.from_dict(spec)
+    if backend == "local":
+        _require_memory(spec, device)
     start = time.perf_counter()
     with Store(store) as runs:
         groups = spec.groups()
@@ -110,6 +113,15 @@ def run_sweep(
             report(counts)
     counts.seconds = time.perf_counter() - start
     return counts
+
+
+def _require_memory(spec: SweepSpec, device: str) -> None:
+    """`resources.require` for the group whose task holds the most (`task.memory_needed`), before any run."""
+    largest = max(spec.groups(), key=lambda group: memory_needed(group.config, len(group.seeds)))
+    config = largest.config
+    resources.require(memory_needed(config, len(largest.seeds)), device,
+                      f"the sweep's runs at n = {config['n']}, m = {config['width']} ({len(largest.seeds)} seeds batched)",
+                      "use smaller n or widths, fewer seeds, or another --device")
 
 
 def split_groups(groups: list[Group], workers: int) -> list[Group]:

@@ -59,13 +59,17 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+#: Config keys stored in a column under another name (as text).
+CONFIG_RENAMED = {"lr": "lr_rule", "steps": "budget_rule"}
+
+
 def _config_columns(config: dict) -> dict:
     """The searchable copy of a config's fields (the full config is kept as JSON too)."""
     return {
         **{key: config[key] for key in ("activation", "width", "n", "d", "k", "init", "sigma", "data", "tol",
                                         "dtype")},
-        "scale": str(config["scale"]), "data_seed": str(config["data_seed"]), "lr_rule": str(config["lr"]),
-        "budget_rule": str(config["steps"]),
+        "scale": str(config["scale"]), "data_seed": str(config["data_seed"]),
+        **{column: str(config[key]) for key, column in CONFIG_RENAMED.items()},
     }
 
 
@@ -214,6 +218,43 @@ class Store:
         table = pq.read_table(self.path.parent / row["curves"])
         return {name: table.column(name).to_numpy() for name in table.column_names}
 
+    def runs_table(self, **filters) -> pa.Table:
+        """The runs (filtered as `runs`) as one Arrow table, a row per run: every column of the runs table,
+        typed as declared (INTEGER int64, REAL float64, TEXT string; NULL stays null), then each config
+        key without a column of its own as `config.KEY` (the full config stays as JSON in `config`)."""
+        rows = self.runs(**filters)
+        kinds = {"INTEGER": pa.int64(), "REAL": pa.float64(), "TEXT": pa.string()}
+        columns = {name: pa.array([_plain(row[name]) if name != "config" else _json(row["config"]) for row in rows],
+                                  kinds[kind.split()[0]]) for name, kind in COLUMNS.items()}
+        extra = sorted({key for row in rows for key in row["config"]} - COLUMNS.keys() - CONFIG_RENAMED.keys())
+        for key in extra:
+            columns[f"config.{key}"] = _arrow_column([row["config"].get(key) for row in rows])
+        return pa.table(columns)
+
+    def to_pandas(self, **filters):
+        """`runs_table` as a pandas DataFrame (integer columns as pandas' nullable Int64)."""
+        pandas = _require_pandas()
+        return self.runs_table(**filters).to_pandas(types_mapper={pa.int64(): pandas.Int64Dtype()}.get)
+
+    def curves_table(self, **filters) -> pa.Table:
+        """The curves of every run (filtered as `runs`) that has them as one long Arrow table: the run's key
+        `config_hash`, `seed`, then its History columns (step, loss, residual_norm, ...), one row per
+        recorded step. Join with `runs_table` on (config_hash, seed) for the runs' settings."""
+        tables = []
+        for row in self.runs(**filters):
+            if row.get("curves"):
+                curve = pq.read_table(self.path.parent / row["curves"])
+                key = {"config_hash": pa.array([row["config_hash"]] * curve.num_rows, pa.string()),
+                       "seed": pa.array([row["seed"]] * curve.num_rows, pa.int64())}
+                tables.append(pa.table({**key, **{name: curve.column(name) for name in curve.column_names}}))
+        if not tables:
+            return pa.table({"config_hash": pa.array([], pa.string()), "seed": pa.array([], pa.int64())})
+        return pa.concat_tables(tables, promote_options="default")  # a column a run lacks is null there
+
+    def curves_to_pandas(self, **filters):
+        """`curves_table` as a pandas DataFrame."""
+        _require_pandas()
+        return self.curves_table(**filters).to_pandas()
 
     def unit(self, key: str):
         """The JSON value of a finished study unit, or None."""
@@ -250,3 +291,21 @@ def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def _arrow_column(values: list) -> pa.Array:
+    """`values` as an Arrow column of their own type, or as text (JSON) where the runs disagree on it."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([value if value is None or isinstance(value, str) else json.dumps(value)
+                         for value in values], pa.string())
+
+
+def _require_pandas():
+    """pandas, or an ImportError that says how to install it (it is the optional `pandas` extra)."""
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError("pandas is not installed; install it with: pip install 'overparam[pandas]'") from None
+    return pandas

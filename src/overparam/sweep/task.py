@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import __version__, data as datasets, ntk
+from .. import __version__, data as datasets, ntk, resources
 from ..activations import parse_scale
 from ..batched import seed_batches, train_seeds
 from ..models import TwoLayerNet, resolve_device, resolve_dtype
@@ -57,6 +57,17 @@ def _describe(error: BaseException) -> str:
     where = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
     location = f" ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})" if where else ""
     return f"{type(error).__name__}: {error}{location}"
+
+
+def memory_needed(config: dict, seeds: int) -> int:
+    """Bytes a task of `seeds` seeds of a group holds at most: its data (one set per seed with data_seed
+    "seed"), H* per data set, the kernel distance's dense (k n) x (k n) matrices, and the batched
+    network pass (`resources.network_bytes`)."""
+    n, d, k = config["n"], config["d"], config["k"]
+    sets = seeds if config["data_seed"] == "seed" else 1
+    itemsize = resolve_dtype(config["dtype"]).itemsize
+    return (8 * sets * n * (2 * (d + k) + n) + resources.dense_kernel_bytes(k * n)
+            + resources.network_bytes(n, d, k, config["width"], itemsize, seeds))
 
 
 def group_data(config: dict, seeds) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,305 @@
+"""Which eigensolver finds lambda_min of a kernel, and the solvers themselves (docs/mathematics.md#lambda-min).
+
+- dense: float64 eigvalsh of the formed matrix (all eigenvalues; ~4n^3/3 flops in the tridiagonal
+  reduction), up to the dense limit;
+- cholesky: H = L L^T (n^3/3 flops), then Lanczos for lambda_max(H^-1) = 1/lambda_min(H) with two
+  triangular solves per product. A Cholesky factorisation that fails says at once that H is not
+  numerically positive definite: lambda_min is at or below the rounding level eps n lambda_max;
+- lanczos: matrix-free implicitly restarted Lanczos (ARPACK) on K v, with growing bases; LOBPCG's
+  best Rayleigh quotient where ARPACK returns nothing;
+- lobpcg: matrix-free LOBPCG alone.
+
+`choose` picks dense up to the dense limit, Cholesky above it wherever the matrix and its factor fit
+in half of the available memory, and matrix-free Lanczos only where they do not. Measured on 2 cores
+(benchmarks/eigensolvers.py, benchmarks/RESULTS.md): at n = 4000 torch's eigvalsh took 14.5 s,
+scipy's eigvalsh 19-22 s (driver evd, or evr for the smallest only), Cholesky 1.8 s.
+
+Progress: solvers take `progress(stage, done, total)`, called as the work advances (total None: a
+single LAPACK call whose progress is not known); the library never prints.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .chunks import available_memory
+
+#: Largest kernel side (n * k) whose spectrum is computed densely with eigvalsh.
+DENSE_LIMIT = 4096
+#: What --eigensolver accepts.
+SOLVERS = ("auto", "dense", "cholesky", "lanczos", "lobpcg")
+#: Share of the available memory the dense matrix and its copy (eigvalsh) or factor may take.
+MEMORY_FRACTION = 0.5
+#: Relative tolerance of the Lanczos eigenvalue (ARPACK: ||K v - mu v|| <= tol * |mu|).
+LANCZOS_TOL = 1e-10
+#: Lanczos basis sizes tried in turn (each with `maxiter` restarts): the bottom of a kernel spectrum
+#: is clustered and far below lambda_max, where restarting a small basis stalls; a basis costs
+#: 8 * size * ncv bytes and is capped to a quarter of free memory.
+LANCZOS_BASES = (128, 512, 2048)
+#: Restarts of one basis size before the next, larger one is tried.
+LANCZOS_RESTARTS = 2
+#: Basis size for the leading eigenvalues, and for lambda_max(H^-1) after a Cholesky factorisation
+#: (both are at the well-separated top of their spectra, where Lanczos converges fast).
+LEADING_NCV = 256
+INVERSE_NCV = 64
+
+Progress = Callable[[str, float, "float | None"], None]
+
+
+def _silent(stage: str, done: float, total: float | None) -> None:
+    pass
+
+
+@dataclass
+class Eigenvalue:
+    """An extreme eigenvalue with how it was found.
+
+    method: "dense" (eigvalsh, float64), "cholesky" (1 / lambda_max(H^-1) from a Cholesky factor),
+    "lanczos" (ARPACK, matrix-free) or "lobpcg"; reason: why that method was used. converged: the
+    method met its tolerance; residual: ||K v - value v||_2 for the returned unit vector v (0 for
+    dense); matvecs: kernel products (or pairs of triangular solves) used. rounding: the smallest
+    eigenvalue is below the rounding level of the spectrum (`rounding_dominated`), so its value (and
+    sign) is not resolved; NaN where a failed Cholesky factorisation showed that without a value.
+    """
+
+    value: float
+    converged: bool
+    method: str
+    residual: float
+    matvecs: int
+    vector: np.ndarray | None = field(default=None, repr=False)
+    rounding: bool = False
+    reason: str = ""
+
+    def __float__(self) -> float:
+        return self.value
+
+
+def rounding_dominated(low: float, high: float, size: int, dtype: torch.dtype = torch.float64) -> bool:
+    """Whether lambda_min = low is rounding, not a resolved eigenvalue: low < eps n lambda_max (eps of
+    the kernel's dtype, n its side), or either end non-finite.
+
+    A symmetric eigensolver is backward stable: its eigenvalues carry absolute errors up to about
+    eps n ||K||_2. So a PSD kernel's computed lambda_min below that level, negative ones included,
+    and condition numbers beyond 1/(eps n), say nothing about the true lambda_min.
+    """
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return True
+    return low < torch.finfo(dtype).eps * size * max(high, 0.0)
+
+
+# ----------------------------------------------------------------------------- choice
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The eigensolver for lambda_min and why."""
+
+    method: str
+    reason: str
+
+
+def dense_bytes(size: int) -> int:
+    """Memory of a dense float64 solve: the matrix and eigvalsh's copy of it (or its Cholesky factor)."""
+    return 2 * 8 * size * size
+
+
+def choose(size: int, solver: str = "auto", dense_limit: int = DENSE_LIMIT, memory: int | None = None) -> Choice:
+    """The solver for a kernel of side `size`: `solver` itself unless "auto" (see the module docstring).
+
+    memory: bytes available (default: `available_memory` of the CPU). A dense or Cholesky solver asked
+    for where the matrix does not fit is a ValueError (rather than the process being killed).
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown eigensolver {solver!r}: choose one of {', '.join(SOLVERS)}")
+    memory = available_memory(torch.device("cpu")) if memory is None else memory
+    need = dense_bytes(size)
+    fits = need <= MEMORY_FRACTION * memory
+    room = f"{need / 2**30:.2g} GiB of {memory / 2**30:.3g} GiB available"
+    if solver != "auto":
+        if solver in ("dense", "cholesky") and not fits:
+            raise ValueError(f"the {solver} eigensolver needs {room} (at most {MEMORY_FRACTION:.0%} of it may be "
+                             f"used) for a kernel of side {size}; use --eigensolver lanczos (matrix-free)")
+        return Choice(solver, "asked for")
+    if size <= dense_limit and fits:
+        return Choice("dense", f"side {size} <= dense limit {dense_limit}: every eigenvalue by eigvalsh")
+    if fits:
+        return Choice("cholesky", f"side {size} > dense limit {dense_limit} and the matrix with its factor fits "
+                                  f"({room}): Cholesky (n^3/3 flops) and Lanczos on H^-1")
+    return Choice("lanczos", f"the dense matrix does not fit ({room}, at most {MEMORY_FRACTION:.0%} usable): "
+                             "matrix-free Lanczos")
+
+
+# ----------------------------------------------------------------------------- solvers
+
+
+def smallest(operator, choice: Choice, *, high: float | None = None, tol: float = LANCZOS_TOL,
+             maxiter: int | None = None, v0=None, progress: Progress | None = None) -> Eigenvalue:
+    """lambda_min of a `ntk.KernelOperator` by `choice`'s method; high: lambda_max where known (the
+    Cholesky route needs it for its rounding verdict and computes it otherwise)."""
+    progress = progress or _silent
+    if choice.method == "dense":
+        values = dense_eigenvalues(operator.dense(progress=progress), progress)
+        low, top = float(values[0]), float(values[-1])
+        rounding = rounding_dominated(low, top, operator.size, operator.dtype)
+        result = Eigenvalue(low, math.isfinite(low), "dense", 0.0, 0, rounding=rounding)
+    elif choice.method == "cholesky":
+        matrix = operator.dense(progress=progress).to(torch.float64)
+        if high is None:
+            high = largest_of_matrix(matrix, progress).value
+        result = cholesky_smallest(matrix, high, tol, progress)
+    elif choice.method == "lobpcg":
+        values, vectors, converged, count = _lobpcg(operator, "SA", tol, v0, progress=progress)
+        result = _with_residual(operator, "lobpcg", values, vectors, converged, count)
+    else:
+        result = lanczos(operator, "SA", tol, maxiter, v0, progress)
+    if high is not None and result.method != "dense" and math.isfinite(result.value):
+        result.rounding = rounding_dominated(result.value, high, operator.size, operator.dtype)
+    result.reason = choice.reason + (f"; {result.reason}" if result.reason else "")
+    return result
+
+
+def dense_eigenvalues(matrix: torch.Tensor, progress: Progress | None = None) -> torch.Tensor:
+    """Every eigenvalue of a symmetric matrix, ascending: float64 eigvalsh (one LAPACK call)."""
+    (progress or _silent)(f"eigvalsh, side {matrix.shape[0]}", 0, None)
+    values = torch.linalg.eigvalsh(matrix.to(torch.float64))
+    (progress or _silent)(f"eigvalsh, side {matrix.shape[0]}", 1, 1)
+    return values
+
+
+def largest_of_matrix(matrix: torch.Tensor, progress: Progress | None = None, tol: float = 1e-8) -> Eigenvalue:
+    """lambda_max of a dense symmetric matrix by Lanczos (its top is well separated: few products)."""
+    from .ntk import kernel_operator
+
+    values, vectors, converged, count = _arpack(kernel_operator(matrix), "LA", 1, tol, None, None, 32,
+                                                progress or _silent, "Lanczos for lambda_max")
+    return Eigenvalue(float(values[0]), converged, "lanczos", math.nan, count)
+
+
+def cholesky_smallest(matrix: torch.Tensor, high: float, tol: float = LANCZOS_TOL,
+                      progress: Progress | None = None) -> Eigenvalue:
+    """lambda_min(H) = 1 / lambda_max(H^-1) from H = L L^T: Lanczos on v -> L^-T (L^-1 v).
+
+    A factorisation that breaks down at some pivot shows that H is not numerically positive definite:
+    its lambda_min is at or below the rounding level eps n lambda_max (`rounding_dominated`); the result
+    is then NaN, flagged rounding, and nothing is iterated. matrix: float64 (n, n), kept; high: lambda_max.
+    """
+    progress = progress or _silent
+    size = matrix.shape[0]
+    stage = f"Cholesky factorisation, side {size}"
+    progress(stage, 0, None)
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    progress(stage, 1, 1)
+    level = torch.finfo(torch.float64).eps * size * high
+    if int(info) > 0:
+        return Eigenvalue(math.nan, False, "cholesky", math.nan, 0, rounding=True,
+                          reason=f"the Cholesky factorisation broke down at column {int(info)}: lambda_min is at or "
+                                 f"below the rounding level eps n lambda_max = {level:.3g}")
+
+    def solve(V: torch.Tensor) -> torch.Tensor:  # H^-1 V
+        inner = torch.linalg.solve_triangular(factor, V, upper=False)
+        return torch.linalg.solve_triangular(factor.T, inner, upper=True)
+
+    from .ntk import KernelOperator
+
+    inverse = KernelOperator(size, solve, lambda progress=None: torch.cholesky_inverse(factor), torch.float64,
+                             matrix.device, "H^-1")
+    values, vectors, converged, count = _arpack(inverse, "LA", 1, tol, None, None, INVERSE_NCV, progress,
+                                                "Lanczos on H^-1 (triangular solves)")
+    if len(values) == 0:
+        return Eigenvalue(math.nan, False, "cholesky", math.nan, count)
+    value, vector = 1.0 / float(values[0]), vectors[:, 0]
+    product = (factor @ (factor.T @ torch.from_numpy(vector))).numpy()  # L (L^T v) = H v to rounding
+    residual = float(np.linalg.norm(product - value * vector))
+    return Eigenvalue(value, converged and math.isfinite(value), "cholesky", residual, count, vector)
+
+
+def lanczos(operator, which: str, tol: float = LANCZOS_TOL, maxiter: int | None = None, v0=None,
+            progress: Progress | None = None) -> Eigenvalue:
+    """One eigenpair by Lanczos with growing bases (LANCZOS_BASES), `maxiter` restarts each; LOBPCG's best
+    estimate where ARPACK returns nothing."""
+    progress = progress or _silent
+    cap = max(16, available_memory(torch.device("cpu")) // (4 * 8 * operator.size))
+    bases = sorted({min(ncv, operator.size, cap) for ncv in LANCZOS_BASES})
+    restarts = maxiter or LANCZOS_RESTARTS
+    budget = sum(ncv * (restarts + 1) for ncv in bases)  # ARPACK's products per basis are about ncv (restarts + 1)
+    total, stage = 0, f"Lanczos, side {operator.size}"
+
+    def report(stage_name: str, done: float, _total) -> None:
+        progress(stage, min(total + done, budget), budget)
+
+    for ncv in bases:
+        values, vectors, converged, count = _arpack(operator, which, 1, tol, restarts, v0, ncv, report, stage)
+        total += count
+        if converged:
+            break
+    progress(stage, budget, budget)
+    method = "lanczos"
+    if len(values) == 0:  # ARPACK returns nothing unconverged: take LOBPCG's best upper estimate
+        method, (values, vectors, converged, count) = "lobpcg", _lobpcg(operator, which, tol, v0, progress=progress)
+        total += count
+    return _with_residual(operator, method, values, vectors, converged, total)
+
+
+def _with_residual(operator, method: str, values, vectors, converged: bool, count: int) -> Eigenvalue:
+    value, vector = float(values[0]), vectors[:, 0]
+    product = operator.matvec(torch.from_numpy(vector[:, None]).to(operator.device, operator.dtype))
+    residual = float(np.linalg.norm(product.to("cpu", torch.float64).numpy()[:, 0] - value * vector))
+    return Eigenvalue(value, converged and math.isfinite(value), method, residual, count + 1, vector)
+
+
+def _numpy_product(operator, counter: list, report: Callable[[int], None]):
+    def product(V: np.ndarray) -> np.ndarray:
+        block = torch.from_numpy(np.ascontiguousarray(np.asarray(V, dtype=np.float64).reshape(operator.size, -1)))
+        counter[0] += block.shape[1]
+        out = operator.matvec(block.to(operator.device, operator.dtype)).to("cpu", torch.float64).numpy()
+        report(counter[0])
+        return out.reshape(V.shape)
+    return product
+
+
+def _lobpcg(operator, which: str, tol: float, v0, iterations: int = 200, progress: Progress | None = None):
+    """scipy lobpcg with one vector: (values, vectors, converged, matvecs); its value is the best
+    Rayleigh quotient reached (an upper bound for the smallest eigenvalue) even without convergence."""
+    from scipy.sparse.linalg import lobpcg
+
+    counter, stage = [0], f"LOBPCG, side {operator.size}"
+    # one block product per iteration, about three columns each: the estimate is an upper bound
+    product = _numpy_product(operator, counter, lambda done: (progress or _silent)(stage, min(done, 3 * iterations),
+                                                                                      3 * iterations))
+    start = np.random.default_rng(0).standard_normal((operator.size, 1)) if v0 is None else \
+        np.asarray(v0, dtype=np.float64).reshape(operator.size, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values, vectors, history = lobpcg(product, start, largest=which != "SA", tol=None, maxiter=iterations,
+                                          retResidualNormsHistory=True)
+    scale = abs(float(values[0])) or 1.0
+    converged = bool(history) and float(np.max(history[-1])) <= tol * scale
+    return values, vectors, converged, counter[0]
+
+
+def _arpack(operator, which: str, k: int, tol: float, maxiter: int | None, v0, ncv: int,
+            progress: Progress | None = None, stage: str = "Lanczos"):
+    """scipy eigsh (implicitly restarted Lanczos) on the operator: (values, vectors, converged, matvecs).
+    progress(stage, products, at most ncv (maxiter + 1) products) after every product (total None without
+    maxiter: ARPACK's own limit, 10 n restarts, says nothing of the time left)."""
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    counter = [0]
+    ncv = min(operator.size, max(ncv, 2 * k + 1))
+    bound = None if maxiter is None else ncv * (maxiter + 1)
+    product = _numpy_product(operator, counter, lambda done: (progress or _silent)(
+        stage, done if bound is None else min(done, bound), bound))
+    linear = LinearOperator((operator.size, operator.size), matvec=product, matmat=product, dtype=np.float64)
+    start = None if v0 is None else np.asarray(v0, dtype=np.float64).reshape(operator.size)
+    try:
+        values, vectors = eigsh(linear, k=k, which=which, tol=tol, maxiter=maxiter, v0=start, ncv=ncv)
+        return values, vectors, True, counter[0]
+    except ArpackNoConvergence as error:
+        return error.eigenvalues, error.eigenvectors, False, counter[0]

@@ -1,0 +1,194 @@
+"""lambda_min by every eigensolver against numpy's dense eigvalsh, the automatic choice on faked memory,
+the rounding verdicts near and below float64's resolution, and the CLI's progress (none under --json)."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from overparam import eigensolvers
+from overparam.cli import common
+from overparam.data import sphere
+from overparam.kernel_comparison import spectrum
+from overparam.ntk import infinite_ntk, kernel_operator, lambda_min
+
+EPS = np.finfo(np.float64).eps
+
+
+def reference(activation: str, n: int, d: int, sigma: float = 1.0) -> tuple[torch.Tensor, np.ndarray, float]:
+    """Inputs, numpy's eigenvalues of H* (ascending) and the rounding level eps n lambda_max: a backward
+    stable solver's eigenvalues are within about that of the exact ones, so two solvers agree to it."""
+    X = torch.from_numpy(sphere(n, d, seed=0).X)
+    values = np.linalg.eigvalsh(infinite_ntk(activation, X, sigma).numpy())
+    return X, values, EPS * n * values[-1]
+
+
+@pytest.mark.parametrize("activation", ["relu", "exp", "softmax"])
+def test_every_solver_matches_numpy_eigvalsh(activation):
+    X, values, level = reference(activation, 600, 8)
+    assert values[0] > 1e3 * level  # resolved: the comparison is of numbers, not of rounding
+    for solver in ("dense", "cholesky", "lanczos"):
+        found = lambda_min(activation, X, solver=solver)
+        assert found.method == solver and found.converged and not found.rounding and found.reason == "asked for"
+        assert abs(found.value - values[0]) <= level, solver
+    cholesky = lambda_min(activation, X, solver="cholesky")
+    v = cholesky.vector
+    K = infinite_ntk(activation, X).numpy()
+    assert np.linalg.norm(v) == pytest.approx(1.0, rel=1e-12)
+    assert abs(v @ K @ v - values[0]) <= level  # the eigenvector's Rayleigh quotient
+    assert cholesky.residual == pytest.approx(np.linalg.norm(K @ v - cholesky.value * v), rel=1e-3, abs=level)
+    assert cholesky.residual <= 1e-8 * values[0]
+
+
+@pytest.mark.parametrize("activation", ["relu", "exp", "softmax"])
+def test_lobpcg_reports_an_upper_bound_and_its_residual(activation):
+    """LOBPCG alone (one vector, no preconditioner) need not reach the tolerance; its value is then the
+    Rayleigh quotient of its vector: never below lambda_min, with the residual it reports."""
+    X, values, level = reference(activation, 300, 8)
+    found = lambda_min(activation, X, solver="lobpcg")
+    K = infinite_ntk(activation, X).numpy()
+    v = found.vector.ravel()
+    assert found.method == "lobpcg" and found.value >= values[0] - level
+    assert found.value == pytest.approx(v @ K @ v / (v @ v), rel=1e-10)
+    assert found.residual == pytest.approx(np.linalg.norm(K @ v - found.value * v), rel=1e-6, abs=level)
+
+
+def test_exp_kernel_near_the_rounding_level():
+    """exp's H* on S^2 (n = 400): at sigma = 3.25 lambda_min is 17 times the rounding level eps n lambda_max
+    (resolved: every solver agrees with numpy to that level, none flags it); at sigma = 2.5 it is 0.016
+    times it (numpy's own value is rounding): every route that knows lambda_max flags it."""
+    X, values, level = reference("exp", 400, 3, sigma=3.25)
+    assert 5 * level < values[0] < 50 * level
+    for solver in ("dense", "cholesky"):
+        found = lambda_min("exp", X, sigma=3.25, solver=solver)
+        assert abs(found.value - values[0]) <= level and not found.rounding
+    lanczos = spectrum(kernel_operator("exp", X, sigma=3.25), solver="lanczos")
+    assert abs(lanczos.lambda_min - values[0]) <= level and not lanczos.rounding
+
+    X, values, level = reference("exp", 400, 3, sigma=2.5)
+    assert values[0] < 0.1 * level
+    for solver in ("dense", "cholesky"):
+        found = lambda_min("exp", X, sigma=2.5, solver=solver)
+        assert found.rounding and (math.isnan(found.value) or found.value < level)
+    assert spectrum(kernel_operator("exp", X, sigma=2.5), solver="lanczos").rounding
+
+
+def test_cholesky_breakdown_flags_rounding_without_iterating():
+    """Every input twice: H* is singular, and in float64 not positive definite. The factorisation fails
+    and the answer says so at once: NaN, rounding, no Lanczos product."""
+    X = torch.from_numpy(sphere(200, 3, seed=0).X)
+    X = torch.cat([X, X * (1 + 1e-17)])  # equal rows (the factor 1 + 1e-17 rounds to 1)
+    found = lambda_min("exp", X, sigma=1.0, solver="cholesky")
+    assert found.rounding and math.isnan(found.value) and found.matvecs == 0 and not found.converged
+    assert "broke down" in found.reason and "rounding level" in found.reason
+    spectrum_found = spectrum(kernel_operator("exp", X), solver="cholesky")
+    assert spectrum_found.rounding and math.isnan(spectrum_found.lambda_min) and "broke down" in spectrum_found.method_reason
+
+
+def test_automatic_choice_follows_size_and_memory(monkeypatch):
+    size = 300
+    need = eigensolvers.dense_bytes(size)
+    assert need == 2 * 8 * size * size
+    plenty, scarce = 10 * need, 19 * need // 10  # half of the memory may be used: `scarce` is too little
+    assert eigensolvers.choose(size, dense_limit=4096, memory=plenty).method == "dense"
+    assert eigensolvers.choose(size, dense_limit=100, memory=plenty).method == "cholesky"
+    assert eigensolvers.choose(size, dense_limit=4096, memory=scarce).method == "lanczos"
+    assert "does not fit" in eigensolvers.choose(size, memory=scarce).reason
+    for solver in ("dense", "cholesky"):
+        with pytest.raises(ValueError, match=f"the {solver} eigensolver needs .*--eigensolver lanczos"):
+            eigensolvers.choose(size, solver, memory=scarce)
+    assert eigensolvers.choose(size, "lanczos", memory=1).method == "lanczos"
+    with pytest.raises(ValueError, match="unknown eigensolver 'qr'"):
+        eigensolvers.choose(size, "qr")
+
+    X, values, level = reference("softmax", size, 8)
+    for memory, method in ((plenty, "cholesky"), (scarce, "lanczos")):  # the library reads the faked memory
+        monkeypatch.setattr(eigensolvers, "available_memory", lambda device, memory=memory: memory)
+        found = lambda_min("softmax", X, dense_limit=100)
+        assert found.method == method and abs(found.value - values[0]) <= level
+        assert found.reason == eigensolvers.choose(size, dense_limit=100, memory=memory).reason
+
+
+def test_progress_reaches_every_stage():
+    X = torch.from_numpy(sphere(300, 8, seed=0).X)
+    seen = {}
+    spectrum(kernel_operator("relu", X), dense_limit=100, progress=lambda stage, done, total: seen.update(
+        {stage: (done, total)}))
+    assert seen["kernel H*(relu), side 300"] == (300, 300)
+    assert seen["Cholesky factorisation, side 300"] == (1, 1)
+    assert any(stage.startswith("Lanczos on H^-1") for stage in seen)
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """stdout and stderr look like terminals to the CLI (as for a person at one)."""
+    tty = SimpleNamespace(isatty=lambda: True)
+    monkeypatch.setattr(common, "sys", SimpleNamespace(stdout=tty, stderr=tty))
+
+
+def invoke(*args):
+    from typer.testing import CliRunner
+
+    try:
+        runner = CliRunner(mix_stderr=False)
+    except TypeError:  # click >= 8.2 keeps stderr apart by itself
+        runner = CliRunner()
+    return runner.invoke(common.app, list(args))
+
+
+def test_cli_progress_is_drawn_at_a_terminal_and_absent_under_json(tmp_path, terminal):
+    args = ("ntk", "--activation", "exp", "--infinite", "--n", "300", "--dense-limit", "100", "--out", str(tmp_path))
+    shown = invoke(*args)
+    assert shown.exit_code == 0, shown.output
+    assert "Cholesky factorisation, side 300" in shown.stderr and "kernel H*(exp)" in shown.stderr
+    assert "cholesky, because side 300 > dense limit 100" in " ".join(shown.stdout.split())
+    for quiet in (("--json",), ("--quiet", "--json")):
+        result = invoke(*args, *quiet)
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)  # the whole of stdout is the JSON object
+        assert result.stdout.count("\n") == 1 and "Cholesky factorisation" not in result.stdout + result.stderr
+        values = np.linalg.eigvalsh(infinite_ntk("exp", torch.from_numpy(sphere(300, 8, seed=0).X)).numpy())
+        assert summary["method"] == "cholesky" and "dense limit 100" in summary["method_reason"]
+        assert abs(summary["lambda_min"] - values[0]) <= EPS * 300 * values[-1]
+    quiet = invoke(*args, "--quiet")
+    assert quiet.exit_code == 0 and "Cholesky factorisation" not in quiet.stderr + quiet.stdout
+
+
+def test_cli_unknown_eigensolver_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "overparam", "ntk", "--infinite", "--eigensolver", "qr",
+                             "--out", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == ["overparam: error: unknown --eigensolver 'qr': choose one of "
+                                                  "auto, dense, cholesky, lanczos, lobpcg"]
+
+
+def resident_bytes(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_ctrl_c_inside_a_factorisation_ends_at_once(tmp_path):
+    """SIGINT while the command is inside seconds of LAPACK (n = 9,000: a 0.65 GB H*, whose factor is being
+    written once the process holds 1 GB): it exits with 130 and the one-line message."""
+    process = subprocess.Popen([sys.executable, "-m", "overparam", "ntk", "--infinite", "--activation", "exp",
+                                "--n", "9000", "--eigensolver", "cholesky", "--out", str(tmp_path), "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while process.poll() is None and resident_bytes(process.pid) < 1e9 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert process.poll() is None, "the command ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=20)
+    assert process.returncode == 130 and stdout == ""
+    assert stderr.strip().splitlines() == ["overparam: interrupted"]
