@@ -30,7 +30,7 @@ from overparam.study.framework import from_json
 
 TINY = StudyConfig(d=4, tol=1e-2, delta=0.5, sections=("diffusion",), settings={
     "diffusion": {"n": 256, "width": 64, "steps": 100, "sampler_steps": 20, "samples": 300, "score_samples": 2000,
-                  "widths": (32, 64), "ns": (128, 256)}}).validate()
+                  "widths": (32, 64), "ns": (128, 256), "twin_large_n": 512}}).validate()
 CFG = TINY.section("diffusion")
 
 
@@ -239,7 +239,8 @@ def test_units_one_per_network_and_grid_point_plus_the_baselines(section):
     _, result, records = section
     assert curve_grid(CFG) == [(256, 64), (256, 32), (128, 64)]
     units = SECTION.units(TINY, CFG)
-    assert len(units) == len(set(units)) == 1 + len(TINY.activations) * 3
+    # baselines, 3 networks of the curve grid, one kernel comparison and one coupling (m = 32) per activation
+    assert len(units) == len(set(units)) == 1 + len(TINY.activations) * 5
     assert result.sections[0].status == "complete" and result.sections[0].reading
     # the baselines depend on none of the network's settings: one unit whatever the widths or budget
     other = TINY.with_settings("diffusion", width=32, steps=50)
