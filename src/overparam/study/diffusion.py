@@ -56,12 +56,15 @@ class Config(SectionConfig):
     score_samples: int = 4096
     widths: tuple[int, ...] = (64, 256, 512)
     ns: tuple[int, ...] = (256, 512, 1024)
+    # the kernel comparison: one dense eigendecomposition of the (0.8 n d)^2 kernel Theta(W(0)) and of the
+    # (0.8 twin_large_n)^2 H* per activation (CPU), affordable at the quick preset's n, not at the paper's
+    twins: bool = True
     twin_large_n: int = 4096
 
     def check(self) -> None:
         for name in ("n", "width", "steps", "sampler_steps", "samples", "score_samples"):
             require_positive(name, getattr(self, name))
-        if not (self.twin_large_n == 0 or self.twin_large_n > self.n):
+        if self.twins and not (self.twin_large_n == 0 or self.twin_large_n > self.n):
             raise ValueError(f"twin_large_n must be 0 (no H* twin at a larger n) or above n = {self.n}, "
                              f"got {self.twin_large_n}")
         require_grid("widths", self.widths)
@@ -428,7 +431,7 @@ class Diffusion(StudySection):
     def units(self, study, cfg) -> list[Measured]:
         units = [self.baselines(study, cfg), *(self.denoiser(study, cfg, a, n, m) for a in study.activations
                                                for n, m in curve_grid(cfg))]
-        if isinstance(parse_data(cfg.data), GaussianMixture):  # the kernel comparison needs exact scores
+        if cfg.twins and isinstance(parse_data(cfg.data), GaussianMixture):  # it needs exact scores
             units += [self.kernel(study, cfg, a) for a in study.activations]
             units += [self.coupling(study, cfg, a, m) for a in study.activations for m in cfg.widths
                       if m != cfg.width]
@@ -455,7 +458,7 @@ class Diffusion(StudySection):
                                for n, m in curve_grid(cfg))]
         slopes = curve_slopes(curves, study, cfg)
         kernel = {}
-        if isinstance(parse_data(cfg.data), GaussianMixture):
+        if cfg.twins and isinstance(parse_data(cfg.data), GaussianMixture):
             kernel = {a: records[self.kernel(study, cfg, a)] for a in study.activations}
         links = self.couplings(study, cfg, records) if kernel else {}
         distance_slopes = {a: _distance_slope(ls) for a, ls in links.items()}
