@@ -118,7 +118,8 @@ def test_every_study_section_completes_on_the_gpu(tmp_path):
         "perturbation": {"n": 8, "widths": (64, 256)},
         "threshold": {"ns": (4, 8), "widths": (2, 8, 32), "seeds": 2, "max_steps": 200},
         "initialisation": {"n": 8, "width": 64, "seeds": 2},
-        "diffusion": {"n": 256, "width": 64, "steps": 60, "sampler_steps": 20, "samples": 200, "score_samples": 1000}})
+        "diffusion": {"n": 256, "width": 64, "steps": 60, "sampler_steps": 20, "samples": 200, "score_samples": 1000,
+                      "twin_large_n": 512}})
     result = run_study(tiny, tmp_path, device="cuda")
     assert result.failures == []
     assert [s.status for s in result.sections] == ["complete"] * len(result.sections)
