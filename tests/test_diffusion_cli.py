@@ -61,6 +61,8 @@ def test_json_has_the_documented_shape_and_files_are_written(tmp_path, overparam
     (["--time-law", "beta"], "time law"),
     (["--lr", "fast"], "--lr takes"),
     (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--twin", "theta1"], "unknown kernel twin 'theta1'"),
+    (["--twin-budget", "-1"], "twin_budget must be a positive number"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, overparam, args, fragment):
     result = overparam("diffusion", *TINY, "--out", str(tmp_path), *args)
@@ -90,3 +92,38 @@ def test_diverged_training_exits_1_and_says_so(tmp_path, overparam):
     assert training["best_step"] == 0  # the metrics are for W(0), the best held-out network before divergence
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "training diverged for exp" in lines[0]
+
+
+def test_twins_are_reported_beside_their_network(tmp_path, overparam):
+    """--twin: each network's kernel twins get the network's metrics and their stopping time; the reported
+    held-out loss is the twin's closed form at the reported step (recomputed from the same draws)."""
+    from overparam.diffusion.experiment import draw
+    from overparam.diffusion.twin import kernel_twin
+
+    result = overparam("diffusion", "--data", "gmm:k=2,d=2", "--activation", "relu", *TINY, "--twin", "theta0,hstar",
+                       "--out", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    twins = json.loads(result.stdout)["relu"]["twins"]
+    assert set(twins) == {"theta0", "hstar"}
+    config = DiffusionConfig(data="gmm:k=2,d=2", activations=("relu",), n=128, training=TrainingConfig(width=32))
+    for kind, row in twins.items():
+        assert METRICS <= set(row) and row["score_error"] > 0
+        twin = kernel_twin(kind, draw(config).x0, config.horizon, config.training_for("relu"))
+        assert row["twin"]["stop_step"] == twin.stop.step
+        assert row["twin"]["heldout_loss"] == pytest.approx(float(twin.held_out_loss([twin.stop.step])[0]), rel=1e-9)
+    with np.load(tmp_path / "samples.npz") as samples:
+        assert samples["relu twin_hstar"].shape == (200, 2)
+
+
+def test_twin_budget_sets_the_training_budget(tmp_path, overparam):
+    """--twin-budget 2: the budget is 2 t* of the Theta(W(0)) twin that --twin theta0 reports (the same twin)."""
+    import math
+
+    result = overparam("diffusion", "--data", "gmm:k=2,d=2", "--activation", "relu", *TINY, "--steps", "100000",
+                       "--twin", "theta0", "--twin-budget", "2", "--out", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    relu = json.loads(result.stdout)["relu"]
+    twin, training = relu["twins"]["theta0"]["twin"], relu["training"]
+    assert training["twin_t_star"] == twin["t_star"] and training["budget"] == math.ceil(2 * twin["t_star"])
+    assert training["ended_by"] in ("early stopping", "budget") and training["steps"] <= training["budget"]
+    assert (training["ended_by"] == "budget") == (training["steps"] == training["budget"])

@@ -81,3 +81,39 @@ def test_pairs_and_split():
         TrainingConfig(noise_draws=0)
     with pytest.raises(ValueError, match="time law"):
         TrainingConfig(time_law="sometimes")
+
+
+def test_twin_budget_sets_the_budget_and_patience_ends_training():
+    """twin_budget = 2: budget 2 t* of the network's own Theta(W(0)) twin, evaluations every t*/50 steps, and
+    the held-out loss stops improving before the budget (measured: t* = 1011, stopped at 903, kept 798)."""
+    import math
+
+    from overparam.diffusion.training import TWIN_EVALUATIONS
+    from overparam.diffusion.twin import kernel_twin
+
+    mixture, horizon = parse_data("gmm:k=4,d=2"), Horizon()
+    x0 = mixture.sample(200, torch.Generator().manual_seed(5))
+    config = TrainingConfig(activation="relu", width=256, steps=100000, twin_budget=2.0)
+    fit = fit_denoiser(x0, horizon, config, seed=1)
+    twin = kernel_twin("theta0", x0, horizon, config, seed=1)
+    assert fit.budget == math.ceil(2 * twin.stop.time) and not fit.budget_cut
+    assert fit.history.lr == pytest.approx(twin.lr, rel=1e-12)
+    every = math.ceil(twin.stop.time / TWIN_EVALUATIONS)
+    assert list(fit.val_step[:3]) == [0, every, 2 * every]
+    assert fit.ended_by == "early stopping" and fit.history.steps < fit.budget
+    assert fit.summary()["twin_t_star"] == twin.stop.time
+
+
+def test_twin_budget_is_capped_by_steps_and_says_so():
+    mixture, horizon = parse_data("gmm:k=4,d=2"), Horizon()
+    x0 = mixture.sample(100, torch.Generator().manual_seed(5))
+    fit = fit_denoiser(x0, horizon, TrainingConfig(activation="relu", width=64, steps=5, twin_budget=2.0), seed=1)
+    assert fit.twin.stop.time > 2.5 and fit.budget == 5 and fit.budget_cut
+    assert fit.summary()["budget_cut"] is True
+
+
+@pytest.mark.parametrize("settings,fragment", [({"twin_budget": -1.0}, "twin_budget must be a positive"),
+                                               ({"twin_budget": 2.0, "optimizer": "adam"}, "needs optimizer 'gd'")])
+def test_bad_twin_budgets_are_refused(settings, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        TrainingConfig(**settings)

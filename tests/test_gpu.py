@@ -139,7 +139,8 @@ def test_every_study_section_completes_on_the_gpu(tmp_path):
         "perturbation": {"n": 8, "widths": (64, 256), "seeds": 2, "steps": 200},
         "threshold": {"ns": (4, 8), "widths": (2, 8, 32), "seeds": 2, "max_steps": 200},
         "initialisation": {"n": 8, "width": 64, "seeds": 2},
-        "diffusion": {"n": 256, "width": 64, "steps": 60, "sampler_steps": 20, "samples": 200, "score_samples": 1000},
+        "diffusion": {"n": 256, "width": 64, "steps": 60, "sampler_steps": 20, "samples": 200, "score_samples": 1000,
+                      "twin_large_n": 512},
         "lazy_rich": {"n": 8, "widths": (16, 32), "alphas": (0.1, 1.0, 10.0), "seeds": 2, "steps": 200, "test": 20}})
     result = run_study(tiny, tmp_path, device="cuda")
     assert result.failures == []

@@ -22,7 +22,7 @@ TINY = StudyConfig(d=4, tol=1e-2, delta=0.5, settings={
                      "steps": 400},
     "initialisation": {"n": 8, "width": 128, "seeds": 2, "steps": 400},
     "diffusion": {"n": 256, "width": 64, "steps": 100, "sampler_steps": 20, "samples": 300, "score_samples": 2000,
-                  "widths": (32, 64), "ns": (128, 256)},
+                  "widths": (32, 64), "ns": (128, 256), "twin_large_n": 512},
     "generalisation": {"n": 12, "ns": (6, 12), "widths": (32, 128), "steps": 3000, "test": 50},
     "real_data": {"ns": (12,), "label_draws": 2, "train_n": 12, "width": 16, "steps": 200, "threshold_ns": (8,),
                   "threshold_widths": (2, 4), "threshold_seeds": 2, "max_steps": 400},

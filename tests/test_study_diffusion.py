@@ -30,7 +30,7 @@ from overparam.study.framework import from_json
 
 TINY = StudyConfig(d=4, tol=1e-2, delta=0.5, sections=("diffusion",), settings={
     "diffusion": {"n": 256, "width": 64, "steps": 100, "sampler_steps": 20, "samples": 300, "score_samples": 2000,
-                  "widths": (32, 64), "ns": (128, 256)}}).validate()
+                  "widths": (32, 64), "ns": (128, 256), "twin_large_n": 512}}).validate()
 CFG = TINY.section("diffusion")
 
 
@@ -239,7 +239,8 @@ def test_units_one_per_network_and_grid_point_plus_the_baselines(section):
     _, result, records = section
     assert curve_grid(CFG) == [(256, 64), (256, 32), (128, 64)]
     units = SECTION.units(TINY, CFG)
-    assert len(units) == len(set(units)) == 1 + len(TINY.activations) * 3
+    # baselines, 3 networks of the curve grid, one kernel comparison and one coupling (m = 32) per activation
+    assert len(units) == len(set(units)) == 1 + len(TINY.activations) * 5
     assert result.sections[0].status == "complete" and result.sections[0].reading
     # the baselines depend on none of the network's settings: one unit whatever the widths or budget
     other = TINY.with_settings("diffusion", width=32, steps=50)
@@ -394,3 +395,32 @@ def test_facts_per_activation(section):
         slope = np.polyfit(np.log([m for m, _ in line]), np.log([e for _, e in line]), 1)[0]
         assert facts[activation, f"diffusion score error slope in m (n = {CFG.n})"].value == pytest.approx(
             slope, rel=1e-12)
+
+
+def test_kernel_table_agrees_with_the_sections_other_tables(section):
+    """The kernel comparison trains the main point's network again in its own unit: its row equals the main
+    tables' (score error, precision, kept step, held-out loss), its posterior-mean row's held-out loss is the
+    training table's exact denoiser, and its distance is the coupling table's at the main width."""
+    from overparam.diffusion.twin_study import COLUMNS
+
+    out, _, _ = section
+    kernel = table(out, "diffusion_kernel")
+    assert list(kernel[0]) == list(COLUMNS)
+    main = {r["score"]: r for r in table(out, "diffusion")}
+    training = {r["activation"]: r for r in table(out, "diffusion_training")}
+    distance = {(r["activation"], int(r["m"])): r for r in table(out, "diffusion_twin_distance")}
+    for activation in TINY.activations:
+        rows = {(r["predictor"], int(r["n"])): r for r in kernel if r["activation"] == activation}
+        assert set(rows) == {("network", CFG.n), ("twin_theta0", CFG.n), ("twin_hstar", CFG.n),
+                             ("twin_hstar", CFG.twin_large_n), ("posterior_mean", CFG.n)}
+        network = rows["network", CFG.n]
+        assert cell(network, "score_error") == pytest.approx(cell(main[activation], "score error"), rel=1e-12)
+        assert cell(network, "precision") == cell(main[activation], "precision")
+        assert int(network["stop_step"]) == int(training[activation]["kept step"])
+        assert cell(network, "heldout_loss") == pytest.approx(cell(training[activation], "held-out loss"), rel=1e-12)
+        assert cell(rows["posterior_mean", CFG.n], "heldout_loss") == pytest.approx(
+            cell(training[activation], "exact denoiser"), rel=1e-12)
+        assert cell(network, "distance_to_twin") == pytest.approx(
+            cell(distance[activation, CFG.width], "RMS distance"), rel=1e-12)
+        assert all(rows[key]["distance_to_twin"] == "" for key in rows if key[0] != "network")
+    assert {(a, m) for a, m in distance} == {(a, m) for a in TINY.activations for m in CFG.widths}

@@ -33,6 +33,8 @@ def diffusion(
     val_fraction: float = typer.Option(Training.val_fraction, help="fraction of the x_0 held out for early stopping"),
     eval_every: int = typer.Option(Training.eval_every, help="held-out evaluation every this many steps"),
     patience: int = typer.Option(Training.patience, help="stop after this many evaluations without improvement"),
+    twin_budget: Optional[float] = typer.Option(None, help="step budget c * t* of the network's Theta(W(0)) twin "
+                                                "(capped at --steps), so that patience ends training, e.g. 2"),
     init: str = typer.Option(Training.init, help="independent or coupled (symmetric, F(W(0)) = 0)"),
     scale: Optional[str] = typer.Option(None, help="output scale kappa: 1, 1/sqrt(m), 1/m or a number"),
     sigma: float = typer.Option(Training.sigma, help="initial weights w_r ~ N(0, sigma^2 I)"),
@@ -40,6 +42,8 @@ def diffusion(
     t_max: float = typer.Option(Config.T, "--T", help="largest time T (start of sampling from N(0, I))"),
     samples: int = typer.Option(Config.n_samples, help="samples drawn per score for W2/MMD/NLL/weights"),
     score_samples: int = typer.Option(Config.n_score, help="Monte Carlo draws for the weighted score error"),
+    twin: str = typer.Option("", help="kernel twins of each network, comma-separated: theta0 (its own Theta(W(0))), "
+                             "hstar (m kappa^2 H*); early-stopped kernel regression at the t* of the held-out loss"),
     seed: int = typer.Option(Config.seed, help="seed for samples, noise and initialisation (the truth is fixed by --data)"),
     dtype: str = typer.Option(Training.dtype, help="float64 or float32 (network only; the truth is float64)"),
     device: str = typer.Option(Training.device, help="cpu or cuda"),
@@ -55,6 +59,7 @@ def diffusion(
     output_folder(out)
     parse_data(data)  # a bad --data spec fails here, before any work
     activations = tuple(part.strip() for part in activation.split(",") if part.strip())
+    twins = tuple(part.strip() for part in twin.split(",") if part.strip())
     learning_rate: float | str = lr
     if lr != "auto":
         try:
@@ -64,10 +69,10 @@ def diffusion(
     training = Training(
         width=width, init=init, sigma=sigma, scale=scale, optimizer=optimizer, lr=learning_rate, steps=steps,
         batch_size=batch_size, noise_draws=noise_draws, time_law=time_law, val_fraction=val_fraction,
-        eval_every=eval_every, patience=patience, dtype=dtype, device=device)
+        eval_every=eval_every, patience=patience, twin_budget=twin_budget, dtype=dtype, device=device)
     config = Config(
         data=data, activations=activations, n=n, training=training, sampler=sampler, sampler_steps=sampler_steps,
-        spacing=spacing, t0=t0, T=t_max, n_samples=samples, n_score=score_samples, seed=seed)
+        spacing=spacing, t0=t0, T=t_max, n_samples=samples, n_score=score_samples, seed=seed, twins=twins)
     say = (lambda message: typer.echo(message, err=True)) if show_progress(json_output, quiet) else None
     result = run(config, say)
     write(result, out)
@@ -92,7 +97,10 @@ def _print_table(metrics: dict, config, out: Path) -> None:
     table = Table(title=f"overparam diffusion: {config.data}, {config.sampler} sampler, {config.sampler_steps} steps")
     for column in ("score", "score error", "W2", "MMD^2", "NLL", "weights TV", "between (score err, W2)"):
         table.add_column(column)
-    rows = {name: metrics[name] for name in config.activations}
+    rows = {}
+    for name in config.activations:
+        rows[name] = metrics[name]
+        rows.update({f"{name} twin {kind}": row for kind, row in metrics[name].get("twins", {}).items()})
     rows.update({f"{name} (baseline)": row for name, row in metrics["baselines"].items() if isinstance(row, dict)})
     for name, row in rows.items():
         between = row.get("between")
@@ -101,6 +109,13 @@ def _print_table(metrics: dict, config, out: Path) -> None:
                       _cell(row["weight_error"]), position)
     console = Console()
     console.print(table)
+    for name in config.activations:
+        for kind, row in metrics[name].get("twins", {}).items():
+            twin = row["twin"]
+            limit = " (still falling at the end of the scan)" if twin["at_limit"] else ""
+            console.print(f"{name} twin {kind}: t* = {twin['t_star']:.6g}{limit}, stop step {twin['stop_step']}, "
+                          f"held-out loss {twin['heldout_loss']:.4g}, lr {twin['lr']:.4g}, {twin['seconds']:.1f} s "
+                          f"(the network kept step {metrics[name]['training']['best_step']})")
     console.print("between: 1 = as good as the exact score, 0 = as bad as -x; p0 = fresh draws of p_0 "
                   "(the finite-sample floor of W2 and MMD)")
     console.print(f"results.json, samples.npz, training histories and figures in {out}")

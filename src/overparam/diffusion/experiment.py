@@ -14,11 +14,19 @@ same initial points and Brownian increments, so differences between rows come fr
 activation separately): `draw` (the shared draws from p_0), `fit_score` (train one denoiser),
 `measure` (score error, samples and sample metrics of one score), `p0_row` and `metrics_dict`.
 
+With `twins` (e.g. ("theta0", "hstar")) each network also gets its kernel twins (twin.py): early-stopped
+kernel regression on the same pairs, stopped at the t* that minimises the same held-out loss, scored and
+sampled like the network (rows named "<activation> twin_<kind>" among the samples and curves).
+
 `run_experiment(config, out_dir)` returns the metrics dict (the CLI's --json object):
 
     {"<activation>": {"score_error", "score_error_stderr", "w2", "mmd", "nll", "weights",
-                      "weight_error", "precision", "recall", "between": {metric: position}, "training": {...}},
+                      "weight_error", "precision", "recall", "between": {metric: position}, "training": {...},
+                      "twins": {"<kind>": {<the same metrics>, "twin": {"t_star", "stop_step", "heldout_loss",
+                                                                       "at_limit", "lr", "seconds", ...}}}},
      "baselines": {"exact": {...}, "trivial": {...}, "p0": {...}}}
+
+("twins" only when config.twins is not empty.)
 
 between[metric] = (trivial - learned) / (trivial - exact): 1 means as good as the exact score,
 0 as bad as -x, negative worse than -x; None where -x is not worse than the exact score on that
@@ -47,6 +55,7 @@ from .process import Horizon, time_grid
 from .samplers import SAMPLERS, sample
 from .score import LearnedScore, ScoreErrorCurve, curve_times, score_error, score_error_curve, trivial_score
 from .training import DenoiserFit, TrainingConfig, fit_denoiser
+from .twin import TWINS, TwinFit, kernel_twin
 
 #: Default sampler steps: Euler–Maruyama needs more steps than Heun (which calls the score twice).
 DEFAULT_SAMPLER_STEPS = {"sde": 100, "ode": 50}
@@ -79,6 +88,7 @@ class DiffusionConfig:
     curve_samples: int = 512
     quiver_times: tuple[float, ...] = (0.05, 0.3, 1.0)
     seed: int = 0
+    twins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.activations = tuple(self.activations)
@@ -96,6 +106,10 @@ class DiffusionConfig:
                 raise ValueError(f"{name} must be a positive integer (>= 2 for sample counts), got {value!r}")
         if self.sampler_steps is None:
             self.sampler_steps = DEFAULT_SAMPLER_STEPS[self.sampler]
+        self.twins = tuple(self.twins)
+        unknown = [kind for kind in self.twins if kind not in TWINS]
+        if unknown:
+            raise ValueError(f"unknown kernel twin {unknown[0]!r}: use {' or '.join(TWINS)} (comma-separated)")
 
     @property
     def horizon(self) -> Horizon:
@@ -117,6 +131,7 @@ class DiffusionResult:
     curves: dict[str, ScoreErrorCurve] = field(default_factory=dict)
     fits: dict[str, DenoiserFit] = field(default_factory=dict)
     scores: dict[str, Callable] = field(default_factory=dict)
+    twins: dict[str, TwinFit] = field(default_factory=dict)
     bayes_val_loss: float | None = None
     mmd_bandwidth: float | None = None
 
@@ -194,6 +209,21 @@ def fit_score(activation: str, config: DiffusionConfig, draws: Draws) -> tuple[D
     """Train the `activation` denoiser on draws.x0 and return it with its Tweedie score."""
     fit = fit_denoiser(draws.x0, config.horizon, config.training_for(activation), seed=config.seed)
     return fit, LearnedScore(fit.net, fit.embedding)
+
+
+def fit_twin(kind: str, activation: str, config: DiffusionConfig, draws: Draws,
+             fit: DenoiserFit | None = None) -> TwinFit:
+    """The `kind` kernel twin of the `activation` denoiser on draws.x0 (its pairs and held-out split); with the
+    fitted network, theta0 takes the step the network trained with."""
+    if fit is not None and kind == "theta0" and fit.twin is not None:
+        return fit.twin  # the twin that set the network's budget
+    lr = fit.history.lr if fit is not None and kind == "theta0" else None
+    return kernel_twin(kind, draws.x0, config.horizon, config.training_for(activation), config.seed, lr=lr)
+
+
+def twin_name(activation: str, kind: str) -> str:
+    """The twin's name among a run's scores, samples and curves."""
+    return f"{activation} twin_{kind}"
 
 
 def baseline_scores(truth: GaussianMixture | None) -> dict[str, Callable]:
@@ -288,10 +318,16 @@ def run(config: DiffusionConfig, progress: Callable[[str], None] | None = None) 
     draws = draw(config)
     scores: dict[str, Callable] = {}
     fits: dict[str, DenoiserFit] = {}
+    twins: dict[str, TwinFit] = {}
     for activation in config.activations:
         training = config.training_for(activation)
         say(f"training {activation} (width {training.width}, {training.optimizer}, up to {training.steps} steps)")
         fits[activation], scores[activation] = fit_score(activation, config, draws)
+        for kind in config.twins:
+            say(f"kernel twin {kind} of {activation}: one eigendecomposition, t* by the held-out loss")
+            name = twin_name(activation, kind)
+            twins[name] = fit_twin(kind, activation, config, draws, fits[activation])
+            scores[name] = twins[name].score()
     scores.update(baseline_scores(draws.truth))
     measured: dict[str, ScoreMeasurement] = {}
     for name, score in scores.items():
@@ -299,11 +335,16 @@ def run(config: DiffusionConfig, progress: Callable[[str], None] | None = None) 
         measured[name] = measure(score, config, draws)
     result = metrics_dict({name: m.row for name, m in measured.items()}, p0_row(config, draws),
                           {activation: fit.summary() for activation, fit in fits.items()})
+    for activation in config.activations:
+        if config.twins:
+            result[activation]["twins"] = {
+                kind: {**measured[twin_name(activation, kind)].row,
+                       "twin": twins[twin_name(activation, kind)].summary()} for kind in config.twins}
     bayes = bayes_val_loss(draws.truth, next(iter(fits.values()))) if draws.truth is not None else None
     return DiffusionResult(config, draws.truth, result, draws.reference,
                            {name: m.samples for name, m in measured.items()},
                            {name: m.curve for name, m in measured.items() if m.curve is not None},
-                           fits, scores, bayes, draws.bandwidth)
+                           fits, scores, twins, bayes, draws.bandwidth)
 
 
 def write(result: DiffusionResult, out_dir) -> list[Path]:

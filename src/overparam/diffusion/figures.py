@@ -6,7 +6,8 @@ PNG and SVG) and a few lines that save it:
 - samples.png: p_0 and the samples of every score side by side (first two coordinates);
 - score_field.png: learned against true score field (quiver) at a few t (2-D data only);
 - score_error.png: E_{p_t}||s - grad log p_t||^2 against t, plain and times h_t (exact data only);
-- training.png: training and held-out mean squared error against GD step, with the Bayes floor.
+- training.png: training and held-out mean squared error against GD step, with the Bayes floor;
+- `plot_twin_distance` (no file of its own): each network's distance to its kernel twin against width m.
 """
 
 from __future__ import annotations
@@ -29,8 +30,39 @@ BASELINE_COLORS = {"exact": "black", "trivial": "tab:gray", REFERENCE: "tab:purp
 
 
 def score_color(name: str) -> str:
-    """The colour of a score: a baseline's, or the activation's (`Activation.color`)."""
-    return BASELINE_COLORS.get(name) or resolve(name).color
+    """The colour of a score: a baseline's, or the activation's (`Activation.color`; a twin such as
+    'relu twin_theta0' takes its network's)."""
+    return BASELINE_COLORS.get(name) or resolve(name.split(" ")[0]).color
+
+
+def score_style(name: str) -> str:
+    """The line style of a score's curves: solid for a network or baseline, dashed for its Theta(W(0)) twin,
+    dotted for its H* twin."""
+    return "--" if "twin_theta0" in name else ":" if "twin_hstar" in name else "-"
+
+
+def plot_twin_distance(couplings: dict, slopes: dict):
+    """RMS distance between each network and its Theta(W(0)) twin at the network's kept step against width m
+    (log-log), with the fitted power law. couplings: activation -> list of `twin_study.Coupling`; slopes:
+    activation -> `twin_study.Slope` or None; returns the figure."""
+    fig, ax = plt.subplots(figsize=(5.5, 4), constrained_layout=True)
+    for activation, links in couplings.items():
+        color = resolve(activation).color
+        widths = np.array([link.m for link in links], dtype=float)
+        ax.loglog(widths, [link.distance for link in links], marker="o", color=color, linestyle="none")
+        slope = slopes.get(activation)
+        label = activation if slope is None else f"{activation}: slope {slope.exponent:.2f}"
+        if slope is not None:
+            grid = np.geomspace(widths.min(), widths.max(), 20)
+            ax.loglog(grid, slope.constant * grid ** slope.exponent, color=color, label=label)
+        else:
+            ax.plot([], [], color=color, marker="o", label=label)
+    ax.set_xlabel("width m")
+    ax.set_ylabel(r"RMS$_i\,\|F(z_i) - f_s(z_i)\|$ (held-out inputs)")
+    ax.set_title("network against its Theta(W(0)) twin at the kept step s")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return fig
 
 
 def plot_limits(reference: np.ndarray) -> tuple[float, float, float, float]:
@@ -141,7 +173,7 @@ def plot_score_error(curves: dict):
             weight = h(torch.as_tensor(curve.times)).numpy() if weighted else 1.0
             value, stderr = curve.value * weight, curve.stderr * weight
             color = score_color(name)
-            ax.loglog(curve.times, value, marker="o", ms=3, label=name, color=color)
+            ax.loglog(curve.times, value, marker="o", ms=3, label=name, color=color, linestyle=score_style(name))
             ax.fill_between(curve.times, np.maximum(value - 2 * stderr, value * 1e-3), value + 2 * stderr,
                             color=color, alpha=0.2)
         ax.set_xlabel("t")

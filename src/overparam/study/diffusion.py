@@ -9,6 +9,12 @@ score (the sampler's own discretisation floor), the trivial score -x and fresh d
 finite-sample floor of W2 and MMD). Every unit runs the pieces of `overparam.diffusion.experiment` on the
 same draws and seeds, so the rows are those that `overparam diffusion` reports for the same settings and
 differ only by their scores. Another predictor is one more subclass of `Measured` with its own record.
+
+The kernel theory behind it (issue 23, `overparam.diffusion.twin_study`): a `KernelComparison` per activation
+scores the network beside its kernel twins (early-stopped kernel regression on the same pairs with its own
+Theta(W(0)) and with m kappa^2 H*, each stopped at the t* of the held-out loss; H* also at `twin_large_n` draws)
+and the exact posterior mean; a `TwinCoupling` per width measures the network against its Theta(W(0)) twin at
+the same step, whose decay in m is HRX24's coupling.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from ..diffusion.experiment import RANKED, DiffusionConfig, ScoreMeasurement
 from ..diffusion.mixtures import GaussianMixture
 from ..diffusion.score import ScoreErrorCurve
 from ..diffusion.training import DenoiserFit, TrainingConfig
+from ..diffusion.twin_study import COLUMNS as KERNEL_FIELDS
+from ..diffusion.twin_study import Coupling, KernelRow, bridging_reading, coupling, fitted_slope, kernel_rows
 from ..sweep.analysis import fit_power_law
 from .framework import Plot, Report, SectionConfig, StudySection, Unit, require_grid, require_positive, table
 from .report import Fact
@@ -48,10 +56,17 @@ class Config(SectionConfig):
     score_samples: int = 4096
     widths: tuple[int, ...] = (64, 256, 512)
     ns: tuple[int, ...] = (256, 512, 1024)
+    # the kernel comparison: one dense eigendecomposition of the (0.8 n d)^2 kernel Theta(W(0)) and of the
+    # (0.8 twin_large_n)^2 H* per activation (CPU), affordable at the quick preset's n, not at the paper's
+    twins: bool = True
+    twin_large_n: int = 4096
 
     def check(self) -> None:
         for name in ("n", "width", "steps", "sampler_steps", "samples", "score_samples"):
             require_positive(name, getattr(self, name))
+        if self.twins and not (self.twin_large_n == 0 or self.twin_large_n > self.n):
+            raise ValueError(f"twin_large_n must be 0 (no H* twin at a larger n) or above n = {self.n}, "
+                             f"got {self.twin_large_n}")
         require_grid("widths", self.widths)
         require_grid("ns", self.ns)
         if self.sampler not in ("sde", "ode"):
@@ -235,6 +250,54 @@ class Denoiser(Measured):
         return LearnedRecord(Measurement.of(measured), DenoiserTraining.of(fit), bayes, field)
 
 
+@dataclass
+class KernelRecord:
+    """One activation's predictors (`twin_study.KernelRow`: network, twin_theta0, twin_hstar (at n and at the
+    larger n), posterior_mean) and the network's coupling to its Theta(W(0)) twin."""
+
+    rows: list[KernelRow]
+    coupling: Coupling
+
+
+@dataclass(frozen=True)
+class KernelComparison(Measured):
+    """The network of the main point beside its kernel twins and the posterior mean (`twin_study.kernel_rows`;
+    it trains the same network as the main point's `Denoiser`: same settings and seed)."""
+
+    RECORD = KernelRecord
+
+    activation: str
+    width: int
+    steps: int
+    sigma: float
+    large_n: int
+
+    def compute(self, ctx) -> KernelRecord:
+        config = self.config(TrainingConfig(activation=self.activation, width=self.width, steps=self.steps,
+                                            sigma=self.sigma, device=ctx.device))
+        rows, link = kernel_rows(config, self.activation, large_n=self.large_n or None)
+        return KernelRecord(rows, link)
+
+
+@dataclass(frozen=True)
+class TwinCoupling(Measured):
+    """The network of width m against its Theta(W(0)) twin at the network's kept step (`twin_study.coupling`)."""
+
+    RECORD = Coupling
+
+    activation: str
+    width: int
+    steps: int
+    sigma: float
+
+    def compute(self, ctx) -> Coupling:
+        config = self.config(TrainingConfig(activation=self.activation, width=self.width, steps=self.steps,
+                                            sigma=self.sigma, device=ctx.device))
+        draws = experiment.draw(config)
+        fit, _ = experiment.fit_score(self.activation, config, draws)
+        return coupling(fit, experiment.fit_twin("theta0", self.activation, config, draws, fit), config, draws)
+
+
 # -------------------------------------------------------------------------------------- rows
 
 
@@ -352,12 +415,40 @@ class Diffusion(StudySection):
                         samples=cfg.samples, score_samples=cfg.score_samples, seed=study.seed,
                         activation=activation, width=width, steps=cfg.steps, sigma=study.sigma)
 
+    @staticmethod
+    def kernel(study, cfg: Config, activation: str) -> KernelComparison:
+        return KernelComparison(data=cfg.data, n=cfg.n, sampler=cfg.sampler, sampler_steps=cfg.sampler_steps,
+                                samples=cfg.samples, score_samples=cfg.score_samples, seed=study.seed,
+                                activation=activation, width=cfg.width, steps=cfg.steps, sigma=study.sigma,
+                                large_n=cfg.twin_large_n)
+
+    @staticmethod
+    def coupling(study, cfg: Config, activation: str, width: int) -> TwinCoupling:
+        return TwinCoupling(data=cfg.data, n=cfg.n, sampler=cfg.sampler, sampler_steps=cfg.sampler_steps,
+                            samples=cfg.samples, score_samples=cfg.score_samples, seed=study.seed,
+                            activation=activation, width=width, steps=cfg.steps, sigma=study.sigma)
+
     def networks(self, study, cfg: Config) -> list[Denoiser]:
         """One network per activation and (n, m) of the learning-curve grid."""
         return [self.denoiser(study, cfg, a, n, m) for a in study.activations for n, m in curve_grid(cfg)]
 
     def units(self, study, cfg) -> list[Measured]:
-        return [self.baselines(study, cfg), *self.networks(study, cfg)]
+        units = [self.baselines(study, cfg), *self.networks(study, cfg)]
+        if cfg.twins and isinstance(parse_data(cfg.data), GaussianMixture):  # it needs exact scores
+            units += [self.kernel(study, cfg, a) for a in study.activations]
+            units += [self.coupling(study, cfg, a, m) for a in study.activations for m in cfg.widths
+                      if m != cfg.width]
+        return units
+
+    def couplings(self, study, cfg: Config, records) -> dict[str, list[Coupling]]:
+        """Per activation, the network-twin coupling at every width of cfg.widths (and the main width)."""
+        out = {}
+        for activation in study.activations:
+            main = records[self.kernel(study, cfg, activation)].coupling
+            links = [main if m == cfg.width else records[self.coupling(study, cfg, activation, m)]
+                     for m in sorted(set(cfg.widths) | {cfg.width})]
+            out[activation] = links
+        return out
 
     def report(self, study, cfg, records) -> Report:
         base: BaselinesRecord = records[self.baselines(study, cfg)]
@@ -368,9 +459,15 @@ class Diffusion(StudySection):
         training = [TrainingRow.of(a, r) for a, r in learned.items()]
         curves = [CurveRow.of(unit, records[unit], cfg.steps) for unit in self.networks(study, cfg)]
         slopes = curve_slopes(curves, study, cfg)
+        kernel = {}
+        if cfg.twins and isinstance(parse_data(cfg.data), GaussianMixture):
+            kernel = {a: records[self.kernel(study, cfg, a)] for a in study.activations}
+        links = self.couplings(study, cfg, records) if kernel else {}
+        distance_slopes = {a: _distance_slope(ls) for a, ls in links.items()}
+        kernel_report = kernel_parts(kernel, links, distance_slopes, base, cfg) if kernel else Report()
         return Report(
             reading=[*reading(scores, training, learned, base, config),
-                     *learning_curve_reading(curves, slopes, base, study, cfg)],
+                     *learning_curve_reading(curves, slopes, base, study, cfg), *kernel_report.reading],
             tables=[
                 table("diffusion", "Score error (weighted, ± standard error), sample quality against "
                       f"{config.n_samples} fresh draws of p_0, and position between -x (0) and the exact score (1); "
@@ -379,14 +476,14 @@ class Diffusion(StudySection):
                 table("diffusion_training", "Denoiser training (full-batch GD, lr = 1/lambda_max, early stopping "
                       "on held-out pairs)", training, TRAINING_COLUMNS),
                 table("diffusion_curves", "Learning curves: each network at every (n, m) of the grid (one seed "
-                      "each), with what ended its training", curves, CURVE_COLUMNS)],
+                      "each), with what ended its training", curves, CURVE_COLUMNS), *kernel_report.tables],
             plots=[*sample_plots(config, base, learned),
                    Plot("diffusion_curves", "Learning curves: score error, W2 and MMD^2 of each network against "
                         f"width m at n = {cfg.n} (top) and against the number of draws n at m = {cfg.width} "
                         "(bottom), one seed per point; dashed: the exact score's value (the sampler's floor), "
                         "dotted: a fresh sample of p_0 (the finite-sample floor), both at the main point.",
-                        curve_figure(curves, slopes, base, study, cfg))],
-            facts=facts(scores, slopes, study, cfg))
+                        curve_figure(curves, slopes, base, study, cfg)), *kernel_report.plots],
+            facts=facts(scores, slopes, study, cfg) + kernel_report.facts)
 
 
 def score_rows(learned: dict[str, LearnedRecord], base: BaselinesRecord) -> list[ScoreRow]:
@@ -660,6 +757,88 @@ def learning_curve_reading(rows: list[CurveRow], slopes: dict, base: BaselinesRe
                 + (f" and the exact score (precision {exact.metrics.precision:.3f}, recall "
                    f"{exact.metrics.recall:.2f})" if exact is not None else "") + ": " + "; ".join(parts) + ".")
     return text
+
+
+# ------------------------------------------------------------------------ the kernel comparison (issue 23)
+
+
+def _cell(value):
+    return "" if value is None else value
+
+
+KERNEL_COLUMNS = [(name, (lambda r, name=name: _cell(getattr(r, name)))) for name in KERNEL_FIELDS]
+COUPLING_COLUMNS = [("activation", "activation"), ("n", "n"), ("m", "m"), ("step", "step"),
+                    ("RMS distance", "distance"), ("relative", "relative"), ("score gap", "score_gap"),
+                    ("± se", "score_gap_stderr")]
+
+
+def _distance_slope(links: list[Coupling]):
+    usable = [link for link in links if link.distance > 0]
+    return fitted_slope([l.m for l in usable], [l.distance for l in usable]) if len(usable) > 1 else None
+
+
+def kernel_parts(kernel: dict[str, KernelRecord], links: dict[str, list[Coupling]], slopes: dict,
+                 base: BaselinesRecord, cfg: Config) -> Report:
+    """Tables, figures, reading and facts of the kernel comparison."""
+    rows = [row for record in kernel.values() for row in record.rows]
+    reading = []
+    for activation, record in kernel.items():
+        twin = next(r for r in record.rows if r.predictor == "twin_theta0")
+        link, slope = record.coupling, slopes[activation]
+        budget = f"{cfg.steps / twin.t_star:.2g} t*" if twin.t_star else "no t*"
+        reading.append(
+            f"{activation}, the network against its Theta(W(0)) twin at the kept step {link.step}: RMS distance "
+            f"{link.distance:.3g} ({link.relative:.2%} of the twin's output), score gap {link.score_gap:.3g} ± "
+            f"{link.score_gap_stderr:.2g}; against m the distance fell as m^{slope.exponent:+.2f} over m = "
+            f"{', '.join(str(l.m) for l in links[activation])}" if slope is not None else
+            f"{activation}: network-twin distance {link.distance:.3g} at m = {link.m}")
+        reading[-1] += (f". The twin's held-out loss is least at t* = {twin.t_star:.3g} steps"
+                        + (" (still falling at the end of the scan)" if twin.at_limit else "")
+                        + f"; the {cfg.steps}-step budget is {budget}, so "
+                        + ("the budget cut the network before the stopping time its kernel sets, and the twin "
+                           "gives the long-time limit." if cfg.steps < twin.t_star else
+                           "the budget reached the stopping time its kernel sets."))
+        reading.append(bridging_reading(record.rows, cfg.samples))
+    reference = np.asarray(base.reference, dtype=float)
+    fig = sample_grid(reference, kernel)
+    plots = [Plot("diffusion_kernel_samples", f"{cfg.samples} samples from each network (left), its Theta(W(0)) "
+                  "twin and its H* twin at t* (at n and at the larger n), and the exact posterior mean (right), one "
+                  "row per activation, over fresh draws of p_0 (grey).", fig),
+             Plot("diffusion_twin_distance", "RMS distance between each network and its Theta(W(0)) twin at the "
+                  "network's kept step over the held-out inputs, against width m at n = "
+                  f"{cfg.n}, with the fitted power law.", figures.plot_twin_distance(links, slopes))]
+    tables = [table("diffusion_kernel", "Each network beside its kernel twins (early-stopped kernel regression "
+                    "on the same pairs, stopped at the t* of the held-out loss) and the exact posterior mean: stop "
+                    "step, held-out loss (the H* twin at the larger n has its own held-out pairs), score error, "
+                    "precision, recall, and the network's RMS distance to its Theta(W(0)) twin at the same step",
+                    rows, KERNEL_COLUMNS),
+              table("diffusion_twin_distance", "Network against its Theta(W(0)) twin at the network's kept step, "
+                    "per width: RMS distance over the held-out inputs, relative to the twin's output, and the "
+                    "weighted score error between the two scores", [l for ls in links.values() for l in ls],
+                    COUPLING_COLUMNS)]
+    facts = [Fact(a, f"diffusion network-twin distance slope in m (n = {cfg.n})", s.exponent)
+             for a, s in slopes.items() if s is not None]
+    return Report(reading=reading, tables=tables, plots=plots, facts=facts)
+
+
+def sample_grid(reference: np.ndarray, kernel: dict[str, KernelRecord]):
+    """Samples of every predictor, one row per activation, over the reference draws."""
+    columns = max(len(record.rows) for record in kernel.values())
+    fig, axes = plt.subplots(len(kernel), columns, figsize=(2.8 * columns, 2.9 * len(kernel)), sharex=True,
+                             sharey=True, constrained_layout=True, squeeze=False)
+    x0, x1, y0, y1 = figures.plot_limits(reference)
+    for ax_row, (activation, record) in zip(axes, kernel.items()):
+        for ax, row in zip(ax_row, record.rows):
+            points = np.asarray(row.samples, dtype=float)
+            finite = np.isfinite(points).all(1)
+            ax.scatter(reference[:, 0], reference[:, 1], s=1, color="0.85")
+            color = "black" if row.predictor == "posterior_mean" else resolve(activation).color
+            ax.scatter(points[finite, 0], points[finite, 1], s=2, alpha=0.5, color=color)
+            ax.set_title(f"{activation} {row.predictor} (n = {row.n})\nprecision {row.precision:.2f}", fontsize=8)
+            ax.set_xlim(x0, x1)
+            ax.set_ylim(y0, y1)
+            ax.set_aspect("equal")
+    return fig
 
 
 SECTION = Diffusion()
