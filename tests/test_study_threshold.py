@@ -148,7 +148,7 @@ def test_exponent_rows_against_polyfit_of_the_thresholds_and_their_resamples(sec
             assert float(fit["low"]) == pytest.approx(low, rel=1e-12, abs=1e-12)
             assert float(fit["high"]) == pytest.approx(high, rel=1e-12, abs=1e-12)
             assert fit["theory"] == (theory[a] if kind == "optimization" else
-                                     "n^2 log(n/delta) / lambda^2, SPEC §7 2+o(1)")
+                                     "n^2 log(n/delta) / lambda^2, the kernel condition 2+o(1)")
             checked.add(kind)
     assert checked == {"optimization", "kernel"}
 

@@ -1,4 +1,4 @@
-"""Sweep specs: the issue's TOML form, flag-style strings, validation, the SPEC §7 theory budget."""
+"""Sweep specs: the issue's TOML form, flag-style strings, validation, the theory budget of docs/mathematics.md#thresholds."""
 
 import math
 

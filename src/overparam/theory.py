@@ -174,3 +174,18 @@ GENERALISATION_THEOREM = {"relu": "ADHLW19 Thm 5.1"}
 def complexity_source(activation: str) -> str:
     """How to label sqrt(2 y^T H*^-1 y / n) for `activation`: the theorem, or its form applied to another H*."""
     return GENERALISATION_THEOREM.get(activation, f"ADHLW19's form applied to {activation}'s H*, no theorem")
+
+
+#: Where the kernel regime ends (docs/mathematics.md#output-scale): the activations with a proven exponent of
+#: alpha*(m), the output scale below which the kernel moves, and its source. Geiger, Spigler, Jacot, Wyart
+#: (J. Stat. Mech. 2020): alpha* ~ m^(-1/2) for relu in the NTK parametrisation.
+LAZY_RICH_EXPONENTS = {"relu": (-0.5, "GSJW20")}
+#: The activation whose mean-field scaling (kappa = 1/m) the lazy_rich section runs as a reference.
+MEAN_FIELD_ACTIVATION = "relu"
+
+
+def predicted_drift_slope(activation) -> float:
+    """The kernel drift's order in 1/alpha at large alpha (docs/mathematics.md#output-scale): -1 where phi' is
+    a step (relu), -2 for smooth activations under coupled init."""
+    return -1.0 if activations.resolve(activation).name == "relu" else -2.0
+

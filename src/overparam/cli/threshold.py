@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from .common import app, fail, output_file, print_json
+from .common import app, output_file, print_json
 
 if TYPE_CHECKING:
     from ..sweep.analysis import ThresholdReport

@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .. import theory
 from ..activations import resolve
 from ..data import teacher_split
 from ..kernel_regime import KernelRegime
@@ -42,14 +43,8 @@ KEY = "lazy_rich"
 TITLE = "(i) Where the kernel regime ends: the lazy-to-rich transition in the output scale alpha"
 #: The drift level that defines alpha*(m).
 LEVEL = 0.1
-#: The label of the mean-field reference rows (relu at kappa = 1/m, alpha = 1).
-MEAN_FIELD = "relu (kappa = 1/m)"
-#: Geiger, Spigler, Jacot, Wyart (J. Stat. Mech. 2020): alpha* ~ m^(-1/2) for relu in the NTK parametrisation.
-GSJW_EXPONENT = -0.5
-#: docs/mathematics.md#output-scale: the drift's order in 1/alpha (relu's phi' is a step: first order; smooth
-#: activations under coupled init: second order).
-PREDICTED_DRIFT_SLOPE = {"relu": -1.0}
-SMOOTH_DRIFT_SLOPE = -2.0
+#: The label of the mean-field reference rows (kappa = 1/m, alpha = 1).
+MEAN_FIELD = f"{theory.MEAN_FIELD_ACTIVATION} (kappa = 1/m)"
 TABLE_COLUMNS = ("activation", "m", "alpha", "seed", "drift", "movement", "steps", "alignment_0", "alignment_T",
                  "test_mse", "status")
 CROSSOVER_COLUMNS = ("activation", "m", "alpha_star", "low", "high")
@@ -185,7 +180,8 @@ def runs(study, cfg: Config) -> list[LazyRichRun]:
             for activation in study.activations for m in cfg.widths for alpha in cfg.alphas
             for seed in range(cfg.seeds)]
     if cfg.mean_field:
-        grid += [LazyRichRun("relu", m, 1.0, seed, True, **shared) for m in cfg.widths for seed in range(cfg.seeds)]
+        grid += [LazyRichRun(theory.MEAN_FIELD_ACTIVATION, m, 1.0, seed, True, **shared) for m in cfg.widths
+                 for seed in range(cfg.seeds)]
     return grid
 
 
@@ -301,7 +297,7 @@ def drift_slope(records: Sequence[LazyRichRecord], activation: str, m: int, leve
 
 
 def predicted_drift_slope(activation: str) -> float:
-    return PREDICTED_DRIFT_SLOPE.get(activation, SMOOTH_DRIFT_SLOPE)
+    return theory.predicted_drift_slope(activation)
 
 
 # ----------------------------------------------------------------------------- figures and reading
@@ -329,7 +325,7 @@ def drift_figure(records: Sequence[LazyRichRecord], study, cfg: Config):
             centre = np.array([_geometric(g) for g in groups])
             ax.errorbar(alphas, centre, yerr=[centre - [min(g) for g in groups], [max(g) for g in groups] - centre],
                         marker="o", ms=3, capsize=2, color=shade, label=f"m = {m}")
-            if activation == "relu" and cfg.mean_field:
+            if activation == theory.MEAN_FIELD_ACTIVATION and cfg.mean_field:
                 field = [r.drift for r in records if r.activation == MEAN_FIELD and r.m == m]
                 if field:
                     ax.plot([m ** -0.5], [_geometric(field)], marker="*", ms=11, color=shade, ls="none")
@@ -363,9 +359,10 @@ def crossover_figure(found: Sequence[Crossover], study, cfg: Config):
         ax.errorbar(ms, stars, yerr=[stars - [c.low for c in mine], [c.high for c in mine] - stars], marker="o",
                     capsize=3, color=resolve(activation).color,
                     label=f"{activation}: m^{fit['p']:+.2f} [{fit['low']:+.2f}, {fit['high']:+.2f}]")
-        if activation == "relu":
-            ax.plot(ms, stars[0] * (np.array(ms) / ms[0]) ** GSJW_EXPONENT, color="grey", ls="--", lw=1,
-                    label="m^-1/2 (GSJW20)")
+        if activation in theory.LAZY_RICH_EXPONENTS:
+            exponent, source = theory.LAZY_RICH_EXPONENTS[activation]
+            ax.plot(ms, stars[0] * (np.array(ms) / ms[0]) ** exponent, color="grey", ls="--", lw=1,
+                    label=f"m^{exponent:+.1f} ({source})")
     ax.axhline(1.0, color="black", ls=":", lw=1, label="alpha = 1 (papers)")
     ax.set(xscale="log", yscale="log", xlabel="width m", ylabel=f"alpha* (drift = {cfg.level:g})",
            title="where the kernel regime ends")
@@ -416,10 +413,11 @@ def reading(records: Sequence[LazyRichRecord], found: Sequence[Crossover], basel
         mine = [stars[activation, m] for m in cfg.widths if (activation, m) in stars]
         fit = width_exponent(mine)
         values = ", ".join(f"m = {c.m}: {c.alpha_star:.3g} [{c.low:.3g}, {c.high:.3g}]" for c in mine)
-        reference = (f" against GSJW20's {GSJW_EXPONENT:+.1f}: "
-                     + ("within the seeds' range" if fit["low"] - 1e-9 <= GSJW_EXPONENT <= fit["high"] + 1e-9
+        exponent, source = theory.LAZY_RICH_EXPONENTS.get(activation, (None, ""))
+        reference = (f" against {source}'s {exponent:+.1f}: "
+                     + ("within the seeds' range" if fit["low"] - 1e-9 <= exponent <= fit["high"] + 1e-9
                         else "outside the seeds' range")
-                     if activation == "relu" and math.isfinite(fit["p"]) else "")
+                     if exponent is not None and math.isfinite(fit["p"]) else "")
         parts.append(f"{activation}: {values}; exponent {fit['p']:+.2f} (seeds {fit['low']:+.2f} to "
                      f"{fit['high']:+.2f}){reference}")
     text.append(f"alpha*(m), where the drift crosses {level:g} (geometric mean over seeds [seeds' range]): "

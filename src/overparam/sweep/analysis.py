@@ -29,7 +29,7 @@ from scipy.optimize import isotonic_regression
 from .. import theory
 
 KINDS = ("optimization", "kernel")
-KERNEL_THEORY = [("n^2 log(n/delta) / lambda^2, docs/mathematics.md#thresholds", "2+o(1)")]
+KERNEL_THEORY = [("n^2 log(n/delta) / lambda^2, the kernel condition", "2+o(1)")]
 GD_STATUSES = ("converged", "max_steps", "diverged")
 
 
