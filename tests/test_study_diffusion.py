@@ -424,3 +424,15 @@ def test_kernel_table_agrees_with_the_sections_other_tables(section):
             cell(distance[activation, CFG.width], "RMS distance"), rel=1e-12)
         assert all(rows[key]["distance_to_twin"] == "" for key in rows if key[0] != "network")
     assert {(a, m) for a, m in distance} == {(a, m) for a in TINY.activations for m in CFG.widths}
+
+
+def test_twin_settings_are_checked_where_they_are_built():
+    from overparam.study.diffusion import Config
+
+    with pytest.raises(ValueError, match="twin_large_n must be 0"):
+        Config(n=1024, twin_large_n=512)
+    assert Config(n=1024, twin_large_n=0).twin_large_n == 0
+    assert Config(n=1024, twin_large_n=512, twins=False).twins is False  # unused when the twins are off
+    off = TINY.with_settings("diffusion", twins=False)
+    assert not any(type(u).__name__ in ("KernelComparison", "TwinCoupling")
+                   for u in SECTION.units(off, off.section("diffusion")))
