@@ -70,11 +70,12 @@ def test_sweep_results_and_threshold(swept, overparam, tmp_path):
 
     for format in ("csv", "json"):  # --out writes what stdout shows
         out = tmp_path / "export" / f"runs.{format}"
-        assert overparam("results", store, "--format", format, "--seed", "1", "--out", out).stdout == ""
+        assert overparam("results", store, "--format", format, "--seed", "1", "--out", out).stdout == \
+            f"wrote 12 run(s) to {out}\n"
         assert out.read_text() == overparam("results", store, "--format", format, "--seed", "1").stdout
 
-    assert overparam("results", store, "--format", "parquet", "--activation", "exp", "--out",
-                     tmp_path / "runs.parquet").returncode in (0, None)
+    parquet = overparam("results", store, "--format", "parquet", "--activation", "exp", "--out", tmp_path / "runs.parquet")
+    assert parquet.returncode in (0, None) and parquet.stdout == f"wrote 12 run(s) to {tmp_path / 'runs.parquet'}\n"
     exported = pq.read_table(tmp_path / "runs.parquet").to_pylist()
     with sqlite3.connect(store) as db:
         db.row_factory = sqlite3.Row

@@ -28,6 +28,9 @@ def _check(n: float | None = None, lam: float | None = None, delta: float | None
         raise ValueError(f"n must be >= 1, got {n!r}")
     if lam is not None and not (lam > 0 and math.isfinite(lam)):
         raise ValueError(f"lambda must be positive and finite, got {lam!r}")
+    if lam is not None and lam**4 == 0:  # DZPS19's n^6 / (lambda^4 delta^3) would divide by an underflowed 0
+        raise ValueError(f"lambda = {lam!r} is too small: lambda^4 underflows to 0, so the proven widths are "
+                         "beyond floating point; give lambda >= 1e-77")
     if delta is not None and not (0 < delta < 1):
         raise ValueError(f"delta must be in (0, 1), got {delta!r}")
     if epsilon is not None and not (epsilon > 0):

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import typer
 
 from ..sweep.store import COLUMNS, Store
-from .common import app, fail, json_text
+from .common import app, fail, json_text, output_file
 
 FORMATS = ("table", "csv", "json", "parquet")
 TABLE_COLUMNS = ("activation", "init", "n", "d", "width", "seed", "status", "steps", "final_residual",
@@ -44,6 +44,8 @@ def results(
         fail("--out takes csv, json or parquet output: add --format csv, json or parquet")
     if out is not None and out.is_dir():
         fail(f"--out {str(out)!r} is a folder; give a file name")
+    if out is not None:
+        output_file(out, "--out", make_folder=True)
     if not store.exists():
         fail(f"store {str(store)!r} does not exist; run `overparam sweep` first")
     filters = {"activation": activation, "init": init, "width": width, "n": n, "d": d, "seed": seed,
@@ -57,7 +59,9 @@ def results(
         out.parent.mkdir(parents=True, exist_ok=True)
     with Store(store, create=False) as runs:
         if format == "parquet":
-            pq.write_table(runs.runs_table(**filters), out)
+            written = runs.runs_table(**filters)
+            pq.write_table(written, out)
+            typer.echo(f"wrote {written.num_rows} run(s) to {out}")
             return
         rows = runs.runs(**filters)
     if format == "table":
@@ -71,6 +75,8 @@ def results(
             writer.writeheader()
             for row in rows:
                 writer.writerow({**row, "config": json.dumps(row["config"], sort_keys=True)})
+    if out is not None:  # the file holds the data; stdout says where it went
+        typer.echo(f"wrote {len(rows)} run(s) to {out}")
 
 
 def _typed(name: str, value: str):

@@ -10,7 +10,7 @@ import typer
 from ..activations import CHOICES, PAPERS
 from ..study import preset as study_preset
 from ..study import StudyConfig, run_study
-from .common import EXIT_INTERRUPTED, Failed, app, output_folder, parse_device, print_json, show_progress
+from .common import EXIT_INTERRUPTED, WRITE_ERRORS, Failed, app, output_folder, parse_device, print_json, show_progress
 
 
 @app.command()
@@ -33,7 +33,12 @@ def study(
     """
     config = study_preset(preset)
     if config_file is not None:
-        if not config_file.is_file():
+        try:
+            found = config_file.is_file()
+        except OSError as error:  # e.g. a name too long for the file system
+            raise ValueError(f"--config {str(config_file)[:80]!r}: cannot be read "
+                             f"({WRITE_ERRORS.get(error.errno, 'not a readable path')})") from None
+        if not found:
             raise ValueError(f"--config {config_file}: no such file; give the path of a TOML file")
         config = StudyConfig.from_toml(config_file, base=config)
     parse_device(device)
