@@ -90,8 +90,8 @@ def test_cholesky_breakdown_flags_rounding_without_iterating():
     found = lambda_min("exp", X, sigma=1.0, solver="cholesky")
     assert found.rounding and math.isnan(found.value) and found.matvecs == 0 and not found.converged
     assert "broke down" in found.reason and "rounding level" in found.reason
-    spectrum_found = spectrum(kernel_operator("exp", X), solver="cholesky")
-    assert spectrum_found.rounding and math.isnan(spectrum_found.lambda_min) and "broke down" in spectrum_found.method_reason
+    found = spectrum(kernel_operator("exp", X), solver="cholesky")
+    assert found.rounding and math.isnan(found.lambda_min) and "broke down" in found.method_reason
 
 
 def test_automatic_choice_follows_size_and_memory(monkeypatch):

@@ -25,9 +25,10 @@ class Spectrum:
 
     method "dense": all eigenvalues from one eigvalsh (`eigenvalues` holds them, descending);
     "cholesky", "lanczos" or "lobpcg": lambda_min by that solver (`eigensolvers`), `eigenvalues` the
-    leading 64 (cholesky: lambda_max alone); method_reason: why that solver. rounding: lambda_min is below the spectrum's rounding
-    level (`eigensolvers.rounding_dominated`), so neither it nor the condition number can be trusted
-    (lambda_min NaN: a Cholesky factorisation broke down, which shows it without a value).
+    leading 64 (cholesky: lambda_max alone); method_reason: why that solver. rounding: lambda_min is
+    below the spectrum's rounding level (`eigensolvers.rounding_dominated`), so neither it nor the
+    condition number can be trusted (lambda_min NaN: a Cholesky factorisation broke down, which shows
+    it without a value).
     """
 
     lambda_min: float
