@@ -7,7 +7,7 @@ import torch
 
 
 def output(W, a, X, activation, kappa):
-    """F_l(W, x) = kappa sum_r a_rl phi_r(W, x) (SPEC §2), broadcasting over a leading seed dimension."""
+    """F_l(W, x) = kappa sum_r a_rl phi_r(W, x) (docs/mathematics.md#networks), broadcasting over a leading seed dimension."""
     Z = X @ W.transpose(-1, -2)
     if activation == "relu":
         phi = Z.clamp_min(0)
@@ -33,7 +33,7 @@ def top_eigenvalue(W, a, X, activation, kappa):
 def descend(W0, a, X, y, activation, kappa, lr, steps):
     """Plain GD for `steps` steps: the weights at every step and the losses (per seed with a seed
     dimension; lr then one number or a tensor (S, 1, 1)). Stops after the first step whose loss is not
-    finite or over 1000 times the initial loss (the divergence rule of SPEC §3), which it includes."""
+    finite or over 1000 times the initial loss (the divergence rule of docs/mathematics.md#gradient), which it includes."""
     W, weights, curve = W0.clone(), [W0.clone()], []
     for step in range(steps + 1):
         W.requires_grad_(True)

@@ -53,7 +53,7 @@ def test_registry_resolves_names_records_and_module_attributes():
     assert [name for name in BUILTIN if resolve(name).normalised] == ["softmax"]
     assert {name: resolve(name).default_scale for name in BUILTIN} == {
         "relu": "1/sqrt(m)", "exp": "1", "softmax": "1", "tanh": "1/sqrt(m)", "sigmoid": "1/sqrt(m)",
-        "gelu": "1/sqrt(m)"}  # SPEC §2 and §11
+        "gelu": "1/sqrt(m)"}  # docs/mathematics.md#networks, #elementwise
     assert len({resolve(name).color for name in BUILTIN}) == len(BUILTIN)
     assert package.theory.proven_widths("relu", "coupled") == [("DZPS19", "6"), ("SY19", "4"), ("MOSW22", "2")]
     assert package.theory.proven_widths("gelu", "coupled") == []
@@ -123,7 +123,7 @@ def test_forward_gradient_and_kernel_match_autograd(activation, k):
 
 
 def test_quadrature_matches_the_sine_and_erf_closed_forms():
-    """SPEC §11: phi = sin (phi' = cos): H*_ij = <x_i,x_j> (e^{-sigma^2 |x_i - x_j|^2 / 2} + e^{-sigma^2 |x_i + x_j|^2
+    """docs/mathematics.md#elementwise: phi = sin (phi' = cos): H*_ij = <x_i,x_j> (e^{-sigma^2 |x_i - x_j|^2 / 2} + e^{-sigma^2 |x_i + x_j|^2
     / 2}) / 2. phi = erf(z / sqrt 2) (phi' = sqrt(2/pi) e^{-z^2/2}): H*_ij = <x_i,x_j> (2/pi) / sqrt(det(I + S)),
     S = sigma^2 [[|x_i|^2, <x_i,x_j>], [<x_i,x_j>, |x_j|^2]]. Both to 1e-8 (smooth phi': the rule's target)."""
     X = off_sphere(9, 3, seed=4)

@@ -242,7 +242,7 @@ def test_train_on_digits(tmp_path, overparam):
     assert result.returncode == 0, result.stderr
     X = digits((3, 5), n=20).X
     G = X @ X.T
-    H = G * (np.pi - np.arccos(np.clip(G - np.diag(np.diag(G) - 1), -1, 1))) / (2 * np.pi)  # relu's H* on unit inputs (SPEC §4)
+    H = G * (np.pi - np.arccos(np.clip(G - np.diag(np.diag(G) - 1), -1, 1))) / (2 * np.pi)  # relu's H* on unit inputs (docs/mathematics.md#ntk)
     assert json.loads(result.stdout)["lambda_min"] == pytest.approx(np.linalg.eigvalsh(H)[0], rel=1e-9)
 
 

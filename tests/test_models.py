@@ -16,7 +16,7 @@ from overparam.activations import BUILTIN, parse_scale, resolve
 ACTIVATIONS = BUILTIN
 
 
-#: phi written independently of overparam with torch primitives (gelu in its erf form, SPEC §11).
+#: phi written independently of overparam with torch primitives (gelu in its erf form, docs/mathematics.md#elementwise).
 REFERENCE_PHI = {
     "relu": torch.relu, "exp": torch.exp, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
     "gelu": lambda z: z * 0.5 * (1 + torch.erf(z / math.sqrt(2))),
@@ -25,7 +25,7 @@ REFERENCE_PHI = {
 
 
 def reference_output(W, a, X, activation, kappa):
-    """F written directly from SPEC §2 and §11 with torch primitives (autograd-able); activation: a
+    """F written directly from docs/mathematics.md#networks, #elementwise with torch primitives (autograd-able); activation: a
     built-in's name or record."""
     phi = REFERENCE_PHI[getattr(activation, "name", activation)]
     return kappa * phi(X @ W.T) @ a

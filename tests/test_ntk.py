@@ -17,7 +17,7 @@ from overparam.activations import BUILTIN, PAPERS
 from overparam.data import sphere
 from overparam.ntk import (extreme_eigenvalue, infinite_ntk, kernel_operator, lambda_min, leading_eigenvalues,
                            monte_carlo_ntk, ntk, spectral_norm)
-from test_models import reference_output  # F(W, X) written directly from SPEC §2
+from test_models import reference_output  # F(W, X) written directly from docs/mathematics.md#networks
 
 #: Every built-in activation (the papers' three, tanh, sigmoid, gelu).
 ACTIVATIONS = BUILTIN

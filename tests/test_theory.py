@@ -1,4 +1,4 @@
-"""The orders of SPEC §5 as written there, checked at hand-computed values."""
+"""The orders of docs/mathematics.md#predictions as written there, checked at hand-computed values."""
 
 import math
 

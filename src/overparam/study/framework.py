@@ -65,6 +65,19 @@ def from_json(kind, value) -> Any:
     return value
 
 
+class RunStatus:
+    """For a record of one training run with a `status` field ("converged", "max_steps", "failed", ...)."""
+
+    @property
+    def ok(self) -> bool:
+        """The run produced numbers (it did not fail before or during training)."""
+        return self.status != "failed"
+
+    @property
+    def converged(self) -> bool:
+        return self.status == "converged"
+
+
 # ------------------------------------------------------------------------------------- units
 
 

@@ -34,8 +34,8 @@ from ..data import teacher_split
 from ..kernel_regime import KernelRegime, complexity
 from ..models import TwoLayerNet
 from ..ntk import infinite_ntk
-from .framework import (Plot, Report, SectionConfig, StudySection, Unit, require_even, require_grid, require_positive,
-                        require_seeds, table)
+from .framework import (Plot, Report, RunStatus, SectionConfig, StudySection, Unit, require_even, require_grid,
+                        require_positive, require_seeds, table)
 from .report import Fact
 from .stats import format_slope, mean_and_error, power_law
 
@@ -68,7 +68,7 @@ class Config(SectionConfig):
 
 
 @dataclass
-class SeedFit:
+class SeedFit(RunStatus):
     """One seed's network after training (module docstring); NaN where its training failed (`error`)."""
 
     seed: int
@@ -81,14 +81,6 @@ class SeedFit:
     distance_travelled: float = float("nan")
     predicted_distance: float = float("nan")
     error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "failed"
-
-    @property
-    def converged(self) -> bool:
-        return self.status == "converged"
 
 
 @dataclass

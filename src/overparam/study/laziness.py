@@ -68,7 +68,8 @@ class Laziness(StudySection):
             lam = found[activation, cfg.widths[0]].lam
             movement = [[r.max_movement for r in group] for group in runs]
             drift = [[r.drift for r in group] for group in runs]
-            move_fit, drift_fit = power_law(widths, movement, seed=study.seed), power_law(widths, drift, seed=study.seed)
+            move_fit = power_law(widths, movement, seed=study.seed)
+            drift_fit = power_law(widths, drift, seed=study.seed)
             mine = [WidthRow(activation, m, *mean_and_error(mv), *mean_and_error(dr), lam / 4,
                              float(np.mean([r.drift <= lam / 4 for r in group])) if group else float("nan"),
                              float(np.mean([r.lambda_min_HT for r in group])) if group else float("nan"))

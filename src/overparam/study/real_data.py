@@ -29,7 +29,7 @@ from ..kernel_regime import complexity
 from ..models import TwoLayerNet, initial_weights, pairs_neurons
 from ..ntk import infinite_ntk
 from ..sweep.analysis import Threshold, thresholds_from_rows
-from .framework import Plot, Report, SectionConfig, StudySection, Unit, require_grid, require_positive, table
+from .framework import Plot, Report, RunStatus, SectionConfig, StudySection, Unit, require_grid, require_positive, table
 from .report import Fact
 from .stats import mean_and_error
 from .sweeps import SweepSlice
@@ -82,7 +82,7 @@ def random_labels(y: np.ndarray, seed: int, draw: int) -> np.ndarray:
 
 
 @dataclass
-class LabelRun:
+class LabelRun(RunStatus):
     """One seed's GD run on one kind of labels: status, steps taken, lr, the squared residual curve."""
 
     labels: str
@@ -94,10 +94,6 @@ class LabelRun:
     loss2: list[float] | None = None
     final_residual: float = float("nan")
     error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "failed"
 
 
 @dataclass

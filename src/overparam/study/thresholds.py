@@ -261,9 +261,9 @@ class ThresholdSection(StudySection):
                                                               profiles[activation, n, 0][0].lam, study.seed)
         decay = {}
         for a in study.activations:  # over every n, and over the last doubling (the decay need not be a power law)
-            positive = [(n, lam[a, n].lam) for n in lambda_points(cfg) if lam[a, n].lam > 0]
-            decay[a] = Decay(fit_power_law(*zip(*positive))[0], fit_power_law(*zip(*positive[-2:]))[0],
-                             positive[-2][0])
+            ns = [n for n in lambda_points(cfg) if lam[a, n].lam > 0]
+            values = [lam[a, n].lam for n in ns]
+            decay[a] = Decay(fit_power_law(ns, values)[0], fit_power_law(ns[-2:], values[-2:])[0], ns[-2])
         lambda_rows = [LambdaRow(a, n, lam[a, n].lam, lam[a, n].how, proven.work, proven.formula, proven.width)
                        for a in study.activations for n in lambda_points(cfg)
                        for proven in proven_widths(a, n, lam[a, n].lam, study.delta)]

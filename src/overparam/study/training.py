@@ -152,14 +152,15 @@ def reading(study, rows: list[WidthRow]) -> list[str]:
 
 def _agreement(rows: list[WidthRow]) -> str:
     """How far the measured steps are from the kernel-regime prediction, per width."""
-    gaps = [(r.width, abs(r.steps - r.kernel_steps) / r.kernel_steps) for r in rows if r.kernel_steps == r.kernel_steps]
+    gaps = {r.width: abs(r.steps - r.kernel_steps) / r.kernel_steps for r in rows if r.kernel_steps == r.kernel_steps}
     if not gaps:
         return "The linearised dynamics never reached tol within the budget."
-    if max(g for _, g in gaps) <= 0.02:
-        return (f"Within {max(g for _, g in gaps):.1%} at every width: the network trains exactly as its "
+    if max(gaps.values()) <= 0.02:
+        return (f"Within {max(gaps.values()):.1%} at every width: the network trains exactly as its "
                 "initial kernel predicts (the lazy regime the proofs rely on).")
-    return (f"The gap was {gaps[0][1]:.0%} at m = {gaps[0][0]} and {gaps[-1][1]:.0%} at m = {gaps[-1][0]}: "
-            + ("it closes with width, as the lazy-regime argument predicts." if gaps[-1][1] < gaps[0][1]
+    first, last = min(gaps), max(gaps)
+    return (f"The gap was {gaps[first]:.0%} at m = {first} and {gaps[last]:.0%} at m = {last}: "
+            + ("it closes with width, as the lazy-regime argument predicts." if gaps[last] < gaps[first]
                else "it does not close over this grid."))
 
 

@@ -17,13 +17,13 @@ from ..batched import train_batched
 from ..kernel_regime import KernelRegime
 from ..models import TwoLayerNet, initial_weights, pairs_neurons
 from ..ntk import infinite_ntk, ntk
-from .framework import SectionConfig, Unit, require_even, require_grid, require_positive
+from .framework import RunStatus, SectionConfig, Unit, require_even, require_grid, require_positive
 
 CURVE_POINTS = 1000
 
 
 @dataclass
-class SeedRun:
+class SeedRun(RunStatus):
     """One seed's run. steps: GD steps taken; kernel_steps: steps the linearised dynamics need to reach
     tol (None: not within the budget); drift = ||H(W(T)) - H(W(0))||_2; movements of the neurons."""
 
@@ -45,14 +45,6 @@ class SeedRun:
     final_residual: float = float("nan")
     wall_seconds: float = float("nan")
     error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "failed"
-
-    @property
-    def converged(self) -> bool:
-        return self.status == "converged"
 
 
 @dataclass
