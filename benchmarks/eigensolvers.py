@@ -1,4 +1,4 @@
-"""lambda_min(H*) by each eigensolver (overparam.eigensolvers), and the automatic choice at n = 20,000.
+"""lambda_min(H*) by each eigensolver (overparam.kernels.eigensolvers), and the automatic choice at n = 20,000.
 
 Part 1, the solvers on one dense H* (exp, d = 8 sphere), timed round robin in one process, best of
 `--repeats`: torch's eigvalsh (every eigenvalue: the dense route and the baseline), scipy's eigvalsh
@@ -29,9 +29,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from overparam.data import sphere  # noqa: E402
-from overparam.eigensolvers import cholesky_smallest, largest_of_matrix  # noqa: E402
-from overparam.kernel_comparison import spectrum  # noqa: E402
-from overparam.ntk import infinite_ntk, kernel_operator  # noqa: E402
+from overparam.kernels.eigensolvers import cholesky_smallest, largest_of_matrix  # noqa: E402
+from overparam.kernels.comparison import spectrum  # noqa: E402
+from overparam.kernels.infinite import infinite_ntk
+from overparam.kernels.spectra import kernel_operator  # noqa: E402
 
 
 def solvers(H: torch.Tensor, high: float) -> dict:

@@ -1,4 +1,4 @@
-"""The nested-width kernel pass (`overparam.nested_ntk`) against the bare GEMMs of the same shapes.
+"""The nested-width kernel pass (`overparam.kernels.nested`) against the bare GEMMs of the same shapes.
 
 Default shape (issue 14): n = 64, d = 8, one output, m = 2^22 neurons, widths 2^6 .. 2^22, float64.
 The floor is what the pass cannot avoid: per chunk of c neurons the GEMM Z = X W_c^T (n x d x c) and
@@ -20,7 +20,7 @@ import torch
 from overparam import chunks
 from overparam.data import sphere
 from overparam.models import initial_weights
-from overparam.nested_ntk import nested_ntk
+from overparam.kernels.nested import nested_ntk
 
 ACTIVATIONS = ("relu", "exp", "softmax")
 

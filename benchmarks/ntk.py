@@ -167,7 +167,7 @@ def gram_floors(n: int, m: int, dtype: torch.dtype, device: str, repeats: int) -
     """Best times of the bare GEMM C C^T, C (n, m), the floor of the finite kernel (k = 1), and of
     the lower-triangle GEMMs overparam sums it with where it can (`ntk._lower_gram_update`; the
     same GEMM elsewhere): the tighter floor."""
-    from overparam.ntk import _lower_gram_update
+    from overparam.kernels.finite import _lower_gram_update
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     C = torch.randn(n, m, dtype=dtype, device=device)
@@ -222,7 +222,7 @@ def measure(activation="relu", n=1024, d=32, m=16384, dtype="float64", device="c
 def lambda_min_at_scale(n=20000, d=32, activation="relu", cache="auto") -> dict:
     """lambda_min(H*) by Lanczos on the row-block product: time, peak memory, convergence."""
     from overparam.data import sphere
-    from overparam.ntk import kernel_operator, lambda_min
+    from overparam.kernels.spectra import kernel_operator, lambda_min
 
     X = torch.from_numpy(sphere(n, d, seed=0).X)
     operator = kernel_operator(activation, X, cache={"auto": None, "yes": True, "no": False}[cache])

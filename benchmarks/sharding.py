@@ -3,7 +3,7 @@
 Default shape (issue 7): exp, n = 1024, d = 32, m = 65536, float32, P = 2. In the same run:
 - one process: `overparam.train` with all of this process's torch threads, and with one thread
   (the serial cost that P processes split: ideally P x faster);
-- P processes: `overparam.distributed.train`, threads / P each, gloo (NCCL on cuda), one
+- P processes: `overparam.training.distributed.train`, threads / P each, gloo (NCCL on cuda), one
   all-reduce of n k floats per step;
 - the all-reduce alone, timed in the same kind of group.
 A step is History.wall_time[-1] / steps of a run with a fixed small lr (kappa = 1/sqrt(m) as
@@ -23,7 +23,8 @@ import time
 import torch
 import torch.distributed as dist
 
-from overparam import TwoLayerNet, distributed, train
+from overparam import TwoLayerNet, train
+from overparam.training import distributed
 from overparam.data import sphere
 
 

@@ -2,7 +2,7 @@
 
 1. The issue's benchmark: 6 widths x 32 seeds of the exp network (n = 64, d = 8, coupled init,
    lr = auto, a fixed budget and tol = 0 so that both sides do the same steps), trained with
-   `overparam.batched.train_seeds` (one tensor program per width, CPU sub-batches sized to the
+   `overparam.training.batched.train_seeds` (one tensor program per width, CPU sub-batches sized to the
    cache) against a Python loop of `overparam.train`, one network at a time, both with one torch
    thread (as sweeps run; --threads to change). Goal: >= 10x.
    The largest relative difference of the final residuals is printed (the two must agree).
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from overparam import TwoLayerNet, train
-from overparam.batched import train_seeds
+from overparam.training.batched import train_seeds
 from overparam.data import builtin
 
 WIDTHS = (16, 32, 64, 128, 256, 512)

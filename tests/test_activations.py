@@ -16,11 +16,13 @@ from scipy import integrate, special
 from torch.func import jacrev
 
 import overparam as package
-from overparam import Activation, TwoLayerNet, distributed, train
+from overparam import Activation, TwoLayerNet, train
+from overparam.training import distributed
 from overparam.activations import BUILTIN, PAPERS, gauss_hermite_kernel, resolve
-from overparam.batched import train_seeds
+from overparam.training.batched import train_seeds
 from overparam.data import sphere, unit_sphere
-from overparam.ntk import infinite_ntk, ntk
+from overparam.kernels.infinite import infinite_ntk
+from overparam.kernels.finite import ntk
 from overparam.study import StudyConfig, run_study
 from overparam.sweep import Store, run_sweep
 

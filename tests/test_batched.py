@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from overparam import TwoLayerNet, initial_weights, train
-from overparam import batched
-from overparam.batched import train_batched, train_seeds
+from overparam.training import batched
+from overparam.training.batched import train_batched, train_seeds
 from overparam.coefficients import forward
 from overparam.data import builtin, sphere
-from overparam.ntk import lambda_max, ntk
+from overparam.kernels.finite import lambda_max, ntk
 from overparam.train import HISTORY_COLUMNS
 
 import plain_gd

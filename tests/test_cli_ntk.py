@@ -10,7 +10,8 @@ import torch
 from overparam import TwoLayerNet
 from overparam.data import sphere
 from overparam.models import initial_weights
-from overparam.ntk import infinite_ntk, ntk
+from overparam.kernels.infinite import infinite_ntk
+from overparam.kernels.finite import ntk
 from test_cli_train import overparam  # noqa: F401  (the in-process CLI fixture)
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -172,6 +173,6 @@ def test_resolved_spectrum_is_not_flagged(tmp_path, overparam):
     (float("nan"), 1.0, 10, True),
 ])
 def test_rounding_level_is_eps_n_lambda_max(low, high, size, flagged):
-    from overparam.ntk import rounding_dominated
+    from overparam.kernels.eigensolvers import rounding_dominated
 
     assert rounding_dominated(low, high, size) is flagged

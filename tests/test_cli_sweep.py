@@ -212,7 +212,7 @@ def test_rounding_lambda_is_flagged_in_the_store_and_the_results_table(tmp_path,
     import torch
 
     from overparam.data import sphere
-    from overparam.ntk import infinite_ntk
+    from overparam.kernels.infinite import infinite_ntk
 
     store = tmp_path / "r.db"
     result = overparam("sweep", "--store", store, "--activations", "exp,relu", "--widths", "8", "--n", "12",

@@ -8,7 +8,8 @@ import torch
 
 from overparam import KernelDiagnostics, TwoLayerNet, train
 from overparam.data import sphere
-from overparam.ntk import infinite_ntk, ntk
+from overparam.kernels.infinite import infinite_ntk
+from overparam.kernels.finite import ntk
 
 
 def run(activation="softmax", width=512, steps=37, every=5, dense_limit=2048, reference="infinite", k=1):

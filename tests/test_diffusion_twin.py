@@ -11,7 +11,8 @@ from overparam.diffusion import Horizon, TrainingConfig, fit_denoiser, isotropic
 from overparam.diffusion.process import alpha, h
 from overparam.diffusion.training import denoising_data, initial_network
 from overparam.diffusion.twin import kernel_twin, posterior_mean_score, twin_distance
-from overparam.ntk import infinite_ntk, ntk
+from overparam.kernels.infinite import infinite_ntk
+from overparam.kernels.finite import ntk
 
 
 def small_problem(activation="relu", width=64, n=40, init="coupled"):

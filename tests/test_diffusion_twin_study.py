@@ -13,9 +13,8 @@ import torch
 from overparam.diffusion import DiffusionConfig, TrainingConfig, experiment, score_error, trivial_score
 from overparam.diffusion.metrics import wasserstein2
 from overparam.diffusion.training import denoising_data, initial_network
-from overparam.diffusion.twin_study import (COLUMNS, KernelRow, bridging_reading, fitted_slope, kernel_rows,
-                                            score_gap)
-from overparam.ntk import ntk
+from overparam.diffusion.twin_study import COLUMNS, KernelRow, bridging_reading, fitted_slope, kernel_rows, score_gap
+from overparam.kernels.finite import ntk
 
 
 @pytest.fixture(scope="module")

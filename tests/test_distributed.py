@@ -8,10 +8,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from overparam import TwoLayerNet, distributed, train
+from overparam import TwoLayerNet, train
+from overparam.training import distributed
 from overparam.cli import app
 from overparam.data import sphere
-from overparam.ntk import ntk
+from overparam.kernels.finite import ntk
 
 TOL = dict(rtol=1e-10, atol=1e-10)
 

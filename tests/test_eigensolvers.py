@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from overparam import eigensolvers
+from overparam.kernels import eigensolvers
 from overparam.cli import common
 from overparam.data import sphere
-from overparam.kernel_comparison import spectrum
-from overparam.ntk import infinite_ntk, kernel_operator, lambda_min
+from overparam.kernels.comparison import spectrum
+from overparam.kernels.infinite import infinite_ntk
+from overparam.kernels.spectra import kernel_operator, lambda_min
 
 EPS = np.finfo(np.float64).eps
 

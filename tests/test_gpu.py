@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from overparam import TwoLayerNet, ntk, train
-from overparam.batched import train_batched
+from overparam.training.batched import train_batched
 from overparam.chunks import default_chunk
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here (CI has none)")
@@ -151,7 +151,7 @@ def test_every_study_section_completes_on_the_gpu(tmp_path):
 @pytest.mark.parametrize("out_dim", [1, 2])
 def test_nested_kernel_pass_equals_the_cpu(activation, out_dim):
     from overparam.models import initial_weights
-    from overparam.nested_ntk import nested_ntk
+    from overparam.kernels.nested import nested_ntk
 
     X, _ = inputs(30, 6)
     W, a = initial_weights(4096, 6, out_dim, "coupled", 1.0, 2)

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from overparam import KernelRegime, TwoLayerNet, train
-from overparam.kernel_regime import complexity
+from overparam.kernels.regime import complexity
 from overparam.data import sphere
-from overparam.ntk import infinite_ntk, ntk
+from overparam.kernels.infinite import infinite_ntk
+from overparam.kernels.finite import ntk
 
 
 def problem(n=12, d=4, k=2, seed=0):
@@ -169,7 +170,7 @@ def test_step_sums_keep_their_digits_near_zero_at_real_times():
     from 1), for real t and mu from 1e-300 up to lr mu = 1."""
     import mpmath
 
-    from overparam.kernel_regime import step_sums
+    from overparam.kernels.regime import step_sums
 
     mpmath.mp.dps = 400
     lr = 0.5
@@ -190,7 +191,7 @@ def test_step_sums_keep_their_digits_near_zero_at_real_times():
 def test_alternating_modes_are_exact_at_integers_and_smooth_between():
     """lr mu > 1: (1 - lr mu)^t alternates; at integer t the sum is the GD value, and between integers the
     extension |b|^t cos(pi t) is continuous."""
-    from overparam.kernel_regime import step_sums
+    from overparam.kernels.regime import step_sums
 
     lr, mu = 1.0, torch.tensor([1.5])
     for t in range(6):

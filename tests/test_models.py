@@ -159,7 +159,7 @@ def test_softmax_chunks_in_the_order_of_a_give_the_same_products(keep, shift_dev
     J v and Theta equal the one-chunk pass (plain slices); an a with three values keeps slices."""
     from overparam import coefficients
     from overparam.chunks import chunk_width, neuron_chunks
-    from overparam.ntk import pass_ntk
+    from overparam.kernels.finite import pass_ntk
 
     monkeypatch.setattr(coefficients, "BOUNDED_SHIFT_DEVICES", shift_devices)
 

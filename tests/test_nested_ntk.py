@@ -8,8 +8,9 @@ import torch
 from overparam import TwoLayerNet
 from overparam.data import sphere
 from overparam.models import initial_weights
-from overparam.nested_ntk import nested_ntk, width_profile
-from overparam.ntk import infinite_ntk, ntk
+from overparam.kernels.nested import nested_ntk, width_profile
+from overparam.kernels.infinite import infinite_ntk
+from overparam.kernels.finite import ntk
 
 from overparam.activations import BUILTIN
 

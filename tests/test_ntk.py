@@ -1,4 +1,4 @@
-"""Kernels of overparam/ntk.py against independent references: the torch.func Jacobian
+"""Kernels of overparam.kernels (finite, infinite, spectra) against independent references: the torch.func Jacobian
 contraction (finite Theta), Monte Carlo over initialisations with standard-error tolerances
 (closed forms of H*), dense eigvalsh (Lanczos), and explicit matrices (the operators)."""
 
@@ -11,12 +11,13 @@ from torch.func import jacrev
 
 import overparam
 from overparam import TwoLayerNet
-from overparam import eigensolvers
-from overparam import ntk as ntk_module
+from overparam.kernels import eigensolvers, finite
 from overparam.activations import BUILTIN, PAPERS
 from overparam.data import sphere
-from overparam.ntk import (extreme_eigenvalue, infinite_ntk, kernel_operator, lambda_min, leading_eigenvalues,
-                           monte_carlo_ntk, ntk, spectral_norm)
+from overparam.kernels.finite import monte_carlo_ntk, ntk, pass_ntk
+from overparam.kernels.infinite import infinite_ntk, infinite_ntk_vector
+from overparam.kernels.spectra import (extreme_eigenvalue, kernel_operator, lambda_min, leading_eigenvalues,
+                                       spectral_norm)
 from test_models import reference_output  # F(W, X) written directly from docs/mathematics.md#networks
 
 #: Every built-in activation (the papers' three, tanh, sigmoid, gelu).
@@ -38,7 +39,7 @@ def inputs(n, d, seed=0, radius=1.0):
 @pytest.mark.parametrize("out_dim, init", [(1, "independent"), (3, "independent"), (2, "coupled")])
 @pytest.mark.parametrize("row_block", (256, 3))  # 3: the lower triangle summed in row blocks, then mirrored
 def test_finite_kernel_matches_jacobian_contraction(activation, out_dim, init, row_block, monkeypatch):
-    monkeypatch.setattr(ntk_module, "GRAM_ROW_BLOCK", row_block)
+    monkeypatch.setattr(finite, "GRAM_ROW_BLOCK", row_block)
     X = inputs(7, 4, seed=1)
     net = TwoLayerNet(4, 40, out_dim, activation, init=init, seed=2, chunk_size=16)
     expected = jacobian_ntk(net, X)
@@ -69,7 +70,7 @@ def test_package_level_names():
     X = inputs(5, 3)
     net = TwoLayerNet(3, 16, 1, "relu")
     torch.testing.assert_close(overparam.ntk(net, X), ntk(net, X))
-    assert overparam.ntk.infinite_ntk is infinite_ntk and ntk_module.lambda_max is not None
+    assert overparam.ntk is ntk and overparam.infinite_ntk is infinite_ntk
     assert overparam.lambda_min is lambda_min and overparam.monte_carlo_ntk is monte_carlo_ntk
 
 
@@ -150,7 +151,7 @@ def test_operators_match_their_dense_matrices(activation):
         limit = kernel_operator(activation, X, out_dim=2, cache=cache)
         expected = infinite_ntk(activation, X, out_dim=2) @ V
         torch.testing.assert_close(limit.matvec(V), expected, rtol=1e-12, atol=1e-12)
-    blocks = ntk_module.infinite_ntk_vector(activation, X, V[:11], block=3)
+    blocks = infinite_ntk_vector(activation, X, V[:11], block=3)
     torch.testing.assert_close(blocks, infinite_ntk(activation, X) @ V[:11], rtol=1e-12, atol=1e-12)
 
 
@@ -233,7 +234,7 @@ def test_pass_ntk_broadcasts_over_seeds():
     nets = [TwoLayerNet(3, 32, 2, "softmax", seed=s) for s in range(3)]
     batched = forward(X, torch.stack([net.W for net in nets]), torch.stack([net.a for net in nets]), "softmax",
                       1.0, chunk=8)
-    kernels = ntk_module.pass_ntk(batched)
+    kernels = pass_ntk(batched)
     assert kernels.shape == (3, 12, 12)
     for kernel, net in zip(kernels, nets):
         torch.testing.assert_close(kernel, ntk(net, X), rtol=1e-12, atol=1e-12)

@@ -10,7 +10,7 @@ import torch
 
 from overparam import TwoLayerNet, train
 from overparam.activations import BUILTIN
-from overparam.batched import train_seeds
+from overparam.training.batched import train_seeds
 from overparam.data import sphere
 
 PHI = {  # phi_r(W, x) for every built-in, written out with plain torch operations

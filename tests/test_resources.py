@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from overparam import data, resources
-from overparam.kernel_comparison import compare_kernels
-from overparam.nested_ntk import width_profile
+from overparam.kernels.comparison import compare_kernels
+from overparam.kernels.nested import width_profile
 
 
 def test_available_cpu_memory_is_the_kernels_memavailable():

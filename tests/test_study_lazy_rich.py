@@ -11,21 +11,8 @@ import torch
 from overparam import TwoLayerNet, train
 from overparam.study import lazy_rich
 from overparam.study import StudyConfig
-from overparam.study.lazy_rich import (
-    MEAN_FIELD,
-    SECTION,
-    Config,
-    LazyRichRecord,
-    LazyRichRun,
-    compute_run,
-    crossing,
-    crossovers,
-    drift_slope,
-    problem,
-    reading,
-    runs,
-    width_exponent,
-)
+from overparam.study.lazy_rich import (MEAN_FIELD, SECTION, Config, LazyRichRecord, LazyRichRun, compute_run, crossing,
+                                       crossovers, drift_slope, problem, reading, runs, width_exponent)
 
 PHI = {"relu": lambda Z: Z.clamp_min(0), "exp": torch.exp,
        "softmax": lambda Z: Z.shape[-1] * torch.softmax(Z, dim=-1)}
@@ -228,7 +215,7 @@ def test_the_reading_states_what_the_numbers_say():
 @pytest.mark.parametrize("activation", ("relu", "exp", "softmax"))
 def test_the_kernel_baseline_is_the_h_star_interpolant(activation):
     """KernelBaselineUnit's test MSE against H*(X_test, X) H*(X, X)^-1 y solved directly (1e-10)."""
-    from overparam.ntk import infinite_ntk
+    from overparam.kernels.infinite import infinite_ntk
     from overparam.study.lazy_rich import KernelBaselineUnit
 
     record = KernelBaselineUnit(activation, 12, 4, 1.0, 0, 0.1, 50).compute(None)

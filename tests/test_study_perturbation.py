@@ -18,7 +18,7 @@ import plain_gd
 
 from overparam import TwoLayerNet
 from overparam.data import sphere
-from overparam.ntk import ntk
+from overparam.kernels.finite import ntk
 from overparam.study import StudyConfig, run_study
 
 SETTINGS = {"n": 8, "widths": (64, 256), "radii": (1e-3, 1e-2, 1e-1, 1.0), "ascent_steps": 3, "seeds": 2,

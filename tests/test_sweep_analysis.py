@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from overparam.sweep.analysis import (estimate_threshold, fit_power_law, interval, monotone_rates,
-                                      plot_thresholds, theory_orders, thresholds_from_rows)
+from overparam.sweep.analysis import (estimate_threshold, fit_power_law, interval, monotone_rates, plot_thresholds,
+                                      theory_orders, thresholds_from_rows)
 
 WIDTHS = [2**j for j in range(3, 13)]  # 8 .. 4096
 

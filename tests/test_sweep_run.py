@@ -8,7 +8,8 @@ import pytest
 
 from overparam import TwoLayerNet, train
 from overparam.data import builtin
-from overparam.ntk import infinite_ntk, ntk
+from overparam.kernels.infinite import infinite_ntk
+from overparam.kernels.finite import ntk
 from overparam.sweep import Store, SweepSpec, run_sweep, split_groups
 from overparam.sweep.spec import theory_steps
 

@@ -6,7 +6,7 @@ import torch
 
 from overparam import TwoLayerNet, train
 from overparam.data import sphere
-from overparam.ntk import ntk
+from overparam.kernels.finite import ntk
 
 import plain_gd
 

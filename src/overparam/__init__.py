@@ -6,11 +6,13 @@ from importlib import metadata as _metadata
 
 from .activations import Activation
 from .models import TwoLayerNet, initial_weights
-from .train import History, TrainState, train
-from . import ntk, theory  # ntk is callable: overparam.ntk(net, X) is the finite kernel
-from .ntk import infinite_ntk, lambda_min, monte_carlo_ntk, spectral_norm
-from .kernel_regime import KernelRegime
-from .diagnostics import KernelDiagnostics, TheoryCheck
+from .training.loop import History, TrainState, train
+from . import theory
+from .kernels.infinite import infinite_ntk
+from .kernels.spectra import lambda_min, spectral_norm
+from .kernels.finite import monte_carlo_ntk, ntk
+from .kernels.regime import KernelRegime
+from .training.diagnostics import KernelDiagnostics, TheoryCheck
 
 try:  # pyproject.toml's version is the one source: installed packages carry it in their metadata
     __version__ = _metadata.version("overparam")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import kernel_plots
-from ..diagnostics import DIAGNOSTICS_DENSE_LIMIT, KernelDiagnostics
-from ..kernel_regime import KernelRegime
+from ..kernels import plots as kernel_plots
+from ..training.diagnostics import DIAGNOSTICS_DENSE_LIMIT, KernelDiagnostics
+from ..kernels.regime import KernelRegime
 
 #: Records per run when --diagnostics-every is not given.
 RECORDS = 50

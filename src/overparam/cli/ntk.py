@@ -11,11 +11,12 @@ import torch
 import typer
 
 from .. import data as datasets
-from .. import kernel_plots, theory
+from ..kernels import plots as kernel_plots
+from .. import theory
 from ..activations import CHOICES, RELU
-from ..kernel_comparison import compare_kernels
-from ..eigensolvers import DENSE_LIMIT, SOLVERS
-from ..nested_ntk import width_profile
+from ..kernels.comparison import compare_kernels
+from ..kernels.eigensolvers import DENSE_LIMIT, SOLVERS
+from ..kernels.nested import width_profile
 from .common import (DATA_HELP, app, fail, interruptible, output_folder, parse_device, print_json, show_progress,
                      stage_bars)
 

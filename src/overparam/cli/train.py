@@ -10,11 +10,11 @@ from typing import Optional
 import typer
 
 from .. import data as datasets
-from .. import distributed
+from ..training import distributed
 from ..activations import CHOICES, EXP
 from .. import plots, resources
 from ..models import TwoLayerNet, resolve_dtype
-from ..train import train as train_network
+from ..training.loop import train as train_network
 from .common import DATA_HELP, Failed, app, fail, output_folder, parse_device, print_json, show_progress
 from .diagnostics import TheoryMonitor
 

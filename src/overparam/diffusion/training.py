@@ -28,7 +28,7 @@ import torch
 
 from ..activations import SOFTMAX
 from ..models import TwoLayerNet
-from ..train import History, TrainState, train
+from ..training.loop import History, TrainState, train
 from . import process
 from .embedding import Embedding
 from .process import Horizon

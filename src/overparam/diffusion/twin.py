@@ -6,7 +6,7 @@ and embedding for the same seed), GD with step lr on the linear model with kerne
 
     f_t(z) = f_0(z) - K(z, Z) Q diag(g(mu, t)) Q^T (f_0(Z) - y),   g(mu, t) = (1 - (1 - lr mu)^t) / mu,
 
-K = Q diag(mu) Q^T decomposed once (`overparam.kernel_regime`). Two kernels (`TWINS`):
+K = Q diag(mu) Q^T decomposed once (`overparam.kernels.regime`). Two kernels (`TWINS`):
 
 - theta0: the network's own Theta(W(0)) (its finite NTK at initialisation, (nd x nd): output blocks couple
   at finite m), f_0 = F(W(0), .) (0 under coupled initialisation), lr the network's step ('auto':
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..kernel_regime import KernelRegime, StoppingTime, minimise_loss
-from ..ntk import infinite_ntk
-from ..train import auto_lr
+from ..kernels.regime import KernelRegime, StoppingTime, minimise_loss
+from ..kernels.infinite import infinite_ntk
+from ..training.loop import auto_lr
 from . import process
 from .embedding import Embedding
 from .mixtures import GaussianMixture

@@ -16,9 +16,11 @@ import torch
 from .. import data
 from ..activations import resolve
 from ..models import TwoLayerNet
-from ..ntk import infinite_ntk, ntk, rounding_dominated
-from .framework import (Plot, Report, SectionConfig, StudySection, Unit, require_grid, require_positive,
-                        require_seeds, table)
+from ..kernels.infinite import infinite_ntk
+from ..kernels.finite import ntk
+from ..kernels.eigensolvers import rounding_dominated
+from .framework import (Plot, Report, SectionConfig, StudySection, Unit, require_grid, require_positive, require_seeds,
+                        table)
 from .report import Fact
 from .stats import format_slope, mean_and_error, power_law
 

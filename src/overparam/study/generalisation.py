@@ -29,11 +29,11 @@ import torch
 
 from .. import theory
 from ..activations import resolve
-from ..batched import train_batched
+from ..training.batched import train_batched
 from ..data import teacher_split
-from ..kernel_regime import KernelRegime, complexity
+from ..kernels.regime import KernelRegime, complexity
 from ..models import TwoLayerNet
-from ..ntk import infinite_ntk
+from ..kernels.infinite import infinite_ntk
 from .framework import (Plot, Report, RunStatus, SectionConfig, StudySection, Unit, require_even, require_grid,
                         require_positive, require_seeds, table)
 from .report import Fact

@@ -31,10 +31,10 @@ import torch
 from .. import theory
 from ..activations import resolve
 from ..data import teacher_split
-from ..kernel_regime import KernelRegime
+from ..kernels.regime import KernelRegime
 from ..models import TwoLayerNet
-from ..ntk import ntk
-from ..train import train
+from ..kernels.finite import ntk
+from ..training.loop import train
 from .framework import (Plot, Report, SectionConfig, StudySection, Unit, require_even, require_grid, require_positive,
                         require_seeds, table)
 from .report import Fact

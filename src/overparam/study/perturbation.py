@@ -20,7 +20,8 @@ import torch
 
 from .. import activations, data, theory
 from ..models import TwoLayerNet
-from ..ntk import infinite_ntk, ntk
+from ..kernels.infinite import infinite_ntk
+from ..kernels.finite import ntk
 from ..sweep.executors import torch_threads
 from .framework import (Plot, Report, SectionConfig, StudySection, Unit, require_even, require_grid, require_positive,
                         table)

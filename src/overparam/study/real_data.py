@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from .. import activations, data
-from ..batched import train_batched
-from ..kernel_regime import complexity
+from ..training.batched import train_batched
+from ..kernels.regime import complexity
 from ..models import TwoLayerNet, initial_weights, pairs_neurons
-from ..ntk import infinite_ntk
+from ..kernels.infinite import infinite_ntk
 from ..sweep.analysis import Threshold, thresholds_from_rows
 from .framework import Plot, Report, RunStatus, SectionConfig, StudySection, Unit, require_grid, require_positive, table
 from .report import Fact

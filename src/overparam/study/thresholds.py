@@ -3,7 +3,7 @@
 
 Optimisation threshold: a width sweep (`overparam.sweep`, one `sweeps.SweepSlice` unit per activation and
 n) with a step budget scaled by the predicted rate; its runs live in the study's runs.db. Kernel threshold
-(||H(W(0)) - H*||_2 <= lambda/4): the nested-width pass (`overparam.nested_ntk`) over `kernel_widths` on the
+(||H(W(0)) - H*||_2 <= lambda/4): the nested-width pass (`overparam.kernels.nested`) over `kernel_widths` on the
 sweep's own data and init, one unit per seed (each seed's W(0) is drawn once at the largest width and
 shared by every n and activation). Both are fitted as m* ~ C n^p. lambda(n) = lambda_min(H*) on the sphere
 up to `lambda_ns`, and the proven widths (theory.py, every constant 1: orders of growth) evaluated at the
@@ -21,13 +21,13 @@ import torch
 
 from .. import activations, data, theory
 from ..models import initial_weights
-from ..nested_ntk import width_profile
-from ..ntk import lambda_min
+from ..kernels.nested import width_profile
+from ..kernels.spectra import lambda_min
 from ..sweep.analysis import PowerLaw, Threshold, fit_power_law, thresholds_from_rows
 from ..sweep.executors import torch_threads
 from ..sweep.spec import DEFAULTS
-from .framework import (Plot, Report, SectionConfig, StudySection, Unit, require_even, require_grid,
-                        require_positive, require_seeds, table)
+from .framework import (Plot, Report, SectionConfig, StudySection, Unit, require_even, require_grid, require_positive,
+                        require_seeds, table)
 from .report import Fact
 from .stats import power_law
 from .sweeps import SweepRecord, SweepSlice

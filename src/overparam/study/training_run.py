@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import torch
 
 from .. import data
-from ..batched import train_batched
-from ..kernel_regime import KernelRegime
+from ..training.batched import train_batched
+from ..kernels.regime import KernelRegime
 from ..models import TwoLayerNet, initial_weights, pairs_neurons
-from ..ntk import infinite_ntk, ntk
+from ..kernels.infinite import infinite_ntk
+from ..kernels.finite import ntk
 from .framework import RunStatus, SectionConfig, Unit, require_even, require_grid, require_positive
 
 CURVE_POINTS = 1000

@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import __version__, data as datasets, ntk, resources
+from .. import __version__, data as datasets, resources
+from ..kernels.eigensolvers import rounding_dominated
+from ..kernels.finite import ntk
+from ..kernels.infinite import infinite_ntk
 from ..activations import parse_scale
-from ..batched import seed_batches, train_seeds
+from ..training.batched import seed_batches, train_seeds
 from ..models import TwoLayerNet, resolve_device, resolve_dtype
-from ..train import History
+from ..training.loop import History
 from .spec import Group, budget_multiple, theory_steps
 
 
@@ -90,7 +93,7 @@ def _run(group: Group, device: str) -> list[RunResult]:
     kappa = parse_scale(scale, activation, width)
     X_np, y_np = group_data(config, seeds)
     per_seed = X_np.ndim == 3
-    limits = [ntk.infinite_ntk(activation, X, config["sigma"]).numpy()
+    limits = [infinite_ntk(activation, X, config["sigma"]).numpy()
               for X in (X_np if per_seed else [X_np])]
     spectra = [_lambda_min(H) for H in limits]
     lam_of = (lambda j: spectra[j][0]) if per_seed else (lambda j: spectra[0][0])
@@ -135,12 +138,12 @@ def _run(group: Group, device: str) -> list[RunResult]:
 
 
 def _lambda_min(H: np.ndarray) -> tuple[float, bool]:
-    """lambda_min(H*) and whether it is rounding (`ntk.rounding_dominated`); NaN (and rounding) when
+    """lambda_min(H*) and whether it is rounding (`rounding_dominated`); NaN (and rounding) when
     H* overflows (e.g. exp with a large sigma), so no rate is predicted."""
     if not np.isfinite(H).all():
         return float("nan"), True
     values = np.linalg.eigvalsh(H)
-    return float(values[0]), ntk.rounding_dominated(float(values[0]), float(values[-1]), len(H))
+    return float(values[0]), rounding_dominated(float(values[0]), float(values[-1]), len(H))
 
 
 def _summary(history: History, width: int, kappa: float) -> dict:
@@ -160,7 +163,7 @@ def _kernel_distance(config: dict, seed: int, kappa: float, X: torch.Tensor, H_s
     net = TwoLayerNet(config["d"], config["width"], config["k"], config["activation"], scale=scale,
                       init=config["init"], sigma=config["sigma"], seed=seed, dtype=X.dtype, device=X.device)
     try:
-        H = ntk.ntk(net, X).double().cpu().numpy()
+        H = ntk(net, X).double().cpu().numpy()
     except OverflowError:
         return float("nan")
     if not (np.isfinite(H).all() and np.isfinite(H_star).all()):

@@ -27,8 +27,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .ntk import infinite_ntk, ntk
-from .validation import as_inputs, as_targets
+from .infinite import infinite_ntk
+from .finite import ntk
+from ..validation import as_inputs, as_targets
 
 
 @dataclass
@@ -100,7 +101,7 @@ class KernelRegime:
     def of_network(cls, net, X, y, lr: float | str) -> "KernelRegime":
         """The network's own linearisation at its current weights W(0): Theta = Theta(W(0)) (not
         normalised), F(0) = net(X). lr: the GD step, or "auto" (1 / lambda_max(Theta), as `train`)."""
-        from .train import auto_lr
+        from ..training.loop import auto_lr
 
         X = as_inputs(X, net.in_dim, net.dtype, net.device)
         y = as_targets(y, X.shape[0], net.out_dim, net.dtype, net.device)

@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import theory
-from .ntk import Eigenvalue, kernel_operator, lambda_min, ntk, spectral_norm
+from .. import theory
+from ..kernels.eigensolvers import Eigenvalue
+from ..kernels.spectra import kernel_operator, lambda_min, spectral_norm
+from ..kernels.finite import ntk
 
 COLUMNS = ("kernel_step", "lambda_min", "lambda_converged", "kernel_drift", "kernel_movement",
            "observed_rate", "predicted_rate")

@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .chunks import available_memory
+from ..chunks import available_memory
 
 #: Largest kernel side (n * k) whose spectrum is computed densely with eigvalsh.
 DENSE_LIMIT = 4096
@@ -175,7 +175,7 @@ def dense_eigenvalues(matrix: torch.Tensor, progress: Progress | None = None) ->
 
 def largest_of_matrix(matrix: torch.Tensor, progress: Progress | None = None, tol: float = 1e-8) -> Eigenvalue:
     """lambda_max of a dense symmetric matrix by Lanczos (its top is well separated: few products)."""
-    from .ntk import kernel_operator
+    from .spectra import kernel_operator
 
     values, vectors, converged, count = _arpack(kernel_operator(matrix), "LA", 1, tol, None, None, 32,
                                                 progress or _silent, "Lanczos for lambda_max")
@@ -206,7 +206,7 @@ def cholesky_smallest(matrix: torch.Tensor, high: float, tol: float = LANCZOS_TO
         inner = torch.linalg.solve_triangular(factor, V, upper=False)
         return torch.linalg.solve_triangular(factor.T, inner, upper=True)
 
-    from .ntk import KernelOperator
+    from .spectra import KernelOperator
 
     inverse = KernelOperator(size, solve, lambda progress=None: torch.cholesky_inverse(factor), torch.float64,
                              matrix.device, "H^-1")

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import eigensolvers, resources
+from . import eigensolvers
+from .. import resources
 from .eigensolvers import DENSE_LIMIT, Progress, rounding_dominated
-from .models import TwoLayerNet
-from .ntk import KernelOperator, kernel_operator, leading_eigenvalues, monte_carlo_ntk, pass_ntk, spectral_norm
+from ..models import TwoLayerNet
+from .spectra import KernelOperator, kernel_operator, leading_eigenvalues, spectral_norm
+from .finite import monte_carlo_ntk, pass_ntk
 
 
 @dataclass

@@ -32,12 +32,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from . import coefficients
-from .models import TwoLayerNet, fits_in_memory, pairs_neurons
-from .ntk import pass_ntk
-from .train import History
-from .train import train as train_one_process
-from .validation import as_inputs, as_targets
+from .. import coefficients
+from ..models import TwoLayerNet, fits_in_memory, pairs_neurons
+from ..kernels.finite import pass_ntk
+from .loop import History
+from .loop import train as train_one_process
+from ..validation import as_inputs, as_targets
 
 BACKENDS = {"cpu": "gloo", "cuda": "nccl"}
 #: Seconds between the launcher's checks on its processes.

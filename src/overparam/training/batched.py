@@ -17,10 +17,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import chunks, coefficients
-from .activations import parse_scale, resolve
-from .models import fits_in_memory, initial_weights, pairs_neurons, resolve_device, resolve_dtype
-from .train import BudgetRule, History, descend
+from .. import chunks, coefficients
+from ..activations import parse_scale, resolve
+from ..models import fits_in_memory, initial_weights, pairs_neurons, resolve_device, resolve_dtype
+from .loop import BudgetRule, History, descend
 
 
 #: On the CPU, seeds train in sub-batches of at most this many S * n * m values, so that a

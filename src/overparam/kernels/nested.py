@@ -33,10 +33,10 @@ from dataclasses import dataclass
 
 import torch
 
-from . import activations, chunks, coefficients, resources
-from .models import initial_weights, resolve_device, resolve_dtype
-from .ntk import infinite_ntk
-from .validation import as_inputs
+from .. import activations, chunks, coefficients, resources
+from ..models import initial_weights, resolve_device, resolve_dtype
+from .infinite import infinite_ntk
+from ..validation import as_inputs
 
 
 def nested_ntk(X, W: torch.Tensor, a: torch.Tensor, activation: str, widths, chunk: int | None = None,

@@ -14,10 +14,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import ntk
-from .coefficients import Pass
-from .models import TwoLayerNet, fits_in_memory
-from .validation import as_inputs, as_targets
+from ..kernels.finite import lambda_max
+from ..coefficients import Pass
+from ..models import TwoLayerNet, fits_in_memory
+from ..validation import as_inputs, as_targets
 
 OPTIMIZERS = ("gd", "sgd", "adam")
 STATUSES = ("converged", "max_steps", "diverged")
@@ -113,7 +113,7 @@ Callback = Callable[[TrainState], object]
 
 def auto_lr(net: TwoLayerNet, X: torch.Tensor) -> float:
     """lr = 1 / lambda_max(Theta(W(0))): GD on the linearised model is stable below 2 / lambda_max."""
-    return _inverse(ntk.lambda_max(net.forward_pass(X)))
+    return _inverse(lambda_max(net.forward_pass(X)))
 
 
 def _inverse(top: float) -> float:
@@ -507,13 +507,13 @@ def _lambda_max_per_seed(forward, index: list[int], weights: torch.Tensor, error
     """lambda_max(Theta_s(W_s)) for every seed; a seed whose forward pass overflows gets NaN
     and its OverflowError in `errors`."""
     try:
-        return np.atleast_1d(ntk.lambda_max(forward(index, weights[index])))
+        return np.atleast_1d(lambda_max(forward(index, weights[index])))
     except OverflowError:
         pass
     out = np.full(len(index), np.nan)
     for j, s in enumerate(index):
         try:
-            out[j] = np.atleast_1d(ntk.lambda_max(forward([s], weights[[s]])))[0]
+            out[j] = np.atleast_1d(lambda_max(forward([s], weights[[s]])))[0]
         except OverflowError as error:
             errors[s] = error
     return out

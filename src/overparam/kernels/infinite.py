@@ -1,0 +1,67 @@
+"""The infinite-width kernel H* = lim_{m -> oo} H(W(0)) (docs/mathematics.md#ntk, #elementwise), whole or by
+row blocks, and its product with vectors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import activations, chunks
+
+#: Bytes one row block of H* may take in the chunked product H* v.
+BLOCK_BYTES = 1 << 27
+
+
+def infinite_ntk(activation: str | activations.Activation, X, sigma: float = 1.0, X2=None,
+                 out_dim: int = 1) -> torch.Tensor:
+    r"""$H^*_{ij} = \lim_{m \to \infty} H(W(0))_{ij}$ for $w_r \sim N(0, \sigma^2 I)$ (docs/mathematics.md#ntk, #elementwise), one output: (n, n).
+
+    The activation's `Activation.infinite_kernel`: a closed form (relu's arc-cosine kernel, exp's and
+    softmax's exponentials) or Gauss-Hermite quadrature of $\langle x_i, x_j\rangle E[\phi'(u)\, \phi'(v)]$.
+    With k outputs the limit is I_k (x) H* (cross-output blocks vanish): pass out_dim=k.
+    X2 (n2, d): the cross kernel H*(X, X2) of shape (n, n2). Entries beyond float64 are inf
+    (exp and softmax at large sigma); `kernel_operator` and the spectra raise OverflowError on them.
+    """
+    activation = activations.resolve(activation)
+    check_sigma(sigma)
+    kernel = activation.infinite_kernel(X, sigma, X2)
+    if out_dim > 1:
+        kernel = torch.kron(torch.eye(out_dim, dtype=kernel.dtype, device=kernel.device), kernel)
+    return kernel
+
+
+def check_sigma(sigma: float) -> None:
+    if not (sigma > 0 and math.isfinite(sigma)):
+        raise ValueError(f"sigma must be positive and finite, got {sigma!r}")
+
+
+def finite_limit(kernel: torch.Tensor, activation, sigma: float, X: torch.Tensor) -> torch.Tensor:
+    if not torch.isfinite(kernel).all():
+        raise OverflowError(f"H*({activations.resolve(activation).name}) overflows float64 at sigma = {sigma:g} "
+                            f"(largest ||x_i|| = {float(X.norm(dim=1).max()):.3g}); use a smaller sigma or inputs "
+                            "with ||x|| <= 1")
+    return kernel
+
+
+def kernel_rows(activation, X: torch.Tensor, rows: slice, sigma: float) -> torch.Tensor:
+    """Rows `rows` of H*(X, X), finite (`finite_limit`), with the diagonal of H*(X[rows]) itself: a cross
+    kernel does not know which of its entries pair a point with itself (relu's arc-cosine kernel rounds
+    them up to 1e-8 relative off, `activations._relu_kernel`)."""
+    block = finite_limit(infinite_ntk(activation, X[rows], sigma, X2=X), activation, sigma, X)
+    square = infinite_ntk(activation, X[rows], sigma)
+    block[:, rows].diagonal().copy_(square.diagonal())
+    return block
+
+
+def infinite_ntk_vector(activation: str | activations.Activation, X, V: torch.Tensor, sigma: float = 1.0,
+                        block: int | None = None) -> torch.Tensor:
+    """H* V for V of shape (n, c), by row blocks of H*: O(n^2 d) work, O(block * n) memory."""
+    X = torch.as_tensor(X, dtype=torch.float64)
+    n = X.shape[0]
+    block = block or max(1, BLOCK_BYTES // (8 * 4 * n))
+    out = torch.empty(n, V.shape[-1], dtype=V.dtype, device=V.device)
+    for rows in chunks.chunk_slices(n, block):
+        out[rows] = kernel_rows(activation, X, rows, sigma).to(V) @ V
+    return out
