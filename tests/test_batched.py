@@ -10,7 +10,7 @@ from overparam.training.batched import train_batched, train_seeds
 from overparam.coefficients import forward
 from overparam.data import builtin, sphere
 from overparam.kernels.finite import lambda_max, ntk
-from overparam.train import HISTORY_COLUMNS
+from overparam.training.loop import HISTORY_COLUMNS
 
 import plain_gd
 

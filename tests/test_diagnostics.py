@@ -102,7 +102,7 @@ def test_reference_choices_and_errors():
         KernelDiagnostics(0)
     with pytest.raises(ValueError, match="reference"):
         KernelDiagnostics(reference="final")
-    from overparam.train import History
+    from overparam.training.loop import History
 
     empty = History(*[np.zeros(1)] * 6, status="max_steps", message="", lr=1.0, optimizer="gd")
     with pytest.raises(ValueError, match="no diagnostics"):

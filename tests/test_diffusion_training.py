@@ -8,7 +8,7 @@ from overparam import TwoLayerNet
 from overparam.diffusion import (EarlyStopping, Horizon, LearnedScore, TrainingConfig, fit_denoiser, parse_data,
                                  score_error, trivial_score)
 from overparam.diffusion.training import noisy_pairs, split
-from overparam.train import TrainState
+from overparam.training.loop import TrainState
 
 
 def test_small_softmax_network_beats_the_trivial_score():

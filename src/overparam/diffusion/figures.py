@@ -14,14 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from ..activations import resolve  # noqa: E402
+from .. import plots
+from ..activations import resolve
 
 #: The panel of p_0's own draws in `plot_samples`.
 REFERENCE = "p_0 (fresh draws)"
@@ -45,7 +42,7 @@ def plot_twin_distance(couplings: dict, slopes: dict):
     """RMS distance between each network and its Theta(W(0)) twin at the network's kept step against width m
     (log-log), with the fitted power law. couplings: activation -> list of `twin_study.Coupling`; slopes:
     activation -> `twin_study.Slope` or None; returns the figure."""
-    fig, ax = plt.subplots(figsize=(5.5, 4), constrained_layout=True)
+    fig, ax = plots.figure(size=(5.5, 4))
     for activation, links in couplings.items():
         color = resolve(activation).color
         widths = np.array([link.m for link in links], dtype=float)
@@ -60,8 +57,7 @@ def plot_twin_distance(couplings: dict, slopes: dict):
     ax.set_xlabel("width m")
     ax.set_ylabel(r"RMS$_i\,\|F(z_i) - f_s(z_i)\|$ (held-out inputs)")
     ax.set_title("network against its Theta(W(0)) twin at the kept step s")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    plots.finish(ax, legend="medium")
     return fig
 
 
@@ -72,18 +68,10 @@ def plot_limits(reference: np.ndarray) -> tuple[float, float, float, float]:
     return low[0] - pad[0], high[0] + pad[0], low[1] - pad[1], high[1] + pad[1]
 
 
-def _save(fig, path, dpi: int) -> Path:
-    path = Path(path)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
-
-
 def plot_samples(reference: np.ndarray, samples: dict[str, np.ndarray], title: str = ""):
     """Scatter of p_0 draws, then each score's samples, one panel each, shared axes; returns the figure."""
     panels = {REFERENCE: reference, **samples}
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), sharex=True, sharey=True,
-                             constrained_layout=True, squeeze=False)
+    fig, axes = plots.figure(1, len(panels), size=(3.2 * len(panels), 3.4), sharex=True, sharey=True, squeeze=False)
     x0, x1, y0, y1 = plot_limits(reference)
     for ax, (name, points) in zip(axes[0], panels.items()):
         finite = np.isfinite(points).all(1)
@@ -100,7 +88,7 @@ def plot_samples(reference: np.ndarray, samples: dict[str, np.ndarray], title: s
 
 def samples_figure(reference: np.ndarray, samples: dict[str, np.ndarray], path, title: str = "") -> Path:
     """`plot_samples` written to path."""
-    return _save(plot_samples(reference, samples, title), path, dpi=110)
+    return plots.save(plot_samples(reference, samples, title), path, dpi=110)
 
 
 def field_grid(limits, grid: int = 13) -> np.ndarray:
@@ -125,8 +113,8 @@ def plot_score_field(points: np.ndarray, times, fields: dict[str, np.ndarray], t
     """
     grid = int(round(np.sqrt(len(points))))
     gx, gy = points[:, 0].reshape(grid, grid), points[:, 1].reshape(grid, grid)
-    fig, axes = plt.subplots(len(fields), len(times), figsize=(3.3 * len(times), 3.4 * len(fields) + 0.4),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plots.figure(len(fields), len(times), size=(3.3 * len(times), 3.4 * len(fields) + 0.4),
+                             squeeze=False)
     for col, t in enumerate(times):
         for row, (name, field) in enumerate(fields.items()):
             ax = axes[row, col]
@@ -155,7 +143,7 @@ def score_field_figure(true_score, scores: dict, times, limits, path, grid: int 
     points = field_grid(limits, grid)
     truth = evaluate_field(true_score, points, times) if true_score is not None else None
     fields = {name: evaluate_field(score, points, times) for name, score in scores.items()}
-    return _save(plot_score_field(points, times, fields, truth), path, dpi=100)
+    return plots.save(plot_score_field(points, times, fields, truth), path, dpi=100)
 
 
 def plot_score_error(curves: dict):
@@ -165,7 +153,7 @@ def plot_score_error(curves: dict):
     """
     from .process import h
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    fig, axes = plots.figure(1, 2, size=(11, 4))
     for ax, weighted in zip(axes, (False, True)):
         for name, curve in curves.items():
             if name == "exact":  # identically zero
@@ -179,14 +167,13 @@ def plot_score_error(curves: dict):
         ax.set_xlabel("t")
         ax.set_ylabel((r"$h_t\,$" if weighted else "") + r"$E_{x\sim p_t}\|\hat s(x,t) - \nabla\log p_t(x)\|^2$")
         ax.set_title("weighted by h_t (its mean over t is the score error)" if weighted else "score error against t")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        plots.finish(ax, legend="medium")
     return fig
 
 
 def score_error_figure(curves: dict, path) -> Path:
     """`plot_score_error` written to path."""
-    return _save(plot_score_error(curves), path, dpi=120)
+    return plots.save(plot_score_error(curves), path, dpi=120)
 
 
 def plot_training(records: dict[str, dict], bayes_val_loss: float | None):
@@ -194,7 +181,7 @@ def plot_training(records: dict[str, dict], bayes_val_loss: float | None):
 
     records: name -> `experiment.training_record(fit)` (step, train_mse, val_step, val_loss, best_step).
     """
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    fig, ax = plots.figure(size=(6, 4))
     for name, record in records.items():
         color = score_color(name)
         ax.semilogy(record["step"], np.asarray(record["train_mse"], dtype=float), color=color, alpha=0.6,
@@ -207,14 +194,13 @@ def plot_training(records: dict[str, dict], bayes_val_loss: float | None):
     ax.set_xlabel("step")
     ax.set_ylabel(r"mean $\|F(z) - x_0\|^2$")
     ax.set_title("denoiser training (dotted: kept step)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    plots.finish(ax)
     return fig
 
 
 def training_figure(records: dict, bayes_val_loss: float | None, path) -> Path:
     """`plot_training` of the training records (name -> `experiment.training_record(fit)`) written to path."""
-    return _save(plot_training(records, bayes_val_loss), path, dpi=120)
+    return plots.save(plot_training(records, bayes_val_loss), path, dpi=120)
 
 
 def all_figures(result, out_dir) -> list[Path]:

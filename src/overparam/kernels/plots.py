@@ -10,28 +10,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from .. import plots
 
 
 def spectrum(eigenvalues: dict[str, np.ndarray], path, title: str = "NTK spectrum") -> Path:
     """eigenvalues: label -> values (descending; all of them, or the leading ones)."""
     path = Path(path)
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    fig, ax = plots.figure(size=(6, 4))
     for label, values in eigenvalues.items():
         values = np.asarray(values, dtype=float)
         positive = values > 0
         index = np.arange(1, len(values) + 1)
         ax.loglog(index[positive], values[positive], marker=".", ms=3, lw=1, label=label)
     ax.set(xlabel="index i (descending)", ylabel=r"eigenvalue $\lambda_i$", title=title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    plots.finish(ax)
+    return plots.save(fig, path)
 
 
 def diagnostics(history, check, path, regime=None, title: str | None = None) -> Path:
@@ -43,7 +38,7 @@ def diagnostics(history, check, path, regime=None, title: str | None = None) -> 
     extra = history.extra
     steps = np.asarray(extra["kernel_step"], dtype=float)
     lam = check.reference_lambda
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    fig, axes = plots.figure(2, 2, size=(11, 7.5))
 
     ax = axes[0, 0]
     t = np.asarray(history.step, dtype=float)
@@ -78,10 +73,7 @@ def diagnostics(history, check, path, regime=None, title: str | None = None) -> 
     ax.set(xlabel="step t", ylabel="movement", title="laziness")
 
     for ax in axes.flat:
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        plots.finish(ax, legend=7)
     verdict = "theorems' conditions held" if check.holds else "some condition failed"
     fig.suptitle(title or f"theory check: {verdict}")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .. import data
+from .. import data, plots
 from ..activations import resolve
 from ..models import TwoLayerNet
 from ..kernels.infinite import infinite_ntk
@@ -135,7 +134,7 @@ def width_row(activation: str, width: int, draws: list[KernelAtInit]) -> WidthRo
 
 def figure(study, cfg, table: list[WidthRow], fits: dict):
     widths = np.array(cfg.widths, dtype=float)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    fig, (left, right) = plots.figure(1, 2, size=(11, 4.2))
     for activation in study.activations:
         mine = [r for r in table if r.activation == activation]
         color = resolve(activation).color
@@ -151,8 +150,7 @@ def figure(study, cfg, table: list[WidthRow], fits: dict):
     right.set(xscale="log", yscale="log", xlabel="width m", ylabel=r"$\lambda_{\min}(H(W(0)))$",
               title=r"smallest eigenvalue; dashed: $\lambda = \lambda_{\min}(H^*)$")
     for ax in (left, right):
-        ax.legend(fontsize=8)
-        ax.grid(True, which="both", alpha=0.3)
+        plots.finish(ax)
     return fig
 
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-import matplotlib.pyplot as plt
 import numpy as np
 from scipy.stats import spearmanr
 
+from .. import plots
 from ..activations import resolve
 from ..diffusion import experiment, figures
 from ..diffusion.datasets import parse_data
@@ -574,7 +574,7 @@ def sample_plots(config: DiffusionConfig, base: BaselinesRecord, learned: dict[s
 
 
 def curve_figure(rows: list[CurveRow], slopes: dict, base: BaselinesRecord, study, cfg: Config):
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
+    fig, axes = plots.figure(2, 3, size=(15, 8))
     exact = base.scores.get("exact")
     floors = {"W2": [exact and exact.metrics.w2, base.p0.w2], "MMD^2": [exact and exact.metrics.mmd, base.p0.mmd]}
     for row_axes, (axis, along), label in zip(axes, AXES.items(), ("width m", "draws n")):
@@ -588,8 +588,7 @@ def curve_figure(rows: list[CurveRow], slopes: dict, base: BaselinesRecord, stud
                 if value is not None and value > 0:
                     ax.axhline(value, color="grey", ls=style, lw=1)
             ax.set(xscale="log", yscale="log", xlabel=label, ylabel=name)
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
+            plots.finish(ax, legend=7)
     return fig
 
 
@@ -824,8 +823,8 @@ def kernel_parts(kernel: dict[str, KernelRecord], links: dict[str, list[Coupling
 def sample_grid(reference: np.ndarray, kernel: dict[str, KernelRecord]):
     """Samples of every predictor, one row per activation, over the reference draws."""
     columns = max(len(record.rows) for record in kernel.values())
-    fig, axes = plt.subplots(len(kernel), columns, figsize=(2.8 * columns, 2.9 * len(kernel)), sharex=True,
-                             sharey=True, constrained_layout=True, squeeze=False)
+    fig, axes = plots.figure(len(kernel), columns, size=(2.8 * columns, 2.9 * len(kernel)), sharex=True,
+                             sharey=True, squeeze=False)
     x0, x1, y0, y1 = figures.plot_limits(reference)
     for ax_row, (activation, record) in zip(axes, kernel.items()):
         for ax, row in zip(ax_row, record.rows):

@@ -23,11 +23,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .. import theory
+from .. import plots, theory
 from ..activations import resolve
 from ..training.batched import train_batched
 from ..data import teacher_split
@@ -233,7 +232,7 @@ def _fits(study, cfg, found: dict, activation: str) -> dict:
 
 def figure(study, cfg, found: dict, rows: list[Row], fits: dict):
     largest = max(cfg.widths)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
+    fig, axes = plots.figure(1, 3, size=(15, 4.2))
     by_width, by_size, distance = axes
     for activation in study.activations:
         color = resolve(activation).color
@@ -261,8 +260,7 @@ def figure(study, cfg, found: dict, rows: list[Row], fits: dict):
     distance.set(xscale="log", yscale="log", xlabel="width m", ylabel=r"RMS of $f_{net} - f_{H^*}$ on test points",
                  title="distance to the kernel predictor")
     for ax in axes:
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        plots.finish(ax, legend=7)
     return fig
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
 import numpy as np
 
+from .. import plots
 from ..activations import resolve
 from .framework import Plot, Report, SectionConfig, StudySection, require_even, require_positive, table
 from .stats import mean_and_error
@@ -73,8 +73,7 @@ class Initialisation(StudySection):
 
     def report(self, study, cfg, records) -> Report:
         found = {(u.activation, u.init): r for u, r in records.items()}
-        fig, axes = plt.subplots(1, len(study.activations), figsize=(5 * len(study.activations), 4),
-                                 constrained_layout=True, squeeze=False)
+        fig, axes = plots.figure(1, len(study.activations), size=(5 * len(study.activations), 4), squeeze=False)
         rows = []
         for ax, activation in zip(axes[0], study.activations):
             for init, style in zip(INITS, ("-", "--")):
@@ -91,8 +90,7 @@ class Initialisation(StudySection):
                                        float(np.mean([r.final_residual for r in runs]))))
             ax.axhline(study.tol**2, color="grey", lw=0.8)
             ax.set(xlabel="step t", ylabel=r"$\|F(t) - y\|_2^2$", title=f"{activation}, m = {cfg.width}, n = {cfg.n}")
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
+            plots.finish(ax)
         return Report(
             reading=reading(study, rows),
             tables=[table("initialisation", "Coupled against independent initialisation (mean, standard error)",

@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from .. import theory
+from .. import plots, theory
 from ..activations import resolve
 from .framework import Plot, Report, StudySection, require_seeds, table
 from .report import Fact
@@ -60,7 +59,7 @@ class Laziness(StudySection):
     def report(self, study, cfg, records) -> Report:
         found = {(u.activation, u.width): r for u, r in records.items()}
         widths = np.array(cfg.widths, dtype=float)
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+        fig, (left, right) = plots.figure(1, 2, size=(11, 4.2))
         rows, reading, facts = [], [], []
         for activation in study.activations:
             color = resolve(activation).color
@@ -97,8 +96,7 @@ class Laziness(StudySection):
         right.set(xscale="log", yscale="log", xlabel="width m", ylabel=r"$\|H(W(T)) - H(W(0))\|_2$",
                   title=r"kernel drift; dashed: $\lambda/4$")
         for ax in (left, right):
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
+            plots.finish(ax)
         return Report(
             reading=reading, facts=facts,
             tables=[table("laziness", "Movement and kernel drift per activation and width", rows, COLUMNS)],

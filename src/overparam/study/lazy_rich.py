@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .. import theory
+from .. import plots, theory
 from ..activations import resolve
 from ..data import teacher_split
 from ..kernels.regime import KernelRegime
@@ -314,8 +314,7 @@ def drift_figure(records: Sequence[LazyRichRecord], study, cfg: Config):
     the mean-field runs at their equivalent alpha = m^(-1/2)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(study.activations), figsize=(4.6 * len(study.activations), 4), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plots.figure(1, len(study.activations), size=(4.6 * len(study.activations), 4), squeeze=False)
     shades = plt.get_cmap("viridis")(np.linspace(0.1, 0.85, len(cfg.widths)))
     for ax, activation in zip(axes[0], study.activations):
         for shade, m in zip(shades, cfg.widths):
@@ -333,8 +332,7 @@ def drift_figure(records: Sequence[LazyRichRecord], study, cfg: Config):
         ax.axvline(1.0, color="black", ls=":", lw=1)
         ax.set(xscale="log", yscale="log", xlabel="output scale alpha", ylabel="relative kernel drift",
                title=activation)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        plots.finish(ax, legend=7)
     return fig
 
 
@@ -349,7 +347,7 @@ def crossover_figure(found: Sequence[Crossover], study, cfg: Config):
     alpha = 1."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4.2), constrained_layout=True)
+    fig, ax = plots.figure(size=(5.5, 4.2))
     for activation in study.activations:
         mine = [c for c in found if c.activation == activation and math.isfinite(c.alpha_star)]
         if not mine:
@@ -368,8 +366,7 @@ def crossover_figure(found: Sequence[Crossover], study, cfg: Config):
            title="where the kernel regime ends")
     ax.set_xticks(list(cfg.widths), [str(m) for m in cfg.widths])
     ax.xaxis.set_minor_formatter(plt.NullFormatter())
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    plots.finish(ax, legend=7)
     return fig
 
 

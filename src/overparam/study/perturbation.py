@@ -14,11 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .. import activations, data, theory
+from .. import activations, data, plots, theory
 from ..models import TwoLayerNet
 from ..kernels.infinite import infinite_ntk
 from ..kernels.finite import ntk
@@ -279,8 +278,8 @@ class Perturbation(StudySection):
 
 
 def figure(study, cfg, found: dict, moved: dict):
-    fig, axes = plt.subplots(1, len(study.activations), figsize=(4.6 * len(study.activations), 4.2),
-                             squeeze=False, sharey=True, constrained_layout=True)
+    fig, axes = plots.figure(1, len(study.activations), size=(4.6 * len(study.activations), 4.2),
+                             squeeze=False, sharey=True)
     floor = 1e-17  # exact invariances give rounding-level changes: drawn at this floor on the log axis
     largest = cfg.widths[-1]
     for axis, activation in zip(axes[0], study.activations):
@@ -296,8 +295,7 @@ def figure(study, cfg, found: dict, moved: dict):
         axis.axvline(theory.dzps19_perturbation_radius(cfg.n, lam, study.delta), color="tab:blue", ls="-.",
                      lw=1, label="DZPS19 delta lambda / n^2")
         axis.set(xscale="log", yscale="log", xlabel="R (every ||u_r|| = R)", title=activation)
-        axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize=7)
+        plots.finish(axis, legend=7)
     axes[0][0].set_ylabel(r"$\|H(W(0)+U) - H(W(0))\|_2 / \lambda$")
     return fig
 

@@ -19,11 +19,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .. import activations, data
+from .. import activations, data, plots
 from ..training.batched import train_batched
 from ..kernels.regime import complexity
 from ..models import TwoLayerNet, initial_weights, pairs_neurons
@@ -358,8 +357,7 @@ def threshold_table(study, cfg, sweeps: dict) -> list[ThresholdRow]:
 
 
 def _training_figure(study, cfg, training: dict):
-    fig, axes = plt.subplots(1, len(study.activations), figsize=(5 * len(study.activations), 4),
-                             constrained_layout=True, squeeze=False)
+    fig, axes = plots.figure(1, len(study.activations), size=(5 * len(study.activations), 4), squeeze=False)
     for ax, activation in zip(axes[0], study.activations):
         for labels, style in zip(LABELS, ("-", "--")):
             runs = [r for r in training[activation].runs if r.labels == labels and r.ok]
@@ -369,13 +367,12 @@ def _training_figure(study, cfg, training: dict):
         ax.axhline(study.tol**2, color="grey", lw=0.8)
         ax.set(xlabel="step t", ylabel=r"$\|F(t) - y\|_2^2$",
                title=f"{activation}, digits n = {cfg.train_n}, m = {cfg.width}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        plots.finish(ax)
     return fig
 
 
 def _kernels_figure(study, cfg, kernel_rows: list[ComplexityRow], threshold_rows: list[ThresholdRow]):
-    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
+    fig, (left, middle, right) = plots.figure(1, 3, size=(15, 4.2))
     for activation in study.activations:
         mine = [r for r in kernel_rows if r.activation == activation]
         ns = [r.n for r in mine]
@@ -401,9 +398,7 @@ def _kernels_figure(study, cfg, kernel_rows: list[ComplexityRow], threshold_rows
     for ax, ylabel in ((left, r"$\sqrt{2 y^T (H^*)^{-1} y / n}$"), (middle, r"$\lambda_{min}(H^*)$"),
                        (right, "m*_opt")):
         ax.set(xscale="log", yscale="log", xlabel="n (points)", ylabel=ylabel)
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+        plots.finish(ax, legend=7)
     return fig
 
 

@@ -11,10 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+from .. import plots
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 
 @dataclass
@@ -88,12 +86,8 @@ def save_figure(fig, out: Path, stem: str) -> None:
     """Write figures/<stem>.png and figures/<stem>.svg (each replaced atomically) and close the figure."""
     folder = Path(out) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
-    for suffix, options in ((".png", {"dpi": 110}), (".svg", {})):
-        path = folder / f"{stem}{suffix}"
-        temporary = _temporary(path)
-        fig.savefig(temporary, format=suffix[1:], **options)
-        temporary.replace(path)
-    plt.close(fig)
+    plots.save(fig, folder / f"{stem}.png", dpi=110, close=False)
+    plots.save(fig, folder / f"{stem}.svg")
 
 
 def _temporary(path: Path) -> Path:

@@ -15,11 +15,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .. import activations, data, theory
+from .. import activations, data, plots, theory
 from ..models import initial_weights
 from ..kernels.nested import width_profile
 from ..kernels.spectra import lambda_min
@@ -311,8 +310,8 @@ def _by(found: list[Threshold], kind: str) -> dict:
 
 def _figure(study, cfg, found, fits, estimates, lam):
     optimisation, kernel = _by(found, "optimization"), _by(found, "kernel")
-    figure, axes = plt.subplots(1, len(study.activations), figsize=(4.6 * len(study.activations), 4.4),
-                                squeeze=False, sharey=True, constrained_layout=True)
+    fig, axes = plots.figure(1, len(study.activations), size=(4.6 * len(study.activations), 4.4),
+                             squeeze=False, sharey=True)
     ns = np.array(cfg.ns, dtype=float)
     for axis, activation in zip(axes[0], study.activations):
         color = activations.resolve(activation).color
@@ -347,10 +346,9 @@ def _figure(study, cfg, found, fits, estimates, lam):
                 axis.plot(ns, [row[index].width for row in proven], ls="--", lw=0.9, color=str(0.2 + 0.15 * index),
                           label=f"{first.work} (order, c = 1)")
         axis.set(xscale="log", yscale="log", xlabel="n (points)", title=activation)
-        axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize=6)
+        plots.finish(axis, legend=6)
     axes[0][0].set_ylabel(f"width m* (rate >= {1 - study.delta:g})")
-    return figure
+    return fig
 
 
 def _reading(study, cfg, runs, found, fits, estimates, decay, lam) -> list[str]:

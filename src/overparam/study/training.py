@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
+from matplotlib.colors import to_rgba
 import numpy as np
 
+from .. import plots
 from ..activations import resolve
 from .framework import Plot, Report, StudySection, table
 from .report import Fact
@@ -103,8 +104,7 @@ class Training(StudySection):
 
 
 def figure(study, cfg, found: dict):
-    fig, axes = plt.subplots(1, len(study.activations), figsize=(5 * len(study.activations), 4.2),
-                             constrained_layout=True, squeeze=False)
+    fig, axes = plots.figure(1, len(study.activations), size=(5 * len(study.activations), 4.2), squeeze=False)
     shades = np.linspace(0.35, 1.0, len(cfg.widths))
     for ax, activation in zip(axes[0], study.activations):
         for shade, width in zip(shades, cfg.widths):
@@ -112,7 +112,7 @@ def figure(study, cfg, found: dict):
             runs = record.ok
             if not runs:
                 continue
-            color = plt.matplotlib.colors.to_rgba(resolve(activation).color, shade)
+            color = to_rgba(resolve(activation).color, shade)
             for i, r in enumerate(runs):
                 ax.semilogy(r.step, r.loss2, color=color, lw=1.2, label=f"m = {width}" if i == 0 else None)
             first = runs[0]
@@ -121,8 +121,7 @@ def figure(study, cfg, found: dict):
             ax.semilogy(t, first.kernel_loss2, color=color, ls=":", lw=1)
         ax.axhline(study.tol**2, color="grey", lw=0.8)
         ax.set(xlabel="step t", ylabel=r"$\|F(t) - y\|_2^2$", title=f"{activation} ({study.init} init, n = {cfg.n})")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        plots.finish(ax)
     return fig
 
 

@@ -263,15 +263,14 @@ def plot_thresholds(report: ThresholdReport, path: str | Path) -> Path:
     reference slopes n^2, n^4, n^6; one panel per threshold kind."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .. import plots  # matplotlib loads only when a figure is drawn
 
     path = Path(path)
-    figure, axes = plt.subplots(1, len(KINDS), figsize=(11, 4.5), squeeze=False, sharey=True)
+    fig, axes = plots.figure(1, len(KINDS), size=(11, 4.5), squeeze=False, sharey=True)
     def family_key(t: Threshold) -> str:
         return json.dumps({k: v for k, v in t.family.items() if k != "n"}, sort_keys=True)
 
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     keys = sorted({family_key(t) for t in report.thresholds if "n" in t.family})
     color = {key: cycle[i % len(cycle)] for i, key in enumerate(keys)}  # one colour per family in both panels
     for axis, kind in zip(axes[0], KINDS):
@@ -317,9 +316,5 @@ def plot_thresholds(report: ThresholdReport, path: str | Path) -> Path:
         axis.set_xlabel("n (points)")
         axis.set_ylabel(f"m* (rate >= {1 - report.delta:g})")
         axis.set_title(f"{kind} threshold")
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+        plots.finish(axis, legend=7)
+    return plots.save(fig, path)
