@@ -448,7 +448,7 @@ def dimension_fit(study, cfg, activation: str, found: dict) -> DimensionFit | No
 
 
 def _width(value: float) -> str:
-    return "beyond grid" if math.isinf(value) else f"{value:g}"
+    return "beyond grid" if math.isinf(value) else f"{value:.15g}"
 
 
 THRESHOLD_COLUMNS = [("kind", "kind"), ("activation", "activation"), ("n", "n"), ("data_draw", "data_draw"),
