@@ -51,16 +51,16 @@ class Config(SectionConfig):
     dimension_ds, dimension_ns: the input dimensions and n of the d-axis (optimisation threshold);
     lambda_ns: where lambda(n) = lambda_min(H*) is measured (draw 0)."""
 
-    ns: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+    ns: tuple[int, ...] = (8, 16, 32, 64)
     kernel_ns: tuple[int, ...] = (8, 16, 32, 64, 128)
-    widths: tuple[int, ...] = tuple(2**p for p in range(1, 13))
+    widths: tuple[int, ...] = tuple(2**p for p in range(1, 11))
     draws: int = 4
-    seeds: int = 4
+    seeds: int = 2
     budget: str = "theory:3"
-    max_steps: int = 4000
+    max_steps: int = 8000
     kernel_widths: tuple[int, ...] = tuple(2**p for p in range(6, 23))
     dimension_ds: tuple[int, ...] = (4, 8, 16, 32)
-    dimension_ns: tuple[int, ...] = (32, 64)
+    dimension_ns: tuple[int, ...] = (16, 32)
     lambda_ns: tuple[int, ...] = tuple(2**p for p in range(3, 12))
 
     def check(self) -> None:
@@ -105,7 +105,7 @@ def sweep_inputs(n: int, d: int, draw: int = 0) -> torch.Tensor:
 def dimension_points(study, cfg: Config) -> list[tuple[int, int]]:
     """Every (n, d) at which the optimisation threshold is measured: the n-axis at the study's d, the d-axis."""
     points = {(n, study.d) for n in cfg.ns} | {(n, d) for n in cfg.dimension_ns for d in cfg.dimension_ds}
-    return sorted(points, key=lambda point: (point[1], point[0]))
+    return sorted(points, key=lambda point: (point[1] != study.d, point[1], point[0]))
 
 
 # ------------------------------------------------------------------------------------- units
