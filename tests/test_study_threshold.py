@@ -130,12 +130,13 @@ def kernel_records(out) -> dict:
     found = {}
     for j in range(CFG.draws):
         for seed in weight_seeds(j):
-            for i, n in enumerate(CFG.kernel_ns):
-                for a in TINY.activations:
-                    key = KernelScan(a, n, CFG.kernel_ns[:i], TINY.d, j, seed, TINY.sigma, TINY.init,
-                                     CFG.kernel_widths).key
-                    (stored,) = db.execute("SELECT value FROM study_units WHERE key = ?", (key,)).fetchone()
-                    found[a, n, j, seed] = json.loads(stored)
+            for a in TINY.activations:
+                key = KernelScan(a, CFG.kernel_ns, TINY.d, j, seed, TINY.sigma, TINY.init, CFG.kernel_widths).key
+                (stored,) = db.execute("SELECT value FROM study_units WHERE key = ?", (key,)).fetchone()
+                scans = json.loads(stored)["scans"]
+                assert [scan["n"] for scan in scans] == list(CFG.kernel_ns)
+                for scan in scans:
+                    found[a, scan["n"], j, seed] = scan
     db.close()
     return found
 

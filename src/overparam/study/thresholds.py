@@ -6,7 +6,7 @@ weight seeds each (draw j: seeds j * SEED_STRIDE + 0..seeds-1). Optimisation thr
 widths (`sweeps.WidthScan`, one unit per activation, n, d and draw, its runs in the study's runs.db) with a
 step budget scaled by the predicted rate; a seed's scan ends once GD reached the target at two successive
 widths. Kernel threshold (||H(W(0)) - H*||_2 <= lambda/4): the nested-width pass (`overparam.nested_ntk`)
-over `kernel_widths`, one unit per activation, n, draw and seed (`KernelScan`). Each draw has its own
+over `kernel_widths`, one unit per activation, draw and seed for every n (`KernelScan`). Each draw has its own
 threshold; the pooled m*(n) is their median, with a hierarchical bootstrap interval (`draws`). The
 exponents: m* ~ C n^p over n, local exponents between successive n, and m*_opt ~ C n^p d^q over the
 input dimension. lambda(n) = lambda_min(H*) on draw 0 up to `lambda_ns`, and the proven widths (theory.py,
@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -113,12 +113,19 @@ def dimension_points(study, cfg: Config) -> list[tuple[int, int]]:
 
 @dataclass
 class KernelScanRecord:
-    """||H(m) - H*||_2 at the grid's first len(distance) widths of one seed's nested pass, lam = lambda_min(H*);
-    skipped: not measured, as the condition held at no width at the next smaller n (then it cannot hold here)."""
+    """At n: ||H(m) - H*||_2 at the grid's first len(distance) widths of one seed's nested pass, lam =
+    lambda_min(H*); skipped: not measured, as the condition held at no width at the next smaller n (then it
+    cannot hold here)."""
 
+    n: int
     distance: list[float]
     lam: float
     skipped: bool
+
+
+@dataclass
+class KernelScanRecords:
+    scans: list[KernelScanRecord]
 
 
 @functools.lru_cache(maxsize=1)
@@ -144,18 +151,17 @@ def kernel_outcomes(widths, record: KernelScanRecord) -> np.ndarray:
 
 @dataclass(frozen=True)
 class KernelScan(Unit):
-    """The kernel condition along `widths` for one seed on one data draw, by nested passes over a W(0) drawn
-    once at the largest width. The pass at n ends once the condition held at two successive widths: the first
-    pass reaches 3 widths above where it first held at the next smaller n (`smaller`, the grid's n below
-    this one; below that width it cannot hold, as ||H - H*||_2 of the first n/2 points is at most that of n
-    points and lambda_min(H*) at most that of n/2 points), or FIRST_PASS; each further pass 2 widths more.
-    Where it held at no width at the smaller n, the scan is skipped (`KernelScanRecord.skipped`)."""
+    """The kernel condition along `widths` at each n of `ns` (increasing) for one seed on one data draw, by
+    nested passes over a W(0) drawn once at the largest width. The pass at n ends once the condition held at
+    two successive widths: the first pass reaches 3 widths above where it first held at the previous n
+    (below that width it cannot hold: ||H - H*||_2 of the first n/2 points is at most that of n points, and
+    lambda_min(H*) at n at most that at n/2), or FIRST_PASS at the first n; each further pass 2 widths more.
+    Where it held at no width at the previous n, the scan at n is skipped (`KernelScanRecord.skipped`)."""
 
-    RECORD = KernelScanRecord
+    RECORD = KernelScanRecords
 
     activation: str
-    n: int
-    smaller: tuple[int, ...]
+    ns: tuple[int, ...]
     d: int
     draw: int
     seed: int
@@ -163,16 +169,22 @@ class KernelScan(Unit):
     init: str
     widths: tuple[int, ...]
 
-    def compute(self, ctx) -> KernelScanRecord:
-        last = FIRST_PASS
-        if self.smaller:
-            before = ctx.request(replace(self, n=self.smaller[-1], smaller=self.smaller[:-1]))
-            held = np.flatnonzero(kernel_outcomes(self.widths, before))
-            if not len(held):
-                return KernelScanRecord([], math.nan, True)
-            last = int(held[0]) + 3
-        X = sweep_inputs(self.n, self.d, self.draw)
-        weights = _weights(max(self.widths), self.d, self.init, self.sigma, self.seed, ctx.device)
+    def compute(self, ctx) -> KernelScanRecords:
+        scans = []
+        for n in self.ns:
+            last = FIRST_PASS
+            if scans:
+                held = np.flatnonzero(kernel_outcomes(self.widths, scans[-1]))
+                if not len(held):
+                    scans.append(KernelScanRecord(n, [], math.nan, True))
+                    continue
+                last = int(held[0]) + 3
+            scans.append(self.scan(n, last, ctx.device))
+        return KernelScanRecords(scans)
+
+    def scan(self, n: int, last: int, device: str) -> KernelScanRecord:
+        X = sweep_inputs(n, self.d, self.draw)
+        weights = _weights(max(self.widths), self.d, self.init, self.sigma, self.seed, device)
         # One torch thread, as the sweep's tasks: at n <= 128 the GEMMs are small, and on 2 cores under
         # load a second thread made the passes 2-6x slower.
         with torch_threads(1):
@@ -183,7 +195,7 @@ class KernelScan(Unit):
                 stop = held_twice(found.distance, found.lam)
                 if stop is not None or last == len(self.widths) - 1:
                     distance = found.distance if stop is None else found.distance[:stop + 1]
-                    return KernelScanRecord(distance, found.lam, False)
+                    return KernelScanRecord(n, distance, found.lam, False)
                 last += 2
 
 
@@ -401,8 +413,8 @@ class DimensionFit:
     replicates: int
 
 
-def exponent(series: Series, study) -> Exponent | None:
-    usable = [n for n in series.ns if series.usable(n)]
+def exponent(series: Series, ns, study) -> Exponent | None:
+    usable = [n for n in ns if series.usable(n)]
     if len(usable) < 2:
         return None
     design = np.column_stack([np.ones(len(usable)), np.log(usable)])
@@ -477,9 +489,8 @@ class ThresholdSection(StudySection):
         scans = [WidthScan(a, n, cfg.widths, d, 1, weight_seeds(j, cfg.seeds), study.init, DATA, data_seed(j),
                            study.sigma, study.tol, cfg.budget, cfg.max_steps)
                  for n, d in dimension_points(study, cfg) for a in study.activations for j in range(cfg.draws)]
-        kernels = [KernelScan(a, n, cfg.kernel_ns[:i], study.d, j, seed, study.sigma, study.init, cfg.kernel_widths)
-                   for j in range(cfg.draws) for seed in weight_seeds(j, cfg.seeds)
-                   for i, n in enumerate(cfg.kernel_ns) for a in study.activations]
+        kernels = [KernelScan(a, cfg.kernel_ns, study.d, j, seed, study.sigma, study.init, cfg.kernel_widths)
+                   for j in range(cfg.draws) for seed in weight_seeds(j, cfg.seeds) for a in study.activations]
         lambdas = [LambdaPoint(a, n, study.d, study.sigma) for a in study.activations for n in lambda_points(cfg)]
         return [*scans, *kernels, *lambdas]
 
@@ -493,7 +504,8 @@ class ThresholdSection(StudySection):
                     outcomes[n] = np.stack([scan_outcomes(cfg.widths, unit.seeds, record.runs) for unit, record in
                                             (scans[a, n, d, data_seed(j)] for j in range(cfg.draws))])
                 found["optimization", a, d] = measure_series(study, "optimization", a, d, cfg.widths, outcomes)
-        kernels = {(u.activation, u.n, u.draw, u.seed): r for u, r in records.items() if isinstance(u, KernelScan)}
+        kernels = {(u.activation, scan.n, u.draw, u.seed): scan for u, r in records.items()
+                   if isinstance(u, KernelScan) for scan in r.scans}
         for a in study.activations:
             outcomes = {n: np.stack([np.stack([kernel_outcomes(cfg.kernel_widths, kernels[a, n, j, seed])
                                                for seed in weight_seeds(j, cfg.seeds)], 1) for j in range(cfg.draws)])
@@ -502,7 +514,7 @@ class ThresholdSection(StudySection):
         axis = {"optimization": list(cfg.ns), "kernel": list(cfg.kernel_ns)}
         main = [found[kind, a, study.d] for kind in axis for a in study.activations]
         rows = [row for s in main for n in axis[s.kind] for row in (*s.draws[n], s.pooled[n])]
-        fits = [fit for fit in (exponent(replace(s, ns=axis[s.kind]), study) for s in main) if fit is not None]
+        fits = [fit for fit in (exponent(s, axis[s.kind], study) for s in main) if fit is not None]
         local = [row for s in main for row in local_exponents(s, axis[s.kind])]
         spread = [row for s in main for row in draw_spread(s, axis[s.kind])]
         dimension = [row for a in study.activations for d in cfg.dimension_ds for n in cfg.dimension_ns
