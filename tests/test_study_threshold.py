@@ -215,6 +215,22 @@ def test_section_completes_with_its_figures_and_tables(section):
     assert len(read(out, "lambda")) == 2 * (4 + 2 + 2)
 
 
+def test_reading_names_every_point_where_the_step_cap_cut_runs_short(section):
+    out, result = section
+    db = sqlite3.connect(out / "runs.db")
+    rows = db.execute("SELECT activation, n, d, status, budget FROM runs").fetchall()
+    db.close()
+    capped = {}
+    for a, n, d, status, budget in rows:
+        if status == "max_steps" and budget is not None and budget >= CFG.max_steps:
+            capped[a, n, d] = capped.get((a, n, d), 0) + 1
+    assert capped  # max_steps = 400 binds somewhere in this configuration
+    sentence = next(line for line in result.reading if line.startswith("The step cap"))
+    for (a, n, d), count in capped.items():
+        total = sum(1 for r in rows if r[:3] == (a, n, d))
+        assert f"{a} n = {n}, d = {d} ({count} of {total} runs)" in sentence
+
+
 def test_data_draws_are_nested_in_n_and_the_kernel_condition_is_monotone_in_n(section):
     """The scan's skip rule rests on these: the draw at n is the first n points of the draw at 2n, so the
     condition held at 2n implies it held at n for the same seed and width."""

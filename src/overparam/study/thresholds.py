@@ -709,6 +709,20 @@ def _reading(study, cfg, runs, found, fits, local, spread, dimension_fits, estim
     if failed:
         text.append(f"{failed} run(s) failed and count as neither success nor failure; see `overparam results` "
                     "on this study's runs.db.")
+    capped = {}
+    for run in runs:
+        if run.status == "max_steps" and run.budget is not None and run.budget >= cfg.max_steps:
+            key = (run.config["activation"], run.config["n"], run.config["d"])
+            capped[key] = capped.get(key, 0) + 1
+    if capped:
+        total = {}
+        for run in runs:
+            key = (run.config["activation"], run.config["n"], run.config["d"])
+            total[key] = total.get(key, 0) + 1
+        text.append("The step cap max_steps = " + f"{cfg.max_steps} cut short runs whose predicted budget was larger at "
+                    + ", ".join(f"{a} n = {n}, d = {d} ({count} of {total[a, n, d]} runs)"
+                                for (a, n, d), count in sorted(capped.items()))
+                    + ": where most runs of a point hit the cap, its threshold measures the cap, not the width.")
     for fit in fits:
         text.append(f"{fit.kind} threshold, {fit.activation}: m* grew as n^{fit.p:.2f} (95% interval "
                     f"{_interval(fit.low, fit.high)}, from {fit.points} values of n).")
