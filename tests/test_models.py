@@ -86,13 +86,10 @@ def test_chunked_equals_unchunked(activation, keep):
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_reused_workspace_gives_the_same_pass_and_memory(activation, monkeypatch):
+def test_reused_workspace_gives_the_same_pass_and_memory(activation):
     """A forward pass written into an earlier pass's workspace (as train() does step to step) equals a
-    fresh one, uses that memory, and J^T V from its kept chunks (staged in the workspace's spare chunk,
-    as for kept chunks larger than the cache) equals the recomputed one; `out` receives J^T V."""
-    from overparam import chunks
-
-    monkeypatch.setattr(chunks, "CHUNK_BYTES", 1)  # the kept chunks count as larger than the cache
+    fresh one, uses that memory (each chunk's GEMM in its spare chunk), and J^T V from its kept chunks
+    equals the recomputed one; `out` receives J^T V."""
     X = sample_inputs(9, 4, seed=4)
     V = torch.randn(9, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     net = TwoLayerNet(4, 50, 2, activation, seed=8, chunk_size=7)
