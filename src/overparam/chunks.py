@@ -127,17 +127,18 @@ def neuron_chunks(a: torch.Tensor, chunk: int, by_sign: bool, paired: bool) -> t
 
 
 def _sign_order(a: torch.Tensor, slices: list[slice]) -> tuple[list, list] | None:
-    """The chunks of the neurons in the order of a_r and their runs; None unless a takes two values."""
-    values, order = torch.sort(a, stable=True)
-    changes = (values[1:] != values[:-1]).sum()
-    lower = (values == values[0]).sum()  # neurons with the lower value
-    low, high, lower, changes = torch.stack([values[0].double(), values[-1].double(), lower.double(),
-                                             changes.double()]).tolist()  # one device sync
-    if changes > 1:
+    """The chunks of the neurons in the order of a_r and their runs; None unless a takes two values.
+    The order is that of a stable sort, without one: the neurons of the lower value, then the others."""
+    low, high = torch.aminmax(a)
+    lower = a == low
+    count, two_values, low, high = torch.stack([lower.sum().double(), (lower | (a == high)).all().double(),
+                                                low.double(), high.double()]).tolist()  # one device sync
+    if not two_values:
         return None
+    order = torch.cat([lower.nonzero()[:, 0], lower.logical_not_().nonzero()[:, 0]])
     runs = []
     for neurons in slices:
-        cut = min(max(int(lower) - neurons.start, 0), neurons.stop - neurons.start)
+        cut = min(max(int(count) - neurons.start, 0), neurons.stop - neurons.start)
         runs.append([(columns, value) for columns, value in
                      ((slice(0, cut), low), (slice(cut, neurons.stop - neurons.start), high))
                      if columns.stop > columns.start])
@@ -154,6 +155,12 @@ def scratch(E: torch.Tensor, workspace: torch.Tensor) -> torch.Tensor:
     are: copying each into this space first, which paid on an Intel Xeon (45 -> 35 ms), cost more than it
     saved here (copy 18 ms + GEMM 62 ms against the GEMM from main memory 68 ms)."""
     return workspace[-E.numel():].view(E.shape)
+
+
+def rows(W: torch.Tensor, neurons: slice | torch.Tensor) -> torch.Tensor:
+    """W[..., neurons, :] for a chunk (a slice: a view; an index set: `index_select`, 5x faster than
+    indexing for a chunk of 672 neurons)."""
+    return W[..., neurons, :] if isinstance(neurons, slice) else W.index_select(-2, neurons)
 
 
 def chunk_width(neurons: slice | torch.Tensor) -> int:

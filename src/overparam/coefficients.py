@@ -27,7 +27,7 @@ import torch
 
 from .activations import LOG2E, Activation, resolve
 from .chunks import (FACTORISED_COLUMNS, chunk_outputs, chunk_slices, coupled_pairs, neuron_chunks, paired_matmul,
-                     scratch, thin_product, transposed_product)
+                     rows, scratch, thin_product, transposed_product)
 
 #: Softmax needs no shift of its exponents unless the weights are very large (`exponent_shift`). Where it
 #: does, these devices fold the shift into the GEMM as an extra column (`_softmax_sums_bounded`) rather than
@@ -108,7 +108,7 @@ class Pass:
             if self.cache is not None:
                 E, rowscale = self.cache[index]
             else:
-                Z = X @ self.W[..., neurons, :].transpose(-1, -2)
+                Z = X @ rows(self.W, neurons).transpose(-1, -2)
                 if self.activation.normalised:  # m S = 2^(z - (lse log2 e - log2 m))
                     Z -= (self.lse * LOG2E - math.log2(self.total_width))[..., None]
                 E, rowscale = self.activation.fused(Z, False, True)[1], None
@@ -155,17 +155,21 @@ class Pass:
         # for every chunk; a_r and kappa scale the finished gradient once (one pass over m x d, not one per chunk).
         single = s is None and row_weights.shape[-1] == 1 and all(isinstance(c, slice) for c in self.chunks)
         shared_QX = row_weights * self.X if single else None
+        run_QX = {}  # softmax's Q X per (rowscale, value): one rowscale for all chunks unless shifted chunk by chunk
         for index, (neurons, E, rowscale) in enumerate(self.derivative_factors()):
             if single:
                 transposed_product(E, shared_QX, out=grad[..., neurons, :])
                 continue
-            Q = row_weights if rowscale is None else row_weights * rowscale[..., None]
             runs = self.chunk_runs[index]
             if runs is not None:  # a_r = value on each run: (Q P^T)_ir = value Q_i0 + Q_i1, d GEMM columns
                 for columns, value in runs:
-                    QX = (Q[..., :1] * value + Q[..., 1:]) * self.X
-                    grad[..., neurons[columns], :] = transposed_product(E[..., columns], QX)
+                    QX = run_QX.get((id(rowscale), value))
+                    if QX is None:
+                        Q = row_weights if rowscale is None else row_weights * rowscale[..., None]
+                        QX = run_QX[id(rowscale), value] = (Q[..., :1] * value + Q[..., 1:]) * self.X
+                    grad.index_copy_(-2, neurons[columns], transposed_product(E[..., columns], QX))
                 continue
+            Q = row_weights if rowscale is None else row_weights * rowscale[..., None]
             P = self.a[..., neurons, :]
             if s is not None:
                 P = torch.cat([P, torch.ones_like(P[..., :1])], -1)
@@ -278,8 +282,13 @@ def forward(
         lse = running_max / LOG2E + torch.log(norm)
         out = out * (kappa * m / norm[..., None])
         if keep:
-            # m S = E 2^(M - lse log2 e + log2 m): m inside the exponent, so that the factor stays normal
-            cache = [(E, torch.exp2(M - lse * LOG2E + math.log2(m))) for E, M in cache]
+            # m S = E 2^(M - lse log2 e + log2 m): m inside the exponent, so that the factor stays normal;
+            # one factor per shift M (the same tensor for every chunk unless the max was found chunk by chunk)
+            factors = {}
+            for _, M in cache:
+                if id(M) not in factors:
+                    factors[id(M)] = torch.exp2(M - lse * LOG2E + math.log2(m))
+            cache = [(E, factors[id(M)]) for E, M in cache]
         return Pass(X, W, a, activation, kappa, chunks, out, lse, cache, m, reducer, workspace, chunk_runs)
 
     if not (output or keep):
@@ -332,7 +341,7 @@ def _softmax_sums_bounded(X, W, weighted_sums, chunks, outputs, workspace, total
     keep = outputs[0] is not None
     cache = [] if keep else None
     for index, (neurons, kept) in enumerate(zip(chunks, outputs)):
-        Z = torch.matmul(X_shifted, W_shifted[..., neurons, :].transpose(-1, -2),
+        Z = torch.matmul(X_shifted, rows(W_shifted, neurons).transpose(-1, -2),
                          out=None if kept is None else scratch(kept, workspace))
         E = Z.exp2_() if kept is None else torch.exp2(Z, out=kept)
         part = weighted_sums(E, index, neurons)
@@ -352,7 +361,7 @@ def _softmax_sums_online(X, W, weighted_sums, chunks, outputs, workspace):
     keep = outputs[0] is not None
     cache = [] if keep else None
     for index, (neurons, kept) in enumerate(zip(chunks, outputs)):
-        Z = torch.matmul(X, W[..., neurons, :].transpose(-1, -2), out=None if kept is None else scratch(kept, workspace))
+        Z = torch.matmul(X, rows(W, neurons).transpose(-1, -2), out=None if kept is None else scratch(kept, workspace))
         chunk_max = Z.amax(-1)
         if running_max is None:
             running_max = chunk_max
