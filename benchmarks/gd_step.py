@@ -120,7 +120,7 @@ def measure(activation="exp", n=1024, d=32, m=65536, dtype=torch.float32, repeat
         back by the gradient's GEMMs."""
         for neurons in chunk_slices(m, chunk):
             Z = Z_buffer[:n * (neurons.stop - neurons.start)].view(n, -1)
-            torch.exp2(torch.matmul(X_exponent, W[neurons].T, out=Z), out=kept[n * neurons.start:n * neurons.stop])
+            torch.exp2(torch.matmul(X_exponent, W[neurons].T, out=Z), out=kept[n * neurons.start:n * neurons.stop].view(n, -1))
         for neurons in chunk_slices(m, chunk):
             G[neurons] = transposed_product(kept[n * neurons.start:n * neurons.stop].view(n, -1), X)
         sync()
