@@ -121,6 +121,27 @@ def test_forward_gradient_and_kernel_match_autograd(activation, k):
                                atol=1e-10 * float(theta.abs().max()))
 
 
+@pytest.mark.parametrize("activation", [resolve(name) for name in BUILTIN if name != "softmax"] + [SIN, SWISH],
+                         ids=lambda a: a.name)
+def test_fused_values_and_derivatives_with_and_without_out(activation):
+    """fused(Z, value, derivative, out) at Z = z input_scale: phi and phi' against phi written out and its
+    autograd derivative (float64, 1e-12), with phi' written into `out` where given (as a kept chunk is)."""
+    z = torch.linspace(-2.5, 2.5, 40, dtype=torch.float64).reshape(4, 10)  # not 0 itself (relu's kink)
+    phi = {"exp": torch.exp}.get(activation.name) or reference_phi(activation)
+    point = z.clone().requires_grad_(True)
+    (slope,) = torch.autograd.grad(phi(point).sum(), point)
+    expected_value, expected_slope = phi(z), slope
+    for value, derivative in ((True, True), (True, False), (False, True)):
+        for out in (None, torch.full_like(z, float("nan"))):
+            got_value, got_slope = activation.fused(z * activation.input_scale, value, derivative, out=out)
+            if value:
+                torch.testing.assert_close(got_value, expected_value, rtol=1e-12, atol=1e-12)
+            if derivative:
+                torch.testing.assert_close(got_slope, expected_slope, rtol=1e-12, atol=1e-12)
+                if out is not None:
+                    assert got_slope.data_ptr() == out.data_ptr()
+
+
 # ----------------------------------------------------------------------------- H* by quadrature
 
 

@@ -86,13 +86,10 @@ def test_chunked_equals_unchunked(activation, keep):
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_reused_workspace_gives_the_same_pass_and_memory(activation, monkeypatch):
+def test_reused_workspace_gives_the_same_pass_and_memory(activation):
     """A forward pass written into an earlier pass's workspace (as train() does step to step) equals a
-    fresh one, uses that memory, and J^T V from its kept chunks (staged in the workspace's spare chunk,
-    as for kept chunks larger than the cache) equals the recomputed one; `out` receives J^T V."""
-    from overparam import chunks
-
-    monkeypatch.setattr(chunks, "CHUNK_BYTES", 1)  # the kept chunks count as larger than the cache
+    fresh one, uses that memory (each chunk's GEMM in its spare chunk), and J^T V from its kept chunks
+    equals the recomputed one; `out` receives J^T V."""
     X = sample_inputs(9, 4, seed=4)
     V = torch.randn(9, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     net = TwoLayerNet(4, 50, 2, activation, seed=8, chunk_size=7)
@@ -111,6 +108,24 @@ def test_reused_workspace_gives_the_same_pass_and_memory(activation, monkeypatch
     assert net.forward_pass(X, keep=True, workspace=small).workspace.numel() == 9 * 57
     with pytest.raises(ValueError, match="out has shape"):
         reused.vjp(V, out=torch.empty(3, 4, dtype=torch.float64))
+
+
+def test_default_chunks_fit_the_budget_in_rows_of_whole_cache_lines():
+    """default_chunk: even, at least 2, n x chunk x (k + 2) values within CHUNK_BYTES, and where a row can
+    hold one, rows of whole 64-byte lines that are not a multiple of 2 KiB; the widest such width."""
+    from overparam.chunks import CHUNK_BYTES, default_chunk
+
+    for n in (1, 7, 64, 1000, 1024, 4096, 10**6):
+        for k in (1, 2, 3):
+            for itemsize in (4, 8):
+                chunk, per_neuron = default_chunk(n, k, itemsize), n * (k + 2) * itemsize
+                assert chunk >= 2 and chunk % 2 == 0
+                assert chunk == 2 or chunk * per_neuron <= CHUNK_BYTES
+                if chunk * itemsize >= 128:
+                    assert chunk * itemsize % 64 == 0 and chunk * itemsize % 2048 != 0
+                    wider = [w for w in range(chunk + 1, CHUNK_BYTES // per_neuron + 1)
+                             if w * itemsize % 64 == 0 and w * itemsize % 2048 != 0]
+                    assert wider == []
 
 
 @pytest.mark.parametrize("dtype,columns", [(torch.float32, 32), (torch.float32, 8), (torch.float64, 32)])

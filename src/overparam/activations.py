@@ -37,7 +37,7 @@ MAX_QUADRATURE_POINTS = 320
 #: Values of phi' one quadrature block may take (float64): 64 MiB.
 QUADRATURE_BLOCK = 1 << 23
 
-Fused = Callable[[torch.Tensor, bool, bool], tuple]
+Fused = Callable[..., tuple]  # (Z, value, derivative, out=None) -> (phi, phi')
 Kernel = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
@@ -46,9 +46,9 @@ class Activation:
     """One activation: F_l(W, x) = kappa sum_r a_rl phi(<w_r, x>) (docs/mathematics.md#networks, #elementwise); softmax
     (`normalised`) divides the exponentials by their mean over the neurons.
 
-    fused(Z, value, derivative) -> (phi, phi'): the two at Z = z * input_scale, either None where
-    not asked for. It may overwrite Z, and writes phi' into Z's storage where it can (the kept
-    chunks of `coefficients.forward` are views of one workspace).
+    fused(Z, value, derivative, out=None) -> (phi, phi'): the two at Z = z * input_scale, either None
+    where not asked for. It may overwrite Z, and writes phi' into `out` where given (a kept chunk of
+    `coefficients.forward`, a view of one workspace), else into Z's storage where it can.
     kernel(X, X2, sigma): H* in closed form, (n, n2), or None: `gauss_hermite_kernel` of phi' with
     quadrature_points per dimension at sigma ||x|| <= 1.
     proven_widths: (work, exponent p of m ~ n^p, inits it is proven for) per paper (docs/mathematics.md#predictions).
@@ -114,17 +114,20 @@ class Elementwise:
     fn: Callable
     derivative: Callable | None = None
 
-    def __call__(self, Z: torch.Tensor, value: bool, derivative: bool) -> tuple:
+    def __call__(self, Z: torch.Tensor, value: bool, derivative: bool, out: torch.Tensor | None = None) -> tuple:
         if derivative and self.derivative is None:  # phi and phi' from one evaluation of fn
             with torch.enable_grad():
                 z = Z.detach().requires_grad_(True)
                 phi = self._checked(self.fn(z), Z, "returns")
                 (slope,) = torch.autograd.grad(phi.sum(), z)
-            return phi.detach() if value else None, self._checked(slope, Z, "has a derivative (by autograd) that returns")
-        phi = self._checked(self.fn(Z), Z, "returns") if value else None
-        if not derivative:
-            return phi, None
-        return phi, self._checked(self.derivative(Z), Z, "has a derivative that returns")
+            phi = phi.detach() if value else None
+            slope = self._checked(slope, Z, "has a derivative (by autograd) that returns")
+        else:
+            phi = self._checked(self.fn(Z), Z, "returns") if value else None
+            if not derivative:
+                return phi, None
+            slope = self._checked(self.derivative(Z), Z, "has a derivative that returns")
+        return phi, slope if out is None else out.copy_(slope)
 
     def _checked(self, result, Z: torch.Tensor, what: str) -> torch.Tensor:
         if not isinstance(result, torch.Tensor) or result.shape != Z.shape:
@@ -178,39 +181,46 @@ def gauss_hermite_kernel(derivative: Callable[[torch.Tensor], torch.Tensor], X: 
 
 
 # ----------------------------------------------------------------------------- the built-ins
-# Each fused function: (phi, phi') at Z = z * input_scale, phi' in Z's storage where it can be.
+# Each fused function: (phi, phi') at Z = z * input_scale, phi' in out if given, else in Z's storage where it can be.
 
 
-def _relu(Z: torch.Tensor, value: bool, derivative: bool) -> tuple:
-    """phi = max(0, z); phi' = 1{z > 0}, taken in place in Z's dtype."""
-    phi = torch.clamp_min(Z, 0) if value else None
-    return phi, Z.gt_(0) if derivative else None
+def _relu(Z: torch.Tensor, value: bool, derivative: bool, out: torch.Tensor | None = None) -> tuple:
+    """phi = max(0, z); phi' = 1{z > 0} in Z's dtype. With out, both in one pass each and no new
+    tensor: the mask into out, then max(0, z) in place."""
+    if not derivative:
+        return Z.clamp_min_(0), None
+    if out is None:
+        return torch.clamp_min(Z, 0) if value else None, Z.gt_(0)
+    slope = torch.gt(Z, 0, out=out)
+    return Z.clamp_min_(0) if value else None, slope
 
 
-def _exp(Z: torch.Tensor, value: bool, derivative: bool) -> tuple:
-    """phi = phi' = e^z = 2^Z (input_scale log2 e), one exp2 in place."""
-    E = Z.exp2_()
+def _exp(Z: torch.Tensor, value: bool, derivative: bool, out: torch.Tensor | None = None) -> tuple:
+    """phi = phi' = e^z = 2^Z (input_scale log2 e), one exp2 (in place, or into out)."""
+    E = Z.exp2_() if out is None else torch.exp2(Z, out=out)
     return E, E
 
 
-def _tanh(Z: torch.Tensor, value: bool, derivative: bool) -> tuple:
+def _tanh(Z: torch.Tensor, value: bool, derivative: bool, out: torch.Tensor | None = None) -> tuple:
     """phi = tanh z; phi' = 1 - tanh^2 z."""
+    target = Z if out is None else out
     if not value:
-        return None, Z.tanh_().square_().neg_().add_(1)
+        return None, torch.tanh(Z, out=target).square_().neg_().add_(1)
     phi = torch.tanh(Z)
-    return phi, torch.mul(phi, phi, out=Z).neg_().add_(1) if derivative else None
+    return phi, torch.mul(phi, phi, out=target).neg_().add_(1) if derivative else None
 
 
-def _sigmoid(Z: torch.Tensor, value: bool, derivative: bool) -> tuple:
+def _sigmoid(Z: torch.Tensor, value: bool, derivative: bool, out: torch.Tensor | None = None) -> tuple:
     """phi = s(z) = 1 / (1 + e^-z); phi' = s(z) (1 - s(z))."""
+    target = Z if out is None else out
     if not value:
-        S = Z.sigmoid_()
+        S = torch.sigmoid(Z, out=target)
         return None, S.sub_(S.square())
     phi = torch.sigmoid(Z)
-    return phi, Z.copy_(phi).neg_().add_(1).mul_(phi) if derivative else None
+    return phi, target.copy_(phi).neg_().add_(1).mul_(phi) if derivative else None
 
 
-def _gelu(Z: torch.Tensor, value: bool, derivative: bool) -> tuple:
+def _gelu(Z: torch.Tensor, value: bool, derivative: bool, out: torch.Tensor | None = None) -> tuple:
     """phi = z Phi(z) (the exact erf form); phi' = Phi(z) + z varphi(z), Phi and varphi the standard
     normal's distribution and density."""
     phi = torch.nn.functional.gelu(Z) if value else None
@@ -218,7 +228,7 @@ def _gelu(Z: torch.Tensor, value: bool, derivative: bool) -> tuple:
         return phi, None
     density = torch.exp(-0.5 * Z.square()).mul_(1 / math.sqrt(2 * math.pi))
     cdf = torch.special.ndtr(Z)
-    return phi, Z.mul_(density).add_(cdf)
+    return phi, torch.mul(Z, density, out=Z if out is None else out).add_(cdf)
 
 
 def _relu_kernel(X: torch.Tensor, X2: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -2,10 +2,11 @@
 operand order the BLAS runs fastest. `coefficients` computes docs/mathematics.md#gradient through these; none of them
 changes a number beyond rounding (the coupled pairs' sums make F(W(0)) exactly zero).
 
-Chunks are sized to a device's budget (`default_chunk`); for softmax with one output they follow the
-order of a (`neuron_chunks`); the kept chunks of a forward pass are views of one reusable workspace
-(`chunk_outputs`), staged into cache for J^T V (`cache_resident`); `transposed_product` and
-`thin_product` pick the GEMM operand order measured fastest with MKL on a CPU.
+Chunks are sized to a device's budget, in rows of whole cache lines (`default_chunk`); for softmax with
+one output they follow the order of a (`neuron_chunks`); the kept chunks of a forward pass are views of
+one reusable workspace (`chunk_outputs`), whose spare last chunk takes each chunk's GEMM before its
+activation is written into the kept chunk (`scratch`); `transposed_product` and `thin_product` pick the
+GEMM operand order measured fastest with MKL on a CPU.
 """
 
 from __future__ import annotations
@@ -17,23 +18,42 @@ import torch
 
 from . import resources
 
-#: Bytes of working memory a single neuron chunk may take (n x chunk x (k + 2) values) on a CPU:
-#: about the size of a last-level cache.
-CHUNK_BYTES = 1 << 24
+#: Bytes of working memory a single neuron chunk may take (n x chunk x (k + 2) values) on a CPU: a
+#: fraction of a last-level cache. Measured on an AMD EPYC (Zen 4, 32 MiB L3; GD step, n = 1024, d = 32,
+#: m = 65536 float32, one thread): chunks of 384 to 1008 neurons (1.5-4 MiB each) within 3% of each other,
+#: 1360 (5.3 MiB, 16 MiB of budget) 5% slower, 1536 15% slower.
+CHUNK_BYTES = 1 << 23
 #: On a GPU: large enough that a chunk's GEMMs fill the device (few launches per step), at most
 #: this much and a sixteenth of free memory.
 GPU_CHUNK_BYTES = 1 << 30
 #: J^T V uses the factorised form (no n x chunk elementwise pass) up to this many weight columns.
 FACTORISED_COLUMNS = 2
+#: Bytes of a cache line: a chunk's rows are whole lines (`aligned_width`).
+CACHE_LINE = 64
+#: A row length that is a multiple of this maps the rows of a chunk to a few cache sets (`aligned_width`).
+SET_STRIDE = 2048
+
+
 def default_chunk(n: int, k: int, itemsize: int, device: torch.device | str = "cpu") -> int:
-    """Even chunk width so that one chunk's n x chunk x (k + 2) buffers fit the device's budget
-    (CHUNK_BYTES on a CPU; on a GPU GPU_CHUNK_BYTES or a sixteenth of free memory, the smaller)."""
+    """Chunk width so that one chunk's n x chunk x (k + 2) buffers fit the device's budget (CHUNK_BYTES
+    on a CPU; on a GPU GPU_CHUNK_BYTES or a sixteenth of free memory, the smaller), `aligned_width`."""
     device = torch.device(device)
     budget = CHUNK_BYTES
     if device.type == "cuda":
         budget = min(GPU_CHUNK_BYTES, available_memory(device) // 16)
-    chunk = budget // max(1, n * (k + 2) * itemsize)
-    return max(2, chunk - chunk % 2)
+    return aligned_width(budget // max(1, n * (k + 2) * itemsize), itemsize)
+
+
+def aligned_width(chunk: int, itemsize: int) -> int:
+    """The widest even width <= chunk (at least 2) whose rows are whole cache lines and not a multiple of
+    SET_STRIDE bytes: the GEMMs write and read a chunk row by row, and MKL ran them 20% slower on rows
+    that straddle lines (1364 float32 values against 1360) or that are 4 KiB long (1024 against 1008;
+    AMD EPYC, Zen 4, GD step at n = 1024, d = 32, m = 65536, one thread)."""
+    line = max(1, CACHE_LINE // itemsize)
+    if chunk < 2 * line:
+        return max(2, chunk - chunk % 2)
+    chunk -= chunk % line
+    return chunk - line if chunk * itemsize % SET_STRIDE == 0 else chunk
 
 
 def available_memory(device: torch.device) -> int:
@@ -107,31 +127,40 @@ def neuron_chunks(a: torch.Tensor, chunk: int, by_sign: bool, paired: bool) -> t
 
 
 def _sign_order(a: torch.Tensor, slices: list[slice]) -> tuple[list, list] | None:
-    """The chunks of the neurons in the order of a_r and their runs; None unless a takes two values."""
-    values, order = torch.sort(a, stable=True)
-    changes = (values[1:] != values[:-1]).sum()
-    lower = (values == values[0]).sum()  # neurons with the lower value
-    low, high, lower, changes = torch.stack([values[0].double(), values[-1].double(), lower.double(),
-                                             changes.double()]).tolist()  # one device sync
-    if changes > 1:
+    """The chunks of the neurons in the order of a_r and their runs; None unless a takes two values.
+    The order is that of a stable sort, without one: the neurons of the lower value, then the others."""
+    low, high = torch.aminmax(a)
+    lower = a == low
+    count, two_values, low, high = torch.stack([lower.sum().double(), (lower | (a == high)).all().double(),
+                                                low.double(), high.double()]).tolist()  # one device sync
+    if not two_values:
         return None
+    order = torch.cat([lower.nonzero()[:, 0], lower.logical_not_().nonzero()[:, 0]])
     runs = []
     for neurons in slices:
-        cut = min(max(int(lower) - neurons.start, 0), neurons.stop - neurons.start)
+        cut = min(max(int(count) - neurons.start, 0), neurons.stop - neurons.start)
         runs.append([(columns, value) for columns, value in
                      ((slice(0, cut), low), (slice(cut, neurons.stop - neurons.start), high))
                      if columns.stop > columns.start])
     return [order[neurons] for neurons in slices], runs
 
 
-def cache_resident(E: torch.Tensor, workspace: torch.Tensor) -> torch.Tensor:
-    """A kept chunk E as the GEMM reads it fastest: where the kept chunks are larger than the cache (on
-    a CPU), a copy in the workspace's spare last chunk, which stays cache-resident; elsewhere E itself.
-    MKL's GEMM reads a chunk from main memory at about half speed, and the copy pays for itself
-    (J^T V at n = 1024, d = 32, m = 65536 float32: 45 -> 35 ms)."""
-    if E.device.type != "cpu" or workspace.numel() * workspace.element_size() <= 2 * CHUNK_BYTES:
-        return E
-    return workspace[-E.numel():].view(E.shape).copy_(E)
+def scratch(E: torch.Tensor, workspace: torch.Tensor) -> torch.Tensor:
+    """Space of E's shape in the workspace's spare last chunk, where a kept chunk's Z = X W^T is
+    written before its activation is written into the chunk itself (`coefficients.forward`).
+
+    The GEMM writes into memory that stays in cache, and only the activation's one streaming pass
+    writes to main memory (AMD EPYC, Zen 4, n = 1024, d = 32, m = 65536 float32, chunks of 768
+    neurons: the GEMMs X W^T 68 -> 52 ms, the exp2 20 -> 22 ms). J^T V reads the kept chunks where they
+    are: copying each into this space first, which paid on an Intel Xeon (45 -> 35 ms), cost more than it
+    saved here (copy 18 ms + GEMM 62 ms against the GEMM from main memory 68 ms)."""
+    return workspace[-E.numel():].view(E.shape)
+
+
+def rows(W: torch.Tensor, neurons: slice | torch.Tensor) -> torch.Tensor:
+    """W[..., neurons, :] for a chunk (a slice: a view; an index set: `index_select`, 5x faster than
+    indexing for a chunk of 672 neurons)."""
+    return W[..., neurons, :] if isinstance(neurons, slice) else W.index_select(-2, neurons)
 
 
 def chunk_width(neurons: slice | torch.Tensor) -> int:
@@ -141,7 +170,7 @@ def chunk_width(neurons: slice | torch.Tensor) -> int:
 def chunk_outputs(X, W, chunks, keep, workspace):
     """(workspace, outputs): per neuron chunk the tensor its Z = X W^T is written into. With keep, views
     of one flat buffer (`workspace` if it is large enough, else a new one), whose last chunk-sized part
-    is left free as a staging buffer (`cache_resident`); otherwise None (fresh)."""
+    is left free for the GEMM of each chunk (`scratch`); otherwise None (fresh)."""
     if not keep:
         return None, [None] * len(chunks)
     rows = tuple(np.broadcast_shapes(X.shape[:-2], W.shape[:-2])) + (X.shape[-2],)

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from .activations import LOG2E, Activation, resolve
-from .chunks import (FACTORISED_COLUMNS, cache_resident, chunk_outputs, chunk_slices, coupled_pairs, neuron_chunks,
-                     paired_matmul, thin_product, transposed_product)
+from .chunks import (FACTORISED_COLUMNS, chunk_outputs, chunk_slices, coupled_pairs, neuron_chunks, paired_matmul,
+                     rows, scratch, thin_product, transposed_product)
 
 #: Softmax needs no shift of its exponents unless the weights are very large (`exponent_shift`). Where it
 #: does, these devices fold the shift into the GEMM as an extra column (`_softmax_sums_bounded`) rather than
@@ -108,7 +108,7 @@ class Pass:
             if self.cache is not None:
                 E, rowscale = self.cache[index]
             else:
-                Z = X @ self.W[..., neurons, :].transpose(-1, -2)
+                Z = X @ rows(self.W, neurons).transpose(-1, -2)
                 if self.activation.normalised:  # m S = 2^(z - (lse log2 e - log2 m))
                     Z -= (self.lse * LOG2E - math.log2(self.total_width))[..., None]
                 E, rowscale = self.activation.fused(Z, False, True)[1], None
@@ -155,19 +155,21 @@ class Pass:
         # for every chunk; a_r and kappa scale the finished gradient once (one pass over m x d, not one per chunk).
         single = s is None and row_weights.shape[-1] == 1 and all(isinstance(c, slice) for c in self.chunks)
         shared_QX = row_weights * self.X if single else None
+        run_QX = {}  # softmax's Q X per (rowscale, value): one rowscale for all chunks unless shifted chunk by chunk
         for index, (neurons, E, rowscale) in enumerate(self.derivative_factors()):
-            if self.cache is not None:
-                E = cache_resident(E, self.workspace)
             if single:
                 transposed_product(E, shared_QX, out=grad[..., neurons, :])
                 continue
-            Q = row_weights if rowscale is None else row_weights * rowscale[..., None]
             runs = self.chunk_runs[index]
             if runs is not None:  # a_r = value on each run: (Q P^T)_ir = value Q_i0 + Q_i1, d GEMM columns
                 for columns, value in runs:
-                    QX = (Q[..., :1] * value + Q[..., 1:]) * self.X
-                    grad[..., neurons[columns], :] = transposed_product(E[..., columns], QX)
+                    QX = run_QX.get((id(rowscale), value))
+                    if QX is None:
+                        Q = row_weights if rowscale is None else row_weights * rowscale[..., None]
+                        QX = run_QX[id(rowscale), value] = (Q[..., :1] * value + Q[..., 1:]) * self.X
+                    grad.index_copy_(-2, neurons[columns], transposed_product(E[..., columns], QX))
                 continue
+            Q = row_weights if rowscale is None else row_weights * rowscale[..., None]
             P = self.a[..., neurons, :]
             if s is not None:
                 P = torch.cat([P, torch.ones_like(P[..., :1])], -1)
@@ -265,10 +267,10 @@ def forward(
                 return torch.cat([matmul(E, a[..., neurons, :]), E.sum(-1, keepdim=True)], -1)
             return matmul(E, signs_and_ones[..., neurons, :])
 
-        sums = _softmax_sums_bounded(X_exponent, W, weighted_sums, chunks, outputs, m,
+        sums = _softmax_sums_bounded(X_exponent, W, weighted_sums, chunks, outputs, workspace, m,
                                      fold_shift=X.device.type in BOUNDED_SHIFT_DEVICES)
         if sums is None:  # shift by the maximum itself (very large weights on a CPU, or a bound far too loose)
-            sums = _softmax_sums_online(X_exponent, W, weighted_sums, chunks, outputs)
+            sums = _softmax_sums_online(X_exponent, W, weighted_sums, chunks, outputs, workspace)
         total, running_max, cache = sums  # running_max: the shift, in units of log2 (z log2 e)
         out, norm = total[..., :-1], total[..., -1]
         if reducer is not None:
@@ -280,15 +282,21 @@ def forward(
         lse = running_max / LOG2E + torch.log(norm)
         out = out * (kappa * m / norm[..., None])
         if keep:
-            # m S = E 2^(M - lse log2 e + log2 m): m inside the exponent, so that the factor stays normal
-            cache = [(E, torch.exp2(M - lse * LOG2E + math.log2(m))) for E, M in cache]
+            # m S = E 2^(M - lse log2 e + log2 m): m inside the exponent, so that the factor stays normal;
+            # one factor per shift M (the same tensor for every chunk unless the max was found chunk by chunk)
+            factors = {}
+            for _, M in cache:
+                if id(M) not in factors:
+                    factors[id(M)] = torch.exp2(M - lse * LOG2E + math.log2(m))
+            cache = [(E, factors[id(M)]) for E, M in cache]
         return Pass(X, W, a, activation, kappa, chunks, out, lse, cache, m, reducer, workspace, chunk_runs)
 
     if not (output or keep):
         return Pass(X, W, a, activation, kappa, chunks, None, total_width=m, reducer=reducer)
-    for neurons, Z in zip(chunks, outputs):
-        Z = torch.matmul(X_exponent, W[..., neurons, :].transpose(-1, -2), out=Z)
-        phi, slope = activation.fused(Z, True, keep)
+    for neurons, kept in zip(chunks, outputs):
+        Z = X_exponent @ W[..., neurons, :].transpose(-1, -2) if kept is None else \
+            torch.matmul(X_exponent, W[..., neurons, :].transpose(-1, -2), out=scratch(kept, workspace))
+        phi, slope = activation.fused(Z, True, keep, out=kept)
         if keep:
             cache.append((slope, None))
         part = matmul(phi, a[..., neurons, :])
@@ -310,7 +318,7 @@ def exponent_shift(X: torch.Tensor, W: torch.Tensor, total_width: int) -> torch.
     return (bound - headroom).clamp_(min=0)
 
 
-def _softmax_sums_bounded(X, W, weighted_sums, chunks, outputs, total_width, fold_shift):
+def _softmax_sums_bounded(X, W, weighted_sums, chunks, outputs, workspace, total_width, fold_shift):
     """sum_r 2^{z_ir - s_i} [a_r, 1] with s = `exponent_shift`, for z = X W^T (X: `exponent_inputs`, so
     that 2^z = e^{<w_r, x_i>}): no pass over a chunk finds or subtracts a maximum.
 
@@ -318,6 +326,7 @@ def _softmax_sums_bounded(X, W, weighted_sums, chunks, outputs, total_width, fol
     fold_shift, s is folded into the GEMM as an extra input column ([x, -s] . [w, 1] = z - s); without
     it this returns None. Returns (total, shift, cache), or None when the largest term may have left
     the normal floating-point range (normaliser below m tiny / eps: every z_ir far below s_i).
+    outputs: the kept chunks (or None), written from `chunks.scratch` of the workspace as in `forward`.
     """
     shift = exponent_shift(X, W, total_width)
     X_shifted, W_shifted = X, W
@@ -331,8 +340,10 @@ def _softmax_sums_bounded(X, W, weighted_sums, chunks, outputs, total_width, fol
     total = None
     keep = outputs[0] is not None
     cache = [] if keep else None
-    for index, (neurons, E) in enumerate(zip(chunks, outputs)):
-        E = torch.matmul(X_shifted, W_shifted[..., neurons, :].transpose(-1, -2), out=E).exp2_()
+    for index, (neurons, kept) in enumerate(zip(chunks, outputs)):
+        Z = torch.matmul(X_shifted, rows(W_shifted, neurons).transpose(-1, -2),
+                         out=None if kept is None else scratch(kept, workspace))
+        E = Z.exp2_() if kept is None else torch.exp2(Z, out=kept)
         part = weighted_sums(E, index, neurons)
         total = part if total is None else total.add_(part)
         if keep:
@@ -343,14 +354,14 @@ def _softmax_sums_bounded(X, W, weighted_sums, chunks, outputs, total_width, fol
     return total, shift, cache
 
 
-def _softmax_sums_online(X, W, weighted_sums, chunks, outputs):
+def _softmax_sums_online(X, W, weighted_sums, chunks, outputs, workspace):
     """The same sums with the shift s_i = max_r z_ir found chunk by chunk (the online max-shift)."""
     running_max = None
     total = None  # (..., n, k + 1): sum_r 2^{z_ir - max} [a_r, 1]
     keep = outputs[0] is not None
     cache = [] if keep else None
-    for index, (neurons, Z) in enumerate(zip(chunks, outputs)):
-        Z = torch.matmul(X, W[..., neurons, :].transpose(-1, -2), out=Z)
+    for index, (neurons, kept) in enumerate(zip(chunks, outputs)):
+        Z = torch.matmul(X, rows(W, neurons).transpose(-1, -2), out=None if kept is None else scratch(kept, workspace))
         chunk_max = Z.amax(-1)
         if running_max is None:
             running_max = chunk_max
@@ -359,7 +370,7 @@ def _softmax_sums_online(X, W, weighted_sums, chunks, outputs):
             total *= torch.exp2(running_max - new_max)[..., None]
             running_max = new_max
         Z -= running_max[..., None]
-        E = Z.exp2_()
+        E = Z.exp2_() if kept is None else torch.exp2(Z, out=kept)
         part = weighted_sums(E, index, neurons)
         total = part if total is None else total.add_(part)
         if keep:
