@@ -1,7 +1,6 @@
 """`overparam.resources`: memory asked of a device before it is allocated."""
 
 import pytest
-import torch
 
 from overparam import data, resources
 from overparam.kernels.comparison import compare_kernels

@@ -11,7 +11,7 @@ import torch
 from overparam import TwoLayerNet, train
 from overparam.study import lazy_rich
 from overparam.study import StudyConfig
-from overparam.study.lazy_rich import (MEAN_FIELD, SECTION, Config, LazyRichRecord, LazyRichRun, compute_run, crossing,
+from overparam.study.lazy_rich import (MEAN_FIELD, Config, LazyRichRecord, LazyRichRun, compute_run, crossing,
                                        crossovers, drift_slope, problem, reading, runs, width_exponent)
 
 PHI = {"relu": lambda Z: Z.clamp_min(0), "exp": torch.exp,
