@@ -233,14 +233,35 @@ def _kernel_rows(activation, X: torch.Tensor, rows: slice, sigma: float) -> torc
 
 def infinite_ntk_vector(activation: str | activations.Activation, X, V: torch.Tensor, sigma: float = 1.0,
                         block: int | None = None) -> torch.Tensor:
-    """H* V for V of shape (n, c), by row blocks of H*: O(n^2 d) work, O(block * n) memory."""
+    """H* V for V of shape (n, c), by row blocks of H*'s lower triangle: block I against columns
+    [0, end of I) gives out[I] += H*_{I,<} V_< and, by symmetry, out[<I] += H*_{I,<I}^T V_I. O(n^2 d)
+    work, half the kernel entries of full row blocks; O(block * n) memory."""
     X = torch.as_tensor(X, dtype=torch.float64)
     n = X.shape[0]
     block = block or max(1, BLOCK_BYTES // (8 * 4 * n))
-    out = torch.empty(n, V.shape[-1], dtype=V.dtype, device=V.device)
+    out = torch.zeros(n, V.shape[-1], dtype=V.dtype, device=V.device)
     for rows in chunks.chunk_slices(n, block):
-        out[rows] = _kernel_rows(activation, X, rows, sigma).to(V) @ V
+        lower = _finite_limit(infinite_ntk(activation, X[rows], sigma, X2=X[:rows.stop]), activation, sigma, X)
+        lower[:, rows].diagonal().copy_(infinite_ntk(activation, X[rows], sigma).diagonal())  # see `_kernel_rows`
+        lower = lower.to(V)
+        out[rows] += lower @ V[:rows.stop]
+        out[:rows.start] += lower[:, :rows.start].T @ V[rows]
     return out
+
+
+def _infinite_columns(activation, X: torch.Tensor, sigma: float, out_dim: int, index: torch.Tensor) -> torch.Tensor:
+    """Columns `index` of I_k (x) H* (output-major: column l*n + j is output l at x_j), (k n, len(index)),
+    with the exact diagonal entries of `_kernel_rows`."""
+    n = X.shape[0]
+    index = torch.as_tensor(index, dtype=torch.long)
+    points, outputs = index % n, index // n
+    block = _finite_limit(infinite_ntk(activation, X[points], sigma, X2=X), activation, sigma, X).T  # (n, s)
+    block[points, torch.arange(len(index))] = infinite_ntk(activation, X[points], sigma).diagonal()
+    columns = X.new_zeros(out_dim * n, len(index))
+    for output in range(out_dim):
+        mine = outputs == output
+        columns[output * n:(output + 1) * n, mine] = block[:, mine]
+    return columns
 
 
 # ----------------------------------------------------------------------------- spectra
@@ -251,7 +272,9 @@ class KernelOperator:
     """A symmetric kernel matrix of side `size` given by its product with (size, c) blocks.
 
     `dense(progress=None)` forms the matrix (only called where the chosen eigensolver is dense or
-    Cholesky). Vectors are output-major: entry l*n + i belongs to output l at x_i.
+    Cholesky); `columns(index)`, where given, returns the float64 columns K[:, index] without forming
+    the matrix (the Nystrom eigensolver's landmarks). Vectors are output-major: entry l*n + i belongs to
+    output l at x_i.
     """
 
     size: int
@@ -260,6 +283,7 @@ class KernelOperator:
     dtype: torch.dtype
     device: torch.device
     description: str
+    columns: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __sub__(self, other: "KernelOperator") -> "KernelOperator":
         if other.size != self.size:
@@ -302,7 +326,7 @@ def kernel_operator(kernel, X=None, *, sigma: float = 1.0, normalized: bool = Tr
     if not torch.isfinite(matrix).all():
         raise ValueError("the kernel matrix has non-finite entries (NaN or inf)")
     return KernelOperator(matrix.shape[0], lambda V: matrix @ V, lambda progress=None: matrix, matrix.dtype,
-                          matrix.device, "matrix")
+                          matrix.device, "matrix", lambda index: matrix[:, index].to(torch.float64))
 
 
 def _pass_operator(forward: Pass, normalized: bool) -> KernelOperator:
@@ -355,7 +379,8 @@ def _infinite_operator(activation, X, sigma: float, out_dim: int,
             progress(stage, rows.stop, n)
         return kernel if out_dim == 1 else torch.kron(torch.eye(out_dim, dtype=kernel.dtype), kernel)
 
-    return KernelOperator(n * out_dim, matvec, dense, torch.float64, X.device, f"H*({activation.name})")
+    return KernelOperator(n * out_dim, matvec, dense, torch.float64, X.device, f"H*({activation.name})",
+                          lambda index: _infinite_columns(activation, X, sigma, out_dim, index))
 
 
 def extreme_eigenvalue(kernel, X=None, which: str = "smallest", *, sigma: float = 1.0,
@@ -375,7 +400,8 @@ def extreme_eigenvalue(kernel, X=None, which: str = "smallest", *, sigma: float 
         raise ValueError(f"which must be 'smallest' or 'largest', got {which!r}")
     operator = kernel_operator(kernel, X, sigma=sigma, normalized=normalized, out_dim=out_dim)
     if which == "smallest":
-        return smallest(operator, choose(operator.size, solver, dense_limit), tol=tol, maxiter=maxiter, v0=v0,
+        choice = choose(operator.size, solver, dense_limit, columns=operator.columns is not None)
+        return smallest(operator, choice, tol=tol, maxiter=maxiter, v0=v0,
                         progress=progress)
     if operator.size <= dense_limit:
         value = float(torch.linalg.eigvalsh(operator.dense(progress=progress).to(torch.float64))[-1])
