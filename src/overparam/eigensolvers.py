@@ -215,8 +215,8 @@ def largest_of_matrix(matrix: torch.Tensor, progress: Progress | None = None, to
 def largest(operator, progress: Progress | None = None, tol: float = 1e-8) -> Eigenvalue:
     """lambda_max by Lanczos with a 32-vector basis: the top of a kernel spectrum is well separated, so
     few products (33 for H* at n = 20,000)."""
-    values, vectors, converged, count = _arpack(operator, "LA", 1, tol, None, None, 32, progress or _silent,
-                                                "Lanczos for lambda_max")
+    values, _, converged, count = _arpack(operator, "LA", 1, tol, None, None, 32, progress or _silent,
+                                          "Lanczos for lambda_max")
     return Eigenvalue(float(values[0]), converged, "lanczos", math.nan, count)
 
 
