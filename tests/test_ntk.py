@@ -153,6 +153,10 @@ def test_operators_match_their_dense_matrices(activation):
         torch.testing.assert_close(limit.matvec(V), expected, rtol=1e-12, atol=1e-12)
     blocks = infinite_ntk_vector(activation, X, V[:11], block=3)
     torch.testing.assert_close(blocks, infinite_ntk(activation, X) @ V[:11], rtol=1e-12, atol=1e-12)
+    index = torch.tensor([12, 0, 21, 5, 16])  # both outputs' columns, unordered
+    dense = infinite_ntk(activation, X, out_dim=2)
+    torch.testing.assert_close(kernel_operator(activation, X, out_dim=2).columns(index), dense[:, index],
+                               rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("activation", PAPERS)  # closed-form H*: quadrature at n = 150 would be slow

@@ -45,7 +45,7 @@ def ntk_command(
     device: str = typer.Option("cpu", help="cpu or cuda"),
     dense_limit: int = typer.Option(DENSE_LIMIT, help="kernel side up to which --eigensolver auto uses eigvalsh "
                                     "(every eigenvalue); above it Cholesky where the matrix fits in memory, else "
-                                    "matrix-free Lanczos"),
+                                    "matrix-free LOBPCG with a Nystrom preconditioner (H*) or Lanczos"),
     eigensolver: str = typer.Option("auto", help=f"lambda_min's solver: {', '.join(SOLVERS)} (auto: by size, "
                                     "--dense-limit and the memory available)"),
     out: Path = typer.Option(Path("out/ntk"), help="folder for spectrum.png and summary.json"),

@@ -26,8 +26,8 @@ class Spectrum:
     """lambda_min, lambda_max and condition number of one kernel, and how they were found.
 
     method "dense": all eigenvalues from one eigvalsh (`eigenvalues` holds them, descending);
-    "cholesky", "lanczos" or "lobpcg": lambda_min by that solver (`eigensolvers`), `eigenvalues` the
-    leading 64 (cholesky: lambda_max alone); method_reason: why that solver. rounding: lambda_min is
+    "cholesky", "lanczos", "lobpcg" or "nystrom": lambda_min by that solver (`eigensolvers`), `eigenvalues` the
+    leading 64 (cholesky and nystrom: lambda_max alone); method_reason: why that solver. rounding: lambda_min is
     below the spectrum's rounding level (`eigensolvers.rounding_dominated`), so neither it nor the
     condition number can be trusted (lambda_min NaN: a Cholesky factorisation broke down, which shows
     it without a value).
@@ -58,7 +58,7 @@ def spectrum(operator: KernelOperator, dense_limit: int = DENSE_LIMIT, solver: s
     """The `Spectrum` of a kernel operator by the solver `eigensolvers.choose` picks: every eigenvalue
     from eigvalsh (dense), or the leading 64 by Lanczos and lambda_min by Cholesky (on the matrix
     formed once), Lanczos or LOBPCG."""
-    choice = eigensolvers.choose(operator.size, solver, dense_limit)
+    choice = eigensolvers.choose(operator.size, solver, dense_limit, columns=operator.columns is not None)
     if choice.method == "dense":
         values = eigensolvers.dense_eigenvalues(operator.dense(progress=progress), progress).flip(0).cpu().numpy()
         low, high = float(values[-1]), float(values[0])
@@ -67,6 +67,8 @@ def spectrum(operator: KernelOperator, dense_limit: int = DENSE_LIMIT, solver: s
     if choice.method == "cholesky":  # formed once; lambda_max alone (the leading 64 took ~5 min at n = 20,000)
         operator = kernel_operator(operator.dense(progress=progress).to(torch.float64))
         values = np.array([eigensolvers.largest_of_matrix(operator.dense(), progress).value])
+    elif choice.method == "nystrom":  # lambda_max alone: the leading 64 cost 257 kernel passes
+        values = np.array([eigensolvers.largest(operator, progress).value])
     else:
         values = leading_eigenvalues(operator, dense_limit=0, progress=progress)
     high = float(values[0])
@@ -132,7 +134,7 @@ def compare_kernels(activation, X, *, out_dim: int = 1, width: int | None = None
     The finite kernel is computed unless only infinite=True is given. solver: lambda_min's eigensolver
     (`eigensolvers.SOLVERS`); progress(stage, done, total) as the work advances.
     """
-    eigensolvers.choose(1, solver)  # an unknown solver name fails before any work
+    eigensolvers.choose(1, solver, columns=True)  # an unknown solver name fails before any work
     if monte_carlo is not None and monte_carlo < 2:
         raise ValueError(f"--monte-carlo needs at least 2 samples, got {monte_carlo}")
     if width is not None and width < 1:

@@ -7,10 +7,17 @@
   numerically positive definite: lambda_min is at or below the rounding level eps n lambda_max;
 - lanczos: matrix-free implicitly restarted Lanczos (ARPACK) on K v, with growing bases; LOBPCG's
   best Rayleigh quotient where ARPACK returns nothing;
-- lobpcg: matrix-free LOBPCG alone.
+- lobpcg: matrix-free LOBPCG alone;
+- nystrom: matrix-free block LOBPCG preconditioned by (A + mu I)^-1, A = C W^-1 C^T the Nystrom
+  approximation from the kernel's columns C = K[:, S] at random landmarks S (W = K[S, S]) and mu its
+  smallest eigenvalue (Frangella, Tropp and Udell 2023, randomized Nystrom preconditioning): the
+  kernel's top eigenvalues, which stall Lanczos at the bottom of the spectrum, are flattened.
 
 `choose` picks dense up to the dense limit, Cholesky above it wherever the matrix and its factor fit
-in half of the available memory, and matrix-free Lanczos only where they do not. Measured on 2 cores
+in half of the available memory, and where they do not the Nystrom solver for kernels that give their
+columns without the matrix (H*, a matrix) and Lanczos for the others (a finite network's kernel).
+Measured on relu's H* (d = 8 sphere, benchmarks/lambda_min_large.py): 87, 116 and 228 kernel passes at
+n = 5000, 10,000 and 20,000 where Lanczos needed 809 products at each; one pass costs one product. Measured on 2 cores
 (benchmarks/eigensolvers.py, benchmarks/RESULTS.md): at n = 4000 torch's eigvalsh took 14.5 s,
 scipy's eigvalsh 19-22 s (driver evd, or evr for the smallest only), Cholesky 1.8 s.
 
@@ -33,7 +40,7 @@ from ..chunks import available_memory
 #: Largest kernel side (n * k) whose spectrum is computed densely with eigvalsh.
 DENSE_LIMIT = 4096
 #: What --eigensolver accepts.
-SOLVERS = ("auto", "dense", "cholesky", "lanczos", "lobpcg")
+SOLVERS = ("auto", "dense", "cholesky", "lanczos", "lobpcg", "nystrom")
 #: Share of the available memory the dense matrix and its copy (eigvalsh) or factor may take.
 MEMORY_FRACTION = 0.5
 #: Relative tolerance of the Lanczos eigenvalue (ARPACK: ||K v - mu v|| <= tol * |mu|).
@@ -48,6 +55,19 @@ LANCZOS_RESTARTS = 2
 #: (both are at the well-separated top of their spectra, where Lanczos converges fast).
 LEADING_NCV = 256
 INVERSE_NCV = 64
+#: Landmarks of the Nystrom preconditioner (at most half the side, fewer where its three side x rank factors would take more
+#: than NYSTROM_MEMORY of the free memory), LOBPCG's block of vectors, its relative residual tolerance
+#: ||K v - mu v|| <= tol mu (mu is then within tol mu of an eigenvalue; its error is in practice about
+#: the residual squared over the gap, 1e-13 relative in the tests) and its most iterations. One vector:
+#: scipy's LOBPCG stops only when every vector of the block has converged, and on relu's H* at n = 3000
+#: (1500 landmarks) blocks of 1, 2, 4 and 8 vectors took 52, 116, 205 and 254 passes.
+NYSTROM_RANK = 2000
+NYSTROM_MEMORY = 0.25
+NYSTROM_BLOCK = 1
+NYSTROM_TOL = 1e-6
+NYSTROM_ITERATIONS = 500
+#: LOBPCG iterations before the tolerance is set from the smallest Ritz value's scale.
+ITERATIONS_PROBE = 10
 
 Progress = Callable[[str, float, "float | None"], None]
 
@@ -110,11 +130,14 @@ def dense_bytes(size: int) -> int:
     return 2 * 8 * size * size
 
 
-def choose(size: int, solver: str = "auto", dense_limit: int = DENSE_LIMIT, memory: int | None = None) -> Choice:
+def choose(size: int, solver: str = "auto", dense_limit: int = DENSE_LIMIT, memory: int | None = None,
+           columns: bool = False) -> Choice:
     """The solver for a kernel of side `size`: `solver` itself unless "auto" (see the module docstring).
 
-    memory: bytes available (default: `available_memory` of the CPU). A dense or Cholesky solver asked
-    for where the matrix does not fit is a ValueError (rather than the process being killed).
+    memory: bytes available (default: `available_memory` of the CPU); columns: the kernel gives its
+    columns without the matrix (`KernelOperator.columns`). A dense or Cholesky solver asked for where
+    the matrix does not fit, or nystrom for a kernel without columns, is a ValueError (rather than the
+    process being killed or a failure after the work).
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown eigensolver {solver!r}: choose one of {', '.join(SOLVERS)}")
@@ -126,14 +149,21 @@ def choose(size: int, solver: str = "auto", dense_limit: int = DENSE_LIMIT, memo
         if solver in ("dense", "cholesky") and not fits:
             raise ValueError(f"the {solver} eigensolver needs {room} (at most {MEMORY_FRACTION:.0%} of it may be "
                              f"used) for a kernel of side {size}; use --eigensolver lanczos (matrix-free)")
+        if solver == "nystrom" and not columns:
+            raise ValueError("the nystrom eigensolver needs the kernel's columns without the matrix (H* or a "
+                             "matrix); use --eigensolver lanczos for this kernel")
         return Choice(solver, "asked for")
     if size <= dense_limit and fits:
         return Choice("dense", f"side {size} <= dense limit {dense_limit}: every eigenvalue by eigvalsh")
     if fits:
         return Choice("cholesky", f"side {size} > dense limit {dense_limit} and the matrix with its factor fits "
                                   f"({room}): Cholesky (n^3/3 flops) and Lanczos on H^-1")
-    return Choice("lanczos", f"the dense matrix does not fit ({room}, at most {MEMORY_FRACTION:.0%} usable): "
-                             "matrix-free Lanczos")
+    if columns:
+        return Choice("nystrom", f"the dense matrix does not fit ({room}, at most {MEMORY_FRACTION:.0%} usable): "
+                                 "matrix-free LOBPCG preconditioned by a Nystrom approximation (relu's H*: 87-228 "
+                                 "products at n = 5000-20,000, where Lanczos took 809)")
+    return Choice("lanczos", f"the dense matrix does not fit ({room}, at most {MEMORY_FRACTION:.0%} usable) and "
+                             "this kernel gives no columns for a Nystrom preconditioner: matrix-free Lanczos")
 
 
 # ----------------------------------------------------------------------------- solvers
@@ -154,6 +184,8 @@ def smallest(operator, choice: Choice, *, high: float | None = None, tol: float 
         if high is None:
             high = largest_of_matrix(matrix, progress).value
         result = cholesky_smallest(matrix, high, tol, progress)
+    elif choice.method == "nystrom":
+        result = nystrom_smallest(operator, v0=v0, progress=progress)
     elif choice.method == "lobpcg":
         values, vectors, converged, count = _lobpcg(operator, "SA", tol, v0, progress=progress)
         result = _with_residual(operator, "lobpcg", values, vectors, converged, count)
@@ -174,11 +206,17 @@ def dense_eigenvalues(matrix: torch.Tensor, progress: Progress | None = None) ->
 
 
 def largest_of_matrix(matrix: torch.Tensor, progress: Progress | None = None, tol: float = 1e-8) -> Eigenvalue:
-    """lambda_max of a dense symmetric matrix by Lanczos (its top is well separated: few products)."""
+    """lambda_max of a dense symmetric matrix by Lanczos (`largest`)."""
     from .spectra import kernel_operator
 
-    values, vectors, converged, count = _arpack(kernel_operator(matrix), "LA", 1, tol, None, None, 32,
-                                                progress or _silent, "Lanczos for lambda_max")
+    return largest(kernel_operator(matrix), progress, tol)
+
+
+def largest(operator, progress: Progress | None = None, tol: float = 1e-8) -> Eigenvalue:
+    """lambda_max by Lanczos with a 32-vector basis: the top of a kernel spectrum is well separated, so
+    few products (33 for H* at n = 20,000)."""
+    values, _, converged, count = _arpack(operator, "LA", 1, tol, None, None, 32, progress or _silent,
+                                          "Lanczos for lambda_max")
     return Eigenvalue(float(values[0]), converged, "lanczos", math.nan, count)
 
 
@@ -220,6 +258,102 @@ def cholesky_smallest(matrix: torch.Tensor, high: float, tol: float = LANCZOS_TO
     return Eigenvalue(value, converged and math.isfinite(value), "cholesky", residual, count, vector)
 
 
+def nystrom_preconditioner(operator, rank: int = NYSTROM_RANK, seed: int = 0,
+                           progress: Progress | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """R -> (A + mu I)^-1 R for the rank-s Nystrom approximation A = C W^-1 C^T = U diag(lam) U^T of the
+    kernel K (C = K[:, S], W = K[S, S], S s random landmarks) and mu = lam_s, its smallest eigenvalue:
+
+        (A + mu I)^-1 R = U ((lam + mu)^-1 - 1/mu) U^T R + R / mu.
+
+    Stable form (Frangella, Tropp and Udell 2023, algorithm 2.1): W + nu I = L L^T with a shift nu of
+    float64 rounding size, B = C L^-T = U Sigma V^T, lam = max(Sigma^2 - nu, 0)."""
+    progress = progress or _silent
+    size = operator.size
+    cap = int(NYSTROM_MEMORY * available_memory(torch.device("cpu")) // (3 * 8 * size))
+    rank = max(1, min(rank, size // 2, cap))
+    landmarks = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(size, rank, replace=False)))
+    stage = f"Nystrom preconditioner, {rank} landmarks"
+    progress(stage, 0, 3)
+    C = operator.columns(landmarks).to(torch.float64)
+    progress(stage, 1, 3)
+    W = C[landmarks]
+    nu = torch.finfo(torch.float64).eps * rank * float(W.diagonal().sum())
+    factor, info = torch.linalg.cholesky_ex(W + nu * torch.eye(rank, dtype=torch.float64))
+    while int(info) > 0:  # W is singular to rounding (landmarks that nearly coincide): a larger shift
+        nu *= 10
+        factor, info = torch.linalg.cholesky_ex(W + nu * torch.eye(rank, dtype=torch.float64))
+    B = torch.linalg.solve_triangular(factor, C.T, upper=False).T
+    del C
+    progress(stage, 2, 3)
+    U, sigma, _ = torch.linalg.svd(B, full_matrices=False)
+    del B
+    lam = (sigma.square() - nu).clamp_min(0)
+    mu = float(lam[-1]) if float(lam[-1]) > 0 else nu
+    scale = 1 / (lam + mu) - 1 / mu
+    progress(stage, 3, 3)
+
+    def apply(R: torch.Tensor) -> torch.Tensor:
+        return U @ (scale[:, None] * (U.T @ R)) + R / mu
+
+    apply.mu = mu
+    return apply
+
+
+def nystrom_smallest(operator, tol: float = NYSTROM_TOL, rank: int = NYSTROM_RANK, block: int = NYSTROM_BLOCK,
+                     iterations: int = NYSTROM_ITERATIONS, v0=None, progress: Progress | None = None) -> Eigenvalue:
+    """lambda_min by block LOBPCG (scipy) on K with `nystrom_preconditioner` T, from `block` vectors T g
+    (g Gaussian; v0, e.g. a previous eigenvector, as the first), until the smallest Ritz pair's relative
+    residual ||K v - mu v|| / mu is below tol. LOBPCG's tolerance is absolute: it is set from the
+    preconditioner's mu (the Nystrom approximation's smallest eigenvalue) and, where the answer's own
+    residual misses tol, LOBPCG continues from its vectors with the tolerance set from that answer.
+    matvecs: kernel passes (products with a block of vectors, each about the cost of one product when
+    forming the kernel's entries dominates); the residual is recomputed with one more.
+    """
+    from scipy.sparse.linalg import LinearOperator, lobpcg
+
+    progress = progress or _silent
+    size = operator.size
+    precondition = nystrom_preconditioner(operator, rank, progress=progress)
+    block = max(1, min(block, size // 5))
+    passes, stage = [0], f"LOBPCG (Nystrom-preconditioned), side {size}"
+    inner = _numpy_product(operator, [0], lambda done: None)
+
+    def product(V: np.ndarray) -> np.ndarray:
+        passes[0] += 1
+        progress(stage, min(passes[0], iterations), iterations)
+        return inner(V)
+
+    def preconditioner(R: np.ndarray) -> np.ndarray:
+        R = np.ascontiguousarray(np.asarray(R, dtype=np.float64).reshape(size, -1))
+        return precondition(torch.from_numpy(R)).numpy()
+
+    shape = (size, size)
+    A = LinearOperator(shape, matvec=product, matmat=product, dtype=np.float64)
+    M = LinearOperator(shape, matvec=preconditioner, matmat=preconditioner, dtype=np.float64)
+    vectors = preconditioner(np.random.default_rng(0).standard_normal((size, block)))
+    if v0 is not None:
+        vectors[:, 0] = np.asarray(v0, dtype=np.float64).reshape(size)
+    scale = precondition.mu
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values, vectors = lobpcg(A, vectors, M=M, tol=tol * scale, maxiter=max(1, iterations - passes[0]),
+                                     largest=False)
+        order = np.argsort(values)
+        values, vectors = values[order], vectors[:, order]
+        count = passes[0]
+        result = _with_residual(operator, "nystrom", values, vectors, True, count)
+        passes[0] += 1
+        result.converged = math.isfinite(result.value) and result.residual <= tol * abs(result.value)
+        if result.converged or passes[0] >= iterations or not math.isfinite(result.value) \
+                or abs(result.value) >= scale:
+            break
+        scale = abs(result.value)
+    result.matvecs = passes[0]
+    progress(stage, iterations, iterations)
+    return result
+
+
 def lanczos(operator, which: str, tol: float = LANCZOS_TOL, maxiter: int | None = None, v0=None,
             progress: Progress | None = None) -> Eigenvalue:
     """One eigenpair by Lanczos with growing bases (LANCZOS_BASES), `maxiter` restarts each; LOBPCG's best
@@ -249,7 +383,8 @@ def lanczos(operator, which: str, tol: float = LANCZOS_TOL, maxiter: int | None 
 
 def _with_residual(operator, method: str, values, vectors, converged: bool, count: int) -> Eigenvalue:
     value, vector = float(values[0]), vectors[:, 0]
-    product = operator.matvec(torch.from_numpy(vector[:, None]).to(operator.device, operator.dtype))
+    product = operator.matvec(torch.from_numpy(np.ascontiguousarray(vector[:, None])).to(operator.device,
+                                                                                         operator.dtype))
     residual = float(np.linalg.norm(product.to("cpu", torch.float64).numpy()[:, 0] - value * vector))
     return Eigenvalue(value, converged and math.isfinite(value), method, residual, count + 1, vector)
 

@@ -57,11 +57,32 @@ def kernel_rows(activation, X: torch.Tensor, rows: slice, sigma: float) -> torch
 
 def infinite_ntk_vector(activation: str | activations.Activation, X, V: torch.Tensor, sigma: float = 1.0,
                         block: int | None = None) -> torch.Tensor:
-    """H* V for V of shape (n, c), by row blocks of H*: O(n^2 d) work, O(block * n) memory."""
+    """H* V for V of shape (n, c), by row blocks of H*'s lower triangle: block I against columns
+    [0, end of I) gives out[I] += H*_{I,<} V_< and, by symmetry, out[<I] += H*_{I,<I}^T V_I. O(n^2 d)
+    work, half the kernel entries of full row blocks; O(block * n) memory."""
     X = torch.as_tensor(X, dtype=torch.float64)
     n = X.shape[0]
     block = block or max(1, BLOCK_BYTES // (8 * 4 * n))
-    out = torch.empty(n, V.shape[-1], dtype=V.dtype, device=V.device)
+    out = torch.zeros(n, V.shape[-1], dtype=V.dtype, device=V.device)
     for rows in chunks.chunk_slices(n, block):
-        out[rows] = kernel_rows(activation, X, rows, sigma).to(V) @ V
+        lower = finite_limit(infinite_ntk(activation, X[rows], sigma, X2=X[:rows.stop]), activation, sigma, X)
+        lower[:, rows].diagonal().copy_(infinite_ntk(activation, X[rows], sigma).diagonal())  # see `kernel_rows`
+        lower = lower.to(V)
+        out[rows] += lower @ V[:rows.stop]
+        out[:rows.start] += lower[:, :rows.start].T @ V[rows]
     return out
+
+
+def infinite_columns(activation, X: torch.Tensor, sigma: float, out_dim: int, index: torch.Tensor) -> torch.Tensor:
+    """Columns `index` of I_k (x) H* (output-major: column l*n + j is output l at x_j), (k n, len(index)),
+    with the exact diagonal entries of `kernel_rows`."""
+    n = X.shape[0]
+    index = torch.as_tensor(index, dtype=torch.long)
+    points, outputs = index % n, index // n
+    block = finite_limit(infinite_ntk(activation, X[points], sigma, X2=X), activation, sigma, X).T  # (n, s)
+    block[points, torch.arange(len(index))] = infinite_ntk(activation, X[points], sigma).diagonal()
+    columns = X.new_zeros(out_dim * n, len(index))
+    for output in range(out_dim):
+        mine = outputs == output
+        columns[output * n:(output + 1) * n, mine] = block[:, mine]
+    return columns

@@ -2,8 +2,9 @@
 smallest and largest eigenvalues and spectral norm.
 
 lambda_min uses the solver `eigensolvers.choose` picks: dense float64 `eigvalsh` up to `DENSE_LIMIT`, a
-Cholesky factor above it where the matrix fits in memory, and matrix-free Lanczos (ARPACK) on the O(ndm)
-product Theta v for finite kernels and a row-block product for H* where it does not.
+Cholesky factor above it where the matrix fits in memory, and where it does not, LOBPCG preconditioned by a
+Nystrom approximation for kernels that give their columns (H*, a matrix) and matrix-free Lanczos (ARPACK) on
+the O(ndm) product Theta v for finite kernels.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..coefficients import Pass
 from .eigensolvers import (DENSE_LIMIT, LANCZOS_TOL, LEADING_NCV, Eigenvalue, Progress, _arpack, _silent,
                            choose, lanczos, smallest)
 from .finite import pass_ntk
-from .infinite import BLOCK_BYTES, check_sigma, infinite_ntk_vector, kernel_rows
+from .infinite import BLOCK_BYTES, check_sigma, infinite_columns, infinite_ntk_vector, kernel_rows
 
 
 @dataclass
@@ -28,7 +29,9 @@ class KernelOperator:
     """A symmetric kernel matrix of side `size` given by its product with (size, c) blocks.
 
     `dense(progress=None)` forms the matrix (only called where the chosen eigensolver is dense or
-    Cholesky). Vectors are output-major: entry l*n + i belongs to output l at x_i.
+    Cholesky); `columns(index)`, where given, returns the float64 columns K[:, index] without forming
+    the matrix (the Nystrom eigensolver's landmarks). Vectors are output-major: entry l*n + i belongs to
+    output l at x_i.
     """
 
     size: int
@@ -37,6 +40,7 @@ class KernelOperator:
     dtype: torch.dtype
     device: torch.device
     description: str
+    columns: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __sub__(self, other: "KernelOperator") -> "KernelOperator":
         if other.size != self.size:
@@ -79,7 +83,7 @@ def kernel_operator(kernel, X=None, *, sigma: float = 1.0, normalized: bool = Tr
     if not torch.isfinite(matrix).all():
         raise ValueError("the kernel matrix has non-finite entries (NaN or inf)")
     return KernelOperator(matrix.shape[0], lambda V: matrix @ V, lambda progress=None: matrix, matrix.dtype,
-                          matrix.device, "matrix")
+                          matrix.device, "matrix", lambda index: matrix[:, index].to(torch.float64))
 
 
 def _pass_operator(forward: Pass, normalized: bool) -> KernelOperator:
@@ -132,7 +136,8 @@ def _infinite_operator(activation, X, sigma: float, out_dim: int,
             progress(stage, rows.stop, n)
         return kernel if out_dim == 1 else torch.kron(torch.eye(out_dim, dtype=kernel.dtype), kernel)
 
-    return KernelOperator(n * out_dim, matvec, dense, torch.float64, X.device, f"H*({activation.name})")
+    return KernelOperator(n * out_dim, matvec, dense, torch.float64, X.device, f"H*({activation.name})",
+                          lambda index: infinite_columns(activation, X, sigma, out_dim, index))
 
 
 def extreme_eigenvalue(kernel, X=None, which: str = "smallest", *, sigma: float = 1.0,
@@ -152,8 +157,8 @@ def extreme_eigenvalue(kernel, X=None, which: str = "smallest", *, sigma: float 
         raise ValueError(f"which must be 'smallest' or 'largest', got {which!r}")
     operator = kernel_operator(kernel, X, sigma=sigma, normalized=normalized, out_dim=out_dim)
     if which == "smallest":
-        return smallest(operator, choose(operator.size, solver, dense_limit), tol=tol, maxiter=maxiter, v0=v0,
-                        progress=progress)
+        choice = choose(operator.size, solver, dense_limit, columns=operator.columns is not None)
+        return smallest(operator, choice, tol=tol, maxiter=maxiter, v0=v0, progress=progress)
     if operator.size <= dense_limit:
         value = float(torch.linalg.eigvalsh(operator.dense(progress=progress).to(torch.float64))[-1])
         return Eigenvalue(value, math.isfinite(value), "dense", 0.0, 0)
