@@ -223,7 +223,7 @@ def autograd_kernel(activation: str, W: torch.Tensor, a: torch.Tensor, X: torch.
 def test_kernel_distances_against_autograd_kernels_of_the_seeds_first_neurons(section):
     """The stored ||H(W(0)) - H*||_2 that decide the kernel threshold, for every activation at the largest n
     and three widths: H of the first m neurons of seed 0's draw at the largest width (the nested widths share
-    their first rows) by autograd, H* written out in numpy, the norm by eigvalsh."""
+    their first rows) by autograd in float64, H* written out in numpy, the norm by eigvalsh."""
     out, _ = section
     key = KernelProfiles(TINY.activations, CFG.ns, TINY.d, TINY.sigma, TINY.init, CFG.kernel_widths, 0).key
     db = sqlite3.connect(out / "runs.db")
@@ -239,5 +239,6 @@ def test_kernel_distances_against_autograd_kernels_of_the_seeds_first_neurons(se
             m = CFG.kernel_widths[index]
             H = autograd_kernel(activation, W[:m], a[:m], torch.from_numpy(X)).numpy()
             distance = np.abs(np.linalg.eigvalsh(H - limit)).max()
-            # the same matrices summed in another order: ~1e-15 of entries of order 1-10
-            assert stored[activation][index] == pytest.approx(distance, rel=1e-10, abs=1e-13)
+            # the pass runs float32 chunk products with float64 sums (nested_ntk's mixed precision): within
+            # 2e-6 ||H*||_2, the tolerance tests/test_nested_ntk.py states for it
+            assert abs(stored[activation][index] - distance) <= 2e-6 * np.linalg.norm(limit, 2)

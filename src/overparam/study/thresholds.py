@@ -23,7 +23,8 @@ from .. import activations, data, theory
 from ..models import initial_weights
 from ..nested_ntk import width_profile
 from ..ntk import lambda_min
-from ..sweep.analysis import PowerLaw, Threshold, fit_power_law, thresholds_from_rows
+from ..sweep.analysis import (NestedProfile, PowerLaw, Threshold, fit_power_law, kernel_thresholds,
+                              thresholds_from_rows)
 from ..sweep.executors import torch_threads
 from ..sweep.spec import DEFAULTS
 from .framework import (Plot, Report, SectionConfig, StudySection, Unit, require_even, require_grid,
@@ -95,6 +96,7 @@ class KernelProfiles(Unit):
     """The nested pass of one seed for every (activation, n): W(0) drawn once at the largest width, shared."""
 
     RECORD = SeedProfiles
+    VERSION = 2  # the mixed-precision nested pass (float32 chunk products, float64 sums)
 
     activations: tuple[str, ...]
     ns: tuple[int, ...]
@@ -113,7 +115,7 @@ class KernelProfiles(Unit):
             for n in self.ns:
                 for activation in self.activations:
                     found = width_profile(sweep_inputs(n, self.d), activation, self.widths, init=self.init,
-                                          sigma=self.sigma, weights=weights)
+                                          sigma=self.sigma, weights=weights, products="float32")
                     profiles.append(Profile(activation, n, found.distance, found.lam))
         return SeedProfiles(profiles)
 
@@ -201,16 +203,12 @@ def proven_widths(activation: str, n: int, lam: float, delta: float) -> list[Pro
     return rows + [ProvenWidth("kernel condition", "n^2 log(n/delta) / lambda^2", theory.kernel_width(n, lam, delta))]
 
 
-def kernel_rows(study, profiles: dict) -> list[dict]:
-    """The nested-pass measurements as run rows for `thresholds_from_rows` (kind "kernel"); profiles:
-    {(activation, n, seed): Profile}, widths: the pass's grid."""
-    rows = []
-    for (activation, n, seed), (profile, widths) in profiles.items():
-        config = {"activation": activation, "init": study.init, "n": n, "d": study.d}
-        for width, distance in zip(widths, profile.distance):
-            rows.append({"config": {**config, "width": width}, "width": width, "seed": seed, "status": "measured",
-                         "kernel_distance": distance, "lambda_min": profile.lam})
-    return rows
+def nested_profiles(study, profiles: dict) -> list[NestedProfile]:
+    """The nested-pass measurements for `kernel_thresholds` (the function `overparam threshold` calls on a
+    sweep's profiles); profiles: {(activation, n, seed): (Profile, the pass's widths)}."""
+    return [NestedProfile({"activation": activation, "init": study.init, "n": n, "d": study.d}, seed, list(widths),
+                          profile.distance, profile.lam)
+            for (activation, n, seed), (profile, widths) in profiles.items()]
 
 
 def _width(value: float) -> str:
@@ -246,8 +244,7 @@ class ThresholdSection(StudySection):
                                      seed=study.seed, kinds=("optimization",))
         profiles = {(p.activation, p.n, u.seed): (p, u.widths) for u, r in records.items()
                     if isinstance(u, KernelProfiles) for p in r.profiles}
-        measured = thresholds_from_rows(kernel_rows(study, profiles), delta=study.delta, seed=study.seed,
-                                        kinds=("kernel",))
+        measured = kernel_thresholds(nested_profiles(study, profiles), delta=study.delta, seed=study.seed)
         found = swept.thresholds + measured.thresholds
         fits = swept.fits + measured.fits
         lam = {(u.activation, u.n): r for u, r in records.items() if isinstance(u, LambdaPoint)}
