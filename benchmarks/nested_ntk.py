@@ -103,7 +103,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fast", action="store_true", help="the fast pass against the float64 pass")
     parser.add_argument("--init", default="coupled", help="coupled or independent (--fast)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.fast:
         for activation in args.activation:
             row = compare_fast(activation, args.n, args.d, args.log2m, args.init, args.repeats)

@@ -5,9 +5,10 @@ Expected time = a per-unit cost model / this machine's rates. The cost model cou
 floating-point operations in three kinds, each timed differently by the hardware:
 
     gd     gradient-descent steps: about 4 n m (d + k + 2) per network and step (forward X W^T and a, the
-           chunks' phi and phi', back J^T r), to the unit's step budget (the upper bound where GD converges
-           earlier); a sweep's "theory:c" budget is predicted as min(cap, c 2 log(sqrt(n)/tol) lambda_max/lambda)
-           from H* at n (docs/mathematics.md#thresholds), the budget the runs themselves get;
+           chunks' phi and phi', back J^T r), for min(budget, c 2 log(sqrt(n)/tol) lambda_max/lambda) steps,
+           lambda and lambda_max of H* at n (on the sphere where the unit's data is another set): a sweep's
+           "theory:c" budget (docs/mathematics.md#thresholds), and c = 1 for a trainer that stops at tol within
+           a fixed budget (diffusion's and the digits' trainings: their whole budget);
     gemm   kernel products: 2 n^2 m for H(W(0)) of width m (the nested pass: n^2 m / 2 per activation and n,
            float32 and coupled pairs), Lanczos' matrix products;
     dense  symmetric eigensolves and factorisations: 10 n^3 per dense eigvalsh.
@@ -22,6 +23,7 @@ counted, not timed.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -86,21 +88,31 @@ def kernel_ops(n: int, m: int, d: int = 0) -> float:
     return 2.0 * n * n * m + 2.0 * n * d * m
 
 
-def predicted_steps(activation: str, data: str, n: int, d: int, k: int, data_seed: int, sigma: float, tol: float,
-                    budget, cap: int) -> int:
-    """A sweep run's step budget: a fixed count, or "theory:c" predicted from H* at n (module docstring)."""
-    if not (isinstance(budget, str) and budget.startswith("theory")):
-        return int(budget)
+@functools.lru_cache(maxsize=None)
+def _spectrum_ends(activation: str, data: str, n: int, d: int, k: int, data_seed: int, sigma: float) -> tuple:
+    """(lambda_min, lambda_max) of H* on the data set."""
     from ..data import builtin
     from ..ntk import infinite_ntk
-    from ..sweep.spec import budget_multiple
 
-    X = torch.from_numpy(builtin(data, n, d, k, data_seed).X)
-    spectrum = torch.linalg.eigvalsh(infinite_ntk(activation, X, sigma))
-    lam, top = float(spectrum[0]), float(spectrum[-1])
+    spectrum = torch.linalg.eigvalsh(infinite_ntk(activation, torch.from_numpy(builtin(data, n, d, k, data_seed).X),
+                                                  sigma))
+    return float(spectrum[0]), float(spectrum[-1])
+
+
+def predicted_steps(activation: str, data: str, n: int, d: int, k: int, data_seed: int, sigma: float, tol: float,
+                    budget, cap: int) -> int:
+    """A run's steps: "theory:c" or a fixed budget b, each capped (at `cap`, at b) by c 2 log(sqrt(n)/tol)
+    lambda_max / lambda from H* on the data (c = 1 for a fixed budget: GD stops at tol; module docstring)."""
+    theory = isinstance(budget, str) and budget.startswith("theory")
+    if not theory:
+        cap = int(budget)
+    lam, top = _spectrum_ends(activation, data, n, d, k, data_seed, sigma)
     if not (lam > 0 and math.isfinite(top)):
         return cap
-    return int(min(cap, budget_multiple(budget) * 2 * math.log(max(math.sqrt(n) / tol, 1.0)) * top / lam))
+    from ..sweep.spec import budget_multiple
+
+    multiple = budget_multiple(budget) if theory else 1.0
+    return int(min(cap, multiple * 2 * math.log(max(math.sqrt(n) / tol, 1.0)) * top / lam))
 
 
 def _diffusion_dim(data: str) -> int:
@@ -132,14 +144,17 @@ def unit_cost(unit) -> Cost | None:
     if kind == "KernelDraw":
         return Cost(gemm=kernel_ops(u.n, u.width, u.d), dense=3 * dense_ops(u.n))
     if kind == "TrainingRun":
-        return Cost(gd=u.seeds * u.steps * step_ops(u.n, u.width, u.d), gemm=u.seeds * 3 * kernel_ops(u.n, u.width, u.d),
+        steps = predicted_steps(u.activation, "sphere", u.n, u.d, 1, u.data_seed, u.sigma, u.tol, u.steps, u.steps)
+        return Cost(gd=u.seeds * steps * step_ops(u.n, u.width, u.d), gemm=u.seeds * 3 * kernel_ops(u.n, u.width, u.d),
                     dense=(1 + 2 * u.seeds) * dense_ops(u.n))
     if kind == "TeacherFit":
-        return Cost(gd=u.seeds * u.steps * step_ops(u.n, u.width, u.d),
+        steps = predicted_steps(u.activation, "sphere", u.n, u.d, 1, u.data_seed, u.sigma, u.tol, u.steps, u.steps)
+        return Cost(gd=u.seeds * steps * step_ops(u.n, u.width, u.d),
                     gemm=u.seeds * (2 * kernel_ops(u.n, u.width, u.d) + 2.0 * u.test * u.width * u.d),
                     dense=(1 + u.seeds) * dense_ops(u.n))
     if kind == "LazyRichRun":
-        return Cost(gd=u.steps * step_ops(u.n, u.width, u.d), gemm=2 * kernel_ops(u.n, u.width, u.d),
+        steps = predicted_steps(u.activation, "sphere", u.n, u.d, 1, u.data_seed, u.sigma, u.tol, u.steps, u.steps)
+        return Cost(gd=steps * step_ops(u.n, u.width, u.d), gemm=2 * kernel_ops(u.n, u.width, u.d),
                     dense=2 * dense_ops(u.n))
     if kind == "KernelBaselineUnit":
         return Cost(dense=dense_ops(u.n), gemm=2.0 * u.test * u.n * u.d)
