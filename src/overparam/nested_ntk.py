@@ -33,8 +33,9 @@ GEMM shrinks from [E; E a] E^T to E E^T (k = 1).
 
 Mixed precision (`products`): each chunk's GEMMs and phi' may run in float32 while the running sums
 stay in W's dtype (float64): a chunk's product carries float32 rounding once and the sum over chunks adds
-none, so H(m) stays within about 1e-6 of the float64 pass relative to its largest entry, whatever m
-(tests/test_nested_ntk.py states the tolerance on the distances). Exponentials whose products could leave float32's range keep W's dtype.
+none, so H(m) stays within about 1e-6 of the float64 pass relative to its largest entry
+(tests/test_nested_ntk.py states the tolerance on the distances). Exponentials whose products could
+leave float32's range keep W's dtype.
 """
 
 from __future__ import annotations

@@ -108,7 +108,8 @@ def _plan(config, out: Path, device: str) -> dict:
     known = [s.seconds for s in sections if s.seconds is not None]
     return {"device": device, "sections": [vars(s) for s in sections],
             "expected_seconds": sum(known) if len(known) == len(sections) else None,
-            "rates_gflops": {"gd": rates.gd / 1e9, "kernel_products": rates.gemm / 1e9, "eigensolves": rates.dense / 1e9},
+            "rates_gflops": {"gd": rates.gd / 1e9, "kernel_products": rates.gemm / 1e9,
+                             "eigensolves": rates.dense / 1e9},
             "method": "per-unit operation counts (cost model) / this machine's rates from a one-second calibration"}
 
 

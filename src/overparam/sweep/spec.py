@@ -228,7 +228,10 @@ def _kernel_widths(value, widths: list[int], inits: list[str]) -> tuple[int, ...
     widths (sorted), () for "none"."""
     if value == "none":
         return ()
-    grid = sorted(widths) if value is None else [_positive_int(v, "kernel_widths") for v in _as_list(value, "kernel_widths")]
+    if value is None:
+        grid = sorted(widths)
+    else:
+        grid = [_positive_int(v, "kernel_widths") for v in _as_list(value, "kernel_widths")]
     if any(b <= a for a, b in zip(grid, grid[1:])):
         raise ValueError(f"kernel_widths must be increasing, got {grid}")
     if "coupled" in inits and any(m % 2 for m in grid):
