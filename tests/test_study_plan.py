@@ -58,13 +58,18 @@ def test_the_plan_counts_the_units_the_runner_computes(tmp_path):
     assert [p.pending for p in before] == [p.units for p in before]
     assert sum(p.pending for p in before) == result.computed
     rates = Rates(1e9, 1e9, 1e9, "cpu")
+    files = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
     after = plan_study(TINY, tmp_path, rates)
     assert [(p.units, p.pending, p.seconds) for p in after] == [(4, 0, 0), (6, 0, 0)]
-    with sqlite3.connect(tmp_path / "runs.db") as db:  # one unit lost: one to compute, and its time
-        db.execute("DELETE FROM study_units WHERE key LIKE 'concentration.KernelDraw/%' AND rowid = "
-                   "(SELECT MIN(rowid) FROM study_units WHERE key LIKE 'concentration.KernelDraw/%')")
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == files  # read only
+    db = sqlite3.connect(tmp_path / "runs.db")  # one unit lost, its writer still open: one unit to compute
+    db.execute("DELETE FROM study_units WHERE key LIKE 'concentration.KernelDraw/%' AND rowid = "
+               "(SELECT MIN(rowid) FROM study_units WHERE key LIKE 'concentration.KernelDraw/%')")
+    db.commit()
     again = plan_study(TINY, tmp_path, rates)
+    db.close()
     assert again[0].pending == 1 and again[0].seconds > 0 and again[1].pending == 0
+    assert plan_study(TINY, tmp_path, rates)[0].pending == 1  # and with the writer closed
 
 
 def test_the_predicted_budget_is_the_theory_formula_on_numpy_h_star():

@@ -23,8 +23,10 @@ counted, not timed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,29 +225,36 @@ def _synchronised(start: float, device: str) -> float:
 
 def plan_study(config: StudyConfig, out: str | Path | None = None, rates: Rates | None = None) -> list[SectionPlan]:
     """Per section of `config`: its units (deduplicated, as the runner computes them), those not yet finished
-    in `out`'s runs.db, and their expected seconds at `rates` (None: no timing). A section whose settings are
-    invalid gets `error` and no units."""
-    from ..sweep.store import Store
-
-    path = None if out is None else Path(out) / "runs.db"
-    store = Store(path, create=False) if path is not None and path.is_file() else None
+    in `out`'s runs.db (read only), and their expected seconds at `rates` (None: no timing). A section whose
+    settings are invalid gets `error` and no units."""
+    finished = finished_units(Path(out) / "runs.db") if out is not None else set()
     plans = []
-    try:
-        for key in config.sections:
-            try:
-                spec = registry.section(key)
-                units = list(dict.fromkeys(spec.units(config, config.section(key))))
-            except Exception as error:  # noqa: BLE001 - reported in the plan, as the runner reports it
-                plans.append(SectionPlan(key, key, 0, 0, None, error=f"{type(error).__name__}: {error}"))
-                continue
-            pending = [u for u in units if store is None or store.unit(u.key) is None]
-            costs = [unit_cost(u) for u in pending]
-            unknown = sum(cost is None for cost in costs)
-            seconds = None
-            if rates is not None and not unknown:
-                seconds = sum(rates.seconds(cost) for cost in costs)
-            plans.append(SectionPlan(key, spec.TITLE, len(units), len(pending), seconds, unknown))
-    finally:
-        if store is not None:
-            store.close()
+    for key in config.sections:
+        try:
+            spec = registry.section(key)
+            units = list(dict.fromkeys(spec.units(config, config.section(key))))
+        except Exception as error:  # noqa: BLE001 - reported in the plan, as the runner reports it
+            plans.append(SectionPlan(key, key, 0, 0, None, error=f"{type(error).__name__}: {error}"))
+            continue
+        pending = [u for u in units if u.key not in finished]
+        costs = [unit_cost(u) for u in pending]
+        unknown = sum(cost is None for cost in costs)
+        seconds = None
+        if rates is not None and not unknown:
+            seconds = sum(rates.seconds(cost) for cost in costs)
+        plans.append(SectionPlan(key, spec.TITLE, len(units), len(pending), seconds, unknown))
     return plans
+
+
+def finished_units(path: Path) -> set[str]:
+    """The keys of the finished study units in a runs store, read only: as an immutable file when no writer's
+    log (runs.db-wal) is beside it, so that not even SQLite's WAL index is created, else read-only through
+    that log; none where there is no store or it holds no study units."""
+    if not path.is_file():
+        return set()
+    mode = "mode=ro" if path.with_name(path.name + "-wal").exists() else "immutable=1"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)) as db:
+            return {row[0] for row in db.execute("SELECT key FROM study_units")}
+    except sqlite3.DatabaseError:  # not a store, or one without study units: the runner says which
+        return set()
