@@ -74,3 +74,62 @@ def test_bad_widths_are_refused(widths, message):
 def test_coupled_widths_must_be_even():
     with pytest.raises(ValueError, match="even"):
         width_profile(torch.from_numpy(sphere(5, 3).X), "relu", [8, 13], init="coupled")
+
+
+def spectral_distance(H, limit):
+    return float(torch.linalg.matrix_norm(H - limit, 2))
+
+
+@pytest.mark.parametrize("activation", BUILTIN)
+@pytest.mark.parametrize("init", ["independent", "coupled"])
+@pytest.mark.parametrize("out_dim", [1, 2])
+def test_float32_products_keep_the_distances(activation, init, out_dim):
+    """The mixed-precision pass (float32 chunk products, float64 running sums) against the float64 kernels of
+    each prefix network (`ntk`): ||H(m) - H*||_2 within 2e-6 ||H*||_2, and within 1e-5 of itself."""
+    X = torch.from_numpy(sphere(24, 5, seed=1).X)
+    W, a = initial_weights(4096, 5, out_dim, init, 1.0, seed=3)
+    widths = [16, 64, 256, 1024, 4096]
+    limit = torch.kron(torch.eye(out_dim, dtype=torch.float64), infinite_ntk(activation, X))
+    kernels = nested_ntk(X, W, a, activation, widths, chunk=300, products="float32")
+    assert kernels.dtype == torch.float64
+    scale = spectral_distance(limit, 0 * limit)
+    for m, H in zip(widths, kernels):
+        expected = spectral_distance(prefix_kernel(activation, W, a, m, X, init), limit)
+        found = spectral_distance(H, limit)
+        assert abs(found - expected) <= 2e-6 * scale, (m, found, expected)
+        assert abs(found - expected) <= 1e-5 * expected, (m, found, expected)
+
+
+def test_float32_products_keep_float64_where_exponentials_leave_its_range():
+    """exp with weights so large that e^(2 z) overflows float32: the pass keeps float64 (exact to 1e-10)."""
+    X = torch.from_numpy(sphere(6, 3, seed=0).X)
+    W, a = initial_weights(64, 3, 1, "independent", 40.0, seed=5)
+    H = nested_ntk(X, W, a, "exp", [64], products="float32")[0]
+    reference = prefix_kernel("exp", W, a, 64, X, "independent")
+    assert torch.isfinite(H).all()
+    assert float((H - reference).abs().max()) <= 1e-10 * float(reference.abs().max())
+
+
+@pytest.mark.parametrize("out_dim", [1, 2])
+def test_coupled_pairs_with_the_online_shift(out_dim):
+    """Coupled weights large enough for the online max-shift: the pass over the pairs' first neurons (P = A = 0)
+    against `ntk` of each prefix network."""
+    X = torch.from_numpy(sphere(6, 3, seed=0).X)
+    W, a = initial_weights(120, 3, out_dim, "coupled", 400.0, seed=5)
+    widths = [10, 40, 120]
+    kernels = nested_ntk(X, W, a, "softmax", widths, chunk=8)
+    for m, H in zip(widths, kernels):
+        reference = prefix_kernel("softmax", W, a, m, X, "coupled")
+        assert float((H - reference).abs().max()) <= 1e-10 * max(1.0, float(reference.abs().max()))
+
+
+@pytest.mark.parametrize("activation", ["relu", "softmax"])
+def test_a_broken_pair_is_passed_neuron_by_neuron(activation):
+    """Coupled weights with one pair broken are not treated as pairs: every neuron is summed."""
+    X = torch.from_numpy(sphere(7, 3, seed=2).X)
+    W, a = initial_weights(64, 3, 1, "coupled", 1.0, seed=1)
+    W[41] += 0.5
+    kernels = nested_ntk(X, W, a, activation, [16, 64], chunk=10)
+    for m, H in zip([16, 64], kernels):
+        reference = prefix_kernel(activation, W, a, m, X, "independent")
+        assert float((H - reference).abs().max()) <= 1e-10 * max(1.0, float(reference.abs().max()))

@@ -484,7 +484,8 @@ def test_kernel_distances_against_autograd_kernels_of_the_seeds_first_neurons(se
             m = CFG.kernel_widths[index]
             H = autograd_kernel(activation, W[:m], a[:m], torch.from_numpy(X)).numpy()
             distance = np.abs(np.linalg.eigvalsh(H - limit)).max()
-            # the same matrices summed in another order: ~1e-15 of entries of order 1-10
-            assert stored[index] == pytest.approx(distance, rel=1e-10, abs=1e-13)
+            # the pass runs float32 chunk products with float64 sums (the nested pass's mixed precision):
+            # within 2e-6 ||H*||_2, the tolerance tests/test_nested_ntk.py states for it
+            assert abs(stored[index] - distance) <= 2e-6 * np.linalg.norm(limit, 2)
             checked += 1
     assert checked

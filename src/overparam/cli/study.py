@@ -26,10 +26,13 @@ def study(
     activations: Optional[str] = typer.Option(None, help=f"comma-separated activations every section runs for "
                                               f"[{','.join(PAPERS)}], each one of {CHOICES}"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON object when done"),
+    plan: bool = typer.Option(False, "--plan", help="print each section's units and expected time on this machine "
+                              "(units already in --out excluded), then exit without computing"),
 ) -> None:
     """Run the experiments the papers lack and write a report a researcher can use.
 
-    Re-running the same command reuses every finished run; Ctrl-C leaves a valid partial report.
+    Prints the plan (each section's units and expected time) before it starts. Re-running the same command
+    reuses every finished run; Ctrl-C leaves a valid partial report.
     """
     config = study_preset(preset)
     if config_file is not None:
@@ -46,7 +49,16 @@ def study(
         config = config.only([part.strip() for part in only.split(",") if part.strip()])
     if activations is not None:
         config = config.with_activations(part.strip() for part in activations.split(",") if part.strip())
+    if plan:
+        plans = _plan(config, out, device)
+        if json_output:
+            print_json({"plan": plans})
+        else:
+            _print_plan(plans)
+        return
     output_folder(out)
+    if not json_output:
+        _print_plan(_plan(config, out, device))
     if show_progress(json_output):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
             TimeRemainingColumn
@@ -85,3 +97,47 @@ def _run(config, out, backend, device, on_section, on_tick):
         where = f" {partial.html}" if partial is not None else ""
         raise Failed(f"interrupted; partial report in{where}. Re-run the same command to resume.",
                      EXIT_INTERRUPTED) from None
+
+
+def _plan(config, out: Path, device: str) -> dict:
+    """The study's plan (`study.plan`) as plain data: sections, units, pending units, expected seconds, rates."""
+    from ..study.plan import calibrate, plan_study
+
+    rates = calibrate(device)
+    sections = plan_study(config, out, rates)
+    known = [s.seconds for s in sections if s.seconds is not None]
+    return {"device": device, "sections": [vars(s) for s in sections],
+            "expected_seconds": sum(known) if len(known) == len(sections) else None,
+            "rates_gflops": {"gd": rates.gd / 1e9, "kernel_products": rates.gemm / 1e9,
+                             "eigensolves": rates.dense / 1e9},
+            "method": "per-unit operation counts (cost model) / this machine's rates from a one-second calibration"}
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "unknown"
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _print_plan(plan: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rates = plan["rates_gflops"]
+    table = Table(title=f"Plan on this machine ({plan['device']}): expected {_duration(plan['expected_seconds'])}")
+    for column in ("section", "units", "to compute", "expected time"):
+        table.add_column(column, justify="left" if column == "section" else "right")
+    for section in plan["sections"]:
+        expected = f"invalid: {section['error']}" if section["error"] else _duration(section["seconds"])
+        if section["unknown"]:
+            expected += f" ({section['unknown']} units without a cost model)"
+        table.add_row(section["title"], str(section["units"]), str(section["pending"]), expected)
+    console = Console()
+    console.print(table)
+    console.print(f"Estimate: each unit's operation count (cost model, overparam.study.plan) divided by rates "
+                  f"measured now with one torch thread (GD {rates['gd']:.2g}, kernel products "
+                  f"{rates['kernel_products']:.2g}, eigensolves {rates['eigensolves']:.2g} GFLOP/s); an order of "
+                  "magnitude, not a promise. Units already in --out are not counted.")

@@ -41,13 +41,17 @@ def sweep(
     max_steps: Optional[str] = typer.Option(None, help="cap on a theory budget [100000]"),
     dtype: Optional[str] = typer.Option(None, help="float64 or float32 [float64]"),
     record_every: Optional[str] = typer.Option(None, help="curve resolution in steps [budget // 1000]"),
+    kernel_widths: Optional[str] = typer.Option(None, help="widths of each seed's nested kernel pass, from which "
+                                                "`overparam threshold` measures the kernel threshold, or 'none' "
+                                                "[the sweep's widths]"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON summary object"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
 ) -> None:
     """Train every (activation, width, n, d, ...) x seed of a sweep; re-running resumes it."""
     flags = {"activations": activations, "widths": widths, "n": n, "d": d, "k": k, "seeds": seeds,
              "init": init, "scale": scale, "sigma": sigma, "data": data, "data_seed": data_seed, "lr": lr,
-             "tol": tol, "steps": steps, "max_steps": max_steps, "dtype": dtype, "record_every": record_every}
+             "tol": tol, "steps": steps, "max_steps": max_steps, "dtype": dtype, "record_every": record_every,
+             "kernel_widths": kernel_widths}
     overrides = {key: _split(key, value) for key, value in flags.items() if value is not None}
     plan = load_spec(spec, overrides) if spec is not None else SweepSpec.from_dict(overrides)
     device = parse_device(device)
@@ -76,13 +80,14 @@ def sweep(
         counts = launch()
 
     summary = {"store": str(store), "runs": counts.total, "trained": counts.done, "failed": counts.failed,
-               "skipped": counts.skipped, "statuses": dict(counts.statuses), "seconds": counts.seconds}
+               "skipped": counts.skipped, "statuses": dict(counts.statuses), "kernel_profiles": counts.profiles,
+               "seconds": counts.seconds}
     if json_output:
         print_json(summary)
         return
     statuses = ", ".join(f"{count} {status}" for status, count in sorted(counts.statuses.items())) or "nothing new"
     typer.echo(f"{counts.total} runs: {statuses}; {counts.skipped} already in the store; "
-               f"{counts.seconds:.1f} s -> {store}")
+               f"{counts.profiles} nested kernel profiles measured; {counts.seconds:.1f} s -> {store}")
     if counts.failed:
         typer.echo(f"{counts.failed} run(s) failed; see `overparam results {store} --status failed`")
 
@@ -91,6 +96,6 @@ def _split(key: str, text: str):
     """Comma-separated flag values become lists for the keys a sweep ranges over."""
     if key == "data":
         return split_specs(text)
-    if key in GRID_KEYS or (key == "seeds" and "," in text):
+    if key in GRID_KEYS or (key in ("seeds", "kernel_widths") and "," in text):
         return [part.strip() for part in text.split(",") if part.strip()]
     return text

@@ -24,6 +24,18 @@ from c_irl c_jrl' = m^2 e_ir e_jr (a_rl - s_il)(a_rl' - s_jl') / (N_i N_j) summe
 output and signs a_r = +-1, G = B (a_r^2 = 1): H_ij = <x_i,x_j> m [B_ij (1 + s_i s_j) - (s_i + s_j) A_ij]
 / (N_i N_j), and the pass needs only the GEMM [E; E a] E^T per chunk. M_i is the running maximum
 of the chunks' own constants, and the sums are rescaled when it grows (the online max-shift).
+
+Coupled pairs (w_2r = w_2r+1, a_2r = -a_2r+1, the coupled initialisation): both neurons of a pair add the
+same a_rl a_rl' phi'_ir phi'_jr, so S(m) = 2 S'(m/2) over the pairs' first neurons and H(m) = H'(m/2);
+normalised, N = 2 N', G = 2 G' and P = A = 0 (the pair's a cancel), so s = 0 and
+H_(il),(jl')(m) = <x_i, x_j> (m/2) G'^ll'_ij / (N'_i N'_j). The pass reads half the neurons, and softmax's
+GEMM shrinks from [E; E a] E^T to E E^T (k = 1).
+
+Mixed precision (`products`): each chunk's GEMMs and phi' may run in float32 while the running sums
+stay in W's dtype (float64): a chunk's product carries float32 rounding once and the sum over chunks adds
+none, so H(m) stays within about 1e-6 of the float64 pass relative to its largest entry
+(tests/test_nested_ntk.py states the tolerance on the distances). Exponentials whose products could
+leave float32's range keep W's dtype.
 """
 
 from __future__ import annotations
@@ -40,12 +52,15 @@ from ..validation import as_inputs
 
 
 def nested_ntk(X, W: torch.Tensor, a: torch.Tensor, activation: str, widths, chunk: int | None = None,
-               progress=None) -> torch.Tensor:
+               progress=None, products: torch.dtype | str | None = None, pairs: bool = True) -> torch.Tensor:
     """H(W(0)) of the networks made of the first m neurons of (W, a), for every m in `widths`.
 
     X (n, d); W (M, d) and a (M, k) with M >= max(widths), a's entries +-1 (the papers' signs).
     widths: increasing positive integers. chunk: neurons per step (default: a cache-sized chunk).
     progress(stage, neurons done, max(widths)) after every chunk (`eigensolvers.Progress`).
+    products: dtype of each chunk's GEMMs and phi' (default W's; "float32" for the mixed-precision pass of
+    the module docstring, about twice as fast on a CPU: benchmarks/nested_ntk.py); the running sums keep W's.
+    pairs: where (W, a) is a coupled initialisation (`_coupled_pairs`), pass over one neuron of each pair.
     Returns (len(widths), k n, k n), float64 where W is float64.
     """
     widths = _check_widths(widths, W.shape[0])
@@ -55,24 +70,28 @@ def nested_ntk(X, W: torch.Tensor, a: torch.Tensor, activation: str, widths, chu
     if not bool((a.abs() == 1).all()):
         raise ValueError("the nested kernel uses a_r^2 = 1: a's entries must be +1 or -1")
     n, k = X.shape[0], a.shape[1]
-    a = a.to(W)
-    chunk = chunk or chunks.default_chunk(n, k + 1, W.element_size(), W.device)
-    sums = _RunningSums(n, k, W)
     record = activations.resolve(activation)
     X_input = coefficients.exponent_inputs(X, record)  # Z = X_input W^T is in the units of record.fused
+    work = _product_dtype(products, X_input, W, record)
+    paired = pairs and _coupled_pairs(W, a, widths)
+    if paired:  # H(m) of the pairs = H(m / 2) of their first neurons, with P = A = 0 (module docstring)
+        W, a, widths = W[0:widths[-1]:2], a[0:widths[-1]:2], [m // 2 for m in widths]
+    chunk = chunk or chunks.default_chunk(n, k + 1, work.itemsize, W.device)
+    sums = _RunningSums(n, k, W, paired)
     shift = None
-    if record.normalised and bool(coefficients.exponent_shift(X_input, W, W.shape[0]).any()):
+    if record.normalised and bool(coefficients.exponent_shift(X_input.to(work), W, W.shape[0]).any()):
         shift = X_input.new_full((n,), -math.inf)  # exponents could overflow: the online max-shift
-    buffer = W.new_empty((k + 1) * n, chunk)
+    X_input, a = X_input.to(work), a.to(work)
+    buffer = W.new_empty((k + 1) * n, chunk, dtype=work)
     kernels = []
     start = 0
     for width in widths:
         for neurons in chunks.chunk_slices(width - start, chunk):
             neurons = slice(start + neurons.start, start + neurons.stop)
             rows = buffer[:, :neurons.stop - neurons.start]
-            Z = torch.matmul(X_input, W[neurons].T, out=rows[:n])
+            Z = torch.matmul(X_input, W[neurons].to(work).T, out=rows[:n])
             if shift is not None:  # M_i the largest exponent so far; earlier sums rescaled to it
-                new = torch.maximum(shift, Z.amax(1))
+                new = torch.maximum(shift, Z.amax(1).to(shift.dtype))
                 if bool((new > shift).any()):
                     sums.rescale(torch.exp((shift - new) / record.input_scale))
                     shift = new
@@ -83,19 +102,29 @@ def nested_ntk(X, W: torch.Tensor, a: torch.Tensor, activation: str, widths, chu
             else:
                 sums.add_elementwise(E, a[neurons])
             if progress is not None:
-                progress(f"nested kernels, widths up to {widths[-1]}", neurons.stop, widths[-1])
+                scale = 2 if paired else 1
+                progress(f"nested kernels, widths up to {scale * widths[-1]}", scale * neurons.stop,
+                         scale * widths[-1])
         start = width
         kernels.append(sums.kernel(X, width, record.normalised))
     return torch.stack(kernels)
 
 
+def _coupled_pairs(W: torch.Tensor, a: torch.Tensor, widths: list[int]) -> bool:
+    """Whether every width is even and the neurons up to the largest come in coupled pairs
+    (w_2r = w_2r+1, a_2r = -a_2r+1, docs/mathematics.md#nested-widths), as `models.initial_weights` draws them."""
+    top = widths[-1]
+    return (all(m % 2 == 0 for m in widths) and torch.equal(W[0:top:2], W[1:top:2])
+            and torch.equal(a[0:top:2], -a[1:top:2]))
+
+
 class _RunningSums:
     """The running sums of the module docstring; `kernel` assembles H(m) from them."""
 
-    def __init__(self, n: int, k: int, like: torch.Tensor) -> None:
-        self.n, self.k = n, k
+    def __init__(self, n: int, k: int, like: torch.Tensor, paired: bool = False) -> None:
+        self.n, self.k, self.paired = n, k, paired
         self.gram = None  # elementwise: S (kn, kn); normalised k = 1: [B; A] (2n, n), k > 1: Gram of [E; E a_l]
-        self.N, self.P = like.new_zeros(n), like.new_zeros(n, k)
+        self.N, self.P = like.new_zeros(n), like.new_zeros(n, k)  # paired normalised: G^ll' (kn, kn); P = 0
 
     def add_elementwise(self, E: torch.Tensor, a: torch.Tensor) -> None:
         left = E if self.k == 1 else torch.cat([E * a[:, l] for l in range(self.k)])  # a_r^2 = 1 when k = 1
@@ -106,7 +135,10 @@ class _RunningSums:
         n = self.n
         if E.data_ptr() != rows.data_ptr():  # a fused function that did not work in place
             E = rows[:n].copy_(E)
-        self.N += E.sum(1)
+        self.N += E.sum(1, dtype=self.N.dtype)
+        if self.paired:  # the pairs' a cancel in P and A: only G^ll' = sum a_rl a_rl' e_ir e_jr is left
+            self.add_elementwise(E, a)
+            return
         self.P += E @ a
         for l in range(self.k):
             torch.mul(E, a[:, l], out=rows[(l + 1) * n:(l + 2) * n])
@@ -122,16 +154,21 @@ class _RunningSums:
 
     def _accumulate(self, left: torch.Tensor, right: torch.Tensor) -> None:
         if self.gram is None:
-            self.gram = left.new_zeros(left.shape[0], right.shape[0])
-        self.gram.addmm_(left, right.T)
+            self.gram = self.N.new_zeros(left.shape[0], right.shape[0])
+        if left.dtype == self.gram.dtype:
+            self.gram.addmm_(left, right.T)
+        else:  # the chunk's product in its own dtype, added to the running sum in the sums' dtype
+            self.gram += left @ right.T
 
     def kernel(self, X: torch.Tensor, width: int, normalised: bool) -> torch.Tensor:
         n, k = self.n, self.k
         inner = X @ X.T
         if not normalised:
             return self.gram * inner.repeat(k, k) / width
-        s = self.P / self.N[:, None]  # (n, k)
         scale = inner * width / torch.outer(self.N, self.N)
+        if self.paired:  # s = P / N = 0
+            return self.gram * scale.repeat(k, k)
+        s = self.P / self.N[:, None]  # (n, k)
         B = self.gram[:n, :n]
         if k == 1:
             A = self.gram[n:, :n]
@@ -145,6 +182,17 @@ class _RunningSums:
                 block = G - s[None, :, m] * A[l] - s[:, l, None] * A[m] + torch.outer(s[:, l], s[:, m]) * B
                 H[l * n:(l + 1) * n, m * n:(m + 1) * n] = scale * block
         return H
+
+
+def _product_dtype(products, X_input: torch.Tensor, W: torch.Tensor, record) -> torch.dtype:
+    """The chunks' dtype: `products` (default W's), or W's for an exponential whose products e_ir e_jr could
+    leave that dtype's normal range (2^(+-2L), L = max_i ||x_i|| max_r ||w_r|| in exp2 units, within 2^32 of
+    its limits): no overflow, no underflow, and no online max-shift in the lower precision."""
+    work = W.dtype if products is None else resolve_dtype(products)
+    if work == W.dtype or record.input_scale == 1.0:
+        return work
+    largest = float(X_input.norm(dim=1).max() * W.norm(dim=1).max())
+    return work if 2 * largest < math.log2(torch.finfo(work).max) - 32 else W.dtype
 
 
 def _check_widths(widths, available: int) -> list[int]:
@@ -174,11 +222,13 @@ class WidthProfile:
 def width_profile(X, activation: str, widths, *, out_dim: int = 1, init: str = "independent", sigma: float = 1.0,
                   seed: int = 0, dtype: torch.dtype | str = torch.float64, chunk: int | None = None,
                   weights: tuple[torch.Tensor, torch.Tensor] | None = None,
-                  device: torch.device | str = "cpu", progress=None) -> WidthProfile:
+                  device: torch.device | str = "cpu", progress=None,
+                  products: torch.dtype | str | None = None) -> WidthProfile:
     """The kernel's distance from its limit and its smallest eigenvalue along a width grid, from one
     initialisation of the largest width (`models.initial_weights` with `seed`, on `device`; or `weights` =
     (W, a) given, e.g. shared by several activations; the pass runs on their device). Spectra are dense
-    float64 eigvalsh (k n x k n) on the CPU. progress(stage, done, total) as the pass and the spectra advance."""
+    float64 eigvalsh (k n x k n) on the CPU. progress(stage, done, total) as the pass and the spectra advance.
+    products: the chunks' dtype in `nested_ntk` (None: the weights'; "float32": the mixed-precision pass)."""
     X = as_inputs(X, None, torch.float64, "cpu")
     widths = [int(m) for m in widths]
     side = X.shape[0] * out_dim  # the kernels at every width, their differences from H*, and eigvalsh's work
@@ -195,7 +245,7 @@ def width_profile(X, activation: str, widths, *, out_dim: int = 1, init: str = "
         raise ValueError(f"with coupled init every width must be even (pairs), got {widths}")
     limit = infinite_ntk(activation, X, sigma, out_dim=a.shape[1])
     lam = float(torch.linalg.eigvalsh(limit)[0])
-    kernels = nested_ntk(X.to(W), W, a, activation, widths, chunk, progress).double().cpu()
+    kernels = nested_ntk(X.to(W), W, a, activation, widths, chunk, progress, products).double().cpu()
     stage = f"spectra of {len(widths)} kernels, side {limit.shape[0]}"
     distance, smallest = [], []
     for index, kernel in enumerate(kernels):  # one at a time: a progress step per width

@@ -74,7 +74,8 @@ class SweepSlice(Unit):
         """The slice as a [sweep] table (`sweep.spec`)."""
         return {"activations": [self.activation], "widths": list(self.widths), "n": [self.n], "d": self.d,
                 "k": self.k, "seeds": self.seeds, "init": self.init, "data": self.data, "data_seed": self.data_seed,
-                "lr": "auto", "tol": self.tol, "steps": self.budget, "max_steps": self.max_steps, "sigma": self.sigma}
+                "lr": "auto", "tol": self.tol, "steps": self.budget, "max_steps": self.max_steps, "sigma": self.sigma,
+                "kernel_widths": "none"}  # the sections measure the kernel condition with their own units
 
     def compute(self, ctx) -> SweepRecord:
         table = self.table()
@@ -121,7 +122,8 @@ class WidthScan(Unit):
         """One width of the scan as a [sweep] table (`sweep.spec`)."""
         return {"activations": [self.activation], "widths": [width], "n": [self.n], "d": self.d, "k": self.k,
                 "seeds": list(seeds), "init": self.init, "data": self.data, "data_seed": self.data_seed,
-                "lr": "auto", "tol": self.tol, "steps": self.budget, "max_steps": self.max_steps, "sigma": self.sigma}
+                "lr": "auto", "tol": self.tol, "steps": self.budget, "max_steps": self.max_steps, "sigma": self.sigma,
+                "kernel_widths": "none"}  # the section's kernel threshold is its own unit (KernelScan)
 
     def compute(self, ctx) -> SweepRecord:
         streak = {seed: 0 for seed in self.seeds}  # successive successes up to the last width run

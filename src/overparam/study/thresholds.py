@@ -27,7 +27,7 @@ from .. import activations, data, plots, theory
 from ..models import initial_weights
 from ..kernels.nested import width_profile
 from ..kernels.spectra import lambda_min
-from ..sweep.analysis import estimate_threshold, fit_power_law, interval, theory_orders
+from ..sweep.analysis import estimate_threshold, fit_power_law, interval, kernel_condition, theory_orders
 from ..sweep.executors import torch_threads
 from ..sweep.spec import DEFAULTS
 from . import draws as pooled
@@ -136,14 +136,14 @@ def _weights(width: int, d: int, init: str, sigma: float, seed: int, device: str
 
 def held_twice(distance, lam: float) -> int | None:
     """The first index i with the condition distance <= lam/4 held at widths i-1 and i, None if none."""
-    held = [value <= lam / 4 for value in distance]
+    held = [kernel_condition(value, lam) for value in distance]
     return next((i for i in range(1, len(held)) if held[i - 1] and held[i]), None)
 
 
 def kernel_outcomes(widths, record: KernelScanRecord) -> np.ndarray:
     """(widths,) outcomes of one seed's scan: measured widths by the condition; above them 0 for a skipped
     scan, 1 for a scan that ended after the condition held at two successive widths."""
-    measured = [float(value <= record.lam / 4) for value in record.distance]
+    measured = [float(kernel_condition(value, record.lam)) for value in record.distance]
     fill = 0.0 if record.skipped or len(measured) == len(widths) else 1.0
     return np.array(measured + [fill] * (len(widths) - len(measured)))
 
@@ -158,6 +158,7 @@ class KernelScan(Unit):
     Where it held at no width at the previous n, the scan at n is skipped (`KernelScanRecord.skipped`)."""
 
     RECORD = KernelScanRecords
+    VERSION = 2  # the mixed-precision nested pass (float32 chunk products, float64 sums)
 
     activation: str
     ns: tuple[int, ...]
@@ -190,7 +191,7 @@ class KernelScan(Unit):
             while True:
                 last = min(last, len(self.widths) - 1)
                 found = width_profile(X, self.activation, self.widths[:last + 1], init=self.init, sigma=self.sigma,
-                                      weights=weights)
+                                      weights=weights, products="float32")
                 stop = held_twice(found.distance, found.lam)
                 if stop is not None or last == len(self.widths) - 1:
                     distance = found.distance if stop is None else found.distance[:stop + 1]
@@ -779,11 +780,12 @@ def _drift(study, local) -> list[str]:
                 verdict = "stayed flat within the intervals (the first and last step overlap)"
             steps = "; ".join(f"{r.exponent:.2f} {_interval(r.low, r.high)} for n = {r.n_from}->{r.n_to}" for r in rows)
             text.append(f"{kind} threshold, {a}: local exponents {steps}: it {verdict}.")
-        if "relu" in study.activations:
-            relu = {(r.n_from, r.n_to): r for r in local if r.kind == kind and r.activation == "relu"
+        baseline = activations.RELU.name  # the activation whose width n/d and DZPS19 predict
+        if baseline in study.activations:
+            relu = {(r.n_from, r.n_to): r for r in local if r.kind == kind and r.activation == baseline
                     and math.isfinite(r.exponent)}
             for a in study.activations:
-                if a == "relu":
+                if a == baseline:
                     continue
                 mine = [r for r in local if r.kind == kind and r.activation == a and math.isfinite(r.exponent)
                         and (r.n_from, r.n_to) in relu]

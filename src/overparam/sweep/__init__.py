@@ -4,7 +4,9 @@
     run_sweep("spec.toml", "runs.db", backend="local", workers=2)
     report = thresholds("runs.db", delta=0.1)
 
-`run_sweep` skips runs the store already holds, so re-running a sweep resumes it.
+`run_sweep` skips runs the store already holds, so re-running a sweep resumes it. After the runs it records
+each seed's nested kernel pass over the spec's kernel_widths (`profiles`), from which `thresholds` measures
+the kernel threshold.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Callable
 from .. import resources
 from ..models import resolve_device
 from .executors import BACKENDS, run_in_pool, run_in_process, run_on_ray
+from .profiles import record_profiles
 from .spec import Group, SweepSpec, load_spec
 from .store import Store
 from .task import RunResult, memory_needed, run_group
@@ -26,7 +29,8 @@ from .task import RunResult, memory_needed, run_group
 
 @dataclass
 class SweepProgress:
-    """Counts of a sweep's runs; `done` counts trained runs (any GD status), `failed` the rest."""
+    """Counts of a sweep's runs; `done` counts trained runs (any GD status), `failed` the rest; `profiles` the
+    nested kernel profiles measured (one per family and seed, after the runs)."""
 
     total: int
     skipped: int = 0
@@ -35,6 +39,7 @@ class SweepProgress:
     running: int = 0
     statuses: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    profiles: int = 0
 
     @property
     def remaining(self) -> int:
@@ -59,6 +64,7 @@ def run_sweep(
     threads: torch threads per task (1 is fastest for small n x m; see executors.py).
     Finished runs are skipped, runs left "running" by a killed sweep are redone, failed runs
     are skipped unless `retry_failed`. progress(counts) is called at the start and after every task.
+    Then each seed's nested kernel profile the store lacks is measured in this process (`profiles`).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: use {' or '.join(BACKENDS)}")
@@ -111,6 +117,13 @@ def run_sweep(
             counts.running -= len(batch)
             counts.seconds = time.perf_counter() - start
             report(counts)
+
+        def profiled() -> None:
+            counts.profiles += 1
+            counts.seconds = time.perf_counter() - start
+            report(counts)
+
+        record_profiles(spec, runs, device if backend == "local" else "cpu", threads, profiled)
     counts.seconds = time.perf_counter() - start
     return counts
 

@@ -13,6 +13,11 @@ their first rows, so their outcomes are correlated), the fit and m* recomputed, 
 percentiles taken. Across n, m* ~ C n^p is fitted by least squares on log m* vs log n; p's
 interval comes from refitting on the bootstrap thresholds. A threshold outside the grid is
 censored (m* > largest width, or m* <= smallest width) and left out of the fit.
+
+The kernel threshold is measured on nested width profiles (`NestedProfile`: one seed's nested pass,
+docs/mathematics.md#nested-widths) by `kernel_thresholds`, the one function the study's threshold section
+and `overparam threshold` both call; a store written before sweeps recorded profiles falls back to the
+dense kernel distance of each run.
 """
 
 from __future__ import annotations
@@ -157,6 +162,34 @@ def fit_power_law(ns, thresholds) -> tuple[float, float]:
     return float(p), float(math.exp(log_c))
 
 
+def kernel_condition(distance: float, lam: float) -> bool:
+    """||H(W(0)) - H*||_2 <= lambda / 4 (DZPS19 Lemma 3.1; docs/mathematics.md#thresholds)."""
+    return distance <= lam / 4
+
+
+@dataclass
+class NestedProfile:
+    """One seed's nested pass for a family of runs (its settings but width and seed): ||H(m) - H*||_2 at each
+    width m of `widths`, and lam = lambda_min(H*) (`nested_ntk.width_profile`)."""
+
+    family: dict
+    seed: int
+    widths: list[int]
+    distance: list[float]
+    lam: float
+    error: str | None = None
+
+
+def kernel_thresholds(profiles: list[NestedProfile], delta: float = 0.1, bootstrap: int = 1000,
+                      level: float = 0.95, seed: int = 0) -> ThresholdReport:
+    """Kernel thresholds and fits (kind "kernel") from nested profiles: a seed succeeds at width m when
+    `kernel_condition` holds there; then as `thresholds_from_rows`."""
+    rows = [{"config": {**profile.family, "width": width}, "width": width, "seed": profile.seed, "status": "measured",
+             "kernel_distance": distance, "lambda_min": profile.lam}
+            for profile in profiles for width, distance in zip(profile.widths, profile.distance)]
+    return thresholds_from_rows(rows, delta, bootstrap, level, seed, kinds=("kernel",))
+
+
 def _successes(rows: list[dict], kind: str) -> list[tuple[dict, int, int, bool]]:
     """(config, width, seed, success) for the runs that count towards `kind`. A run whose lambda_min(H*)
     is rounding (lambda_rounding) is never a success: its kernel numbers, and a theory budget drawn
@@ -169,7 +202,7 @@ def _successes(rows: list[dict], kind: str) -> list[tuple[dict, int, int, bool]]
         elif kind == "kernel" and row["status"] != "running" and row.get("kernel_distance") is not None \
                 and row.get("lambda_min") is not None:
             out.append((row["config"], row["width"], row["seed"],
-                        trusted and row["kernel_distance"] <= row["lambda_min"] / 4))
+                        trusted and kernel_condition(row["kernel_distance"], row["lambda_min"])))
     return out
 
 
@@ -240,7 +273,9 @@ def _power_laws(found: list[Threshold], level: float) -> list[PowerLaw]:
 
 def thresholds(store: str | Path, delta: float = 0.1, bootstrap: int = 1000, level: float = 0.95,
                seed: int = 0, **filters) -> ThresholdReport:
-    """Thresholds and fits for the runs in a store (optionally filtered by column = value)."""
+    """Thresholds and fits for the runs in a store (optionally filtered by column = value): the optimisation
+    threshold from its runs, the kernel threshold from its nested profiles (`kernel_thresholds`), or from the
+    runs' dense kernel distances in a store without profiles."""
     from .store import Store
 
     path = Path(store)
@@ -248,9 +283,14 @@ def thresholds(store: str | Path, delta: float = 0.1, bootstrap: int = 1000, lev
         raise ValueError(f"store {str(path)!r} does not exist; run `overparam sweep` first")
     with Store(path, create=False) as runs:
         rows = runs.runs(**filters)
+        profiles = runs.profiles(**filters)
     if not rows:
         raise ValueError(f"store {str(path)!r} has no runs" + (" matching the filters" if filters else ""))
-    return thresholds_from_rows(rows, delta, bootstrap, level, seed)
+    if not profiles:
+        return thresholds_from_rows(rows, delta, bootstrap, level, seed)
+    optimisation = thresholds_from_rows(rows, delta, bootstrap, level, seed, kinds=("optimization",))
+    kernel = kernel_thresholds(profiles, delta, bootstrap, level, seed)
+    return ThresholdReport(delta, level, optimisation.thresholds + kernel.thresholds, optimisation.fits + kernel.fits)
 
 
 def _series_label(family: dict) -> str:

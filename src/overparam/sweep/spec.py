@@ -15,7 +15,9 @@
 More keys: k (outputs, 1), scale (kappa, the paper's default), sigma (1.0), data_seed
 (0: one data set per (n, d, k), the theorems' probability is over the initialisation only;
 "seed": every seed draws its own data too), max_steps (cap on a theory budget, 100000),
-dtype ("float64"), record_every (curve resolution, default budget // 1000).
+dtype ("float64"), record_every (curve resolution, default budget // 1000), kernel_widths (the widths of
+each seed's nested kernel pass, from which `overparam threshold` measures the kernel threshold; default the
+sweep's widths, "none" for no pass).
 activations, widths, n, d, k, init, scale, sigma, data and lr may be lists: the sweep is their
 product. Runs that differ only in seed form one group, trained as one batch.
 """
@@ -41,11 +43,11 @@ else:  # pragma: no cover - Python 3.10
 
 #: Keys that may hold a list; the sweep is the product over them (in this order).
 GRID_KEYS = ("activations", "widths", "n", "d", "k", "init", "scale", "sigma", "data", "lr")
-SCALAR_KEYS = ("seeds", "data_seed", "tol", "steps", "max_steps", "dtype", "record_every")
+SCALAR_KEYS = ("seeds", "data_seed", "tol", "steps", "max_steps", "dtype", "record_every", "kernel_widths")
 DEFAULTS = {
     "d": 8, "k": 1, "seeds": 8, "init": "coupled", "scale": "default", "sigma": 1.0,
     "data": "sphere", "data_seed": 0, "lr": "auto", "tol": 1e-3, "steps": 2000,
-    "max_steps": 100_000, "dtype": "float64", "record_every": None,
+    "max_steps": 100_000, "dtype": "float64", "record_every": None, "kernel_widths": None,
 }
 REQUIRED = ("activations", "widths", "n")
 
@@ -95,6 +97,7 @@ class SweepSpec:
     max_steps: int
     dtype: str
     record_every: int | None
+    kernel_widths: tuple[int, ...] = ()
 
     @classmethod
     def from_dict(cls, table: dict) -> "SweepSpec":
@@ -144,7 +147,8 @@ class SweepSpec:
             record_every = _positive_int(record_every, "record_every")
         return cls(**{key: tuple(grid[key]) for key in GRID_KEYS}, seeds=tuple(seeds), data_seed=data_seed,
                    tol=tol, steps=steps, max_steps=_positive_int(values["max_steps"], "max_steps"),
-                   dtype=dtype, record_every=record_every)
+                   dtype=dtype, record_every=record_every,
+                   kernel_widths=_kernel_widths(values["kernel_widths"], grid["widths"], grid["init"]))
 
     def groups(self) -> list[Group]:
         """One Group per point of the grid, each holding all seeds."""
@@ -217,6 +221,22 @@ def _budget(value, tol: float) -> int | str:
             raise ValueError("steps = 'theory:c' needs tol > 0 (the budget grows like log(||F(0) - y|| / tol))")
         return f"theory:{c:g}"
     return _nonnegative_int(value, "steps", "a number of steps or 'theory:c'")
+
+
+def _kernel_widths(value, widths: list[int], inits: list[str]) -> tuple[int, ...]:
+    """The nested pass's grid: increasing positive widths (even under coupled init), default the sweep's
+    widths (sorted), () for "none"."""
+    if value == "none":
+        return ()
+    if value is None:
+        grid = sorted(widths)
+    else:
+        grid = [_positive_int(v, "kernel_widths") for v in _as_list(value, "kernel_widths")]
+    if any(b <= a for a, b in zip(grid, grid[1:])):
+        raise ValueError(f"kernel_widths must be increasing, got {grid}")
+    if "coupled" in inits and any(m % 2 for m in grid):
+        raise ValueError(f"coupled init pairs neurons, so every kernel width must be even; got {grid}")
+    return tuple(grid)
 
 
 def _as_list(value, key: str) -> list:

@@ -2,6 +2,7 @@
 
     runs.db                      table `runs`, unique key (config_hash, seed)
                                  table `study_units`: `overparam study`'s finished units (key -> JSON)
+                                 table `profiles`: nested width profiles, unique key (family_hash, seed)
     runs.curves/<hash>/<seed>-<id>.parquet   the run's History columns (step, loss, residual_norm, ...)
 
 A study's width sweeps are rows of `runs`; its other units of work (a kernel, a training, a diffusion
@@ -19,6 +20,7 @@ so no run is ever stored twice; concurrent writers wait for each other (busy tim
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import uuid
@@ -116,6 +118,9 @@ class Store:
             self.db.execute("CREATE INDEX IF NOT EXISTS runs_by_shape ON runs (activation, init, n, d, width)")
             self.db.execute("CREATE TABLE IF NOT EXISTS study_units (key TEXT PRIMARY KEY, section TEXT NOT NULL, "
                             "value TEXT NOT NULL, created TEXT DEFAULT CURRENT_TIMESTAMP)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS profiles (family_hash TEXT NOT NULL, seed INTEGER NOT NULL, "
+                            "family TEXT NOT NULL, widths TEXT NOT NULL, distance TEXT NOT NULL, lambda_min REAL, "
+                            "error TEXT, updated_at TEXT, PRIMARY KEY (family_hash, seed))")
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _transaction(self):
@@ -255,6 +260,33 @@ class Store:
         """`curves_table` as a pandas DataFrame."""
         _require_pandas()
         return self.curves_table(**filters).to_pandas()
+
+    def profiles(self, **filters) -> list:
+        """The nested width profiles (`analysis.NestedProfile`) whose family matches `filters` (setting = value or
+        value list; settings a profile's family does not have, such as width, do not apply to it)."""
+        from .analysis import NestedProfile
+
+        found = []
+        for row in self.db.execute("SELECT * FROM profiles ORDER BY family_hash, seed"):
+            family = json.loads(row["family"])
+            if all(wanted is None or name not in family
+                   or family[name] in (list(wanted) if isinstance(wanted, (list, tuple, set)) else [wanted])
+                   for name, wanted in filters.items()):
+                found.append(NestedProfile(family, row["seed"], json.loads(row["widths"]), json.loads(row["distance"]),
+                                           math.nan if row["lambda_min"] is None else row["lambda_min"], row["error"]))
+        return found
+
+    def profiled(self) -> set[tuple[str, int, str]]:
+        """(family_hash, seed, widths as JSON) of every stored profile: what a sweep need not recompute."""
+        return {(row[0], row[1], row[2]) for row in self.db.execute("SELECT family_hash, seed, widths FROM profiles")}
+
+    def save_profile(self, family_hash: str, profile) -> None:
+        """Record one seed's profile (an `analysis.NestedProfile`), replacing one of the same family and seed."""
+        with self._transaction():
+            self.db.execute("INSERT OR REPLACE INTO profiles (family_hash, seed, family, widths, distance, lambda_min, "
+                            "error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (family_hash, profile.seed, _json(profile.family), json.dumps(profile.widths),
+                             json.dumps(profile.distance), profile.lam, profile.error, _now()))
 
     def unit(self, key: str):
         """The JSON value of a finished study unit, or None."""

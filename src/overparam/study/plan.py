@@ -1,0 +1,268 @@
+"""The plan of a study: per section its units of work, how many a results folder already holds, and the
+expected time of the rest on this machine, before anything is computed.
+
+Expected time = a per-unit cost model / this machine's rates. The cost model counts each unit's dominant
+floating-point operations in three kinds, each timed differently by the hardware:
+
+    gd     gradient-descent steps: about 4 n m (d + k + 2) per network and step (forward X W^T and a, the
+           chunks' phi and phi', back J^T r), for min(budget, c 2 log(sqrt(n)/tol) lambda_max/lambda) steps,
+           lambda and lambda_max of H* at n (on the sphere where the unit's data is another set): a sweep's
+           "theory:c" budget (docs/mathematics.md#thresholds), and c = 1 for a trainer that stops at tol within
+           a fixed budget (diffusion's and the digits' trainings: their whole budget);
+    gemm   kernel products: 2 n^2 m for H(W(0)) of width m (the nested pass: n^2 m / 2 per activation and n,
+           float32 and coupled pairs), Lanczos' matrix products;
+    dense  symmetric eigensolves and factorisations: 10 n^3 per dense eigvalsh.
+
+The rates come from a short calibration (`calibrate`, about a second, one torch thread): 60 GD steps of a
+width-4096 relu network at n = 64, a nested kernel pass at n = 128, m = 2^16, and a dense eigvalsh at
+n = 512, each timed on `device`.
+The estimate is an order of magnitude, not a promise: only dominant products are counted, and small shapes
+run below the calibrated rates. Units of a section registered from outside (no cost model here) are
+counted, not timed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import registry
+from .config import StudyConfig
+
+
+@dataclass
+class Cost:
+    """Floating-point operations of a unit, by kind (module docstring)."""
+
+    gd: float = 0.0
+    gemm: float = 0.0
+    dense: float = 0.0
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(self.gd + other.gd, self.gemm + other.gemm, self.dense + other.dense)
+
+
+@dataclass
+class Rates:
+    """Operations per second of each kind on one device (`calibrate`)."""
+
+    gd: float
+    gemm: float
+    dense: float
+    device: str
+
+    def seconds(self, cost: Cost) -> float:
+        return cost.gd / self.gd + cost.gemm / self.gemm + cost.dense / self.dense
+
+
+@dataclass
+class SectionPlan:
+    """One section: its units, those the results folder lacks (`pending`), their expected seconds (None where
+    some have no cost model: `unknown` of them)."""
+
+    key: str
+    title: str
+    units: int
+    pending: int
+    seconds: float | None
+    unknown: int = 0
+    error: str | None = None
+
+
+def step_ops(n: int, m: int, d: int, k: int = 1) -> float:
+    """Operations of one GD step of one network (module docstring)."""
+    return 4.0 * n * m * (d + k + 2)
+
+
+def dense_ops(n: int) -> float:
+    return 10.0 * n**3
+
+
+def kernel_ops(n: int, m: int, d: int = 0) -> float:
+    """H(W(0)) of width m: the GEMM of the coefficients and the first-layer products."""
+    return 2.0 * n * n * m + 2.0 * n * d * m
+
+
+@functools.lru_cache(maxsize=None)
+def _spectrum_ends(activation: str, data: str, n: int, d: int, k: int, data_seed: int, sigma: float) -> tuple:
+    """(lambda_min, lambda_max) of H* on the data set."""
+    from ..data import builtin
+    from ..kernels.infinite import infinite_ntk
+
+    spectrum = torch.linalg.eigvalsh(infinite_ntk(activation, torch.from_numpy(builtin(data, n, d, k, data_seed).X),
+                                                  sigma))
+    return float(spectrum[0]), float(spectrum[-1])
+
+
+def predicted_steps(activation: str, data: str, n: int, d: int, k: int, data_seed: int, sigma: float, tol: float,
+                    budget, cap: int) -> int:
+    """A run's steps: "theory:c" or a fixed budget b, each capped (at `cap`, at b) by c 2 log(sqrt(n)/tol)
+    lambda_max / lambda from H* on the data (c = 1 for a fixed budget: GD stops at tol; module docstring)."""
+    theory = isinstance(budget, str) and budget.startswith("theory")
+    if not theory:
+        cap = int(budget)
+    lam, top = _spectrum_ends(activation, data, n, d, k, data_seed, sigma)
+    if not (lam > 0 and math.isfinite(top)):
+        return cap
+    from ..sweep.spec import budget_multiple
+
+    multiple = budget_multiple(budget) if theory else 1.0
+    return int(min(cap, multiple * 2 * math.log(max(math.sqrt(n) / tol, 1.0)) * top / lam))
+
+
+def _diffusion_dim(data: str) -> int:
+    from ..diffusion.datasets import parse_data
+
+    return parse_data(data).dim
+
+
+def unit_cost(unit) -> Cost | None:
+    """The cost model of a built-in unit (module docstring); None for a kind it does not know."""
+    kind = type(unit).__name__
+    u = unit
+    if kind == "SweepSlice":
+        steps = predicted_steps(u.activation, u.data, u.n, u.d, u.k, u.data_seed, u.sigma, u.tol, u.budget,
+                                u.max_steps)
+        return Cost(gd=u.seeds * sum(steps * step_ops(u.n, m, u.d, u.k) for m in u.widths),
+                    gemm=u.seeds * sum(2 * kernel_ops(u.k * u.n, m, u.d) for m in u.widths),
+                    dense=dense_ops(u.k * u.n) * (1 + u.seeds * len(u.widths)))
+    if kind == "WidthScan":  # every width for every seed: an upper bound, as a seed's scan may end early
+        steps = predicted_steps(u.activation, u.data, u.n, u.d, u.k, u.data_seed, u.sigma, u.tol, u.budget,
+                                u.max_steps)
+        return Cost(gd=len(u.seeds) * sum(steps * step_ops(u.n, m, u.d, u.k) for m in u.widths),
+                    gemm=len(u.seeds) * sum(2 * kernel_ops(u.k * u.n, m, u.d) for m in u.widths),
+                    dense=dense_ops(u.k * u.n) * (1 + len(u.seeds) * len(u.widths)))
+    if kind == "KernelScan":  # one nested pass to the largest width per n: an upper bound (scans end early)
+        pairs = 2 if u.init == "coupled" else 1
+        return Cost(gemm=sum(kernel_ops(n, max(u.widths), u.d) / (4 * pairs) for n in u.ns),
+                    dense=sum(2 * len(u.widths) * dense_ops(n) for n in u.ns))
+    if kind == "LambdaPoint":
+        from ..kernels.eigensolvers import DENSE_LIMIT
+
+        if u.n <= DENSE_LIMIT:
+            return Cost(dense=dense_ops(u.n))
+        return Cost(gemm=300 * 2.0 * u.n**2 + 40.0 * u.n**2)  # Lanczos products on H*, and H*'s entries
+    if kind == "KernelDraw":
+        return Cost(gemm=kernel_ops(u.n, u.width, u.d), dense=3 * dense_ops(u.n))
+    if kind == "TrainingRun":
+        steps = predicted_steps(u.activation, "sphere", u.n, u.d, 1, u.data_seed, u.sigma, u.tol, u.steps, u.steps)
+        return Cost(gd=u.seeds * steps * step_ops(u.n, u.width, u.d), gemm=u.seeds * 3 * kernel_ops(u.n, u.width, u.d),
+                    dense=(1 + 2 * u.seeds) * dense_ops(u.n))
+    if kind == "TeacherFit":
+        steps = predicted_steps(u.activation, "sphere", u.n, u.d, 1, u.data_seed, u.sigma, u.tol, u.steps, u.steps)
+        return Cost(gd=u.seeds * steps * step_ops(u.n, u.width, u.d),
+                    gemm=u.seeds * (2 * kernel_ops(u.n, u.width, u.d) + 2.0 * u.test * u.width * u.d),
+                    dense=(1 + u.seeds) * dense_ops(u.n))
+    if kind == "LazyRichRun":
+        steps = predicted_steps(u.activation, "sphere", u.n, u.d, 1, u.data_seed, u.sigma, u.tol, u.steps, u.steps)
+        return Cost(gd=steps * step_ops(u.n, u.width, u.d), gemm=2 * kernel_ops(u.n, u.width, u.d),
+                    dense=2 * dense_ops(u.n))
+    if kind == "KernelBaselineUnit":
+        return Cost(dense=dense_ops(u.n), gemm=2.0 * u.test * u.n * u.d)
+    if kind == "KernelPerturbation":
+        kernels = len(u.radii) * (4 + 2 * u.ascent_steps)
+        return Cost(gemm=kernels * kernel_ops(u.n, u.width, u.d), dense=kernels * dense_ops(u.n))
+    if kind == "DigitsRun":
+        from .real_data import DIGITS_D
+
+        return Cost(gd=2 * u.seeds * u.steps * step_ops(u.n, u.width, DIGITS_D, len(u.classes)))
+    if kind == "DigitsKernelUnit":
+        return Cost(dense=(4 + u.label_draws / 3) * dense_ops(u.n))
+    if kind in ("Baselines", "Denoiser", "KernelComparison", "TwinCoupling"):
+        dim = _diffusion_dim(u.data)
+        sampled = (u.samples * u.sampler_steps + u.score_samples) * 4.0 * dim
+        if kind == "Baselines":
+            return Cost(gemm=sampled * 8)
+        width = u.width
+        cost = Cost(gd=u.steps * step_ops(u.n, width, dim + 2, dim), gemm=sampled * width)
+        if kind in ("KernelComparison", "TwinCoupling"):
+            n = u.n + getattr(u, "large_n", 0)
+            cost = cost + Cost(gemm=kernel_ops(u.n, width, dim + 2), dense=2 * dense_ops(n))
+        return cost
+    return None
+
+
+def calibrate(device: str = "cpu") -> Rates:
+    """Operations per second of each kind on `device` with one torch thread (as the sweeps and kernel passes
+    run), from about a second of work (module docstring)."""
+    from ..activations import RELU
+    from ..data import sphere
+    from ..models import TwoLayerNet, initial_weights
+    from ..kernels.nested import nested_ntk
+    from ..sweep.executors import torch_threads
+    from ..training.loop import train
+
+    probe = RELU.name  # the rates are of GEMMs and elementwise passes: any activation measures them
+    with torch_threads(1):
+        data = sphere(64, 8, seed=0)
+        X, y = torch.from_numpy(data.X).to(device), torch.from_numpy(data.y).to(device)
+        net = TwoLayerNet(8, 4096, 1, probe, init="coupled", seed=0, device=device)
+        train(net, X, y, lr=1e-3, steps=2)  # warm-up
+        steps = 60
+        start = time.perf_counter()
+        train(net, X, y, lr=1e-3, steps=steps, record_every=steps)
+        gd = steps * step_ops(64, 4096, 8) / _synchronised(start, device)
+
+        X = torch.from_numpy(sphere(128, 8, seed=0).X).to(device)
+        W, a = initial_weights(1 << 16, 8, 1, "coupled", device=device)
+        nested_ntk(X, W[:4096], a[:4096], probe, [4096], products="float32")
+        start = time.perf_counter()
+        nested_ntk(X, W, a, probe, [W.shape[0]], products="float32")
+        gemm = kernel_ops(128, W.shape[0], 8) / 4 / _synchronised(start, device)
+
+        K = torch.randn(512, 512, dtype=torch.float64, device=device)
+        K = K @ K.T
+        start = time.perf_counter()
+        torch.linalg.eigvalsh(K)
+        dense = dense_ops(512) / _synchronised(start, device)
+    return Rates(gd, gemm, dense, device)
+
+
+def _synchronised(start: float, device: str) -> float:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def plan_study(config: StudyConfig, out: str | Path | None = None, rates: Rates | None = None) -> list[SectionPlan]:
+    """Per section of `config`: its units (deduplicated, as the runner computes them), those not yet finished
+    in `out`'s runs.db (read only), and their expected seconds at `rates` (None: no timing). A section whose
+    settings are invalid gets `error` and no units."""
+    finished = finished_units(Path(out) / "runs.db") if out is not None else set()
+    plans = []
+    for key in config.sections:
+        try:
+            spec = registry.section(key)
+            units = list(dict.fromkeys(spec.units(config, config.section(key))))
+        except Exception as error:  # noqa: BLE001 - reported in the plan, as the runner reports it
+            plans.append(SectionPlan(key, key, 0, 0, None, error=f"{type(error).__name__}: {error}"))
+            continue
+        pending = [u for u in units if u.key not in finished]
+        costs = [unit_cost(u) for u in pending]
+        unknown = sum(cost is None for cost in costs)
+        seconds = None
+        if rates is not None and not unknown:
+            seconds = sum(rates.seconds(cost) for cost in costs)
+        plans.append(SectionPlan(key, spec.TITLE, len(units), len(pending), seconds, unknown))
+    return plans
+
+
+def finished_units(path: Path) -> set[str]:
+    """The keys of the finished study units in a runs store, read only: as an immutable file when no writer's
+    log (runs.db-wal) is beside it, so that not even SQLite's WAL index is created, else read-only through
+    that log; none where there is no store or it holds no study units."""
+    if not path.is_file():
+        return set()
+    mode = "mode=ro" if path.with_name(path.name + "-wal").exists() else "immutable=1"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)) as db:
+            return {row[0] for row in db.execute("SELECT key FROM study_units")}
+    except sqlite3.DatabaseError:  # not a store, or one without study units: the runner says which
+        return set()
