@@ -6,9 +6,12 @@ suite runs torch single-threaded. Numerics do not depend on the thread count.
 """
 
 import builtins
+from types import SimpleNamespace
 
 import pytest
 import torch
+
+from overparam.cli import run
 
 torch.set_num_threads(1)
 
@@ -24,3 +27,17 @@ def without_sklearn(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_sklearn)
+
+
+@pytest.fixture
+def overparam(capsys, monkeypatch):
+    """The console entry point run in-process: overparam(*args) -> returncode (0 on success), stdout, stderr."""
+
+    def invoke(*args):
+        monkeypatch.setattr("sys.argv", ["overparam", *map(str, args)])
+        with pytest.raises(SystemExit) as exit_info:
+            run()
+        captured = capsys.readouterr()
+        return SimpleNamespace(returncode=exit_info.value.code or 0, stdout=captured.out, stderr=captured.err)
+
+    return invoke

@@ -4,12 +4,10 @@ import csv
 import io
 import json
 import sqlite3
-from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
 
-from overparam.cli import run
 
 SPEC = """
 [sweep]
@@ -24,18 +22,6 @@ lr = "auto"
 tol = 1e-2
 steps = 150
 """
-
-
-@pytest.fixture
-def overparam(capsys, monkeypatch):
-    def invoke(*args):
-        monkeypatch.setattr("sys.argv", ["overparam", *map(str, args)])
-        with pytest.raises(SystemExit) as exit_info:
-            run()
-        captured = capsys.readouterr()
-        return SimpleNamespace(returncode=exit_info.value.code, stdout=captured.out, stderr=captured.err)
-
-    return invoke
 
 
 @pytest.fixture

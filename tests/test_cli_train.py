@@ -2,7 +2,6 @@
 
 import errno
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -11,20 +10,6 @@ import torch
 
 from overparam.cli import run
 from overparam.resources import InsufficientMemory
-
-
-@pytest.fixture
-def overparam(capsys, monkeypatch):
-    """Run the console entry point in-process; returns returncode, stdout, stderr."""
-
-    def invoke(*args):
-        monkeypatch.setattr("sys.argv", ["overparam", *args])
-        with pytest.raises(SystemExit) as exit_info:
-            run()
-        captured = capsys.readouterr()
-        return SimpleNamespace(returncode=exit_info.value.code, stdout=captured.out, stderr=captured.err)
-
-    return invoke
 
 
 def test_train_json_converges_and_writes_outputs(tmp_path, overparam):

@@ -1,29 +1,15 @@
 """`overparam diffusion` end to end (tiny sizes) and `run_experiment` on sample-only data."""
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from overparam.cli import run
 from overparam.diffusion import DiffusionConfig, TrainingConfig, run_experiment
 
 METRICS = {"score_error", "w2", "mmd", "nll"}
 TINY = ["--width", "32", "--n", "128", "--steps", "20", "--sampler-steps", "10", "--samples", "200",
         "--score-samples", "500"]
-
-
-@pytest.fixture
-def overparam(capsys, monkeypatch):
-    def invoke(*args):
-        monkeypatch.setattr("sys.argv", ["overparam", *args])
-        with pytest.raises(SystemExit) as exit_info:
-            run()
-        captured = capsys.readouterr()
-        return SimpleNamespace(returncode=exit_info.value.code, stdout=captured.out, stderr=captured.err)
-
-    return invoke
 
 
 def test_json_has_the_documented_shape_and_files_are_written(tmp_path, overparam):

@@ -5,12 +5,10 @@ with numpy's H*, and the CLI prints the plan, exits 0 without computing, and ref
 import json
 import math
 import sqlite3
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from overparam.cli import run
 from overparam.data import sphere
 from overparam.study import StudyConfig, run_study
 from overparam.study.plan import Cost, Rates, calibrate, plan_study, predicted_steps, step_ops
@@ -40,18 +38,6 @@ max_steps = 50
 kernel_widths = [8, 16]
 lambda_ns = [4]
 """
-
-
-@pytest.fixture
-def overparam(capsys, monkeypatch):
-    def invoke(*args):
-        monkeypatch.setattr("sys.argv", ["overparam", *map(str, args)])
-        with pytest.raises(SystemExit) as exit_info:
-            run()
-        captured = capsys.readouterr()
-        return SimpleNamespace(returncode=exit_info.value.code or 0, stdout=captured.out, stderr=captured.err)
-
-    return invoke
 
 
 def test_the_plan_counts_the_units_the_runner_computes(tmp_path):

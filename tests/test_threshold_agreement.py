@@ -6,11 +6,9 @@ distances; and the sweep's kernel_widths key is checked and resumed."""
 import csv
 import json
 import math
-from types import SimpleNamespace
 
 import pytest
 
-from overparam.cli import run
 from overparam.study import StudyConfig, run_study
 from overparam.sweep import run_sweep
 from overparam.sweep.store import Store
@@ -23,18 +21,6 @@ STUDY = StudyConfig(activations=("relu", "softmax"), d=4, tol=1e-2, delta=0.5, s
 SWEEP = ["--activations", "relu,softmax", "--widths", "2,4,8,16", "--n", "4,8", "--d", "4", "--seeds", "3",
          "--tol", "1e-2", "--steps", "theory:3", "--max-steps", "400",
          "--kernel-widths", ",".join(map(str, KERNEL_WIDTHS))]
-
-
-@pytest.fixture
-def overparam(capsys, monkeypatch):
-    def invoke(*args):
-        monkeypatch.setattr("sys.argv", ["overparam", *map(str, args)])
-        with pytest.raises(SystemExit) as exit_info:
-            run()
-        captured = capsys.readouterr()
-        return SimpleNamespace(returncode=exit_info.value.code or 0, stdout=captured.out, stderr=captured.err)
-
-    return invoke
 
 
 def shown(width: float) -> str:
