@@ -201,7 +201,8 @@ class KernelScan(Unit):
 
 @dataclass
 class LambdaRecord:
-    """lambda_min(H*) and how it was found: dense eigvalsh, or Lanczos above ntk.DENSE_LIMIT."""
+    """lambda_min(H*) and how it was found: method is the solver `kernels.eigensolvers.choose` picked (dense
+    eigvalsh, cholesky, nystrom or lanczos)."""
 
     lam: float
     method: str
@@ -750,10 +751,10 @@ def _reading(study, cfg, runs, found, fits, local, spread, dimension_fits, estim
                     f"{max(points)}" + ("" if abs(fall.q_last - fall.q) < 0.25 else
                                         ": the decay is not one power law over this range")
                     + "; the proven widths (dashed, orders with constant 1) scale with it.")
-    unresolved = [f"{a} n = {n}" for (a, n), found_lam in lam.items() if not found_lam.converged]
+    unresolved = [f"{a} n = {n} ({found_lam.method})" for (a, n), found_lam in lam.items() if not found_lam.converged]
     if unresolved:
-        text.append(f"Lanczos did not reach its tolerance for lambda(n) at {', '.join(unresolved)}: those values are "
-                    "its best estimates.")
+        text.append(f"The iterative eigensolver did not reach its tolerance for lambda(n) at {', '.join(unresolved)}: "
+                    "those values are its best estimates.")
     beyond = [f"{a} n = {n}" for a in study.activations for n in cfg.kernel_ns
               if math.isinf(found["kernel", a, study.d].pooled[n].width)]
     if beyond:
