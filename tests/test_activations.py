@@ -28,7 +28,6 @@ from overparam.sweep import Store, run_sweep
 
 import activation_examples
 from activation_examples import LOG, NOT_ELEMENTWISE, SIN, SWISH
-from test_cli_train import overparam  # noqa: F401 (the fixture running the console entry point in-process)
 from test_distributed import assert_same_history
 from test_models import REFERENCE_PHI
 

@@ -12,7 +12,6 @@ from overparam.data import sphere
 from overparam.models import initial_weights
 from overparam.kernels.infinite import infinite_ntk
 from overparam.kernels.finite import ntk
-from test_cli_train import overparam  # noqa: F401  (the in-process CLI fixture)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

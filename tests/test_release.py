@@ -12,7 +12,6 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-from test_cli_train import overparam as cli  # noqa: F401,F811  (the in-process CLI fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,10 +22,10 @@ def test_version_comes_from_pyproject():
     assert overparam.__version__ == declared
 
 
-def test_cli_version(cli):  # noqa: F811
-    result = cli("--version")
+def test_cli_version(overparam):
+    result = overparam("--version")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"overparam {overparam.__version__}\n"
+    assert result.stdout == f"overparam {importlib.metadata.version('overparam')}\n"
 
 
 def test_citation_and_licence_match_the_metadata():

@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from test_cli_train import overparam  # noqa: F401  (the in-process CLI fixture)
 from test_sweep_resume import count_rows
 
 
