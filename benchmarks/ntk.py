@@ -76,7 +76,7 @@ def peak_memory(fn, device: str = "cpu"):
 
 
 def network_function(activation: str, kappa: float, a: torch.Tensor):
-    """F(W, X) written directly (SPEC §2), as a torch.func user would."""
+    """F(W, X) written directly (docs/mathematics.md#networks), as a torch.func user would."""
 
     def forward(W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
         Z = X @ W.T
