@@ -23,6 +23,29 @@ def losses(W, a, X, y, activation, kappa):
     return 0.5 * (output(W, a, X, activation, kappa) - y).square().sum((-2, -1))
 
 
+def optimise(loss, W0, lr, steps, optimizer):
+    """`steps` full-batch steps of SGD (W <- W - lr g) or Adam (Kingma & Ba: betas 0.9, 0.999, eps 1e-8) on
+    autograd's gradient g of loss(W): the losses at steps 0..steps and the last W."""
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    W = W0.clone()
+    first, second, curve = torch.zeros_like(W), torch.zeros_like(W), []
+    for t in range(1, steps + 2):
+        W.requires_grad_(True)
+        value = loss(W)
+        curve.append(value.item())
+        if t == steps + 1:
+            break
+        (g,) = torch.autograd.grad(value, W)
+        W = W.detach()
+        if optimizer == "sgd":
+            W = W - lr * g
+        else:
+            first = beta1 * first + (1 - beta1) * g
+            second = beta2 * second + (1 - beta2) * g * g
+            W = W - lr * (first / (1 - beta1**t)) / ((second / (1 - beta2**t)).sqrt() + eps)
+    return curve, W.detach()
+
+
 def top_eigenvalue(W, a, X, activation, kappa):
     """lambda_max(J J^T) of one network from its dense autograd Jacobian."""
     J = torch.autograd.functional.jacobian(lambda V: output(V, a, X, activation, kappa).T.reshape(-1), W)

@@ -13,6 +13,8 @@ from overparam.activations import BUILTIN
 from overparam.training.batched import train_seeds
 from overparam.data import sphere
 
+import plain_gd
+
 PHI = {  # phi_r(W, x) for every built-in, written out with plain torch operations
     "relu": lambda Z: Z.clamp_min(0),
     "exp": torch.exp,
@@ -109,25 +111,11 @@ def test_full_batch_optimisers_at_an_output_scale_take_the_scaled_gradient(optim
     net = TwoLayerNet(4, 32, 1, "relu", init="coupled", seed=2)
     W, a = net.W.clone(), net.a.clone()
     history = train(net, X, y, lr=lr, steps=STEPS, optimizer=optimizer, record_every=1, output_scale=alpha)
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
-    first, second, losses = torch.zeros_like(W), torch.zeros_like(W), []
-    for t in range(1, STEPS + 2):
-        W.requires_grad_(True)
-        loss = scaled_loss(W, a, X, y, "relu", net.kappa, alpha)
-        losses.append(loss.item())
-        if t == STEPS + 1:
-            break
-        (g,) = torch.autograd.grad(loss, W)
-        W = W.detach()
-        if optimizer == "sgd":
-            W = W - lr * g
-        else:
-            first = beta1 * first + (1 - beta1) * g
-            second = beta2 * second + (1 - beta2) * g * g
-            W = W - lr * (first / (1 - beta1**t)) / ((second / (1 - beta2**t)).sqrt() + eps)
+    losses, W = plain_gd.optimise(lambda V: scaled_loss(V, a, X, y, "relu", net.kappa, alpha), W, lr, STEPS,
+                                  optimizer)
     assert losses[-1] < 0.5 * losses[0]
     np.testing.assert_allclose(history.loss, losses, rtol=1e-10, atol=0)
-    torch.testing.assert_close(net.W, W.detach(), rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(net.W, W, rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("activation", BUILTIN)
