@@ -89,7 +89,7 @@ def ntk_command(
         _print_ntk(summary)
 
 
-#: The warning when a spectrum is rounding (`ntk.rounding_dominated`).
+#: The warning when a spectrum is rounding (`kernels.eigensolvers.rounding_dominated`).
 ROUNDING_WARNING = ("lambda_min is below the rounding level eps n lambda_max: the kernel's entries span more "
                     "than float64 resolves, so lambda_min and the condition number are not meaningful (try a "
                     "smaller sigma or inputs with ||x|| <= 1)")

@@ -15,7 +15,7 @@ K = Q diag(mu) Q^T decomposed once (`overparam.kernels.regime`). Two kernels (`T
   n x n matrix K*), f_0 = 0 (the limit of coupled initialisation); lr 'auto': 1 / lambda_max(m kappa^2 H*).
 
 The stopping time t* minimises the held-out loss mean_i ||f_t(z_i) - y_i||^2 over the fit's held-out pairs
-(`kernel_regime.minimise_loss`: a log grid, then a bounded Brent search); the twin's denoiser is f at the
+(`kernels.regime.minimise_loss`: a log grid, then a bounded Brent search); the twin's denoiser is f at the
 integer step next to t*, and its score the Tweedie score of that denoiser, as for a network. The scan ends at
 `rounding_horizon`: the time at which eigenvalues at the rounding level of the eigendecomposition
 (N eps lambda_max) would start to move, beyond which f_t is set by rounding, not by the kernel. Smooth kernels

@@ -6,7 +6,7 @@ over the neurons in order, chunk by chunk, keeps running sums, and at each grid 
 assembled from them: the whole grid costs what the largest width costs, and no n x m matrix is held.
 
 H = Theta / (m kappa^2) does not depend on kappa, so the coefficients are taken with kappa = 1.
-Rows are output-major (row l n + i: output l at x_i), as in `ntk.ntk`.
+Rows are output-major (row l n + i: output l at x_i), as in `kernels.finite.ntk`.
 
 Elementwise phi (c_irl = a_rl phi'(<w_r, x_i>)):
 

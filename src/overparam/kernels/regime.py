@@ -15,7 +15,7 @@ and t -> infinity (0 < eta mu < 2) is kernel regression on the initial residual:
 F(0, x) + Theta(x, X) Theta^+ (y - F(0)). These are the discrete steps the theorems analyse,
 not the continuous gradient flow.
 
-Vectors are output-major as in `ntk.ntk`: entry l*n + i is output l at x_i.
+Vectors are output-major as in `kernels.finite.ntk`: entry l*n + i is output l at x_i.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ class Config(SectionConfig):
 @dataclass
 class KernelAtInit:
     """distance = ||H(W(0)) - H*||_2, relative_distance = distance / ||H*||_2; lambda_min of H(W(0)) and
-    of H* (lambda_inf); rounding: either spectrum at the rounding level (`ntk.rounding_dominated`)."""
+    of H* (lambda_inf); rounding: either spectrum at the rounding level (`kernels.eigensolvers.rounding_dominated`)."""
 
     relative_distance: float
     distance: float

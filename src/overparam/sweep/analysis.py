@@ -170,7 +170,7 @@ def kernel_condition(distance: float, lam: float) -> bool:
 @dataclass
 class NestedProfile:
     """One seed's nested pass for a family of runs (its settings but width and seed): ||H(m) - H*||_2 at each
-    width m of `widths`, and lam = lambda_min(H*) (`nested_ntk.width_profile`)."""
+    width m of `widths`, and lam = lambda_min(H*) (`kernels.nested.width_profile`)."""
 
     family: dict
     seed: int

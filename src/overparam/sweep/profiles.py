@@ -23,7 +23,7 @@ from .task import group_data
 
 #: The settings a kernel at initialisation depends on.
 FAMILY_KEYS = ("activation", "init", "n", "d", "k", "sigma", "data", "data_seed")
-#: The chunks' dtype of the pass (`nested_ntk.nested_ntk`'s products), the study's.
+#: The chunks' dtype of the pass (`kernels.nested.nested_ntk`'s products), the study's.
 PRODUCTS = "float32"
 
 
@@ -43,7 +43,7 @@ def pending(spec: SweepSpec, store: Store) -> list[tuple[dict, int]]:
 
 
 def measure(members: dict, seed: int, widths, device: str = "cpu"):
-    """One seed's nested profile of a family (an `analysis.NestedProfile`, from `nested_ntk.width_profile`); where
+    """One seed's nested profile of a family (an `analysis.NestedProfile`, from `kernels.nested.width_profile`); where
     the pass cannot be computed (e.g. H* overflows), NaN distances and the error, which no threshold counts as a
     success."""
     from .analysis import NestedProfile  # scipy.optimize: loaded only when profiles are measured

@@ -2,7 +2,7 @@
 
 Each seed follows exactly the full-batch GD run `overparam.train` would give it,
 W_s(t+1) = W_s(t) - lr_s grad L_s(W_s(t)), with its own step size, step budget and stopping
-rule: both run `train.descend`, here with a seed dimension. All products go through
+rule: both run `training.loop.descend`, here with a seed dimension. All products go through
 `coefficients.forward`, which broadcasts over the seed dimension.
 
 Data: X (n, d) is shared by all seeds (the theorems' probability is over the initialisation of
@@ -58,9 +58,9 @@ def train_batched(
     a (S, m, k) is fixed.
 
     X (n, d) or (S, n, d), y (n, k) or (S, n, k), tensors of W's dtype and device. lr, steps (also a
-    rule steps(lr, initial_residual) over all S seeds), tol, record_every: as `train.descend`.
+    rule steps(lr, initial_residual) over all S seeds), tol, record_every: as `training.loop.descend`.
     paired: the networks' neurons come in coupled pairs (`models.pairs_neurons`).
-    output_scale: alpha, GD on L_alpha = ||alpha F - y||^2 / (2 alpha^2) (as `train.descend`).
+    output_scale: alpha, GD on L_alpha = ||alpha F - y||^2 / (2 alpha^2) (as `training.loop.descend`).
     Returns one History per seed, the same as `overparam.train` gives that seed alone (up to
     rounding), or the exception `train` would raise for it. wall_time counts from the start of
     the seed's sub-batch.

@@ -202,7 +202,7 @@ def train_in_group(net: TwoLayerNet, X, y, device: torch.device | str | None = N
 def ntk_in_group(net: TwoLayerNet, X, normalized: bool = True, X2=None,
                  device: torch.device | str | None = None) -> torch.Tensor:
     """Collective: Theta = (X X^T) (.) sum_p C_p C_p^T (docs/mathematics.md#ntk) from each process's block,
-    all-reduced; H = Theta / (m kappa^2) when normalized. Same layout as `ntk.ntk`."""
+    all-reduced; H = Theta / (m kappa^2) when normalized. Same layout as `kernels.finite.ntk`."""
     shard = shard_network(net, device)
     X = as_inputs(X, net.in_dim, shard.dtype, shard.device)
     split = None
@@ -365,7 +365,7 @@ def train(net: TwoLayerNet, X, y, nproc: int | None = None, **options) -> Histor
 
 
 def ntk(net: TwoLayerNet, X, nproc: int | None = None, normalized: bool = True, X2=None) -> torch.Tensor:
-    """`ntk.ntk` with the neurons split over `nproc` processes (or a torchrun group): (nk, nk)."""
+    """`kernels.finite.ntk` with the neurons split over `nproc` processes (or a torchrun group): (nk, nk)."""
     if launched():
         _group_size(nproc)
         join_from_env(net.device)
