@@ -151,7 +151,7 @@ def test_operators_match_their_dense_matrices(activation):
         limit = kernel_operator(activation, X, out_dim=2, cache=cache)
         expected = infinite_ntk(activation, X, out_dim=2) @ V
         torch.testing.assert_close(limit.matvec(V), expected, rtol=1e-12, atol=1e-12)
-    blocks = infinite_ntk_vector(activation, X, V[:11], block=3)
+    blocks = infinite_ntk_vector(activation, X, V[:11], tile=3)
     torch.testing.assert_close(blocks, infinite_ntk(activation, X) @ V[:11], rtol=1e-12, atol=1e-12)
     index = torch.tensor([12, 0, 21, 5, 16])  # both outputs' columns, unordered
     dense = infinite_ntk(activation, X, out_dim=2)

@@ -232,15 +232,18 @@ def _gelu(Z: torch.Tensor, value: bool, derivative: bool, out: torch.Tensor | No
 
 
 def _relu_kernel(X: torch.Tensor, X2: torch.Tensor, sigma: float) -> torch.Tensor:
-    """<x_i,x_j> (pi - arccos rho_ij) / (2 pi): the arc-cosine kernel, independent of sigma.
+    """|x_i| |x_j| rho_ij (pi - arccos rho_ij) / (2 pi), rho_ij = <x_i,x_j> / (|x_i| |x_j|): the arc-cosine
+    kernel, independent of sigma; in place after the one product of the unit rows (an H* product's cost).
 
     With X2 = X, rho_ii is exactly 1: its computed value rounds a few ulps below 1, where arccos has
     slope -1/sqrt(1 - rho^2), which made the diagonal |x|^2/2 wrong by up to 1e-8 relative."""
-    inner = X @ X2.T
-    rho = (inner / torch.outer(X.norm(dim=1), X2.norm(dim=1)).clamp_min(1e-300)).clamp(-1.0, 1.0)
+    norms, norms2 = X.norm(dim=1), X2.norm(dim=1)
+    rho = (X / norms.clamp_min(1e-300)[:, None]) @ (X2 / norms2.clamp_min(1e-300)[:, None]).T
+    rho.clamp_(-1.0, 1.0)
     if X2 is X:
         rho.diagonal().fill_(1.0)
-    return inner * (torch.pi - torch.arccos(rho)) / (2 * torch.pi)
+    kernel = torch.arccos(rho).neg_().add_(torch.pi).mul_(rho)
+    return kernel.mul_((norms / (2 * torch.pi))[:, None]).mul_(norms2[None, :])
 
 
 def _exp_kernel(X: torch.Tensor, X2: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -58,16 +58,14 @@ INVERSE_NCV = 64
 #: Landmarks of the Nystrom preconditioner (at most half the side, fewer where its three side x rank factors would take more
 #: than NYSTROM_MEMORY of the free memory), LOBPCG's block of vectors, its relative residual tolerance
 #: ||K v - mu v|| <= tol mu (mu is then within tol mu of an eigenvalue; its error is in practice about
-#: the residual squared over the gap, 1e-13 relative in the tests) and its most iterations. One vector:
-#: scipy's LOBPCG stops only when every vector of the block has converged, and on relu's H* at n = 3000
-#: (1500 landmarks) blocks of 1, 2, 4 and 8 vectors took 52, 116, 205 and 254 passes.
+#: the residual squared over the gap, 1e-13 relative in the tests) and its most iterations. 16 vectors:
+#: a product with 16 costs little more than with one where the kernel's entries dominate, and on relu's H*
+#: (2000 landmarks, benchmarks/RESULTS.md) blocks of 1, 8 and 16 took 241, 51 and 44 passes at n = 5000.
 NYSTROM_RANK = 2000
 NYSTROM_MEMORY = 0.25
-NYSTROM_BLOCK = 1
+NYSTROM_BLOCK = 16
 NYSTROM_TOL = 1e-6
 NYSTROM_ITERATIONS = 500
-#: LOBPCG iterations before the tolerance is set from the smallest Ritz value's scale.
-ITERATIONS_PROBE = 10
 
 Progress = Callable[[str, float, "float | None"], None]
 
@@ -301,57 +299,91 @@ def nystrom_preconditioner(operator, rank: int = NYSTROM_RANK, seed: int = 0,
 
 def nystrom_smallest(operator, tol: float = NYSTROM_TOL, rank: int = NYSTROM_RANK, block: int = NYSTROM_BLOCK,
                      iterations: int = NYSTROM_ITERATIONS, v0=None, progress: Progress | None = None) -> Eigenvalue:
-    """lambda_min by block LOBPCG (scipy) on K with `nystrom_preconditioner` T, from `block` vectors T g
-    (g Gaussian; v0, e.g. a previous eigenvector, as the first), until the smallest Ritz pair's relative
-    residual ||K v - mu v|| / mu is below tol. LOBPCG's tolerance is absolute: it is set from the
-    preconditioner's mu (the Nystrom approximation's smallest eigenvalue) and, where the answer's own
-    residual misses tol, LOBPCG continues from its vectors with the tolerance set from that answer.
-    matvecs: kernel passes (products with a block of vectors, each about the cost of one product when
-    forming the kernel's entries dominates); the residual is recomputed with one more.
-    """
-    from scipy.sparse.linalg import LinearOperator, lobpcg
-
+    """lambda_min by `lobpcg_smallest` on K with `nystrom_preconditioner` T, from `block` vectors T g (g
+    Gaussian; v0, e.g. a previous eigenvector, as the first), until the smallest Ritz pair's relative residual
+    ||K v - mu v|| / mu is below tol. matvecs: kernel passes (products with a block of vectors, each about
+    the cost of one product where forming the kernel's entries dominates), the last one recomputing the
+    returned pair's residual from a fresh product."""
     progress = progress or _silent
     size = operator.size
     precondition = nystrom_preconditioner(operator, rank, progress=progress)
     block = max(1, min(block, size // 5))
-    passes, stage = [0], f"LOBPCG (Nystrom-preconditioned), side {size}"
-    inner = _numpy_product(operator, [0], lambda done: None)
+    stage = f"LOBPCG (Nystrom-preconditioned, {block} vectors), side {size}"
 
-    def product(V: np.ndarray) -> np.ndarray:
-        passes[0] += 1
-        progress(stage, min(passes[0], iterations), iterations)
-        return inner(V)
+    def product(V: torch.Tensor) -> torch.Tensor:
+        return operator.matvec(V.to(operator.device, operator.dtype)).to("cpu", torch.float64)
 
-    def preconditioner(R: np.ndarray) -> np.ndarray:
-        R = np.ascontiguousarray(np.asarray(R, dtype=np.float64).reshape(size, -1))
-        return precondition(torch.from_numpy(R)).numpy()
-
-    shape = (size, size)
-    A = LinearOperator(shape, matvec=product, matmat=product, dtype=np.float64)
-    M = LinearOperator(shape, matvec=preconditioner, matmat=preconditioner, dtype=np.float64)
-    vectors = preconditioner(np.random.default_rng(0).standard_normal((size, block)))
+    start = torch.randn(size, block, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    start = precondition(start)
     if v0 is not None:
-        vectors[:, 0] = np.asarray(v0, dtype=np.float64).reshape(size)
-    scale = precondition.mu
-    while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            values, vectors = lobpcg(A, vectors, M=M, tol=tol * scale, maxiter=max(1, iterations - passes[0]),
-                                     largest=False)
-        order = np.argsort(values)
-        values, vectors = values[order], vectors[:, order]
-        count = passes[0]
-        result = _with_residual(operator, "nystrom", values, vectors, True, count)
-        passes[0] += 1
-        result.converged = math.isfinite(result.value) and result.residual <= tol * abs(result.value)
-        if result.converged or passes[0] >= iterations or not math.isfinite(result.value) \
-                or abs(result.value) >= scale:
-            break
-        scale = abs(result.value)
-    result.matvecs = passes[0]
+        start[:, 0] = torch.as_tensor(np.asarray(v0, dtype=np.float64).reshape(size))
+    value, vector, passes, converged = lobpcg_smallest(
+        product, precondition, start, tol, iterations, lambda done: progress(stage, min(done, iterations), iterations))
+    result = _with_residual(operator, "nystrom", np.array([value]), vector.numpy()[:, None], converged, passes)
+    result.converged = converged and math.isfinite(result.value) and result.residual <= tol * abs(result.value)
     progress(stage, iterations, iterations)
     return result
+
+
+def lobpcg_smallest(product: Callable[[torch.Tensor], torch.Tensor], precondition: Callable[[torch.Tensor], torch.Tensor],
+                    start: torch.Tensor, tol: float, iterations: int,
+                    report: Callable[[int], None] = lambda passes: None) -> tuple[float, torch.Tensor, int, bool]:
+    """The smallest eigenpair of a symmetric positive semi-definite K by block LOBPCG (Knyazev 2001) with
+    soft locking: the b = start.shape[1] vectors search together, but only the first Ritz pair must reach
+    ||K x - theta x|| <= tol theta, so the others only widen the search space (on relu's H* at n = 5000,
+    8 vectors took 51 kernel passes where one took 241).
+
+    Each iteration forms W = T R from the residuals R = K X - X Theta (T the preconditioner), makes it
+    orthonormal and orthogonal to X, computes K W (the one product of the iteration: K X and K P follow from
+    the same linear combinations as X and P), and takes the b smallest Ritz pairs of K on span[X, W, P]
+    (Rayleigh-Ritz; P = the part of the new X outside the old one). Bases are made orthonormal by
+    `_orthonormal` (SVQB: directions of relative weight below 1e-10 are dropped instead of dividing by them).
+    Returns (theta, x, kernel passes, converged); theta is a Rayleigh quotient, never below lambda_min."""
+    X, _ = torch.linalg.qr(start)
+    KX = product(X)
+    passes, size = 1, X.shape[1]
+    report(passes)
+    theta, Z = torch.linalg.eigh(_symmetric(X.T @ KX))
+    X, KX = X @ Z, KX @ Z
+    P = KP = None
+    for _ in range(iterations):
+        R = KX - X * theta
+        if not torch.isfinite(theta).all():
+            return math.nan, X[:, 0], passes, False
+        if float(R[:, 0].norm()) <= tol * abs(float(theta[0])):
+            return float(theta[0]), X[:, 0], passes, True
+        W = precondition(R)
+        for _ in range(2):  # twice: one projection loses orthogonality to X when W is nearly in span X
+            W = W - X @ (X.T @ W)
+        W, _ = _orthonormal(W)
+        KW = product(W)
+        passes += 1
+        report(passes)
+        C, KC = (W, KW) if P is None else _orthonormal(torch.cat([W, P], 1), torch.cat([KW, KP], 1))
+        overlap = X.T @ C
+        C, KC = _orthonormal(C - X @ overlap, KC - KX @ overlap)
+        S, KS = torch.cat([X, C], 1), torch.cat([KX, KC], 1)
+        values, Z = torch.linalg.eigh(_symmetric(S.T @ KS))
+        theta, Z = values[:size], Z[:, :size]
+        P, KP = C @ Z[size:], KC @ Z[size:]
+        X, KX = S @ Z, KS @ Z
+    return float(theta[0]), X[:, 0], passes, False
+
+
+def _symmetric(G: torch.Tensor) -> torch.Tensor:
+    return (G + G.T) / 2
+
+
+def _orthonormal(S: torch.Tensor, KS: torch.Tensor | None = None, drop: float = 1e-10):
+    """(Q, K Q) for an orthonormal basis Q = S T of span S by SVQB (Stathopoulos and Wu 2002): with D the
+    inverse column norms, D S^T S D = U diag(l) U^T and T = D U_kept diag(l_kept)^-1/2, keeping l > drop
+    max l. KS = K S (the same T applies), or None."""
+    gram = S.T @ S
+    scale = gram.diagonal().clamp_min(torch.finfo(S.dtype).tiny).rsqrt()
+    weights, U = torch.linalg.eigh(scale[:, None] * gram * scale[None, :])
+    kept = weights > drop * weights[-1]
+    T = scale[:, None] * U[:, kept] * weights[kept].rsqrt()[None, :]
+    return S @ T, (None if KS is None else KS @ T)
 
 
 def lanczos(operator, which: str, tol: float = LANCZOS_TOL, maxiter: int | None = None, v0=None,

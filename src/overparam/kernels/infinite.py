@@ -10,8 +10,10 @@ import torch
 
 from .. import activations, chunks
 
-#: Bytes one row block of H* may take in the chunked product H* v.
+#: Bytes one row block of H* may take where H* is formed or cached by row blocks.
 BLOCK_BYTES = 1 << 27
+#: Side of the square tiles of the product H* v: 8 MiB of float64 entries, which stay in cache.
+PRODUCT_TILE = 1024
 
 
 def infinite_ntk(activation: str | activations.Activation, X, sigma: float = 1.0, X2=None,
@@ -56,21 +58,29 @@ def kernel_rows(activation, X: torch.Tensor, rows: slice, sigma: float) -> torch
 
 
 def infinite_ntk_vector(activation: str | activations.Activation, X, V: torch.Tensor, sigma: float = 1.0,
-                        block: int | None = None) -> torch.Tensor:
-    """H* V for V of shape (n, c), by row blocks of H*'s lower triangle: block I against columns
-    [0, end of I) gives out[I] += H*_{I,<} V_< and, by symmetry, out[<I] += H*_{I,<I}^T V_I. O(n^2 d)
-    work, half the kernel entries of full row blocks; O(block * n) memory."""
+                        tile: int = PRODUCT_TILE) -> torch.Tensor:
+    """H* V for V of shape (n, c), by square tiles of H*'s lower triangle: tile (I, J) with J before I gives
+    out[I] += H*_IJ V_J and, by symmetry, out[J] += H*_IJ^T V_I; a diagonal tile H*(X_I) is whole, with its
+    exact diagonal (see `kernel_rows`). O(n^2 d) work on half the kernel entries, O(tile^2) memory: a tile
+    stays in cache through the kernel's elementwise steps and both products, which accumulate in out^T
+    (c, n) so that each reads the tile row by row. Non-finite entries (exp and softmax at large sigma)
+    make the product non-finite, and raise OverflowError as `finite_limit` does."""
+    activation = activations.resolve(activation)
     X = torch.as_tensor(X, dtype=torch.float64)
-    n = X.shape[0]
-    block = block or max(1, BLOCK_BYTES // (8 * 4 * n))
-    out = torch.zeros(n, V.shape[-1], dtype=V.dtype, device=V.device)
-    for rows in chunks.chunk_slices(n, block):
-        lower = finite_limit(infinite_ntk(activation, X[rows], sigma, X2=X[:rows.stop]), activation, sigma, X)
-        lower[:, rows].diagonal().copy_(infinite_ntk(activation, X[rows], sigma).diagonal())  # see `kernel_rows`
-        lower = lower.to(V)
-        out[rows] += lower @ V[:rows.stop]
-        out[:rows.start] += lower[:, :rows.start].T @ V[rows]
-    return out
+    V = V.to(X.device)
+    transposed = V.T.contiguous()
+    out = torch.zeros_like(transposed)
+    slices = list(chunks.chunk_slices(X.shape[0], tile))
+    for i, rows in enumerate(slices):
+        own = X[rows]
+        for cols in slices[:i]:
+            block = activation.infinite_kernel(own, sigma, X[cols]).to(V.dtype)
+            out[:, rows].addmm_(transposed[:, cols], block.T)
+            out[:, cols].addmm_(transposed[:, rows], block)
+        out[:, rows].addmm_(transposed[:, rows], activation.infinite_kernel(own, sigma, own).to(V.dtype))
+    if not torch.isfinite(out).all():
+        finite_limit(torch.tensor(math.inf), activation, sigma, X)
+    return out.T.contiguous()
 
 
 def infinite_columns(activation, X: torch.Tensor, sigma: float, out_dim: int, index: torch.Tensor) -> torch.Tensor:

@@ -113,7 +113,7 @@ def _infinite_operator(activation, X, sigma: float, out_dim: int,
 
     def single(V: torch.Tensor) -> torch.Tensor:  # H* V, V (n, c)
         if not cache:
-            return infinite_ntk_vector(activation, X, V, sigma, block)
+            return infinite_ntk_vector(activation, X, V, sigma)
         if not blocks:
             blocks.extend((rows, kernel_rows(activation, X, rows, sigma))
                           for rows in chunks.chunk_slices(n, block))
