@@ -168,6 +168,18 @@ def test_lobpcg_finds_the_smallest_of_a_known_spectrum(bottom, cluster, precondi
     assert abs(float(vector @ torch.from_numpy(Q[:, 0]))) == pytest.approx(1, abs=1e-9)
 
 
+@pytest.mark.parametrize("activation, n", [("relu", 2000), ("exp", 1500), ("softmax", 1500)])
+def test_nystrom_largest_matches_numpy_eigvalsh(activation, n):
+    """lambda_max by LOBPCG on -K from the Nystrom approximation's leading eigenvectors (300 landmarks):
+    numpy's lambda_max to 1e-12 relative, in a handful of kernel passes."""
+    X, values, _ = reference(activation, n, 8)
+    operator = kernel_operator(activation, X)
+    precondition = eigensolvers.nystrom_preconditioner(operator, rank=300)
+    found = eigensolvers.nystrom_largest(operator, precondition)
+    assert found.converged and found.value == pytest.approx(values[-1], rel=1e-12)
+    assert found.matvecs <= 10
+
+
 def test_choice_without_kernel_columns_is_lanczos():
     size, scarce = 300, eigensolvers.dense_bytes(300)
     assert eigensolvers.choose(size, memory=scarce, columns=True).method == "nystrom"

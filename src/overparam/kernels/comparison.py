@@ -67,12 +67,14 @@ def spectrum(operator: KernelOperator, dense_limit: int = DENSE_LIMIT, solver: s
     if choice.method == "cholesky":  # formed once; lambda_max alone (the leading 64 took ~5 min at n = 20,000)
         operator = kernel_operator(operator.dense(progress=progress).to(torch.float64))
         values = np.array([eigensolvers.largest_of_matrix(operator.dense(), progress).value])
-    elif choice.method == "nystrom":  # lambda_max alone: the leading 64 cost 257 kernel passes
-        values = np.array([eigensolvers.largest(operator, progress).value])
-    else:
+    precondition = None
+    if choice.method == "nystrom":  # lambda_max alone, from the preconditioner's leading eigenvectors
+        precondition = eigensolvers.nystrom_preconditioner(operator, progress=progress)
+        values = np.array([eigensolvers.nystrom_largest(operator, precondition, progress=progress).value])
+    elif choice.method != "cholesky":
         values = leading_eigenvalues(operator, dense_limit=0, progress=progress)
     high = float(values[0])
-    smallest = eigensolvers.smallest(operator, choice, high=high, progress=progress)
+    smallest = eigensolvers.smallest(operator, choice, high=high, progress=progress, precondition=precondition)
     low = smallest.value
     rounding = smallest.rounding or rounding_dominated(low, high, operator.size, operator.dtype)
     return Spectrum(low, high, smallest.method, smallest.converged and math.isfinite(low), smallest.residual,
