@@ -1,29 +1,28 @@
-"""lambda_min(H*) matrix-free at large n (issue 27: relu, n = 10^5, d = 8 sphere): what one product costs and
-how many products each eigensolver needs.
+"""lambda_min(H*) matrix-free at large n (issue 27: relu, n = 10^5, d = 8 sphere): what one kernel pass costs,
+how many passes the Nystrom-preconditioned block LOBPCG needs, and the whole spectrum as `overparam ntk
+--infinite` computes it.
 
-Part 1, the product H* v at n (default 10^5), timed on row blocks near the end of the matrix, round robin in
-one process: the full row blocks of before (`kernels.infinite.kernel_rows` @ v, n^2 kernel entries per product) against
-the lower-triangle blocks of `ntk.infinite_ntk_vector` (n^2 / 2 entries); each rate (entries per second)
-extrapolated to one whole product. ratio = full-row product time / lower-triangle product time.
+Part 1, one pass H* V at n (default 20,000) with V of 1 and of 16 columns, round robin in one process (wall and
+process CPU seconds, best of --repeats; per entry of the lower triangle, and extrapolated to n = 10^5): before,
+the row blocks of the lower triangle with relu's former kernel (inner (pi - arccos(inner / |x||x'|)) / 2 pi, out
+of place, a finiteness check per block: the code of 2026-12-04's second session, kept here as the baseline);
+now, `kernels.infinite.infinite_ntk_vector`'s cache-sized square tiles. ratio = before / now.
 
-Part 2, products to convergence on relu's H* at each --passes-n, the operator's row blocks cached so that
-the count comes fast (a count does not depend on how a product is computed): `eigensolvers.nystrom_smallest`
-(passes; one pass is one product with a block of vectors) and, with --lanczos, Lanczos (`eigensolvers.lanczos`,
-products), both against the dense eigvalsh value where n <= 6000.
+Part 2, kernel passes to convergence on relu's H* at each --passes-n, H*'s row blocks cached so the counts
+come fast (a count does not depend on how a pass is computed): `eigensolvers.nystrom_smallest` (2000 landmarks)
+with --blocks vectors, against eigvalsh where n <= 6000 (and --lanczos: Lanczos's products).
 
-Part 3 (--setup): the Nystrom preconditioner's set-up at n (its columns, factor and SVD), timed once.
+Part 3 (--run N): `kernels.comparison.spectrum` of relu's H* at N matrix-free as the CLI runs it (Nystrom
+set-up, lambda_max, lambda_min): the wall time of each stage and of every tenth pass, CPU seconds, load.
 
-Part 4 (--run N): lambda_min(H*) at N by `eigensolvers.nystrom_smallest` matrix-free (no cached blocks: every
-pass recomputes the kernel's entries), with the wall time of the set-up and of each pass, the load average
-and the answer (against the dense eigvalsh value where N <= 6000).
-
-    python benchmarks/lambda_min_large.py [--n 100000] [--rows 256] [--repeats 2] [--passes-n 5000 10000 20000]
-                                          [--lanczos] [--setup] [--run N]
+    python benchmarks/lambda_min_large.py [--n 20000] [--repeats 2]
+                                          [--passes-n 5000 10000 20000] [--blocks 1 16] [--lanczos] [--run N]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -34,114 +33,108 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from overparam.kernels import eigensolvers  # noqa: E402
-from overparam.data import sphere  # noqa: E402
-from overparam.kernels.infinite import kernel_rows
+from overparam import chunks
+from overparam.data import sphere
+from overparam.kernels import eigensolvers
+from overparam.kernels.comparison import spectrum
+from overparam.kernels.infinite import infinite_ntk_vector
 from overparam.kernels.spectra import kernel_operator
-from overparam.kernels.infinite import infinite_ntk  # noqa: E402
 
 
-def product_cost(n: int, rows: int, repeats: int) -> None:
+def _former_relu_kernel(X: torch.Tensor, X2: torch.Tensor) -> torch.Tensor:
+    inner = X @ X2.T
+    rho = (inner / torch.outer(X.norm(dim=1), X2.norm(dim=1)).clamp_min(1e-300)).clamp(-1.0, 1.0)
+    return inner * (torch.pi - torch.arccos(rho)) / (2 * torch.pi)
+
+
+def _former_product(X: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """The former H* V: row blocks of the lower triangle (columns up to the block's end), each checked finite."""
+    n = X.shape[0]
+    out = torch.zeros_like(V)
+    for rows in chunks.chunk_slices(n, max(1, (1 << 27) // (8 * 4 * n))):
+        lower = _former_relu_kernel(X[rows], X[:rows.stop])
+        assert torch.isfinite(lower).all()
+        lower[:, rows].diagonal().copy_(_former_relu_kernel(X[rows], X[rows]).diagonal())
+        out[rows] += lower @ V[:rows.stop]
+        out[:rows.start] += lower[:, :rows.start].T @ V[rows]
+    return out
+
+
+def product_cost(n: int, repeats: int) -> None:
     X = torch.from_numpy(sphere(n, 8, seed=0).X)
-    v = torch.randn(n, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    last = slice(n - rows, n)
-    rates: dict[str, list[float]] = {"full rows": [], "lower triangle": []}
-    for _ in range(repeats):
-        start = time.perf_counter()
-        kernel_rows("relu", X, last, 1.0) @ v
-        rates["full rows"].append(rows * n / (time.perf_counter() - start))
-        start = time.perf_counter()  # the last rows of the lower triangle: rows x n entries
-        _lower_rows(X, last, v)
-        rates["lower triangle"].append(rows * n / (time.perf_counter() - start))
-    full = n * n / max(rates["full rows"])
-    lower = n * n / 2 / max(rates["lower triangle"])
-    print(f"product H* v at n = {n}, d = 8 (best of {repeats} x {rows} rows; load {os.getloadavg()[0]:.1f}):")
-    print(f"  full rows      {max(rates['full rows']):.3g} entries/s -> {full:.0f} s per product")
-    print(f"  lower triangle {max(rates['lower triangle']):.3g} entries/s -> {lower:.0f} s per product "
-          f"(ratio {full / lower:.2f})", flush=True)
+    print(f"one pass H* V at n = {n}, d = 8 (best of {repeats}; per entry of the lower triangle, and "
+          f"extrapolated to n = 10^5):", flush=True)
+    entries = n * n / 2
+    for columns in (1, 16):
+        V = torch.randn(n, columns, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        best = {"before": (math.inf, math.inf), "now": (math.inf, math.inf)}
+        for _ in range(repeats):
+            for name, product in (("before", _former_product), ("now", lambda X, V: infinite_ntk_vector("relu", X, V))):
+                wall, cpu = time.perf_counter(), time.process_time()
+                product(X, V)
+                spent = (time.perf_counter() - wall, time.process_time() - cpu)
+                best[name] = tuple(min(a, b) for a, b in zip(best[name], spent))
+        (bw, bc), (nw, nc) = best["before"], best["now"]
+        per = 1e9 / entries
+        print(f"  {columns:2d} columns: before {bw:.2f} s ({bw * per:.1f} ns an entry, {bc * per:.1f} CPU ns), now "
+              f"{nw:.2f} s ({nw * per:.1f} ns, {nc * per:.1f} CPU ns); ratio {bw / nw:.2f} wall, {bc / nc:.2f} CPU; "
+              f"at n = 10^5 now {nw * per * 5e9 / 1e9:.0f} s a pass (load {os.getloadavg()[0]:.1f})", flush=True)
 
 
-def _lower_rows(X: torch.Tensor, rows: slice, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The work of `infinite_ntk_vector` on one row block of the lower triangle (columns up to its end)."""
-    lower = infinite_ntk("relu", X[rows], 1.0, X2=X[:rows.stop])
-    lower[:, rows].diagonal().copy_(infinite_ntk("relu", X[rows], 1.0).diagonal())
-    return lower @ v[:rows.stop], lower[:, :rows.start].T @ v[rows]
-
-
-def passes(n: int, lanczos: bool) -> None:
+def passes(n: int, blocks: list[int], lanczos: bool) -> None:
     X = torch.from_numpy(sphere(n, 8, seed=0).X)
     operator = kernel_operator("relu", X, cache=True)
     reference = float(np.linalg.eigvalsh(operator.dense().numpy())[0]) if n <= 6000 else None
-    start = time.perf_counter()
-    found = eigensolvers.nystrom_smallest(operator)
-    line = (f"n = {n}: nystrom {found.value:.12g} in {found.matvecs} passes, residual {found.residual:.2g} "
-            f"(relative {found.residual / found.value:.2g}), converged {found.converged}, "
-            f"{time.perf_counter() - start:.0f} s with cached blocks")
-    if lanczos:
+    precondition = eigensolvers.nystrom_preconditioner(operator)
+    line = f"n = {n}:"
+    for block in blocks:
         start = time.perf_counter()
+        found = eigensolvers.nystrom_smallest(operator, block=block, precondition=precondition)
+        line += (f" {block} vectors {found.value:.13g} in {found.matvecs} passes (relative residual "
+                 f"{found.residual / found.value:.2g}, converged {found.converged}, {time.perf_counter() - start:.0f} s);")
+    if lanczos:
         other = eigensolvers.lanczos(operator, "SA")
-        line += (f"; lanczos {other.value:.12g} in {other.matvecs} products, converged {other.converged}, "
-                 f"{time.perf_counter() - start:.0f} s")
+        line += f" lanczos {other.value:.13g} in {other.matvecs} products, converged {other.converged};"
     if reference is not None:
-        line += f"; eigvalsh {reference:.12g}"
+        line += f" eigvalsh {reference:.13g}"
     print(line + f" (load {os.getloadavg()[0]:.1f})", flush=True)
-
-
-def setup(n: int) -> None:
-    X = torch.from_numpy(sphere(n, 8, seed=0).X)
-    operator = kernel_operator("relu", X, cache=False)
-    stages = {}
-
-    def progress(stage, done, total):
-        stages[done] = time.perf_counter()
-
-    start = time.perf_counter()
-    eigensolvers.nystrom_preconditioner(operator, progress=progress)
-    marks = [start] + [stages[k] for k in sorted(stages) if k > 0]
-    print(f"Nystrom set-up at n = {n}: columns {marks[1] - marks[0]:.0f} s, factor and solve "
-          f"{marks[2] - marks[1]:.0f} s, SVD {marks[3] - marks[2]:.0f} s (load {os.getloadavg()[0]:.1f})", flush=True)
 
 
 def run(n: int) -> None:
     X = torch.from_numpy(sphere(n, 8, seed=0).X)
     operator = kernel_operator("relu", X, cache=False)
-    start, marks = time.perf_counter(), {}
+    wall, cpu = time.perf_counter(), time.process_time()
+    seen: dict[str, float] = {}
 
     def progress(stage, done, total):
-        now = time.perf_counter()
-        if stage.startswith("LOBPCG") and done not in marks and done < total:
-            marks[done] = now
-            print(f"  pass {done} at {now - start:.0f} s (load {os.getloadavg()[0]:.1f})", flush=True)
-        elif stage.startswith("Nystrom") and done == total:
-            print(f"  Nystrom set-up done at {now - start:.0f} s", flush=True)
+        now = time.perf_counter() - wall
+        first = stage not in seen
+        seen.setdefault(stage, now)
+        if first or (total is not None and done >= total) or (stage.startswith("LOBPCG") and done % 10 == 0):
+            print(f"  {now:7.0f} s  {stage}: {done}/{total} (load {os.getloadavg()[0]:.1f})", flush=True)
 
-    found = eigensolvers.nystrom_smallest(operator, progress=progress)
-    total = time.perf_counter() - start
-    times = sorted(marks.values())
-    per_pass = (times[-1] - times[0]) / max(1, len(times) - 1)
-    print(f"matrix-free n = {n}: lambda_min {found.value:.12g}, {found.matvecs} passes ({per_pass:.1f} s each), "
-          f"residual {found.residual:.2g} (relative {found.residual / found.value:.2g}), converged "
-          f"{found.converged}, {total:.0f} s in all, load {os.getloadavg()[0]:.1f}", flush=True)
+    result = spectrum(operator, progress=progress)
+    print(f"matrix-free n = {n}: lambda_min {result.lambda_min:.13g} ({result.method}, converged {result.converged}, "
+          f"residual {result.lambda_min_residual:.2g}, relative {result.lambda_min_residual / result.lambda_min:.2g}), "
+          f"lambda_max {result.lambda_max:.13g}, rounding {result.rounding}; {time.perf_counter() - wall:.0f} s wall, "
+          f"{time.process_time() - cpu:.0f} CPU s, load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--rows", type=int, default=256)
+    parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--passes-n", type=int, nargs="*", default=[5000, 10000, 20000])
+    parser.add_argument("--blocks", type=int, nargs="*", default=[1, 16])
     parser.add_argument("--lanczos", action="store_true")
-    parser.add_argument("--setup", action="store_true")
     parser.add_argument("--run", type=int, default=None)
     args = parser.parse_args()
     if args.run:
         run(args.run)
         return
-    product_cost(args.n, args.rows, args.repeats)
+    product_cost(args.n, args.repeats)
     for n in args.passes_n:
-        passes(n, args.lanczos)
-    if args.setup:
-        setup(args.n)
+        passes(n, args.blocks, args.lanczos)
 
 
 if __name__ == "__main__":
