@@ -180,6 +180,29 @@ def test_nystrom_largest_matches_numpy_eigvalsh(activation, n):
     assert found.matvecs <= 10
 
 
+def test_lobpcg_reports_the_passes_its_residual_decay_projects():
+    """report(passes, expected) after every pass: expected is `iterations` + 1 until ten residuals have fallen,
+    then where the mean decay of log residual over the last ten reaches log tol (closed form below: falling by
+    1 a pass from -10, tol 1e-6 = e^-13.8, is 4 passes more), never beyond `iterations` + 1."""
+    assert eigensolvers._expected_passes([-float(k) for k in range(11)], math.log(1e-6), 11, 1001) == 15
+    assert eigensolvers._expected_passes([-1.0] * 11, math.log(1e-6), 11, 1001) == 1001  # not falling
+    assert eigensolvers._expected_passes([-float(k) for k in range(10)], math.log(1e-6), 10, 1001) == 1001
+    assert eigensolvers._expected_passes([-k / 1e4 for k in range(11)], math.log(1e-6), 11, 1001) == 1001
+    rng = np.random.default_rng(4)
+    Q, _ = np.linalg.qr(rng.standard_normal((300, 300)))
+    lam = np.concatenate([[1e-3], np.geomspace(1e-2, 1e2, 299)])
+    K = torch.from_numpy(Q @ np.diag(lam) @ Q.T)
+    T = torch.from_numpy(Q @ np.diag(1 / (lam * rng.uniform(0.2, 5, 300))) @ Q.T)  # an inverse to a factor of 5
+    reports = []
+    _, _, passes, converged = eigensolvers.lobpcg_smallest(
+        lambda V: K @ V, lambda R: T @ R, torch.from_numpy(rng.standard_normal((300, 4))), 1e-10, 1000,
+        lambda done, expected: reports.append((done, expected)))
+    assert converged and [done for done, _ in reports] == list(range(1, passes + 1))
+    assert all(expected == 1001 for _, expected in reports[:11])
+    assert all(done <= expected <= 1001 for done, expected in reports)
+    assert all(abs(expected - passes) <= 0.25 * passes for _, expected in reports[15:])  # a linear decay here
+
+
 def test_choice_without_kernel_columns_is_lanczos():
     size, scarce = 300, eigensolvers.dense_bytes(300)
     assert eigensolvers.choose(size, memory=scarce, columns=True).method == "nystrom"

@@ -8,16 +8,18 @@
 - lanczos: matrix-free implicitly restarted Lanczos (ARPACK) on K v, with growing bases; LOBPCG's
   best Rayleigh quotient where ARPACK returns nothing;
 - lobpcg: matrix-free LOBPCG alone;
-- nystrom: matrix-free block LOBPCG preconditioned by (A + mu I)^-1, A = C W^-1 C^T the Nystrom
-  approximation from the kernel's columns C = K[:, S] at random landmarks S (W = K[S, S]) and mu its
-  smallest eigenvalue (Frangella, Tropp and Udell 2023, randomized Nystrom preconditioning): the
-  kernel's top eigenvalues, which stall Lanczos at the bottom of the spectrum, are flattened.
+- nystrom: matrix-free block LOBPCG (`lobpcg_smallest`, 16 vectors of which only the first must converge)
+  preconditioned by (A + mu I)^-1, A = C W^-1 C^T the Nystrom approximation from the kernel's columns
+  C = K[:, S] at random landmarks S (W = K[S, S]) and mu its smallest eigenvalue (Frangella, Tropp and
+  Udell 2023, randomized Nystrom preconditioning): the kernel's top eigenvalues, which stall Lanczos at
+  the bottom of the spectrum, are flattened. lambda_max by the same iteration on -K from A's leading
+  eigenvectors (`nystrom_largest`).
 
 `choose` picks dense up to the dense limit, Cholesky above it wherever the matrix and its factor fit
 in half of the available memory, and where they do not the Nystrom solver for kernels that give their
 columns without the matrix (H*, a matrix) and Lanczos for the others (a finite network's kernel).
-Measured on relu's H* (d = 8 sphere, benchmarks/lambda_min_large.py): 87, 116 and 228 kernel passes at
-n = 5000, 10,000 and 20,000 where Lanczos needed 809 products at each; one pass costs one product. Measured on 2 cores
+Measured on relu's H* (d = 8 sphere, benchmarks/lambda_min_large.py): 44 kernel passes at n = 5000 where
+Lanczos needed 809 products; one pass costs about one product. Measured on 2 cores
 (benchmarks/eigensolvers.py, benchmarks/RESULTS.md): at n = 4000 torch's eigvalsh took 14.5 s,
 scipy's eigvalsh 19-22 s (driver evd, or evr for the smallest only), Cholesky 1.8 s.
 
@@ -158,8 +160,8 @@ def choose(size: int, solver: str = "auto", dense_limit: int = DENSE_LIMIT, memo
                                   f"({room}): Cholesky (n^3/3 flops) and Lanczos on H^-1")
     if columns:
         return Choice("nystrom", f"the dense matrix does not fit ({room}, at most {MEMORY_FRACTION:.0%} usable): "
-                                 "matrix-free LOBPCG preconditioned by a Nystrom approximation (relu's H*: 87-228 "
-                                 "products at n = 5000-20,000, where Lanczos took 809)")
+                                 "matrix-free block LOBPCG preconditioned by a Nystrom approximation (relu's H*: 44 "
+                                 "kernel passes at n = 5000, where Lanczos took 809 products)")
     return Choice("lanczos", f"the dense matrix does not fit ({room}, at most {MEMORY_FRACTION:.0%} usable) and "
                              "this kernel gives no columns for a Nystrom preconditioner: matrix-free Lanczos")
 
@@ -318,10 +320,10 @@ def nystrom_smallest(operator, tol: float = NYSTROM_TOL, rank: int = NYSTROM_RAN
     if v0 is not None:
         start[:, 0] = torch.as_tensor(np.asarray(v0, dtype=np.float64).reshape(size))
     value, vector, passes, converged = lobpcg_smallest(
-        product, precondition, start, tol, iterations, lambda done: progress(stage, min(done, iterations), iterations))
+        product, precondition, start, tol, iterations, lambda done, expected: progress(stage, done, expected))
     result = _with_residual(operator, "nystrom", np.array([value]), vector.numpy()[:, None], converged, passes)
     result.converged = converged and math.isfinite(result.value) and result.residual <= tol * abs(result.value)
-    progress(stage, iterations, iterations)
+    progress(stage, result.matvecs, result.matvecs)
     return result
 
 
@@ -336,8 +338,8 @@ def nystrom_largest(operator, precondition, tol: float = 1e-8, block: int = NYST
     product = _float64_product(operator)
     value, vector, passes, converged = lobpcg_smallest(
         lambda V: -product(V), lambda R: R, precondition.leading[:, :block].clone(), tol, iterations,
-        lambda done: progress(stage, min(done, iterations), iterations))
-    progress(stage, iterations, iterations)
+        lambda done, expected: progress(stage, done, expected))
+    progress(stage, passes, passes)
     return Eigenvalue(-value, converged and math.isfinite(value), "nystrom", math.nan, passes, vector.numpy())
 
 
@@ -347,7 +349,8 @@ def _float64_product(operator) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def lobpcg_smallest(product: Callable[[torch.Tensor], torch.Tensor], precondition: Callable[[torch.Tensor], torch.Tensor],
                     start: torch.Tensor, tol: float, iterations: int,
-                    report: Callable[[int], None] = lambda passes: None) -> tuple[float, torch.Tensor, int, bool]:
+                    report: Callable[[int, int], None] = lambda passes, expected: None
+                    ) -> tuple[float, torch.Tensor, int, bool]:
     """The smallest eigenpair of a symmetric positive semi-definite K by block LOBPCG (Knyazev 2001) with
     soft locking: the b = start.shape[1] vectors search together, but only the first Ritz pair must reach
     ||K x - theta x|| <= tol theta, so the others only widen the search space (on relu's H* at n = 5000,
@@ -358,11 +361,13 @@ def lobpcg_smallest(product: Callable[[torch.Tensor], torch.Tensor], preconditio
     the same linear combinations as X and P), and takes the b smallest Ritz pairs of K on span[X, W, P]
     (Rayleigh-Ritz; P = the part of the new X outside the old one). Bases are made orthonormal by
     `_orthonormal` (SVQB: directions of relative weight below 1e-10 are dropped instead of dividing by them).
+    report(passes, expected) after every kernel pass: expected, the passes the residual's decay over the last
+    ten projects to convergence (at most `iterations` + 1), for a progress bar's time left.
     Returns (theta, x, kernel passes, converged); theta is a Rayleigh quotient, never below lambda_min."""
     X, _ = torch.linalg.qr(start)
     KX = product(X)
-    passes, size = 1, X.shape[1]
-    report(passes)
+    passes, size, history = 1, X.shape[1], []
+    report(passes, iterations + 1)
     theta, Z = torch.linalg.eigh(_symmetric(X.T @ KX))
     X, KX = X @ Z, KX @ Z
     P = KP = None
@@ -370,15 +375,17 @@ def lobpcg_smallest(product: Callable[[torch.Tensor], torch.Tensor], preconditio
         R = KX - X * theta
         if not torch.isfinite(theta).all():
             return math.nan, X[:, 0], passes, False
-        if float(R[:, 0].norm()) <= tol * abs(float(theta[0])):
+        relative = float(R[:, 0].norm()) / abs(float(theta[0]))
+        if relative <= tol:
             return float(theta[0]), X[:, 0], passes, True
+        history.append(math.log(relative))
         W = precondition(R)
         for _ in range(2):  # twice: one projection loses orthogonality to X when W is nearly in span X
             W = W - X @ (X.T @ W)
         W, _ = _orthonormal(W)
         KW = product(W)
         passes += 1
-        report(passes)
+        report(passes, _expected_passes(history, math.log(tol), passes, iterations + 1))
         C, KC = (W, KW) if P is None else _orthonormal(torch.cat([W, P], 1), torch.cat([KW, KP], 1))
         overlap = X.T @ C
         C, KC = _orthonormal(C - X @ overlap, KC - KX @ overlap)
@@ -388,6 +395,15 @@ def lobpcg_smallest(product: Callable[[torch.Tensor], torch.Tensor], preconditio
         P, KP = C @ Z[size:], KC @ Z[size:]
         X, KX = S @ Z, KS @ Z
     return float(theta[0]), X[:, 0], passes, False
+
+
+def _expected_passes(history: list[float], target: float, passes: int, most: int, window: int = 10) -> int:
+    """Passes to convergence if log residual keeps falling at its mean rate over the last `window` (`most`
+    while it does not fall, or before `window` passes)."""
+    if len(history) <= window or not history[-window - 1] > history[-1]:
+        return most
+    rate = (history[-window - 1] - history[-1]) / window
+    return min(most, passes + math.ceil(max(0.0, history[-1] - target) / rate))
 
 
 def _symmetric(G: torch.Tensor) -> torch.Tensor:
