@@ -110,7 +110,9 @@ def _plan(config, out: Path, device: str) -> dict:
             "expected_seconds": sum(known) if len(known) == len(sections) else None,
             "rates_gflops": {"gd": rates.gd / 1e9, "kernel_products": rates.gemm / 1e9,
                              "eigensolves": rates.dense / 1e9},
-            "method": "per-unit operation counts (cost model) / this machine's rates from a one-second calibration"}
+            "overheads_ms": {"gd_step": 1e3 * rates.step, "call": 1e3 * rates.call},
+            "method": "per-unit operation counts (cost model) / this machine's rates, plus fixed overheads per GD "
+                      "step and per unit or sweep task, from a one-second calibration"}
 
 
 def _duration(seconds) -> str:
@@ -137,7 +139,14 @@ def _print_plan(plan: dict) -> None:
         table.add_row(section["title"], str(section["units"]), str(section["pending"]), expected)
     console = Console()
     console.print(table)
+    where = [f"  {section['key']}: {section['dominant']}" for section in plan["sections"] if section["dominant"]]
+    if where:
+        console.print("Where the time goes (the group of units with the most expected time):\n" + "\n".join(where),
+                      highlight=False)
+    overheads = plan["overheads_ms"]
     console.print(f"Estimate: each unit's operation count (cost model, overparam.study.plan) divided by rates "
                   f"measured now with one torch thread (GD {rates['gd']:.2g}, kernel products "
-                  f"{rates['kernel_products']:.2g}, eigensolves {rates['eigensolves']:.2g} GFLOP/s); an order of "
-                  "magnitude, not a promise. Units already in --out are not counted.")
+                  f"{rates['kernel_products']:.2g}, eigensolves {rates['eigensolves']:.2g} GFLOP/s), plus "
+                  f"{overheads['gd_step']:.2g} ms per GD step and {overheads['call']:.2g} ms per unit or sweep task; "
+                  "width scans as if every width ran (an upper bound). An order of magnitude, not a promise. Units "
+                  "already in --out are not counted.")

@@ -562,8 +562,8 @@ class ThresholdSection(StudySection):
                         _figure(study, cfg, found, fits, estimates, lam)),
                    Plot("threshold_dimension", "The optimisation threshold m*_opt (median over draws, 95% intervals) "
                         "against n/d for each input dimension d; solid grey: the trivial bound m d = n k (fewer "
-                        "parameters than equations cannot interpolate), dashed: the fitted C n^p d^q; each d has one colour in "
-                        "every panel.",
+                        "parameters than equations cannot interpolate), dashed: the fitted C n^p d^q; each d has one "
+                        "colour in every panel.",
                         _dimension_figure(study, cfg, found, dimension_fits))],
             facts=_facts(study, fits, local, dimension_fits, decay))
 
