@@ -5,10 +5,11 @@ Expected time = a per-unit cost model / this machine's rates. The cost model cou
 floating-point operations in three kinds, each timed differently by the hardware:
 
     gd     gradient-descent steps: about 4 n m (d + k + 2) per network and step (forward X W^T and a, the
-           chunks' phi and phi', back J^T r), for min(budget, c 2 log(sqrt(n)/tol) lambda_max/lambda) steps,
-           lambda and lambda_max of H* at n (on the sphere where the unit's data is another set): a sweep's
-           "theory:c" budget (docs/mathematics.md#thresholds), and c = 1 for a trainer that stops at tol within
-           a fixed budget (diffusion's and the digits' trainings: their whole budget);
+           chunks' phi and phi', back J^T r), for a sweep's "theory:c" budget (docs/mathematics.md#thresholds)
+           min(cap, c 2 log(sqrt(n)/tol) lambda_max/lambda) steps, lambda and lambda_max of H* at n (on the
+           sphere where the unit's data is another set), and for a fixed budget the whole budget: an upper
+           bound (a run that reaches tol stops sooner; those below the threshold or off the kernel regime
+           do not);
     gemm   kernel products: 2 n^2 m for H(W(0)) of width m (the nested pass: n^2 m / 2 per activation and n,
            float32 and coupled pairs), Lanczos' matrix products;
     dense  symmetric eigensolves and factorisations: 10 n^3 per dense eigvalsh;
@@ -120,18 +121,17 @@ def _spectrum_ends(activation: str, data: str, n: int, d: int, k: int, data_seed
 
 def predicted_steps(activation: str, data: str, n: int, d: int, k: int, data_seed: int, sigma: float, tol: float,
                     budget, cap: int) -> int:
-    """A run's steps: "theory:c" or a fixed budget b, each capped (at `cap`, at b) by c 2 log(sqrt(n)/tol)
-    lambda_max / lambda from H* on the data (c = 1 for a fixed budget: GD stops at tol; module docstring)."""
-    theory = isinstance(budget, str) and budget.startswith("theory")
-    if not theory:
-        cap = int(budget)
+    """A run's planned steps: for a "theory:c" budget c 2 log(sqrt(n)/tol) lambda_max / lambda from H* on the data,
+    capped at `cap`; for a fixed budget b, b itself (GD stops sooner where it reaches tol: an upper bound; the
+    study's fixed-budget runs below the threshold or off the kernel regime do run all of it)."""
+    if not (isinstance(budget, str) and budget.startswith("theory")):
+        return int(budget)
     lam, top = _spectrum_ends(activation, data, n, d, k, data_seed, sigma)
     if not (lam > 0 and math.isfinite(top)):
         return cap
     from ..sweep.spec import budget_multiple
 
-    multiple = budget_multiple(budget) if theory else 1.0
-    return int(min(cap, multiple * 2 * math.log(max(math.sqrt(n) / tol, 1.0)) * top / lam))
+    return int(min(cap, budget_multiple(budget) * 2 * math.log(max(math.sqrt(n) / tol, 1.0)) * top / lam))
 
 
 def _diffusion_dim(data: str) -> int:
