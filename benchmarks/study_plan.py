@@ -28,8 +28,9 @@ TINY = {"study": {"activations": ["relu"], "d": 3, "tol": 1e-2, "sections": ["co
                       "kernel_widths": [8, 16], "dimension_ds": [3], "dimension_ns": [4, 6], "lambda_ns": [4]}}
 
 
-def measure(config: StudyConfig, out: Path, device: str = "cpu") -> dict:
-    """Plan and run `config` into `out` (fresh): per unit its kind, fields, planned and measured seconds."""
+def measure(config: StudyConfig, out: Path, device: str = "cpu", log: Path | None = None) -> dict:
+    """Plan and run `config` into `out`: per unit its kind, fields, planned and measured seconds (a unit `out`
+    already holds is reused: its time is the lookup's). `log`: one JSON line per unit as it finishes."""
     rates = calibrate(device)
     units = []
     for key in config.sections:
@@ -40,12 +41,17 @@ def measure(config: StudyConfig, out: Path, device: str = "cpu") -> dict:
                           "cost": None if cost is None else dataclasses.asdict(cost),
                           "plan_s": None if cost is None else rates.seconds(cost)})
     ticks = []
+    done = iter(units)
 
     def on_section(key, title, count):
         ticks.append((key, None, time.perf_counter()))
 
     def on_tick(k=1):
         ticks.append((ticks[-1][0], "unit", time.perf_counter()))
+        unit = next(done)
+        if log is not None:
+            with open(log, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({**unit, "run_s": ticks[-1][2] - ticks[-2][2]}, default=str) + "\n")
 
     start = time.perf_counter()
     result = run_study(config, out, device=device, on_section=on_section, on_tick=on_tick)
@@ -90,13 +96,14 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="sections to run")
     parser.add_argument("--out", type=Path, help="results folder (default: a temporary one, removed after)")
     parser.add_argument("--json", type=Path, help="write every unit's plan and run time here")
+    parser.add_argument("--log", type=Path, help="append one JSON line per unit here as it finishes")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     config = preset(args.preset)
     if args.only:
         config = config.only(args.only)
     with tempfile.TemporaryDirectory() as scratch:
-        measured = measure(config, args.out or Path(scratch), args.device)
+        measured = measure(config, args.out or Path(scratch), args.device, args.log)
     if args.json:
         args.json.write_text(json.dumps(measured, indent=1, default=str) + "\n")
     print(f"rates (GFLOP/s and overheads): {measured['rates']}")

@@ -9,6 +9,7 @@ import typer
 
 from ..activations import CHOICES, PAPERS
 from ..study import preset as study_preset
+from ..study.config import GOALS
 from ..study import StudyConfig, run_study
 from .common import EXIT_INTERRUPTED, WRITE_ERRORS, Failed, app, output_folder, parse_device, print_json, show_progress
 
@@ -106,8 +107,10 @@ def _plan(config, out: Path, device: str) -> dict:
     rates = calibrate(device)
     sections = plan_study(config, out, rates)
     known = [s.seconds for s in sections if s.seconds is not None]
+    kind = "cuda" if device.startswith("cuda") else "cpu"
     return {"device": device, "sections": [vars(s) for s in sections],
             "expected_seconds": sum(known) if len(known) == len(sections) else None,
+            "preset": config.preset, "goal_seconds": GOALS.get(config.preset, {}).get(kind),
             "rates_gflops": {"gd": rates.gd / 1e9, "kernel_products": rates.gemm / 1e9,
                              "eigensolves": rates.dense / 1e9},
             "overheads_ms": {"gd_step": 1e3 * rates.step, "call": 1e3 * rates.call},
@@ -143,6 +146,12 @@ def _print_plan(plan: dict) -> None:
     if where:
         console.print("Where the time goes (the group of units with the most expected time):\n" + "\n".join(where),
                       highlight=False)
+    goal, expected = plan["goal_seconds"], plan["expected_seconds"]
+    if goal is not None and expected is not None:
+        verdict = "within it" if expected <= goal else (
+            "beyond it: shrink the sections that take the most (grids, draws, seeds, step budgets) with --config")
+        console.print(f"The {plan['preset']} preset is sized for {_duration(goal)} on {plan['device']} (its whole "
+                      f"study); this plan expects {_duration(expected)}: {verdict}.", highlight=False)
     overheads = plan["overheads_ms"]
     console.print(f"Estimate: each unit's operation count (cost model, overparam.study.plan) divided by rates "
                   f"measured now with one torch thread (GD {rates['gd']:.2g}, kernel products "
