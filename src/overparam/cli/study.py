@@ -16,7 +16,8 @@ from .common import EXIT_INTERRUPTED, WRITE_ERRORS, Failed, app, output_folder, 
 
 @app.command()
 def study(
-    preset: str = typer.Option("quick", help="quick (2 CPU cores, < 10 min), paper (one GPU) or full (a cluster)"),
+    preset: str = typer.Option("quick", help="quick (2 CPU cores, < 10 min), paper (a night on 2 CPU cores, an "
+                               "hour on one GPU) or full (a cluster)"),
     out: Path = typer.Option(Path("out/study"), help="folder for report.html, report.md, figures, tables, runs.db"),
     backend: str = typer.Option("local", help="local or ray (width sweeps)"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
