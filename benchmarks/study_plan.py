@@ -3,7 +3,9 @@
 One process: `calibrate()` (the plan's rates and per-unit overheads), `plan_study` (expected seconds of every
 unit), then `run_study` into a fresh folder, each unit timed from the runner's ticks (a unit's time runs from
 the previous tick, or the section's start, to its own tick; a section's time also holds its report and
-figures). ratio = max(run / plan, plan / run) per section, goal <= 2 (issue 22).
+figures), in wall-clock seconds and in this process's CPU seconds (the work itself on a machine shared with other
+jobs; units and kernel passes run on one torch thread). ratio = max(run / plan, plan / run) per section (wall
+clock), goal <= 2 (issue 22).
 
     python benchmarks/study_plan.py [--preset quick] [--only threshold ...] [--out DIR] [--json FILE]
 
@@ -43,12 +45,17 @@ def measure(config: StudyConfig, out: Path, device: str = "cpu", log: Path | Non
     ticks = []
     done = iter(units)
 
+    cpu = [time.process_time()]
+
     def on_section(key, title, count):
         ticks.append((key, None, time.perf_counter()))
+        cpu.append(time.process_time())
 
     def on_tick(k=1):
         ticks.append((ticks[-1][0], "unit", time.perf_counter()))
+        cpu.append(time.process_time())
         unit = next(done)
+        unit["cpu_s"] = cpu[-1] - cpu[-2]  # this process's CPU time: the work, whatever else shares the cores
         if log is not None:
             with open(log, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps({**unit, "run_s": ticks[-1][2] - ticks[-2][2]}, default=str) + "\n")
