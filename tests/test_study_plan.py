@@ -11,7 +11,7 @@ import pytest
 
 from overparam.data import sphere
 from overparam.study import StudyConfig, run_study
-from overparam.study.plan import Cost, Rates, calibrate, plan_study, predicted_steps, step_ops
+from overparam.study.plan import Cost, Rates, calibrate, plan_study, predicted_steps, step_ops, unit_cost
 
 TINY = StudyConfig(activations=("relu",), d=3, tol=1e-2, sections=("concentration", "threshold"), settings={
     "concentration": {"n": 6, "widths": (8, 16), "seeds": 2},
@@ -63,7 +63,8 @@ def test_the_plan_counts_the_units_the_runner_computes(tmp_path):
 
 
 def test_the_predicted_budget_is_the_theory_formula_on_numpy_h_star():
-    """min(cap, c 2 log(sqrt(n)/tol) lambda_max/lambda), lambda from the arc-cosine kernel written in numpy."""
+    """min(cap, c 2 log(sqrt(n)/tol) lambda_max/lambda), lambda from the arc-cosine kernel written in numpy; a
+    fixed budget is planned whole."""
     X = sphere(6, 3, 1, 0).X
     G = X @ X.T
     units = X / np.linalg.norm(X, axis=1, keepdims=True)
@@ -72,15 +73,79 @@ def test_the_predicted_budget_is_the_theory_formula_on_numpy_h_star():
     expected = 3 * 2 * math.log(math.sqrt(6) / 1e-2) * values[-1] / values[0]
     assert predicted_steps("relu", "sphere", 6, 3, 1, 0, 1.0, 1e-2, "theory:3", 10**9) == int(expected)
     assert predicted_steps("relu", "sphere", 6, 3, 1, 0, 1.0, 1e-2, "theory:3", 7) == 7
-    assert predicted_steps("relu", "sphere", 6, 3, 1, 0, 1.0, 1e-2, 5, 10**9) == min(5, int(expected / 3))
+    assert predicted_steps("relu", "sphere", 6, 3, 1, 0, 1.0, 1e-2, 5, 10**9) == 5  # a fixed budget: all of it
 
 
 def test_rates_turn_costs_into_seconds():
-    rates = Rates(gd=2e9, gemm=4e9, dense=8e9, device="cpu")
-    assert rates.seconds(Cost(gd=2e9, gemm=4e9, dense=8e9)) == pytest.approx(3.0)
+    rates = Rates(gd=2e9, gemm=4e9, dense=8e9, device="cpu", step=1e-3, call=0.25)
+    assert rates.seconds(Cost(gd=2e9, gemm=4e9, dense=8e9, steps=500, calls=4)) == pytest.approx(3.0 + 0.5 + 1.0)
+    assert Cost().calls == 1 and Cost().steps == 0  # every unit is one call unless its model says more
     assert step_ops(10, 20, 3, 1) == 4 * 10 * 20 * 6
     measured = calibrate()
-    assert all(value > 0 and math.isfinite(value) for value in (measured.gd, measured.gemm, measured.dense))
+    assert all(value > 0 and math.isfinite(value)
+               for value in (measured.gd, measured.gemm, measured.dense, measured.step, measured.call))
+    assert measured.step < measured.call  # one GD step of a width-4 network costs less than a whole unit
+
+
+#: Rates where only one overhead costs anything: operations are free.
+FREE = 1e300
+
+
+def seconds_by_section(config, rates) -> dict:
+    return {p.key: p.seconds for p in plan_study(config, None, rates)}
+
+
+def test_the_call_overhead_grows_by_k_times_the_overhead_for_k_more_units():
+    """Concentration: activations x widths x seeds KernelDraw units, one call each; threshold: a width scan is
+    one call per width and one for the unit, a kernel scan one per n and one for the unit, lambda(n) one."""
+    rates = Rates(FREE, FREE, FREE, "cpu", step=0.0, call=0.5)
+    small = seconds_by_section(TINY, rates)
+    large = seconds_by_section(TINY.with_settings("concentration", seeds=7), rates)
+    assert small["concentration"] == pytest.approx(0.5 * 1 * 2 * 2, rel=1e-12)
+    assert large["concentration"] - small["concentration"] == pytest.approx(0.5 * 1 * 2 * (7 - 2), rel=1e-12)
+    cfg = TINY.section("threshold")
+    points = {(n, TINY.d) for n in cfg.ns} | {(n, d) for n in cfg.dimension_ns for d in cfg.dimension_ds}
+    width_scans = len(points) * cfg.draws * (1 + len(cfg.widths))
+    kernel_scans = cfg.draws * cfg.seeds * (1 + len(cfg.kernel_ns))
+    lambdas = len(set(cfg.lambda_ns) | set(cfg.ns) | set(cfg.kernel_ns))
+    assert small["threshold"] == pytest.approx(0.5 * (width_scans + kernel_scans + lambdas), rel=1e-12)
+    wider = seconds_by_section(TINY.with_settings("threshold", widths=(2, 4, 8, 16, 32)), rates)
+    assert wider["threshold"] - small["threshold"] == pytest.approx(0.5 * len(points) * cfg.draws * 3, rel=1e-12)
+
+
+def test_the_step_overhead_counts_one_step_per_width_for_all_seeds_of_a_scan():
+    """With a one-step cap every width of a width scan is one batched GD step, whatever the seeds; a training
+    run of the training section (a fixed budget) is planned at its whole budget, and the laziness section, whose
+    runs are the training section's, at nothing."""
+    rates = Rates(FREE, FREE, FREE, "cpu", step=1e-3, call=0.0)
+    one_step = TINY.with_settings("threshold", max_steps=1)
+    cfg = one_step.section("threshold")
+    points = {(n, TINY.d) for n in cfg.ns} | {(n, d) for n in cfg.dimension_ns for d in cfg.dimension_ds}
+    expected = 1e-3 * len(points) * cfg.draws * len(cfg.widths)
+    assert seconds_by_section(one_step, rates)["threshold"] == pytest.approx(expected, rel=1e-12)
+    more_seeds = one_step.with_settings("threshold", seeds=5)
+    assert seconds_by_section(more_seeds, rates)["threshold"] == pytest.approx(expected, rel=1e-12)
+    shared = {"n": 6, "widths": (8, 16), "seeds": 3, "steps": 7}
+    trained = StudyConfig(activations=("relu",), d=3, sections=("training", "laziness"),
+                          settings={"training": shared, "laziness": shared}).validate()
+    plans = plan_study(trained, None, rates)
+    assert [p.seconds for p in plans] == pytest.approx([1e-3 * 7 * 2, 0.0], rel=1e-12)  # laziness reuses them
+    assert [p.pending for p in plans] == [2, 2]
+
+
+def test_the_plan_names_the_group_of_units_where_the_time_goes():
+    rates = Rates(FREE, FREE, FREE, "cpu", step=0.0, call=1.0)
+    [concentration, threshold] = plan_study(TINY, None, rates)
+    assert concentration.dominant == "100% in KernelDraw activation=relu n=6 d=3 (4 units)"
+    cfg = TINY.section("threshold")
+    # groups by kind, activation, n, d: each width scan (n = 4, 6 at d = 3, one draw) and each lambda point is
+    # its own group; the kernel scans (every n in one unit) form one group of draws x seeds units
+    kernel = cfg.draws * cfg.seeds * (1 + len(cfg.kernel_ns))
+    total = 2 * (1 + len(cfg.widths)) + kernel + 2
+    assert (kernel, total) == (6, 14)
+    assert threshold.seconds == pytest.approx(total, rel=1e-12)
+    units = cfg.draws * cfg.seeds
+    assert threshold.dominant == f"{kernel / total:.0%} in KernelScan activation=relu d=3 ({units} units)"
 
 
 def test_plan_prints_and_exits_without_computing(tmp_path, overparam):
@@ -90,11 +155,13 @@ def test_plan_prints_and_exits_without_computing(tmp_path, overparam):
     shown = overparam("study", "--config", config, "--plan", "--out", out)
     assert shown.returncode == 0, shown.stderr
     assert "Plan on this machine" in shown.stdout and "NTK concentration" in shown.stdout
+    assert "concentration: 100% in KernelDraw activation=relu n=6 d=3 (4 units)" in shown.stdout
     assert not out.exists()
     data = json.loads(overparam("study", "--config", config, "--plan", "--json").stdout)["plan"]
     assert [(s["key"], s["units"], s["pending"]) for s in data["sections"]] == [("concentration", 4, 4),
                                                                                  ("threshold", 6, 6)]
     assert data["expected_seconds"] == pytest.approx(sum(s["seconds"] for s in data["sections"]))
+    assert data["overheads_ms"]["gd_step"] > 0 and data["overheads_ms"]["call"] > 0
     for preset in ("quick", "paper", "full"):
         listed = json.loads(overparam("study", "--preset", preset, "--plan", "--json", "--only", "threshold").stdout)
         section = listed["plan"]["sections"][0]

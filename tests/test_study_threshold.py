@@ -489,3 +489,49 @@ def test_kernel_distances_against_autograd_kernels_of_the_seeds_first_neurons(se
             assert abs(stored[index] - distance) <= 2e-6 * np.linalg.norm(limit, 2)
             checked += 1
     assert checked
+
+
+def test_each_d_has_one_colour_in_every_panel_of_the_dimension_figure():
+    """m*_opt against n/d: the points, the beyond-grid markers and the fitted line of one d share one colour in
+    every activation's panel, also where a d has no point inside the grid in one panel (exp, d = 2 here), which
+    shifted matplotlib's colour cycle before; different d differ."""
+    from matplotlib.colors import to_rgba
+
+    from overparam.study.thresholds import DimensionFit, _dimension_figure, measure_series
+
+    study = StudyConfig(activations=("relu", "exp"), d=4, delta=0.5)
+    cfg = TINY.section("threshold")
+    widths, ds, ns = cfg.widths, cfg.dimension_ds, cfg.dimension_ns
+    found = {}
+    for a in study.activations:
+        for d in ds:
+            outcomes = {}
+            for n in ns:
+                first = min(len(widths), {2: 1, 4: 3}[d] + ns.index(n))  # threshold index: inside the grid
+                if a == "exp" and d == 2:
+                    first = len(widths)  # never reached: beyond the grid
+                column = (np.arange(len(widths)) >= first).astype(float)
+                outcomes[n] = np.broadcast_to(column[None, :, None], (2, len(widths), 2)).copy()
+            found["optimization", a, d] = measure_series(study, "optimization", a, d, widths, outcomes)
+    fits = [DimensionFit(a, "optimization", 4, 1.0, 0.5, 1.5, -1.0, -1.5, -0.5, 2.0, 100) for a in study.activations]
+    fig = _dimension_figure(study, cfg, found, fits)
+    seen = {d: [] for d in ds}
+    for axis in fig.axes:
+        for container in axis.containers:
+            d = int(container.get_label().split("=")[1])
+            seen[d].append(("points", axis.get_title(), to_rgba(container.lines[0].get_color())))
+        for collection in axis.collections:
+            label = collection.get_label()
+            if label.startswith("d = "):
+                d = int(label.split("=")[1].split(":")[0])
+                seen[d].append(("beyond", axis.get_title(), tuple(collection.get_edgecolor()[0])))
+        for line in axis.lines:
+            if line.get_label().startswith("_fit d = "):
+                seen[int(line.get_label().split("=")[1])].append(("fit", axis.get_title(), to_rgba(line.get_color())))
+    assert {(kind, title) for kind, title, _ in seen[2]} == {("points", "relu"), ("beyond", "exp"), ("fit", "relu"),
+                                                             ("fit", "exp")}
+    assert {(kind, title) for kind, title, _ in seen[4]} == {("points", "relu"), ("points", "exp"), ("fit", "relu"),
+                                                             ("fit", "exp")}
+    colours = {d: {colour for *_, colour in found_d} for d, found_d in seen.items()}
+    assert all(len(c) == 1 for c in colours.values()), colours
+    assert colours[2] != colours[4]

@@ -9,13 +9,15 @@ import typer
 
 from ..activations import CHOICES, PAPERS
 from ..study import preset as study_preset
+from ..study.config import GOALS
 from ..study import StudyConfig, run_study
 from .common import EXIT_INTERRUPTED, WRITE_ERRORS, Failed, app, output_folder, parse_device, print_json, show_progress
 
 
 @app.command()
 def study(
-    preset: str = typer.Option("quick", help="quick (2 CPU cores, < 10 min), paper (one GPU) or full (a cluster)"),
+    preset: str = typer.Option("quick", help="quick (2 CPU cores, < 10 min), paper (a night on 2 CPU cores, an "
+                               "hour on one GPU) or full (a cluster)"),
     out: Path = typer.Option(Path("out/study"), help="folder for report.html, report.md, figures, tables, runs.db"),
     backend: str = typer.Option("local", help="local or ray (width sweeps)"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
@@ -106,11 +108,15 @@ def _plan(config, out: Path, device: str) -> dict:
     rates = calibrate(device)
     sections = plan_study(config, out, rates)
     known = [s.seconds for s in sections if s.seconds is not None]
+    kind = "cuda" if device.startswith("cuda") else "cpu"
     return {"device": device, "sections": [vars(s) for s in sections],
             "expected_seconds": sum(known) if len(known) == len(sections) else None,
+            "preset": config.preset, "goal_seconds": GOALS.get(config.preset, {}).get(kind),
             "rates_gflops": {"gd": rates.gd / 1e9, "kernel_products": rates.gemm / 1e9,
                              "eigensolves": rates.dense / 1e9},
-            "method": "per-unit operation counts (cost model) / this machine's rates from a one-second calibration"}
+            "overheads_ms": {"gd_step": 1e3 * rates.step, "call": 1e3 * rates.call},
+            "method": "per-unit operation counts (cost model) / this machine's rates, plus fixed overheads per GD "
+                      "step and per unit or sweep task, from a one-second calibration"}
 
 
 def _duration(seconds) -> str:
@@ -137,7 +143,20 @@ def _print_plan(plan: dict) -> None:
         table.add_row(section["title"], str(section["units"]), str(section["pending"]), expected)
     console = Console()
     console.print(table)
+    where = [f"  {section['key']}: {section['dominant']}" for section in plan["sections"] if section["dominant"]]
+    if where:
+        console.print("Where the time goes (the group of units with the most expected time):\n" + "\n".join(where),
+                      highlight=False)
+    goal, expected = plan["goal_seconds"], plan["expected_seconds"]
+    if goal is not None and expected is not None:
+        verdict = "within it" if expected <= goal else (
+            "beyond it: shrink the sections that take the most (grids, draws, seeds, step budgets) with --config")
+        console.print(f"The {plan['preset']} preset is sized for {_duration(goal)} on {plan['device']} (its whole "
+                      f"study); this plan expects {_duration(expected)}: {verdict}.", highlight=False)
+    overheads = plan["overheads_ms"]
     console.print(f"Estimate: each unit's operation count (cost model, overparam.study.plan) divided by rates "
                   f"measured now with one torch thread (GD {rates['gd']:.2g}, kernel products "
-                  f"{rates['kernel_products']:.2g}, eigensolves {rates['eigensolves']:.2g} GFLOP/s); an order of "
-                  "magnitude, not a promise. Units already in --out are not counted.")
+                  f"{rates['kernel_products']:.2g}, eigensolves {rates['eigensolves']:.2g} GFLOP/s), plus "
+                  f"{overheads['gd_step']:.2g} ms per GD step and {overheads['call']:.2g} ms per unit or sweep task; "
+                  "width scans as if every width ran (an upper bound). An order of magnitude, not a promise. Units "
+                  "already in --out are not counted.")

@@ -178,28 +178,33 @@ def _toml_table(name: str, values: dict) -> str:
 #: The presets as data: tables over the defaults (the quick preset), as in a TOML file.
 PRESETS = {
     "quick": {"study": {"preset": "quick"}},
+    # paper: a night (<= 8 h planned, `overparam study --preset paper --plan`) on 2 CPU cores; beside quick: more
+    # n (threshold to n = 256, kernel threshold to 256 and m = 2^24), 8 draws x 4 seeds, the d-axis over
+    # d = 8..64, d = 16. Left out as they do not fit a night (GD steps of the theory:3 budget, from
+    # lambda_max/lambda of H*): d = 4 (exp and softmax need 2.8e5 steps at n = 32, 1.6e8 at n = 128), n = 512,
+    # exp and softmax at d = 8 beyond n = 64 (3.4e4 steps at n = 128, 1.7e5 at 256), and the former
+    # 2e5-step generalisation and 2e4-step training budgets (runs that fail use all of them).
     "paper": {
         "study": {"preset": "paper", "d": 16, "delta": 0.1},
         "concentration": {"n": 256, "widths": [2**p for p in range(6, 18)], "seeds": 16},
-        "training": {"n": 128, "widths": [512, 2048, 8192, 32768], "seeds": 8, "steps": 20000},
-        "laziness": {"n": 128, "widths": [512, 2048, 8192, 32768], "seeds": 8, "steps": 20000},
+        "training": {"n": 128, "widths": [512, 2048, 8192], "seeds": 8, "steps": 5000},
+        "laziness": {"n": 128, "widths": [512, 2048, 8192], "seeds": 8, "steps": 5000},
         "threshold": {"ns": [16, 32, 64, 128, 256], "kernel_ns": [16, 32, 64, 128, 256],
-                      "widths": [2**p for p in range(1, 16)], "draws": 8, "seeds": 4, "max_steps": 100000,
-                      "kernel_widths": [2**p for p in range(6, 25)], "dimension_ns": [32, 64, 128],
-                      "dimension_ds": [4, 8, 16, 32, 64], "lambda_ns": [*(2**p for p in range(4, 15)), 20000]},
-        "perturbation": {"n": 128, "widths": [512, 2048, 8192, 32768]},
-        "initialisation": {"n": 128, "width": 8192, "seeds": 8, "steps": 20000},
-        "diffusion": {"data": "gmm:k=8,d=2", "n": 8192, "width": 8192, "steps": 5000, "sampler_steps": 200,
-                      "samples": 5000, "score_samples": 16384, "widths": [512, 1024, 2048, 4096, 8192],
-                      "ns": [1024, 2048, 4096, 8192], "twins": False},
-        "generalisation": {"n": 256, "ns": [32, 64, 128, 256, 512], "widths": [2**p for p in range(6, 16)],
-                           "seeds": 4, "steps": 200000},
-        "real_data": {"ns": [32, 64, 128, 256, 365], "label_draws": 20, "train_n": 256, "width": 4096, "seeds": 8,
-                      "steps": 20000, "threshold_ns": [32, 64, 128, 256],
-                      "threshold_widths": [2**p for p in range(1, 12)], "threshold_seeds": 8,
-                      "max_steps": 50000},
-        "lazy_rich": {"widths": [256, 1024, 4096, 16384], "alphas": [10 ** (k / 4) for k in range(-14, 7)],
-                      "seeds": 5, "steps": 20000, "test": 2000},
+                      "widths": [2**p for p in range(1, 13)], "draws": 8, "seeds": 4, "max_steps": 20000,
+                      "kernel_widths": [2**p for p in range(6, 25)], "dimension_ns": [32, 64],
+                      "dimension_ds": [8, 16, 32, 64], "lambda_ns": [*(2**p for p in range(4, 15)), 20000]},
+        "perturbation": {"n": 128, "widths": [512, 2048, 8192], "seeds": 8, "steps": 5000},  # training's runs
+        "initialisation": {"n": 128, "width": 8192, "seeds": 8, "steps": 5000},
+        "diffusion": {"data": "gmm:k=8,d=2", "n": 4096, "width": 2048, "steps": 3000, "sampler_steps": 200,
+                      "samples": 2000, "score_samples": 8192, "widths": [256, 512, 1024, 2048],
+                      "ns": [1024, 2048, 4096], "twins": False},
+        "generalisation": {"n": 128, "ns": [32, 64, 128, 256], "widths": [64, 256, 1024, 4096], "seeds": 4,
+                           "steps": 20000},
+        "real_data": {"ns": [32, 64, 128, 256, 365], "label_draws": 20, "train_n": 128, "width": 2048, "seeds": 4,
+                      "steps": 5000, "threshold_ns": [32, 64, 128],
+                      "threshold_widths": [2**p for p in range(1, 11)], "threshold_seeds": 4, "max_steps": 20000},
+        "lazy_rich": {"widths": [256, 1024, 4096], "alphas": [10 ** (k / 4) for k in range(-12, 5)],
+                      "seeds": 4, "steps": 5000, "test": 2000},
     },
     "full": {
         "study": {"preset": "full", "d": 32, "delta": 0.05},
@@ -225,6 +230,10 @@ PRESETS = {
                       "alphas": [10 ** (k / 4) for k in range(-16, 7)], "seeds": 8, "steps": 50000, "test": 5000},
     },
 }
+
+
+#: What each preset is sized for: seconds of expected time (`overparam study --plan`) per device kind.
+GOALS = {"quick": {"cpu": 600}, "paper": {"cpu": 8 * 3600, "cuda": 3600}}
 
 
 def preset(name: str) -> StudyConfig:

@@ -562,7 +562,8 @@ class ThresholdSection(StudySection):
                         _figure(study, cfg, found, fits, estimates, lam)),
                    Plot("threshold_dimension", "The optimisation threshold m*_opt (median over draws, 95% intervals) "
                         "against n/d for each input dimension d; solid grey: the trivial bound m d = n k (fewer "
-                        "parameters than equations cannot interpolate), dashed: the fitted C n^p d^q.",
+                        "parameters than equations cannot interpolate), dashed: the fitted C n^p d^q; each d has one "
+                        "colour in every panel.",
                         _dimension_figure(study, cfg, found, dimension_fits))],
             facts=_facts(study, fits, local, dimension_fits, decay))
 
@@ -660,11 +661,13 @@ def _figure(study, cfg, found, fits, estimates, lam):
 
 
 def _dimension_figure(study, cfg, found, dimension_fits):
+    """One panel per activation; each d keeps one colour (its place in `dimension_ds`) in every panel."""
     fig, axes = plots.figure(1, len(study.activations), size=(4.6 * len(study.activations), 4.2),
                              squeeze=False, sharey=True)
     ratios = [n / d for n in cfg.dimension_ns for d in cfg.dimension_ds]
     grid = np.geomspace(min(ratios), max(ratios), 20)
     markers = "ovs^Dp*h"
+    colours = dimension_colours(cfg.dimension_ds)
     for axis, activation in zip(axes[0], study.activations):
         for index, d in enumerate(cfg.dimension_ds):
             series = found["optimization", activation, d]
@@ -675,22 +678,28 @@ def _dimension_figure(study, cfg, found, dimension_fits):
                 low = np.array([min(t.low, t.width) for t in inside])
                 high = np.array([min(t.high, max(cfg.widths)) for t in inside])
                 axis.errorbar(x, m, yerr=[m - low, np.maximum(high - m, 0)], fmt=markers[index % len(markers)],
-                              capsize=3, label=f"d = {d}")
+                              capsize=3, color=colours[d], label=f"d = {d}")
             beyond = [n / d for n in cfg.dimension_ns if math.isinf(series.pooled[n].width)]
             if beyond:
                 axis.scatter(beyond, [max(cfg.widths)] * len(beyond), marker="^", facecolors="none",
-                             edgecolors="k", label=f"d = {d}: beyond {max(cfg.widths)}")
+                             edgecolors=colours[d], label=f"d = {d}: beyond {max(cfg.widths)}")
         axis.plot(grid, grid, color="0.5", lw=1, label="trivial bound m = n k / d")
         fit = next((f for f in dimension_fits if f.activation == activation), None)
         if fit is not None:
             for d in cfg.dimension_ds:
                 n = grid * d
                 inside = (n >= min(cfg.dimension_ns)) & (n <= max(cfg.dimension_ns))
-                axis.plot(grid[inside], fit.C * n[inside] ** fit.p * d**fit.q, ls="--", lw=0.8, color="0.3")
+                axis.plot(grid[inside], fit.C * n[inside] ** fit.p * d**fit.q, ls="--", lw=0.8, color=colours[d],
+                          label=f"_fit d = {d}")
         axis.set(xscale="log", yscale="log", xlabel="n / d", title=activation)
         plots.finish(axis, legend=6)
     axes[0][0].set_ylabel(f"m*_opt (rate >= {1 - study.delta:g})")
     return fig
+
+
+def dimension_colours(ds) -> dict:
+    """d -> its colour in the dimension figure: matplotlib's colour cycle by d's place in `ds`."""
+    return {d: f"C{index % 10}" for index, d in enumerate(ds)}
 
 
 def _interval(low: float, high: float) -> str:
