@@ -43,6 +43,7 @@ from pathlib import Path
 
 import torch
 
+from ..activations import RELU
 from . import registry
 from .config import StudyConfig
 
@@ -212,7 +213,6 @@ def unit_cost(unit) -> Cost | None:
 def calibrate(device: str = "cpu") -> Rates:
     """Operations per second of each kind on `device` with one torch thread (as the sweeps and kernel passes
     run), from about a second of work (module docstring)."""
-    from ..activations import RELU
     from ..data import sphere
     from ..models import TwoLayerNet, initial_weights
     from ..kernels.nested import nested_ntk
@@ -255,9 +255,9 @@ def _step_overhead(device: str, steps: int = 300) -> float:
 
     data = sphere(8, 8, seed=0)
     X, y = torch.from_numpy(data.X).to(device), torch.from_numpy(data.y).to(device)
-    train_seeds("relu", 4, X, y, [0, 1], "coupled", 1.0, None, lr=1e-3, steps=2, device=device)  # warm-up
+    train_seeds(RELU.name, 4, X, y, [0, 1], "coupled", 1.0, None, lr=1e-3, steps=2, device=device)  # warm-up
     start = time.perf_counter()
-    train_seeds("relu", 4, X, y, [0, 1], "coupled", 1.0, None, lr=1e-3, steps=steps, record_every=steps,
+    train_seeds(RELU.name, 4, X, y, [0, 1], "coupled", 1.0, None, lr=1e-3, steps=steps, record_every=steps,
                 device=device)
     return _synchronised(start, device) / steps
 
@@ -278,7 +278,7 @@ def _call_overhead(device: str) -> float:
         context = UnitContext(device, lambda unit: cache.compute_unit(unit, context), store, "local")
         times = []
         for seed in range(3):
-            unit = WidthScan("relu", 4, (2,), 2, 1, (seed,), "coupled", "sphere", 0, 1.0, 1e-3, 1, 1)
+            unit = WidthScan(RELU.name, 4, (2,), 2, 1, (seed,), "coupled", "sphere", 0, 1.0, 1e-3, 1, 1)
             start = time.perf_counter()
             cache.compute_unit(unit, context)
             times.append(_synchronised(start, device))
