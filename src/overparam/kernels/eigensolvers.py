@@ -18,7 +18,7 @@
 `choose` picks dense up to the dense limit, Cholesky above it wherever the matrix and its factor fit
 in half of the available memory, and where they do not the Nystrom solver for kernels that give their
 columns without the matrix (H*, a matrix) and Lanczos for the others (a finite network's kernel).
-Measured on relu's H* (d = 8 sphere, benchmarks/lambda_min_large.py): 44 kernel passes at n = 5000 where
+Measured on relu's H* (d = 8 sphere, benchmarks/lambda_min_large.py): 39 kernel passes at n = 5000 where
 Lanczos needed 809 products; one pass costs about one product. Measured on 2 cores
 (benchmarks/eigensolvers.py, benchmarks/RESULTS.md): at n = 4000 torch's eigvalsh took 14.5 s,
 scipy's eigvalsh 19-22 s (driver evd, or evr for the smallest only), Cholesky 1.8 s.
@@ -160,7 +160,7 @@ def choose(size: int, solver: str = "auto", dense_limit: int = DENSE_LIMIT, memo
                                   f"({room}): Cholesky (n^3/3 flops) and Lanczos on H^-1")
     if columns:
         return Choice("nystrom", f"the dense matrix does not fit ({room}, at most {MEMORY_FRACTION:.0%} usable): "
-                                 "matrix-free block LOBPCG preconditioned by a Nystrom approximation (relu's H*: 44 "
+                                 "matrix-free block LOBPCG preconditioned by a Nystrom approximation (relu's H*: 39 "
                                  "kernel passes at n = 5000, where Lanczos took 809 products)")
     return Choice("lanczos", f"the dense matrix does not fit ({room}, at most {MEMORY_FRACTION:.0%} usable) and "
                              "this kernel gives no columns for a Nystrom preconditioner: matrix-free Lanczos")
