@@ -78,9 +78,7 @@ def infinite_ntk_vector(activation: str | activations.Activation, X, V: torch.Te
             out[:, rows].addmm_(transposed[:, cols], block.T)
             out[:, cols].addmm_(transposed[:, rows], block)
         out[:, rows].addmm_(transposed[:, rows], activation.infinite_kernel(own, sigma, own).to(V.dtype))
-    if not torch.isfinite(out).all():
-        finite_limit(torch.tensor(math.inf), activation, sigma, X)
-    return out.T.contiguous()
+    return finite_limit(out, activation, sigma, X).T.contiguous()
 
 
 def infinite_columns(activation, X: torch.Tensor, sigma: float, out_dim: int, index: torch.Tensor) -> torch.Tensor:
