@@ -9,14 +9,15 @@ of place, a finiteness check per block: the code of 2026-12-04's second session,
 now, `kernels.infinite.infinite_ntk_vector`'s cache-sized square tiles. ratio = before / now.
 
 Part 2, kernel passes to convergence on relu's H* at each --passes-n, H*'s row blocks cached so the counts
-come fast (a count does not depend on how a pass is computed): `eigensolvers.nystrom_smallest` (2000 landmarks)
-with --blocks vectors, against eigvalsh where n <= 6000 (and --lanczos: Lanczos's products).
+come fast (a count does not depend on how a pass is computed): `eigensolvers.nystrom_smallest` with each of
+--ranks landmarks (default `eigensolvers.nystrom_rank`'s) and --blocks vectors, against eigvalsh where n <= 6000 (and --lanczos: Lanczos's products).
 
 Part 3 (--run N): `kernels.comparison.spectrum` of relu's H* at N matrix-free as the CLI runs it (Nystrom
 set-up, lambda_max, lambda_min): the wall time of each stage and of every tenth pass, CPU seconds, load.
 
     python benchmarks/lambda_min_large.py [--n 20000] [--repeats 2]
-                                          [--passes-n 5000 10000 20000] [--blocks 1 16] [--lanczos] [--run N]
+                                          [--passes-n 5000 10000 20000] [--blocks 1 16] [--ranks R ...]
+                                          [--skip-product] [--lanczos] [--run N]
 """
 
 from __future__ import annotations
@@ -81,23 +82,28 @@ def product_cost(n: int, repeats: int) -> None:
               f"at n = 10^5 now {nw * per * 5e9 / 1e9:.0f} s a pass (load {os.getloadavg()[0]:.1f})", flush=True)
 
 
-def passes(n: int, blocks: list[int], lanczos: bool) -> None:
+def passes(n: int, blocks: list[int], lanczos: bool, ranks: list[int | None]) -> None:
     X = torch.from_numpy(sphere(n, 8, seed=0).X)
     operator = kernel_operator("relu", X, cache=True)
     reference = float(np.linalg.eigvalsh(operator.dense().numpy())[0]) if n <= 6000 else None
-    precondition = eigensolvers.nystrom_preconditioner(operator)
-    line = f"n = {n}:"
-    for block in blocks:
+    for rank in ranks:
         start = time.perf_counter()
-        found = eigensolvers.nystrom_smallest(operator, block=block, precondition=precondition)
-        line += (f" {block} vectors {found.value:.13g} in {found.matvecs} passes (relative residual "
-                 f"{found.residual / found.value:.2g}, converged {found.converged}, {time.perf_counter() - start:.0f} s);")
+        precondition = eigensolvers.nystrom_preconditioner(operator, rank)
+        line = f"n = {n}, {precondition.rank} landmarks (set-up {time.perf_counter() - start:.0f} s):"
+        for block in blocks:
+            start = time.perf_counter()
+            found = eigensolvers.nystrom_smallest(operator, block=block, precondition=precondition)
+            line += (f" {block} vectors {found.value:.13g} in {found.matvecs} passes (relative residual "
+                     f"{found.residual / found.value:.2g}, converged {found.converged}, "
+                     f"{time.perf_counter() - start:.0f} s);")
+        print(line + f" (load {os.getloadavg()[0]:.1f})", flush=True)
+    line = f"n = {n}:"
     if lanczos:
         other = eigensolvers.lanczos(operator, "SA")
         line += f" lanczos {other.value:.13g} in {other.matvecs} products, converged {other.converged};"
     if reference is not None:
         line += f" eigvalsh {reference:.13g}"
-    print(line + f" (load {os.getloadavg()[0]:.1f})", flush=True)
+    print(line, flush=True)
 
 
 def run(n: int) -> None:
@@ -127,14 +133,18 @@ def main() -> None:
     parser.add_argument("--passes-n", type=int, nargs="*", default=[5000, 10000, 20000])
     parser.add_argument("--blocks", type=int, nargs="*", default=[1, 16])
     parser.add_argument("--lanczos", action="store_true")
+    parser.add_argument("--ranks", type=int, nargs="*", default=[None],
+                        help="landmarks of the Nystrom preconditioner for the pass counts (default: nystrom_rank's)")
+    parser.add_argument("--skip-product", action="store_true", help="only the pass counts (part 2)")
     parser.add_argument("--run", type=int, default=None)
     args = parser.parse_args()
     if args.run:
         run(args.run)
         return
-    product_cost(args.n, args.repeats)
+    if not args.skip_product:
+        product_cost(args.n, args.repeats)
     for n in args.passes_n:
-        passes(n, args.blocks, args.lanczos)
+        passes(n, args.blocks, args.lanczos, args.ranks)
 
 
 if __name__ == "__main__":

@@ -121,8 +121,8 @@ def test_automatic_choice_follows_size_and_memory(monkeypatch):
 
 def test_nystrom_is_the_choice_where_the_matrix_does_not_fit(monkeypatch):
     """With (faked) memory that holds the dense matrix and its copy only once, not twice, the dense matrix does
-    not fit and H* gives its columns, so the automatic choice is the Nystrom-preconditioned LOBPCG (rank
-    capped by that memory: n / 6 landmarks); relu's converges to 1e-6 relative of numpy's lambda_min."""
+    not fit and H* gives its columns, so the automatic choice is the Nystrom-preconditioned LOBPCG (n / 2
+    landmarks: `nystrom_rank`'s cap); relu's converges to 1e-6 relative of numpy's lambda_min."""
     n = 1200
     X, values, level = reference("relu", n, 8)
     monkeypatch.setattr(eigensolvers, "available_memory", lambda device: eigensolvers.dense_bytes(n))
@@ -166,6 +166,44 @@ def test_lobpcg_finds_the_smallest_of_a_known_spectrum(bottom, cluster, precondi
     assert converged and passes <= 2001 and value <= bottom * (1 + 1e-6)
     assert value >= bottom - np.finfo(float).eps * lam.max()  # a Rayleigh quotient, to float64 rounding
     assert abs(float(vector @ torch.from_numpy(Q[:, 0]))) == pytest.approx(1, abs=1e-9)
+
+
+@pytest.mark.parametrize("activation", ["relu", "exp"])
+def test_nystrom_preconditioner_is_the_shifted_inverse_of_the_nystrom_approximation(activation):
+    """apply(R) = (A_nu - nu I + mu I)^-1 R on A's range, R / mu off it, where A_nu = C (W + nu I)^-1 C^T is formed
+    here densely by numpy (solve, then eigh of the n x n matrix: not the Gram route of the code), its eigenvalues
+    less nu clamped at 0 and mu the smallest positive one; to 1e-9 of the operator's norm 1 / mu. leading: A's
+    top eigenvectors (up to sign)."""
+    n, rank = 600, 120
+    X = torch.from_numpy(sphere(n, 8, seed=3).X)
+    K = infinite_ntk(activation, X).numpy()
+    precondition = eigensolvers.nystrom_preconditioner(kernel_operator(activation, X), rank, seed=5)
+    landmarks = np.sort(np.random.default_rng(5).choice(n, rank, replace=False))
+    C, W = K[:, landmarks], K[np.ix_(landmarks, landmarks)]
+    nu = EPS * rank * np.trace(W)
+    while np.linalg.eigvalsh(W + nu * np.eye(rank))[0] <= 0:
+        nu *= 10
+    values, U = np.linalg.eigh(C @ np.linalg.solve(W + nu * np.eye(rank), C.T))
+    values, U = values[::-1][:rank], U[:, ::-1][:, :rank]
+    lam = np.clip(values - nu, 0, None)
+    mu = lam[lam > 0].min()
+    P = U @ np.diag(1 / (lam + mu) - 1 / mu) @ U.T + np.eye(n) / mu
+    R = np.random.default_rng(0).standard_normal((n, 4))
+    assert precondition.mu == pytest.approx(mu, rel=1e-6) and precondition.rank == rank
+    assert np.abs(precondition(torch.from_numpy(R)).numpy() - P @ R).max() <= 1e-9 / mu * np.abs(R).max()
+    overlap = np.abs(U[:, :4].T @ precondition.leading[:, :4].numpy())
+    assert np.allclose(overlap, np.eye(4), atol=1e-8)
+
+
+def test_nystrom_rank_grows_as_the_square_root_of_the_side_within_memory():
+    """NYSTROM_RANK up to side (NYSTROM_RANK / NYSTROM_RANK_SCALE)^2, then NYSTROM_RANK_SCALE sqrt(side); never
+    above half the side or one float64 (side, rank) factor in NYSTROM_MEMORY of the memory."""
+    plenty = 1 << 50
+    assert eigensolvers.nystrom_rank(1000, plenty) == 500
+    assert eigensolvers.nystrom_rank(5000, plenty) == eigensolvers.NYSTROM_RANK
+    assert eigensolvers.nystrom_rank(100_000, plenty) == math.ceil(eigensolvers.NYSTROM_RANK_SCALE * 100_000 ** 0.5)
+    memory = 8 * 100_000 * 3000 / eigensolvers.NYSTROM_MEMORY
+    assert eigensolvers.nystrom_rank(100_000, memory) == 3000
 
 
 @pytest.mark.parametrize("activation, n", [("relu", 2000), ("exp", 1500), ("softmax", 1500)])

@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..chunks import available_memory
+from ..chunks import available_memory, chunk_slices
 
 #: Largest kernel side (n * k) whose spectrum is computed densely with eigvalsh.
 DENSE_LIMIT = 4096
@@ -57,14 +57,15 @@ LANCZOS_RESTARTS = 2
 #: (both are at the well-separated top of their spectra, where Lanczos converges fast).
 LEADING_NCV = 256
 INVERSE_NCV = 64
-#: Landmarks of the Nystrom preconditioner (at most half the side, fewer where its three side x rank factors would take more
-#: than NYSTROM_MEMORY of the free memory), LOBPCG's block of vectors, its relative residual tolerance
+#: Landmarks of the Nystrom preconditioner (`nystrom_rank`: NYSTROM_RANK_SCALE sqrt(side), at least NYSTROM_RANK, at most
+#: half the side, fewer where its side x rank factor would take more than NYSTROM_MEMORY of the free memory), LOBPCG's block of vectors, its relative residual tolerance
 #: ||K v - mu v|| <= tol mu (mu is then within tol mu of an eigenvalue; its error is in practice about
 #: the residual squared over the gap, 1e-13 relative in the tests) and its most iterations. 16 vectors:
 #: a product with 16 costs little more than with one where the kernel's entries dominate, and on relu's H*
 #: (2000 landmarks, benchmarks/RESULTS.md) blocks of 1, 8 and 16 took 241, 51 and 44 passes at n = 5000.
 NYSTROM_RANK = 2000
-NYSTROM_MEMORY = 0.25
+NYSTROM_RANK_SCALE = 25
+NYSTROM_MEMORY = 0.3
 NYSTROM_BLOCK = 16
 NYSTROM_TOL = 1e-6
 NYSTROM_ITERATIONS = 500
@@ -260,48 +261,65 @@ def cholesky_smallest(matrix: torch.Tensor, high: float, tol: float = LANCZOS_TO
     return Eigenvalue(value, converged and math.isfinite(value), "cholesky", residual, count, vector)
 
 
-def nystrom_preconditioner(operator, rank: int = NYSTROM_RANK, seed: int = 0,
+def nystrom_rank(size: int, memory: int | None = None) -> int:
+    """Landmarks for a kernel of side `size`: NYSTROM_RANK_SCALE sqrt(size), at least NYSTROM_RANK, at most half the
+    side and as many as one (size, rank) float64 factor in NYSTROM_MEMORY of `memory` (default: free memory).
+    sqrt: the set-up's O(size rank^2) flops then cost a few kernel passes (O(size^2)) at every size."""
+    memory = available_memory(torch.device("cpu")) if memory is None else memory
+    cap = int(NYSTROM_MEMORY * memory // (8 * size))
+    return max(1, min(max(NYSTROM_RANK, math.ceil(NYSTROM_RANK_SCALE * math.sqrt(size))), size // 2, cap))
+
+
+def nystrom_preconditioner(operator, rank: int | None = None, seed: int = 0,
                            progress: Progress | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """R -> (A + mu I)^-1 R for the rank-s Nystrom approximation A = C W^-1 C^T = U diag(lam) U^T of the
-    kernel K (C = K[:, S], W = K[S, S], S s random landmarks) and mu = lam_s, its smallest eigenvalue:
+    kernel K (C = K[:, S], W = K[S, S], S s random landmarks, s = `nystrom_rank` unless given) and
+    mu = lam_s, its smallest eigenvalue:
 
-        (A + mu I)^-1 R = U ((lam + mu)^-1 - 1/mu) U^T R + R / mu.
+        (A + mu I)^-1 R = U ((lam + mu)^-1 - 1/mu) U^T R + R / mu = B M B^T R + R / mu.
 
     Stable form (Frangella, Tropp and Udell 2023, algorithm 2.1): W + nu I = L L^T with a shift nu of
-    float64 rounding size, B = C L^-T = U Sigma V^T, lam = max(Sigma^2 - nu, 0)."""
+    float64 rounding size, B = C L^-T = U Sigma V^T, lam = max(Sigma^2 - nu, 0). Sigma and V come from the
+    eigenvalues of the Gram matrix B^T B = V Sigma^2 V^T, and U = B V Sigma^-1 is never formed:
+    M = V diag(((lam + mu)^-1 - 1/mu) / Sigma^2) V^T (zero where lam = 0). B overwrites C, so the set-up
+    holds one (side, s) factor, where an SVD holds three."""
     progress = progress or _silent
     size = operator.size
-    cap = int(NYSTROM_MEMORY * available_memory(torch.device("cpu")) // (3 * 8 * size))
-    rank = max(1, min(rank, size // 2, cap))
+    rank = nystrom_rank(size) if rank is None else max(1, min(rank, size // 2))
     landmarks = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(size, rank, replace=False)))
     stage = f"Nystrom preconditioner, {rank} landmarks"
     progress(stage, 0, 3)
-    C = operator.columns(landmarks).to(torch.float64)
+    B = operator.columns(landmarks).to(torch.float64)
     progress(stage, 1, 3)
-    W = C[landmarks]
+    W = B[landmarks]
     nu = torch.finfo(torch.float64).eps * rank * float(W.diagonal().sum())
     factor, info = torch.linalg.cholesky_ex(W + nu * torch.eye(rank, dtype=torch.float64))
     while int(info) > 0:  # W is singular to rounding (landmarks that nearly coincide): a larger shift
         nu *= 10
         factor, info = torch.linalg.cholesky_ex(W + nu * torch.eye(rank, dtype=torch.float64))
-    B = torch.linalg.solve_triangular(factor, C.T, upper=False).T
-    del C
+    del W
+    for rows in chunk_slices(size, max(1, (1 << 27) // (8 * rank))):  # B = C L^-T, in place, 128 MiB at a time
+        B[rows] = torch.linalg.solve_triangular(factor, B[rows].T, upper=False).T
     progress(stage, 2, 3)
-    U, sigma, _ = torch.linalg.svd(B, full_matrices=False)
-    del B
-    lam = (sigma.square() - nu).clamp_min(0)
-    mu = float(lam[-1]) if float(lam[-1]) > 0 else nu
-    scale = 1 / (lam + mu) - 1 / mu
+    squares, V = torch.linalg.eigh(B.T @ B)
+    squares, V = squares.flip(0), V.flip(1)  # Sigma^2, descending
+    lam = (squares - nu).clamp_min(0)
+    positive = lam > 0
+    mu = float(lam[positive][-1]) if bool(positive.any()) else nu
+    weight = torch.where(positive, (1 / (lam + mu) - 1 / mu) / squares.where(positive, 1.0), 0.0)
+    M = (V * weight) @ V.T
     progress(stage, 3, 3)
 
     def apply(R: torch.Tensor) -> torch.Tensor:
-        return U @ (scale[:, None] * (U.T @ R)) + R / mu
+        return B @ (M @ (B.T @ R)) + R / mu
 
-    apply.mu, apply.leading = mu, U
+    leading = int(positive.sum().clamp_max(NYSTROM_BLOCK))
+    apply.mu, apply.rank = mu, rank
+    apply.leading = (B @ V[:, :leading]) / squares[:leading].sqrt()  # U's first columns
     return apply
 
 
-def nystrom_smallest(operator, tol: float = NYSTROM_TOL, rank: int = NYSTROM_RANK, block: int = NYSTROM_BLOCK,
+def nystrom_smallest(operator, tol: float = NYSTROM_TOL, rank: int | None = None, block: int = NYSTROM_BLOCK,
                      iterations: int = NYSTROM_ITERATIONS, v0=None, progress: Progress | None = None,
                      precondition: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Eigenvalue:
     """lambda_min by `lobpcg_smallest` on K with `nystrom_preconditioner` T (built here unless given), from

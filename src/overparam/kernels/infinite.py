@@ -83,14 +83,16 @@ def infinite_ntk_vector(activation: str | activations.Activation, X, V: torch.Te
 
 def infinite_columns(activation, X: torch.Tensor, sigma: float, out_dim: int, index: torch.Tensor) -> torch.Tensor:
     """Columns `index` of I_k (x) H* (output-major: column l*n + j is output l at x_j), (k n, len(index)),
-    with the exact diagonal entries of `kernel_rows`."""
+    with the exact diagonal entries of `kernel_rows`. Formed by groups of columns (BLOCK_BYTES each), so that
+    the memory is the result's and one group's (the Nystrom eigensolver takes thousands at n = 10^5)."""
     n = X.shape[0]
     index = torch.as_tensor(index, dtype=torch.long)
-    points, outputs = index % n, index // n
-    block = finite_limit(infinite_ntk(activation, X[points], sigma, X2=X), activation, sigma, X).T  # (n, s)
-    block[points, torch.arange(len(index))] = infinite_ntk(activation, X[points], sigma).diagonal()
     columns = X.new_zeros(out_dim * n, len(index))
-    for output in range(out_dim):
-        mine = outputs == output
-        columns[output * n:(output + 1) * n, mine] = block[:, mine]
+    for group in chunks.chunk_slices(len(index), max(1, BLOCK_BYTES // (8 * 4 * n))):
+        points, outputs = index[group] % n, index[group] // n
+        block = finite_limit(infinite_ntk(activation, X[points], sigma, X2=X), activation, sigma, X)  # (s, n)
+        block[torch.arange(len(points)), points] = infinite_ntk(activation, X[points], sigma).diagonal()
+        for output in range(out_dim):
+            mine = torch.nonzero(outputs == output).flatten()
+            columns[output * n:(output + 1) * n, group.start + mine] = block[mine].T
     return columns
