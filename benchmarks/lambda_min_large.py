@@ -6,7 +6,9 @@ Part 1, one pass H* V at n (default 20,000) with V of 1 and of 16 columns, round
 process CPU seconds, best of --repeats; per entry of the lower triangle, and extrapolated to n = 10^5): before,
 the row blocks of the lower triangle with relu's former kernel (inner (pi - arccos(inner / |x||x'|)) / 2 pi, out
 of place, a finiteness check per block: the code of 2026-12-04's second session, kept here as the baseline);
-now, `kernels.infinite.infinite_ntk_vector`'s cache-sized square tiles. ratio = before / now.
+the same tiles with each operation on torch's thread pool (workers=1, the third session's product); now,
+`kernels.infinite.infinite_ntk_vector`'s cache-sized square tiles shared round robin among the threads, each
+operation on one thread. ratio = each / now (wall).
 
 Part 2, kernel passes to convergence on relu's H* at each --passes-n, H*'s row blocks cached so the counts
 come fast (a count does not depend on how a pass is computed): `eigensolvers.nystrom_smallest` with each of
@@ -63,23 +65,27 @@ def _former_product(X: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
 
 def product_cost(n: int, repeats: int) -> None:
     X = torch.from_numpy(sphere(n, 8, seed=0).X)
-    print(f"one pass H* V at n = {n}, d = 8 (best of {repeats}; per entry of the lower triangle, and "
-          f"extrapolated to n = 10^5):", flush=True)
+    print(f"one pass H* V at n = {n}, d = 8 on {torch.get_num_threads()} threads (best of {repeats}; per entry of "
+          "the lower triangle, and extrapolated to n = 10^5):", flush=True)
     entries = n * n / 2
+    products = {"before": _former_product,
+                "tiles, shared ops": lambda X, V: infinite_ntk_vector("relu", X, V, workers=1),
+                "now": lambda X, V: infinite_ntk_vector("relu", X, V)}
     for columns in (1, 16):
         V = torch.randn(n, columns, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-        best = {"before": (math.inf, math.inf), "now": (math.inf, math.inf)}
+        best = {name: (math.inf, math.inf) for name in products}
         for _ in range(repeats):
-            for name, product in (("before", _former_product), ("now", lambda X, V: infinite_ntk_vector("relu", X, V))):
+            for name, product in products.items():
                 wall, cpu = time.perf_counter(), time.process_time()
                 product(X, V)
                 spent = (time.perf_counter() - wall, time.process_time() - cpu)
                 best[name] = tuple(min(a, b) for a, b in zip(best[name], spent))
-        (bw, bc), (nw, nc) = best["before"], best["now"]
         per = 1e9 / entries
-        print(f"  {columns:2d} columns: before {bw:.2f} s ({bw * per:.1f} ns an entry, {bc * per:.1f} CPU ns), now "
-              f"{nw:.2f} s ({nw * per:.1f} ns, {nc * per:.1f} CPU ns); ratio {bw / nw:.2f} wall, {bc / nc:.2f} CPU; "
-              f"at n = 10^5 now {nw * per * 5e9 / 1e9:.0f} s a pass (load {os.getloadavg()[0]:.1f})", flush=True)
+        now = best["now"][0]
+        line = ", ".join(f"{name} {wall:.2f} s ({wall * per:.1f} ns an entry, {cpu * per:.1f} CPU ns; ratio "
+                         f"{wall / now:.2f})" for name, (wall, cpu) in best.items())
+        print(f"  {columns:2d} columns: {line}; at n = 10^5 now {now * per * 5e9 / 1e9:.0f} s a pass "
+              f"(load {os.getloadavg()[0]:.1f})", flush=True)
 
 
 def passes(n: int, blocks: list[int], lanczos: bool, ranks: list[int | None]) -> None:

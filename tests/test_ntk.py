@@ -15,6 +15,7 @@ from overparam.kernels import eigensolvers, finite
 from overparam.activations import BUILTIN, PAPERS
 from overparam.data import sphere
 from overparam.kernels.finite import monte_carlo_ntk, ntk, pass_ntk
+from overparam.kernels import infinite
 from overparam.kernels.infinite import infinite_ntk, infinite_ntk_vector
 from overparam.kernels.spectra import (extreme_eigenvalue, kernel_operator, lambda_min, leading_eigenvalues,
                                        spectral_norm)
@@ -139,7 +140,7 @@ def test_relu_diagonal_is_half_the_squared_norm():
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_operators_match_their_dense_matrices(activation):
+def test_operators_match_their_dense_matrices(activation, monkeypatch):
     X = inputs(11, 4, seed=7)
     net = TwoLayerNet(4, 48, 2, activation, seed=8)
     V = torch.randn(22, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -151,12 +152,15 @@ def test_operators_match_their_dense_matrices(activation):
         limit = kernel_operator(activation, X, out_dim=2, cache=cache)
         expected = infinite_ntk(activation, X, out_dim=2) @ V
         torch.testing.assert_close(limit.matvec(V), expected, rtol=1e-12, atol=1e-12)
-    blocks = infinite_ntk_vector(activation, X, V[:11], tile=3)
-    torch.testing.assert_close(blocks, infinite_ntk(activation, X) @ V[:11], rtol=1e-12, atol=1e-12)
+    for workers in (None, 1, 3):  # tiles shared among threads (default: torch's count), or all on one
+        blocks = infinite_ntk_vector(activation, X, V[:11], tile=3, workers=workers)
+        torch.testing.assert_close(blocks, infinite_ntk(activation, X) @ V[:11], rtol=1e-12, atol=1e-12)
     index = torch.tensor([12, 0, 21, 5, 16])  # both outputs' columns, unordered
     dense = infinite_ntk(activation, X, out_dim=2)
-    torch.testing.assert_close(kernel_operator(activation, X, out_dim=2).columns(index), dense[:, index],
-                               rtol=1e-12, atol=1e-12)
+    for group_bytes in (infinite.BLOCK_BYTES, 2 * 8 * 4 * 11):  # all columns at once, or by groups of 2
+        monkeypatch.setattr(infinite, "BLOCK_BYTES", group_bytes)
+        torch.testing.assert_close(kernel_operator(activation, X, out_dim=2).columns(index), dense[:, index],
+                                   rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("activation", PAPERS)  # closed-form H*: quadrature at n = 150 would be slow

@@ -5,6 +5,7 @@ row blocks, and its product with vectors.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -58,26 +59,46 @@ def kernel_rows(activation, X: torch.Tensor, rows: slice, sigma: float) -> torch
 
 
 def infinite_ntk_vector(activation: str | activations.Activation, X, V: torch.Tensor, sigma: float = 1.0,
-                        tile: int = PRODUCT_TILE) -> torch.Tensor:
+                        tile: int = PRODUCT_TILE, workers: int | None = None) -> torch.Tensor:
     """H* V for V of shape (n, c), by square tiles of H*'s lower triangle: tile (I, J) with J before I gives
     out[I] += H*_IJ V_J and, by symmetry, out[J] += H*_IJ^T V_I; a diagonal tile H*(X_I) is whole, with its
     exact diagonal (see `kernel_rows`). O(n^2 d) work on half the kernel entries, O(tile^2) memory: a tile
     stays in cache through the kernel's elementwise steps and both products, which accumulate in out^T
     (c, n) so that each reads the tile row by row. Non-finite entries (exp and softmax at large sigma)
-    make the product non-finite, and raise OverflowError as `finite_limit` does."""
+    make the product non-finite, and raise OverflowError as `finite_limit` does.
+
+    On the CPU the tiles are shared round robin among `workers` threads (default: torch's thread count), each
+    running its tiles' operations on one thread into its own out^T, summed at the end: a tile's operations
+    are too small to share well between threads (benchmarks/lambda_min_large.py)."""
     activation = activations.resolve(activation)
     X = torch.as_tensor(X, dtype=torch.float64)
     V = V.to(X.device)
     transposed = V.T.contiguous()
-    out = torch.zeros_like(transposed)
-    slices = list(chunks.chunk_slices(X.shape[0], tile))
-    for i, rows in enumerate(slices):
-        own = X[rows]
-        for cols in slices[:i]:
-            block = activation.infinite_kernel(own, sigma, X[cols]).to(V.dtype)
+    slices = chunks.chunk_slices(X.shape[0], tile)
+    tiles = [(rows, cols) for i, rows in enumerate(slices) for cols in slices[:i + 1]]
+    workers = (torch.get_num_threads() if X.device.type == "cpu" else 1) if workers is None else workers
+    workers = max(1, min(workers, len(tiles)))
+
+    def accumulate(mine: list[tuple[slice, slice]]) -> torch.Tensor:
+        out = torch.zeros_like(transposed)
+        for rows, cols in mine:
+            own = X[rows]
+            block = activation.infinite_kernel(own, sigma, own if cols == rows else X[cols]).to(V.dtype)
             out[:, rows].addmm_(transposed[:, cols], block.T)
-            out[:, cols].addmm_(transposed[:, rows], block)
-        out[:, rows].addmm_(transposed[:, rows], activation.infinite_kernel(own, sigma, own).to(V.dtype))
+            if cols != rows:
+                out[:, cols].addmm_(transposed[:, rows], block)
+        return out
+
+    if workers == 1:
+        out = accumulate(tiles)
+    else:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                out = sum(pool.map(accumulate, [tiles[w::workers] for w in range(workers)]))
+        finally:
+            torch.set_num_threads(threads)
     return finite_limit(out, activation, sigma, X).T.contiguous()
 
 
