@@ -144,6 +144,8 @@ def test_the_plan_names_the_group_of_units_where_the_time_goes():
     total = 2 * (1 + len(cfg.widths)) + kernel + 2
     assert (kernel, total) == (6, 14)
     assert threshold.seconds == pytest.approx(total, rel=1e-12)
+    assert threshold.bounded == pytest.approx(total - 2, rel=1e-12)  # all but the two lambda points are scans
+    assert concentration.bounded == 0.0
     units = cfg.draws * cfg.seeds
     assert threshold.dominant == f"{kernel / total:.0%} in KernelScan activation=relu d=3 ({units} units)"
 
@@ -161,6 +163,8 @@ def test_plan_prints_and_exits_without_computing(tmp_path, overparam):
     assert [(s["key"], s["units"], s["pending"]) for s in data["sections"]] == [("concentration", 4, 4),
                                                                                  ("threshold", 6, 6)]
     assert data["expected_seconds"] == pytest.approx(sum(s["seconds"] for s in data["sections"]))
+    assert data["upper_bound_seconds"] == pytest.approx(sum(s["bounded"] for s in data["sections"]))
+    assert 0 < data["upper_bound_seconds"] < data["expected_seconds"]
     assert data["overheads_ms"]["gd_step"] > 0 and data["overheads_ms"]["call"] > 0
     for preset in ("quick", "paper", "full"):
         listed = json.loads(overparam("study", "--preset", preset, "--plan", "--json", "--only", "threshold").stdout)
@@ -177,3 +181,14 @@ def test_plan_refuses_bad_input_in_one_line(tmp_path, overparam, args, message):
     shown = overparam("study", *args, "--plan")
     assert shown.returncode == 2 and message in shown.stderr
     assert "Traceback" not in shown.stderr and len(shown.stderr.strip().splitlines()) == 1
+
+
+def test_the_verdict_says_which_part_of_a_plan_over_its_goal_is_an_upper_bound():
+    """Within the goal; over it only through the width scans' upper bounds (the rest fits); over it anyway."""
+    from overparam.cli.study import _verdict
+
+    assert _verdict(600, 500, 400) == "within it"
+    bounded = _verdict(600, 1400, 1000)
+    assert bounded.startswith("beyond it as an upper bound only: 16.7 min of it are width scans")
+    assert "the rest (6.7 min) is within it" in bounded
+    assert _verdict(600, 1400, 100).startswith("beyond it: shrink")

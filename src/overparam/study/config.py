@@ -177,7 +177,9 @@ def _toml_table(name: str, values: dict) -> str:
 
 #: The presets as data: tables over the defaults (the quick preset), as in a TOML file.
 PRESETS = {
-    "quick": {"study": {"preset": "quick"}},
+    # quick: the defaults, at d = 16 where GD's theory:3 budgets fit 8000 steps up to n = 256 (at d = 8 relu
+    # needs 21,096 steps at n = 256, m = 2048), so the optimisation threshold reaches n = 256.
+    "quick": {"study": {"preset": "quick", "d": 16}, "threshold": {"ns": [16, 32, 64, 128, 256]}},
     # paper: a night (<= 8 h planned, `overparam study --preset paper --plan`) on 2 CPU cores; beside quick: more
     # n (threshold to n = 256, kernel threshold to 256 and m = 2^24), 8 draws x 4 seeds, the d-axis over
     # d = 8..64, d = 16. Left out as they do not fit a night (GD steps of the theory:3 budget, from

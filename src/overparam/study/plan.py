@@ -83,7 +83,8 @@ class Rates:
 @dataclass
 class SectionPlan:
     """One section: its units, those the results folder lacks (`pending`), their expected seconds (None where
-    some have no cost model: `unknown` of them)."""
+    some have no cost model: `unknown` of them), and how many of those seconds are upper bounds (`bounded`:
+    width scans planned as if every width ran, `UPPER_BOUNDS`)."""
 
     key: str
     title: str
@@ -93,6 +94,11 @@ class SectionPlan:
     unknown: int = 0
     error: str | None = None
     dominant: str | None = None
+    bounded: float | None = None
+
+
+#: Unit kinds whose cost model is an upper bound: a seed's scan ends two widths after it first succeeds.
+UPPER_BOUNDS = ("WidthScan", "KernelScan")
 
 
 def step_ops(n: int, m: int, d: int, k: int = 1) -> float:
@@ -310,12 +316,14 @@ def plan_study(config: StudyConfig, out: str | Path | None = None, rates: Rates 
         costs = [None if u.key in planned else unit_cost(u) for u in pending]
         unknown = sum(cost is None and u.key not in planned for u, cost in zip(pending, costs))
         planned.update(u.key for u in pending)
-        seconds = dominant = None
+        seconds = dominant = bounded = None
         if rates is not None and not unknown:
             times = [0.0 if cost is None else rates.seconds(cost) for cost in costs]
             seconds = sum(times)
+            bounded = sum(t for u, t in zip(pending, times) if type(u).__name__ in UPPER_BOUNDS)
             dominant = _dominant(pending, times)
-        plans.append(SectionPlan(key, spec.TITLE, len(units), len(pending), seconds, unknown, dominant=dominant))
+        plans.append(SectionPlan(key, spec.TITLE, len(units), len(pending), seconds, unknown, dominant=dominant,
+                                 bounded=bounded))
     return plans
 
 
