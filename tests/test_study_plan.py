@@ -192,3 +192,17 @@ def test_the_verdict_says_which_part_of_a_plan_over_its_goal_is_an_upper_bound()
     assert bounded.startswith("beyond it as an upper bound only: 16.7 min of it are width scans")
     assert "the rest (6.7 min) is within it" in bounded
     assert _verdict(600, 1400, 100).startswith("beyond it: shrink")
+
+
+def test_lambda_points_above_the_dense_limit_cost_the_solver_that_will_run(monkeypatch):
+    """Where H* and its factor fit, lambda_min comes from a Cholesky factor: n^3/3 flops beside the triangular
+    solves and H*'s entries (640 n^2); where they do not, the matrix-free products alone."""
+    from overparam.kernels import eigensolvers
+    from overparam.study.thresholds import LambdaPoint
+
+    n = 20_000
+    monkeypatch.setattr(eigensolvers, "available_memory", lambda device: 1 << 40)
+    assert unit_cost(LambdaPoint("relu", n, 16, 1.0)) == Cost(gemm=n**3 / 3 + 640.0 * n**2)
+    monkeypatch.setattr(eigensolvers, "available_memory", lambda device: eigensolvers.dense_bytes(n))
+    assert unit_cost(LambdaPoint("relu", n, 16, 1.0)) == Cost(gemm=640.0 * n**2)
+    assert unit_cost(LambdaPoint("relu", 100, 16, 1.0)) == Cost(dense=10.0 * 100**3)

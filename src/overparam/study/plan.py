@@ -170,11 +170,14 @@ def unit_cost(unit) -> Cost | None:
         return Cost(gemm=sum(kernel_ops(n, max(u.widths), u.d) / (4 * pairs) for n in u.ns),
                     dense=sum(2 * len(u.widths) * dense_ops(n) for n in u.ns), calls=1 + len(u.ns))
     if kind == "LambdaPoint":
-        from ..kernels.eigensolvers import DENSE_LIMIT
+        from ..kernels.eigensolvers import DENSE_LIMIT, choose
 
         if u.n <= DENSE_LIMIT:
             return Cost(dense=dense_ops(u.n))
-        return Cost(gemm=300 * 2.0 * u.n**2 + 40.0 * u.n**2)  # Lanczos products on H*, and H*'s entries
+        lanczos = 300 * 2.0 * u.n**2 + 40.0 * u.n**2  # Lanczos products (or triangular solves), and H*'s entries
+        if choose(u.n).method == "cholesky":  # the factor's n^3/3 flops at about GEMM speed (n = 20,000: 100 s
+            return Cost(gemm=u.n**3 / 3 + lanczos)  # on one thread, where this says 90 s; benchmarks/RESULTS.md)
+        return Cost(gemm=lanczos)
     if kind == "KernelDraw":
         return Cost(gemm=kernel_ops(u.n, u.width, u.d), dense=3 * dense_ops(u.n))
     if kind == "TrainingRun":
