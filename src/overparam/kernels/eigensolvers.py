@@ -57,8 +57,9 @@ LANCZOS_RESTARTS = 2
 #: (both are at the well-separated top of their spectra, where Lanczos converges fast).
 LEADING_NCV = 256
 INVERSE_NCV = 64
-#: Landmarks of the Nystrom preconditioner (`nystrom_rank`: NYSTROM_RANK_SCALE sqrt(side), at least NYSTROM_RANK, at most
-#: half the side, fewer where its side x rank factor would take more than NYSTROM_MEMORY of the free memory), LOBPCG's block of vectors, its relative residual tolerance
+#: Landmarks of the Nystrom preconditioner (`nystrom_rank`: NYSTROM_RANK_SCALE sqrt(side), at least NYSTROM_RANK,
+#: at most half the side, fewer where its side x rank factor would take more than NYSTROM_MEMORY of the free
+#: memory), LOBPCG's block of vectors, its relative residual tolerance
 #: ||K v - mu v|| <= tol mu (mu is then within tol mu of an eigenvalue; its error is in practice about
 #: the residual squared over the gap, 1e-13 relative in the tests) and its most iterations. 16 vectors:
 #: a product with 16 costs little more than with one where the kernel's entries dominate, and on relu's H*
